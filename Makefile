@@ -1,0 +1,37 @@
+# guestprep: two entry points on a fresh Debian 12 machine: `make demo`, `make test`.
+SHELL := /bin/sh
+VENV ?= .venv
+PYTHON ?= python3
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench setup system-deps venv clean
+
+demo: venv
+	@mkdir -p reports/demo
+	@$(VENV)/bin/guestprep preflight --local --out reports/demo --format json,html,junit,csv; rc=$$?; \
+	if [ $$rc -le 1 ]; then echo; echo "demo: reports written to $(CURDIR)/reports/demo (report.json, report.html, junit.xml, findings.csv)"; exit 0; fi; exit $$rc
+
+test: system-deps venv
+	@VENV=$(VENV) ./scripts/run-tests.sh
+
+bench: system-deps venv
+	@for b in benchmarks/*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
+
+setup: system-deps venv
+
+system-deps:
+	@./scripts/ensure-system-packages.sh scripts/system-packages.txt
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@if ! $(PYTHON) -c 'import venv, ensurepip' 2>/dev/null; then \
+		if [ "$$(id -u)" -eq 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; \
+		else echo "python3-venv is missing: run as root: apt-get install python3-venv" >&2; exit 2; fi; fi
+	@$(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/pip install -q --upgrade pip >/dev/null
+	@$(VENV)/bin/pip install -q -e '.[test,bench]'
+	@touch $@
+
+clean:
+	rm -rf $(VENV) reports tests/artifacts .pytest_cache

@@ -1,0 +1,373 @@
+"""Typed records shared by every stage.
+
+Data flows forward through these records: inventory -> facts -> checks -> report,
+and facts -> operations (plan/apply/verify). A later stage never reaches into an
+earlier stage's internals; it only reads these records.
+
+Every record converts to and from plain JSON-able dicts (``to_dict``/``from_dict``)
+so hand-off documents and reports are stable, reviewable files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+REPORT_SCHEMA = "guestprep.report/1"
+HANDOFF_SCHEMA = "guestprep.handoff/1"
+
+
+class Severity(str, enum.Enum):
+    BLOCKER = "blocker"
+    WARNING = "warning"
+    INFO = "info"
+
+    @property
+    def rank(self) -> int:
+        return {"info": 0, "warning": 1, "blocker": 2}[self.value]
+
+
+class Status(str, enum.Enum):
+    PASS = "pass"
+    FAIL = "fail"
+    ERROR = "error"
+    SKIPPED = "skipped"
+    WAIVED = "waived"
+    UNREACHABLE = "unreachable"
+
+
+class Readiness(str, enum.Enum):
+    """Per-guest verdict derived from its findings."""
+
+    READY = "ready"              # no failing blocker or warning
+    READY_WITH_WARNINGS = "warnings"
+    BLOCKED = "blocked"          # at least one failing blocker
+    UNKNOWN = "unknown"          # unreachable or collector error
+
+
+class Transport(str, enum.Enum):
+    LOCAL = "local"
+    SSH = "ssh"
+    WINRM = "winrm"
+    PSRP = "psrp"
+
+
+class OSFamily(str, enum.Enum):
+    LINUX = "linux"
+    WINDOWS = "windows"
+    AUTO = "auto"
+
+
+# --------------------------------------------------------------------------- inventory
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """References to secrets, never the secrets themselves.
+
+    ``password_env`` names an environment variable; the value is read only when a
+    connector opens a session (see ``guestprep.secrets``) and is never stored in a
+    record, a log or a report.
+    """
+
+    user: str | None = None
+    password_env: str | None = None
+    key_file: str | None = None
+    key_passphrase_env: str | None = None
+    use_agent: bool = True
+    sudo: bool = False
+    sudo_password_env: str | None = None
+
+
+@dataclass(frozen=True)
+class Guest:
+    name: str
+    address: str
+    transport: Transport = Transport.SSH
+    os: OSFamily = OSFamily.AUTO
+    port: int | None = None
+    credentials: Credentials = field(default_factory=Credentials)
+    groups: tuple[str, ...] = ()
+    vars: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ""  # where the guest was defined: "fleet.yaml:12"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["transport"] = self.transport.value
+        d["os"] = self.os.value
+        d["groups"] = list(self.groups)
+        d["vars"] = dict(self.vars)
+        return d
+
+
+# --------------------------------------------------------------------------- connectors
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    rc: int
+    stdout: bytes
+    stderr: bytes
+    duration: float
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+    def text(self) -> str:
+        return self.stdout.decode("utf-8", errors="replace")
+
+    def err_text(self) -> str:
+        return self.stderr.decode("utf-8", errors="replace")
+
+
+# --------------------------------------------------------------------------- findings
+
+
+@dataclass
+class Finding:
+    guest: str
+    check_id: str
+    severity: Severity
+    status: Status
+    title: str
+    message: str
+    resource: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
+    remediation: str = ""
+    fixed_by: str | None = None
+    waiver: dict[str, Any] | None = None
+
+    @property
+    def failing(self) -> bool:
+        return self.status in (Status.FAIL, Status.ERROR, Status.UNREACHABLE)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "guest": self.guest,
+            "check_id": self.check_id,
+            "severity": self.severity.value,
+            "status": self.status.value,
+            "title": self.title,
+            "message": self.message,
+            "resource": self.resource,
+            "evidence": self.evidence,
+            "remediation": self.remediation,
+            "fixed_by": self.fixed_by,
+            "waiver": self.waiver,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Finding":
+        return cls(
+            guest=d["guest"],
+            check_id=d["check_id"],
+            severity=Severity(d["severity"]),
+            status=Status(d["status"]),
+            title=d.get("title", ""),
+            message=d.get("message", ""),
+            resource=d.get("resource", ""),
+            evidence=dict(d.get("evidence") or {}),
+            remediation=d.get("remediation", ""),
+            fixed_by=d.get("fixed_by"),
+            waiver=d.get("waiver"),
+        )
+
+
+@dataclass
+class GuestReport:
+    """Everything preflight learned about one guest."""
+
+    guest: str
+    address: str
+    os: str
+    transport: str
+    readiness: Readiness
+    findings: list[Finding]
+    facts_summary: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    duration: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "guest": self.guest,
+            "address": self.address,
+            "os": self.os,
+            "transport": self.transport,
+            "readiness": self.readiness.value,
+            "error": self.error,
+            "duration_s": round(self.duration, 3),
+            "facts_summary": self.facts_summary,
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+def readiness_of(findings: Iterable[Finding], error: str | None = None) -> Readiness:
+    findings = list(findings)
+    if error or any(f.status in (Status.UNREACHABLE,) for f in findings):
+        return Readiness.UNKNOWN
+    failing = [f for f in findings if f.status in (Status.FAIL, Status.ERROR)]
+    if any(f.severity is Severity.BLOCKER for f in failing):
+        return Readiness.BLOCKED
+    if any(f.status is Status.ERROR for f in failing):
+        return Readiness.UNKNOWN
+    if any(f.severity is Severity.WARNING for f in failing):
+        return Readiness.READY_WITH_WARNINGS
+    return Readiness.READY
+
+
+# --------------------------------------------------------------------------- operations
+
+
+@dataclass(frozen=True)
+class Change:
+    """One planned change on a guest. ``kind`` selects how apply executes it.
+
+    kinds: write_file (path, content, mode), backup (path), run (argv),
+    delete_file (path), service (name, action), package (names, manager).
+    """
+
+    kind: str
+    target: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    diff: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "target": self.target, "detail": self.detail, "diff": self.diff}
+
+
+@dataclass
+class Plan:
+    operation: str
+    guest: str
+    changes: list[Change] = field(default_factory=list)
+    reason: str = ""            # why nothing is planned, or a summary
+    verify: str | None = None   # check id that must pass after apply
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "operation": self.operation,
+            "guest": self.guest,
+            "reason": self.reason,
+            "verify": self.verify,
+            "warnings": self.warnings,
+            "changes": [c.to_dict() for c in self.changes],
+        }
+
+
+# --------------------------------------------------------------------------- source VM
+
+
+@dataclass
+class VMController:
+    key: int
+    kind: str  # lsilogic | lsisas | pvscsi | buslogic | sata | nvme | ide
+    bus_number: int = 0
+    sharing: str = "noSharing"
+    label: str = ""
+
+
+@dataclass
+class VMDisk:
+    key: int
+    label: str
+    controller_key: int
+    unit_number: int
+    capacity_bytes: int
+    datastore_path: str = ""       # "[datastore1] vm/vm.vmdk"
+    thin: bool | None = None
+    disk_mode: str = "persistent"  # persistent | independent_persistent | independent_nonpersistent | ...
+    sharing: str = "sharingNone"
+    rdm_mode: str | None = None    # physicalMode | virtualMode | None
+    uuid: str | None = None
+    is_boot: bool = False
+
+    @property
+    def independent(self) -> bool:
+        return self.disk_mode.startswith("independent")
+
+
+@dataclass
+class VMNic:
+    label: str
+    model: str  # vmxnet3 | e1000 | e1000e | vmxnet2 | pcnet32
+    mac: str
+    network: str = ""   # portgroup name
+    vlan: int | None = None
+    connected: bool = True
+    address_type: str = ""  # assigned | generated | manual | static
+
+
+@dataclass
+class SourceVM:
+    """A VMware VM as read from vSphere (or a .vmx file)."""
+
+    name: str
+    uuid_bios: str | None = None
+    uuid_instance: str | None = None
+    moref: str | None = None
+    power_state: str = "unknown"  # poweredOn | poweredOff | suspended
+    guest_id: str = ""
+    guest_full_name: str = ""
+    firmware: str = "bios"  # bios | efi
+    secure_boot: bool = False
+    vtpm: bool = False
+    num_cpu: int = 1
+    cores_per_socket: int = 1
+    memory_mb: int = 1024
+    cpu_hot_add: bool = False
+    mem_hot_add: bool = False
+    controllers: list[VMController] = field(default_factory=list)
+    disks: list[VMDisk] = field(default_factory=list)
+    cdroms: list[dict[str, Any]] = field(default_factory=list)
+    nics: list[VMNic] = field(default_factory=list)
+    snapshot_count: int = 0
+    consolidation_needed: bool = False
+    cbt_enabled: bool = False
+    tools_status: str | None = None
+    tools_running: str | None = None
+    tools_version: str | None = None
+    guest_ips: list[str] = field(default_factory=list)
+    guest_hostname: str | None = None
+    host: str | None = None
+    cluster: str | None = None
+    datacenter: str | None = None
+    affinity: dict[str, Any] = field(default_factory=dict)
+    usb_controllers: int = 0
+    pci_passthrough: list[str] = field(default_factory=list)
+    sriov_nics: list[str] = field(default_factory=list)
+    vgpu: list[str] = field(default_factory=list)
+    serial_ports: int = 0
+    source: str = "vsphere"  # vsphere | vmx
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def controller(self, key: int) -> VMController | None:
+        return next((c for c in self.controllers if c.key == key), None)
+
+    def boot_disk(self) -> VMDisk | None:
+        marked = [d for d in self.disks if d.is_boot]
+        if marked:
+            return marked[0]
+        return self.disks[0] if self.disks else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SourceVM":
+        d = dict(d)
+        d["controllers"] = [VMController(**c) for c in d.get("controllers", [])]
+        d["disks"] = [VMDisk(**x) for x in d.get("disks", [])]
+        d["nics"] = [VMNic(**n) for n in d.get("nics", [])]
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown SourceVM field(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
