@@ -34,11 +34,23 @@ class Applied:
 
 
 class Operation(Protocol):
+    """What ``prepare`` drives, per OS. Register instances with :func:`operation`.
+
+    ``plan`` is pure (facts -> Plan). ``apply`` executes exactly the plan through the
+    connector, backing up each file it changes and journaling each step on the guest
+    (Linux: /var/lib/guestprep/journal.json; Windows: C:\\ProgramData\\guestprep\\journal.json).
+    Verification is generic: the engine re-collects facts and re-runs the checks in
+    ``fixes``; they must now pass.
+    """
+
     id: str          # "linux.initramfs_virtio"
     os: str          # linux | windows | vm
+    title: str
     fixes: tuple[str, ...]  # check ids it turns from fail to pass
 
     def plan(self, facts: Any, guest: str, options: dict[str, Any]) -> Plan: ...
+
+    def apply(self, conn: Any, plan: Plan, options: dict[str, Any]) -> Applied: ...
 
 
 _OPERATIONS: dict[str, Any] = {}
