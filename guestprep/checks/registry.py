@@ -68,6 +68,7 @@ def validate_meta(meta: CheckMeta) -> None:
 
 
 def load_all() -> dict[str, Check]:
+    importlib.import_module("guestprep.checks.common")
     for pkg_name in _CHECK_PACKAGES:
         pkg = importlib.import_module(pkg_name)
         for mod in pkgutil.iter_modules(pkg.__path__):

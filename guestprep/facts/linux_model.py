@@ -133,6 +133,7 @@ class LinuxFacts:
     virtualization: str | None        # vmware | kvm | none ...
     is_root: bool
     sudo: str | None                  # "root" | "nopasswd" | "password" | "no" | None
+    nic_pins: dict[str, str] = field(default_factory=dict)  # interface name -> MAC it is pinned to (.link/udev)
     unknown: dict[str, str] = field(default_factory=dict)  # field -> why it is unknown
     raw_schema: str = LINUX_FACTS_SCHEMA
 
