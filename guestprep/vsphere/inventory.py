@@ -1,0 +1,121 @@
+"""Read every VM of a vCenter/ESXi in one PropertyCollector retrieval.
+
+One ContainerView over the root folder selects VMs and the few objects their facts
+refer to (hosts, clusters, folders, datacenters, networks); one RetrievePropertiesEx
+returns all their properties, continued page by page with
+ContinueRetrievePropertiesEx. Nothing here makes a round trip per VM or per property.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from pyVmomi import vim, vmodl
+
+from guestprep.errors import ConnectionFailed
+from guestprep.models import SourceVM
+from guestprep.vsphere.client import TRANSPORT_ERRORS, Session, translate
+from guestprep.vsphere.mapping import Context, to_source_vm
+
+VM_PROPERTIES = [
+    "name", "config.uuid", "config.instanceUuid", "config.guestId", "config.guestFullName",
+    "config.firmware", "config.bootOptions", "config.hardware.numCPU",
+    "config.hardware.numCoresPerSocket", "config.hardware.memoryMB", "config.hardware.device",
+    "config.cpuHotAddEnabled", "config.memoryHotAddEnabled", "config.changeTrackingEnabled",
+    "config.template", "config.cpuAffinity", "snapshot", "runtime.powerState",
+    "runtime.consolidationNeeded", "runtime.host", "guest.toolsStatus", "guest.toolsRunningStatus",
+    "guest.toolsVersion", "guest.ipAddress", "guest.net", "guest.hostName",
+]
+OTHER_PROPERTIES: dict[type, list[str]] = {
+    vim.HostSystem: ["name", "parent", "config.network.portgroup"],
+    vim.ClusterComputeResource: ["name", "parent", "configurationEx"],
+    vim.ComputeResource: ["name", "parent"],
+    vim.Folder: ["name", "parent"],
+    vim.Datacenter: ["name", "parent"],
+    vim.Network: ["name"],
+    vim.dvs.DistributedVirtualPortgroup: ["name", "key", "config.defaultPortConfig"],
+}
+DEFAULT_PAGE_SIZE = 500
+
+
+def _filter_spec(view: Any) -> vmodl.query.PropertyCollector.FilterSpec:
+    PC = vmodl.query.PropertyCollector
+    traverse = PC.TraversalSpec(name="view", path="view", skip=False, type=vim.view.ContainerView)
+    prop_specs = [PC.PropertySpec(type=vim.VirtualMachine, pathSet=VM_PROPERTIES)]
+    prop_specs += [PC.PropertySpec(type=t, pathSet=p) for t, p in OTHER_PROPERTIES.items()]
+    return PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=view, skip=True, selectSet=[traverse])],
+                         propSet=prop_specs, reportMissingObjectsInResults=False)
+
+
+def retrieve(session: Session | Any, *, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[Any]:
+    """Yield every ObjectContent of the retrieval, following continuation tokens."""
+    si = getattr(session, "si", session)
+    content = si.RetrieveContent()
+    types = [vim.VirtualMachine] + list(OTHER_PROPERTIES)
+    view = content.viewManager.CreateContainerView(content.rootFolder, types, True)
+    pc = content.propertyCollector
+    try:
+        result = pc.RetrievePropertiesEx([_filter_spec(view)],
+                                         vmodl.query.PropertyCollector.RetrieveOptions(maxObjects=page_size))
+        while result is not None:
+            yield from result.objects or []
+            if not result.token:
+                break
+            result = pc.ContinueRetrievePropertiesEx(result.token)
+    finally:
+        try:
+            view.DestroyView()
+        except Exception:  # the session may be gone already; the view dies with it
+            pass
+
+
+def _vlan_of(port_config: Any) -> int | None:
+    vlan = getattr(port_config, "vlan", None)
+    vid = getattr(vlan, "vlanId", None)
+    return vid if isinstance(vid, int) else None  # trunk ranges have no single VLAN
+
+
+def fetch_all(session: Session | Any, *, page_size: int = DEFAULT_PAGE_SIZE,
+              where: str = "vsphere") -> list[SourceVM]:
+    """All VMs as ``SourceVM`` records, sorted by name then moref."""
+    ctx = Context()
+    vms: list[tuple[str, dict[str, Any]]] = []
+    try:
+        for obj in retrieve(session, page_size=page_size):
+            props = {p.name: p.val for p in obj.propSet or []}
+            ref = obj.obj._moId
+            if isinstance(obj.obj, vim.VirtualMachine):
+                vms.append((ref, props))
+            elif isinstance(obj.obj, vim.HostSystem):
+                ctx.hosts[ref] = {"name": props.get("name"), "parent": _ref(props.get("parent"))}
+                ctx.host_vlans[ref] = {pg.spec.name: pg.spec.vlanId
+                                       for pg in props.get("config.network.portgroup") or [] if pg.spec}
+            elif isinstance(obj.obj, vim.ComputeResource):  # clusters are ComputeResources too
+                cfg = props.get("configurationEx")
+                ctx.computes[ref] = {"name": props.get("name"), "parent": _ref(props.get("parent")),
+                                     "cluster": isinstance(obj.obj, vim.ClusterComputeResource),
+                                     "rules": list(getattr(cfg, "rule", None) or []),
+                                     "groups": list(getattr(cfg, "group", None) or [])}
+            elif isinstance(obj.obj, vim.Folder):
+                ctx.folders[ref] = {"name": props.get("name"), "parent": _ref(props.get("parent"))}
+            elif isinstance(obj.obj, vim.Datacenter):
+                ctx.datacenters[ref] = {"name": props.get("name"), "parent": _ref(props.get("parent"))}
+            elif isinstance(obj.obj, vim.dvs.DistributedVirtualPortgroup):
+                ctx.dvportgroups[props.get("key") or ref] = {
+                    "name": props.get("name"), "vlan": _vlan_of(props.get("config.defaultPortConfig"))}
+                ctx.networks[ref] = props.get("name") or ref
+            elif isinstance(obj.obj, vim.Network):
+                ctx.networks[ref] = props.get("name") or ref
+    except vim.fault.NotAuthenticated as exc:
+        raise translate(exc, where) from None
+    except TRANSPORT_ERRORS as exc:
+        raise translate(exc, where) from None
+    except vmodl.MethodFault as exc:
+        raise ConnectionFailed(f"vCenter refused the inventory query: {exc.msg or type(exc).__name__}",
+                               where=where) from None
+    out = [to_source_vm(ref, props, ctx) for ref, props in vms]
+    return sorted(out, key=lambda v: (v.name, v.moref or ""))
+
+
+def _ref(obj: Any) -> str | None:
+    return obj._moId if obj is not None and hasattr(obj, "_moId") else None
