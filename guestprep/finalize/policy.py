@@ -1,0 +1,163 @@
+"""Target policy: where and how a VM lands on Proxmox (node, storage, network map...).
+
+Read from YAML (``--policy``) when the hand-off is built and embedded in the hand-off,
+so ``finalize`` on the Proxmox node needs nothing else. Every bad key is a ConfigError
+naming the file and key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from guestprep.errors import ConfigError
+from guestprep.finalize.pve_schema import KNOWN_CPU_TYPES
+
+STRATEGIES = ("direct", "sata-first")
+CACHES = ("none", "writeback")
+FORMATS = ("raw", "qcow2")
+DEFAULT_CPU = "x86-64-v2-AES"  # satisfies x86-64-v2: EL9 guests panic on kvm64
+WRITEBACK_WARNING = (
+    "cache=writeback keeps acknowledged writes in host RAM: only safe with a battery/flash-"
+    "backed controller cache or a UPS (seed guide); otherwise a power loss corrupts the guest"
+)
+
+
+@dataclass(frozen=True)
+class NetTarget:
+    bridge: str
+    tag: int | None = None
+
+
+@dataclass
+class TargetPolicy:
+    node: str | None = None
+    storage: str | None = None
+    format: str | None = None
+    vmid: int | None = None
+    name: str | None = None
+    strategy: str = "direct"
+    cpu: str = DEFAULT_CPU
+    cache: str = "none"
+    balloon_mb: int | None = None
+    network_map: dict[str, NetTarget] = field(default_factory=dict)
+    volumes: dict[str, str] = field(default_factory=dict)      # disk label -> volid made by hostside
+    datastores: dict[str, str] = field(default_factory=dict)   # datastore name -> mounted path
+    expect_addresses: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    start: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["network_map"] = {k: asdict(v) for k, v in self.network_map.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None, where: str = "policy") -> "TargetPolicy":
+        d = dict(d or {})
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(d) - known - {"network_map_file"})
+        if unknown:
+            raise ConfigError(f"unknown key(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})", where=where)
+
+        def want(key: str, types: tuple, what: str) -> Any:
+            v = d.get(key)
+            if v is not None and (not isinstance(v, types) or isinstance(v, bool) and bool not in types):
+                raise ConfigError(f"{key} must be {what}, got {v!r}", where=where)
+            return v
+
+        p = cls()
+        p.node = want("node", (str,), "a node name")
+        p.storage = want("storage", (str,), "a storage id")
+        p.name = want("name", (str,), "a string")
+        p.format = want("format", (str,), f"one of {FORMATS}")
+        if p.format is not None and p.format not in FORMATS:
+            raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {p.format!r}", where=where)
+        p.vmid = want("vmid", (int,), "an integer 100..999999999")
+        if p.vmid is not None and not 100 <= p.vmid <= 999999999:
+            raise ConfigError(f"vmid must be 100..999999999, got {p.vmid}", where=where)
+        p.strategy = want("strategy", (str,), f"one of {STRATEGIES}") or "direct"
+        if p.strategy not in STRATEGIES:
+            raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {p.strategy!r}", where=where)
+        p.cpu = want("cpu", (str,), "a CPU model") or DEFAULT_CPU
+        if p.cpu not in KNOWN_CPU_TYPES:
+            raise ConfigError(f"cpu {p.cpu!r} is not a Proxmox CPU model (e.g. {DEFAULT_CPU}, host)", where=where)
+        if p.cpu in ("kvm64", "qemu64", "kvm32", "qemu32"):
+            raise ConfigError(f"cpu {p.cpu!r} lacks x86-64-v2: EL9 guests panic on it; use {DEFAULT_CPU} or host", where=where)
+        p.cache = want("cache", (str,), f"one of {CACHES}") or "none"
+        if p.cache not in CACHES:
+            raise ConfigError(f"cache must be one of {', '.join(CACHES)}, got {p.cache!r}", where=where)
+        p.balloon_mb = want("balloon_mb", (int,), "an integer (MiB)")
+        if p.balloon_mb is not None and p.balloon_mb < 0:
+            raise ConfigError("balloon_mb must be >= 0", where=where)
+        start = d.get("start", True)
+        if not isinstance(start, bool):
+            raise ConfigError(f"start must be true or false, got {start!r}", where=where)
+        p.start = start
+        p.network_map = parse_network_map(d.get("network_map") or {}, f"{where}: network_map")
+        for key in ("volumes", "datastores"):
+            m = d.get(key) or {}
+            if not isinstance(m, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in m.items()):
+                raise ConfigError(f"{key} must map names to strings", where=where)
+            setattr(p, key, dict(m))
+        for key in ("expect_addresses", "tags"):
+            v = d.get(key) or []
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise ConfigError(f"{key} must be a list of strings", where=where)
+            setattr(p, key, list(v))
+        return p
+
+
+def parse_network_map(m: Any, where: str) -> dict[str, NetTarget]:
+    """portgroup -> {bridge, tag} (or the shorthand 'portgroup: vmbr0')."""
+    if not isinstance(m, Mapping):
+        raise ConfigError("must map portgroup names to {bridge, tag}", where=where)
+    out: dict[str, NetTarget] = {}
+    for pg, target in m.items():
+        if isinstance(target, str):
+            target = {"bridge": target}
+        if not isinstance(target, Mapping) or not isinstance(target.get("bridge"), str):
+            raise ConfigError(f"portgroup {pg!r} needs a bridge", where=where)
+        extra = set(target) - {"bridge", "tag"}
+        if extra:
+            raise ConfigError(f"portgroup {pg!r}: unknown key(s) {sorted(extra)}", where=where)
+        tag = target.get("tag")
+        if tag is not None and (isinstance(tag, bool) or not isinstance(tag, int) or not 1 <= tag <= 4094):
+            raise ConfigError(f"portgroup {pg!r}: tag must be a VLAN id 1..4094, got {tag!r}", where=where)
+        if not re.fullmatch(r"[-_.\w]{1,15}", target["bridge"]):
+            raise ConfigError(f"portgroup {pg!r}: {target['bridge']!r} is not a bridge name", where=where)
+        out[str(pg)] = NetTarget(target["bridge"], tag)
+    return out
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", where=str(path)) from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"not valid YAML: {getattr(e, 'problem', e)}", where=at) from e
+
+
+def load_policy(path: str | Path) -> TargetPolicy:
+    p = Path(path)
+    data = _load_yaml(p)
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError("must be a YAML mapping", where=str(p))
+    data = dict(data)
+    nm_file = data.pop("network_map_file", None)
+    if nm_file is not None:
+        nm_path = (p.parent / nm_file) if not Path(nm_file).is_absolute() else Path(nm_file)
+        nm = _load_yaml(nm_path)
+        merged = dict(nm or {})
+        merged.update(data.get("network_map") or {})
+        data["network_map"] = merged
+    return TargetPolicy.from_dict(data, where=str(p))
