@@ -1,0 +1,126 @@
+"""What the WinRM and PSRP connectors share: script loading, encoding, CLIXML decoding.
+
+Scripts travel as data, never as command lines built from input:
+
+* WinRM: ``powershell.exe -EncodedCommand <BOOTSTRAP>`` where the bootstrap is a
+  fixed script (no input in it). The bootstrap reads one base64 line from stdin:
+  a UTF-8 JSON payload ``{"script": ..., "args": [...], "stdin": ...}``, makes a
+  scriptblock of ``script`` and invokes it with ``args`` as positional parameters.
+  Output is forced to UTF-8 whatever the guest's OEM code page is.
+* PSRP: the script text is added to the pipeline and ``args`` as arguments.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Sequence
+
+from guestprep.errors import ConfigError
+
+SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "guest_scripts" / "windows"
+MARKER_RE = re.compile(r"^#\s*guestprep-script:\s*(?P<name>[A-Za-z0-9_.-]+)\s*$", re.M)
+
+# The fixed bootstrap. It contains no caller input; the payload arrives on stdin.
+BOOTSTRAP = (
+    "$ErrorActionPreference = 'Stop'\n"
+    "# guestprep-bootstrap/1\n"
+    "[Console]::OutputEncoding = New-Object -TypeName System.Text.UTF8Encoding -ArgumentList $false\n"
+    "$OutputEncoding = [Console]::OutputEncoding\n"
+    "$line = [Console]::In.ReadLine()\n"
+    "$json = [System.Text.Encoding]::UTF8.GetString([System.Convert]::FromBase64String($line))\n"
+    "$payload = ConvertFrom-Json -InputObject $json\n"
+    "$block = [scriptblock]::Create([string]$payload.script)\n"
+    "$argv = @($payload.args)\n"
+    "if ($null -ne $payload.stdin) { $payload.stdin | & $block @argv } else { & $block @argv }\n"
+    "if ($LASTEXITCODE) { exit $LASTEXITCODE }\n"
+)
+
+
+def encode_command(script: str) -> str:
+    """PowerShell's -EncodedCommand form: base64 of UTF-16LE."""
+    return base64.b64encode(script.encode("utf-16-le")).decode("ascii")
+
+
+def decode_command(encoded: str) -> str:
+    return base64.b64decode(encoded).decode("utf-16-le")
+
+
+def bootstrap_argv() -> list[str]:
+    return ["powershell.exe", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass",
+            "-EncodedCommand", encode_command(BOOTSTRAP)]
+
+
+def payload_line(script: str, args: Sequence[str], stdin: bytes | None) -> bytes:
+    doc = {"script": script, "args": [str(a) for a in args],
+           "stdin": stdin.decode("utf-8") if stdin is not None else None}
+    return base64.b64encode(json.dumps(doc, ensure_ascii=False).encode("utf-8")) + b"\r\n"
+
+
+def parse_payload_line(line: bytes) -> dict:
+    return json.loads(base64.b64decode(line.strip()).decode("utf-8"))
+
+
+def script_marker(text: str) -> str | None:
+    m = MARKER_RE.search(text)
+    return m.group("name") if m else None
+
+
+def windows_script_text(name: str) -> str:
+    path = SCRIPTS_DIR / name
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"guest script missing: {exc.strerror}", where=str(path)) from None
+
+
+def windows_script(name: str, *, library: bool = True) -> str:
+    """Script text, with the shared library (journal, JSON result helpers) in front."""
+    text = windows_script_text(name)
+    if library and name != "lib.ps1":
+        return windows_script_text("lib.ps1") + "\n" + text
+    return text
+
+
+# --------------------------------------------------------------------------- CLIXML
+
+_CLIXML_ESC = re.compile(r"_x([0-9A-Fa-f]{4})_")
+
+
+def _unescape_clixml(s: str) -> str:
+    return _CLIXML_ESC.sub(lambda m: chr(int(m.group(1), 16)), s)
+
+
+def decode_clixml(data: bytes | str) -> str:
+    """Turn PowerShell's ``#< CLIXML`` stderr into readable lines.
+
+    Error records (``S="Error"``) and warnings become plain text; progress
+    records are dropped. Text that is not CLIXML is returned unchanged.
+    """
+    text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
+    if "#< CLIXML" not in text:
+        return text
+    before, _, rest = text.partition("#< CLIXML")
+    out: list[str] = [before.strip()] if before.strip() else []
+    xml = rest.strip()
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return text  # not well-formed: keep the raw text rather than lose it
+    for el in root.iter():
+        tag = el.tag.rsplit("}", 1)[-1]
+        if tag == "S" and el.get("S") in ("Error", "Warning", "Verbose", "Debug", "Information"):
+            line = _unescape_clixml(el.text or "")
+            prefix = {"Warning": "WARNING: ", "Verbose": "VERBOSE: ", "Debug": "DEBUG: "}.get(el.get("S") or "", "")
+            out.append(prefix + line)
+    return "".join(out).replace("\r\n", "\n").strip()
+
+
+# --------------------------------------------------------------------------- vars
+
+
+def truthy(value: object) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")

@@ -1,0 +1,504 @@
+"""Windows guest facts: run guest_scripts/windows/collect.ps1, parse its JSON.
+
+One round trip prints one JSON document (schema ``guestprep.windows.facts/1``).
+Sections the collector could not read are ``null`` with a reason in ``unknown``;
+checks treat ``None`` as "cannot tell", never as "fine". A guest older than
+Windows Server 2012 / PowerShell 3.0 reports ``supported: false`` and a reason.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from guestprep.connectors.base import Script
+from guestprep.errors import CollectorError, CommandTimeout, ConnectionFailed
+from guestprep.connectors.windows_common import windows_script_text
+
+WINDOWS_FACTS_SCHEMA = "guestprep.windows.facts/1"
+VIRTIO_SERVICES = ("vioscsi", "viostor", "netkvm", "vioser", "balloon")
+# Start values of HKLM\SYSTEM\CurrentControlSet\Services\<name>\Start
+START_MODES = {0: "boot", 1: "system", 2: "auto", 3: "demand", 4: "disabled"}
+
+
+@dataclass
+class OSInfo:
+    caption: str
+    version: str          # "10.0.17763"
+    build: int
+    ubr: int | None = None
+    edition: str | None = None
+    product_type: int | None = None   # 1 workstation, 2 domain controller, 3 server
+    installation_type: str | None = None  # Server | Server Core | Client
+    locale: str | None = None
+    architecture: str | None = None
+    system_drive: str = "C:"
+
+    @property
+    def is_server(self) -> bool:
+        return self.product_type in (2, 3)
+
+
+@dataclass
+class BitLockerVolume:
+    mount: str
+    protection_status: str        # on | off | unknown
+    volume_status: str | None = None
+    encryption_percentage: float | None = None
+    protectors: list[str] = field(default_factory=list)
+    recovery_key_escrowed: bool | None = None   # recorded by the admin/op: AD/Entra backup confirmed
+
+
+@dataclass
+class Partition:
+    number: int
+    offset: int
+    size: int
+    drive_letter: str | None = None
+    type: str | None = None
+
+
+@dataclass
+class Disk:
+    number: int
+    size: int
+    friendly_name: str = ""
+    bus_type: str | None = None
+    partition_style: str | None = None
+    is_boot: bool = False
+    is_system: bool = False
+    is_offline: bool = False
+    is_read_only: bool = False
+    logical_sector_size: int | None = None
+    partitions: list[Partition] = field(default_factory=list)
+
+
+@dataclass
+class Volume:
+    drive_letter: str
+    size: int
+    free: int
+    file_system: str | None = None
+    label: str | None = None
+
+
+@dataclass
+class StoreDriver:
+    inf: str                 # oem12.inf
+    original_name: str       # vioscsi.inf
+    provider: str | None = None
+    version: str | None = None
+    class_name: str | None = None
+
+
+@dataclass
+class ServiceInfo:
+    name: str
+    start: int | None         # registry Start value
+    image_path: str | None = None
+    group: str | None = None
+
+    @property
+    def start_mode(self) -> str | None:
+        return START_MODES.get(self.start) if self.start is not None else None
+
+
+@dataclass
+class IPAddress:
+    address: str
+    prefix: int
+
+
+@dataclass
+class NetAdapter:
+    name: str
+    mac: str                  # normalised to aa:bb:cc:dd:ee:ff
+    description: str = ""
+    interface_index: int | None = None
+    dhcp: bool | None = None
+    ipv4: list[IPAddress] = field(default_factory=list)
+    ipv6: list[IPAddress] = field(default_factory=list)
+    gateways: list[str] = field(default_factory=list)
+    dns: list[str] = field(default_factory=list)
+    dns_suffix: str | None = None
+    profile: str | None = None        # Public | Private | DomainAuthenticated
+    network_name: str | None = None
+
+    @property
+    def static(self) -> bool:
+        return self.dhcp is False and bool(self.ipv4 or self.ipv6)
+
+
+@dataclass
+class Route:
+    destination: str
+    next_hop: str
+    interface_index: int | None = None
+    metric: int | None = None
+    persistent: bool = False
+
+
+@dataclass
+class WindowsFacts:
+    schema: str
+    supported: bool
+    unsupported_reason: str | None
+    hostname: str
+    os: OSInfo | None
+    ps_version: str | None = None
+    firmware: str | None = None            # uefi | bios
+    secure_boot: bool | None = None
+    tpm_present: bool | None = None
+    tpm_version: str | None = None
+    bitlocker: list[BitLockerVolume] | None = None
+    disks: list[Disk] | None = None
+    san_policy: str | None = None          # OnlineAll | OfflineShared | OfflineAll | OfflineInternal
+    volumes: list[Volume] | None = None
+    driver_store: list[StoreDriver] | None = None
+    services: dict[str, ServiceInfo | None] = field(default_factory=dict)  # absent service -> None
+    qemu_ga: dict[str, Any] | None = None
+    vmware_tools: dict[str, Any] | None = None
+    pending_reboot: bool | None = None
+    pending_reboot_reasons: list[str] = field(default_factory=list)
+    fast_startup: bool | None = None
+    hibernation: bool | None = None
+    adapters: list[NetAdapter] | None = None
+    routes: list[Route] | None = None
+    firewall_profiles: dict[str, bool] | None = None
+    device_install_policy: dict[str, Any] | None = None
+    antivirus: list[dict[str, Any]] | None = None
+    domain: dict[str, Any] | None = None
+    guestprep_state: dict[str, Any] = field(default_factory=dict)  # what our operations left on the guest
+    unknown: dict[str, str] = field(default_factory=dict)          # section -> reason it is null
+    virtio_win_target: str | None = None   # configured virtio-win version (set by collect from guest vars)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def driver_in_store(self, inf_name: str) -> bool | None:
+        if self.driver_store is None:
+            return None
+        return any(d.original_name.lower() == inf_name.lower() for d in self.driver_store)
+
+    def service(self, name: str) -> ServiceInfo | None:
+        return self.services.get(name)
+
+    def volume(self, letter: str) -> Volume | None:
+        letter = letter.rstrip(":").upper()
+        return next((v for v in self.volumes or [] if v.drive_letter.upper() == letter), None)
+
+
+# --------------------------------------------------------------------------- parse
+
+
+class _Reader:
+    """Typed accessors that name the JSON path of whatever is wrong."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def bad(self, path: str, what: str) -> CollectorError:
+        return CollectorError(f"collector JSON field {path}: {what}", where=self.where)
+
+    def obj(self, d: Any, path: str, optional: bool = False) -> dict[str, Any] | None:
+        if d is None and optional:
+            return None
+        if not isinstance(d, dict):
+            raise self.bad(path, f"expected an object, got {type(d).__name__}")
+        return d
+
+    def lst(self, d: Any, path: str, optional: bool = False) -> list[Any] | None:
+        if d is None and optional:
+            return None
+        if isinstance(d, dict):  # PowerShell 3.0 ConvertTo-Json unwraps one-element arrays
+            return [d]
+        if not isinstance(d, list):
+            raise self.bad(path, f"expected a list, got {type(d).__name__}")
+        return d
+
+    def s(self, d: Any, path: str, optional: bool = True) -> str | None:
+        if d is None and optional:
+            return None
+        if not isinstance(d, (str, int)):
+            raise self.bad(path, f"expected a string, got {type(d).__name__}")
+        return str(d)
+
+    def i(self, d: Any, path: str, optional: bool = True) -> int | None:
+        if d is None and optional:
+            return None
+        if isinstance(d, bool) or not isinstance(d, (int, float, str)):
+            raise self.bad(path, f"expected an integer, got {type(d).__name__}")
+        try:
+            return int(d)
+        except ValueError:
+            raise self.bad(path, f"expected an integer, got {d!r}") from None
+
+    def b(self, d: Any, path: str) -> bool | None:
+        if d is None:
+            return None
+        if isinstance(d, bool):
+            return d
+        if isinstance(d, int) and d in (0, 1):
+            return bool(d)
+        raise self.bad(path, f"expected true/false, got {d!r}")
+
+
+def normalise_mac(mac: str) -> str:
+    hexdigits = "".join(c for c in mac.lower() if c in "0123456789abcdef")
+    if len(hexdigits) != 12:
+        raise ValueError(mac)
+    return ":".join(hexdigits[i:i + 2] for i in range(0, 12, 2))
+
+
+def parse(raw: Mapping[str, Any], where: str = "windows collector") -> WindowsFacts:
+    """Turn the collector's JSON into :class:`WindowsFacts`; garbage raises CollectorError."""
+    r = _Reader(where)
+    raw = r.obj(raw, "$")  # type: ignore[assignment]
+    if raw.get("schema") != WINDOWS_FACTS_SCHEMA:
+        raise r.bad("schema", f"expected {WINDOWS_FACTS_SCHEMA!r}, got {raw.get('schema')!r}")
+    supported = r.b(raw.get("supported"), "supported")
+    if supported is None:
+        raise r.bad("supported", "missing")
+    unknown = {str(k): str(v) for k, v in (r.obj(raw.get("unknown") or {}, "unknown") or {}).items()}
+    facts = WindowsFacts(
+        schema=raw["schema"], supported=supported,
+        unsupported_reason=r.s(raw.get("unsupported_reason"), "unsupported_reason"),
+        hostname=r.s(raw.get("hostname"), "hostname") or "", os=None,
+        ps_version=r.s(raw.get("ps_version"), "ps_version"), unknown=unknown, raw=dict(raw),
+    )
+    os_d = r.obj(raw.get("os"), "os", optional=True)
+    if os_d is not None:
+        facts.os = OSInfo(
+            caption=r.s(os_d.get("caption"), "os.caption", optional=False) or "",
+            version=r.s(os_d.get("version"), "os.version", optional=False) or "",
+            build=r.i(os_d.get("build"), "os.build", optional=False) or 0,
+            ubr=r.i(os_d.get("ubr"), "os.ubr"),
+            edition=r.s(os_d.get("edition"), "os.edition"),
+            product_type=r.i(os_d.get("product_type"), "os.product_type"),
+            installation_type=r.s(os_d.get("installation_type"), "os.installation_type"),
+            locale=r.s(os_d.get("locale"), "os.locale"),
+            architecture=r.s(os_d.get("architecture"), "os.architecture"),
+            system_drive=r.s(os_d.get("system_drive"), "os.system_drive") or "C:",
+        )
+    if not supported:
+        return facts
+
+    fw = r.obj(raw.get("firmware"), "firmware", optional=True) or {}
+    facts.firmware = r.s(fw.get("type"), "firmware.type")
+    if facts.firmware not in (None, "uefi", "bios"):
+        raise r.bad("firmware.type", f"expected uefi or bios, got {facts.firmware!r}")
+    facts.secure_boot = r.b(fw.get("secure_boot"), "firmware.secure_boot")
+    tpm = r.obj(raw.get("tpm"), "tpm", optional=True) or {}
+    facts.tpm_present = r.b(tpm.get("present"), "tpm.present")
+    facts.tpm_version = r.s(tpm.get("version"), "tpm.version")
+
+    bl = r.lst(raw.get("bitlocker"), "bitlocker", optional=True)
+    if bl is not None:
+        facts.bitlocker = []
+        for n, v in enumerate(bl):
+            p = f"bitlocker[{n}]"
+            r.obj(v, p)
+            facts.bitlocker.append(BitLockerVolume(
+                mount=r.s(v.get("mount"), p + ".mount", optional=False) or "",
+                protection_status=(r.s(v.get("protection_status"), p + ".protection_status") or "unknown").lower(),
+                volume_status=r.s(v.get("volume_status"), p + ".volume_status"),
+                encryption_percentage=v.get("encryption_percentage"),
+                protectors=[str(x) for x in r.lst(v.get("protectors") or [], p + ".protectors") or []],
+                recovery_key_escrowed=r.b(v.get("recovery_key_escrowed"), p + ".recovery_key_escrowed"),
+            ))
+
+    disks = r.obj(raw.get("storage"), "storage", optional=True)
+    if disks is not None:
+        facts.san_policy = r.s(disks.get("san_policy"), "storage.san_policy")
+        items = r.lst(disks.get("disks"), "storage.disks", optional=True)
+        if items is not None:
+            facts.disks = []
+            for n, d in enumerate(items):
+                p = f"storage.disks[{n}]"
+                r.obj(d, p)
+                parts = []
+                for m, pt in enumerate(r.lst(d.get("partitions") or [], p + ".partitions") or []):
+                    pp = f"{p}.partitions[{m}]"
+                    r.obj(pt, pp)
+                    parts.append(Partition(
+                        number=r.i(pt.get("number"), pp + ".number", optional=False) or 0,
+                        offset=r.i(pt.get("offset"), pp + ".offset", optional=False) or 0,
+                        size=r.i(pt.get("size"), pp + ".size") or 0,
+                        drive_letter=r.s(pt.get("drive_letter"), pp + ".drive_letter") or None,
+                        type=r.s(pt.get("type"), pp + ".type"),
+                    ))
+                facts.disks.append(Disk(
+                    number=r.i(d.get("number"), p + ".number", optional=False) or 0,
+                    size=r.i(d.get("size"), p + ".size") or 0,
+                    friendly_name=r.s(d.get("friendly_name"), p + ".friendly_name") or "",
+                    bus_type=r.s(d.get("bus_type"), p + ".bus_type"),
+                    partition_style=r.s(d.get("partition_style"), p + ".partition_style"),
+                    is_boot=bool(r.b(d.get("is_boot"), p + ".is_boot")),
+                    is_system=bool(r.b(d.get("is_system"), p + ".is_system")),
+                    is_offline=bool(r.b(d.get("is_offline"), p + ".is_offline")),
+                    is_read_only=bool(r.b(d.get("is_read_only"), p + ".is_read_only")),
+                    logical_sector_size=r.i(d.get("logical_sector_size"), p + ".logical_sector_size"),
+                    partitions=parts,
+                ))
+
+    vols = r.lst(raw.get("volumes"), "volumes", optional=True)
+    if vols is not None:
+        facts.volumes = []
+        for n, v in enumerate(vols):
+            p = f"volumes[{n}]"
+            r.obj(v, p)
+            facts.volumes.append(Volume(
+                drive_letter=(r.s(v.get("drive_letter"), p + ".drive_letter", optional=False) or "").rstrip(":"),
+                size=r.i(v.get("size"), p + ".size", optional=False) or 0,
+                free=r.i(v.get("free"), p + ".free", optional=False) or 0,
+                file_system=r.s(v.get("file_system"), p + ".file_system"),
+                label=r.s(v.get("label"), p + ".label"),
+            ))
+
+    store = r.lst(raw.get("driver_store"), "driver_store", optional=True)
+    if store is not None:
+        facts.driver_store = []
+        for n, d in enumerate(store):
+            p = f"driver_store[{n}]"
+            r.obj(d, p)
+            facts.driver_store.append(StoreDriver(
+                inf=r.s(d.get("inf"), p + ".inf") or "",
+                original_name=r.s(d.get("original_name"), p + ".original_name", optional=False) or "",
+                provider=r.s(d.get("provider"), p + ".provider"),
+                version=r.s(d.get("version"), p + ".version"),
+                class_name=r.s(d.get("class"), p + ".class"),
+            ))
+
+    services = r.obj(raw.get("services") or {}, "services") or {}
+    for name in VIRTIO_SERVICES:
+        s = r.obj(services.get(name), f"services.{name}", optional=True)
+        facts.services[name] = None if s is None else ServiceInfo(
+            name=name, start=r.i(s.get("start"), f"services.{name}.start"),
+            image_path=r.s(s.get("image_path"), f"services.{name}.image_path"),
+            group=r.s(s.get("group"), f"services.{name}.group"),
+        )
+
+    facts.qemu_ga = r.obj(raw.get("qemu_ga"), "qemu_ga", optional=True)
+    facts.vmware_tools = r.obj(raw.get("vmware_tools"), "vmware_tools", optional=True)
+    pr = r.obj(raw.get("pending_reboot"), "pending_reboot", optional=True)
+    if pr is not None:
+        facts.pending_reboot = r.b(pr.get("pending"), "pending_reboot.pending")
+        facts.pending_reboot_reasons = [str(x) for x in r.lst(pr.get("reasons") or [], "pending_reboot.reasons") or []]
+    power = r.obj(raw.get("power"), "power", optional=True) or {}
+    facts.fast_startup = r.b(power.get("fast_startup"), "power.fast_startup")
+    facts.hibernation = r.b(power.get("hibernation"), "power.hibernation")
+
+    net = r.obj(raw.get("network"), "network", optional=True)
+    if net is not None:
+        facts.adapters = []
+        for n, a in enumerate(r.lst(net.get("adapters") or [], "network.adapters") or []):
+            p = f"network.adapters[{n}]"
+            r.obj(a, p)
+            try:
+                mac = normalise_mac(r.s(a.get("mac"), p + ".mac", optional=False) or "")
+            except ValueError:
+                raise r.bad(p + ".mac", f"not a MAC address: {a.get('mac')!r}") from None
+
+            def ips(key: str) -> list[IPAddress]:
+                out = []
+                for m, ip in enumerate(r.lst(a.get(key) or [], f"{p}.{key}") or []):
+                    r.obj(ip, f"{p}.{key}[{m}]")
+                    out.append(IPAddress(r.s(ip.get("address"), f"{p}.{key}[{m}].address", optional=False) or "",
+                                         r.i(ip.get("prefix"), f"{p}.{key}[{m}].prefix", optional=False) or 0))
+                return out
+
+            facts.adapters.append(NetAdapter(
+                name=r.s(a.get("name"), p + ".name", optional=False) or "", mac=mac,
+                description=r.s(a.get("description"), p + ".description") or "",
+                interface_index=r.i(a.get("interface_index"), p + ".interface_index"),
+                dhcp=r.b(a.get("dhcp"), p + ".dhcp"), ipv4=ips("ipv4"), ipv6=ips("ipv6"),
+                gateways=[str(g) for g in r.lst(a.get("gateways") or [], p + ".gateways") or []],
+                dns=[str(g) for g in r.lst(a.get("dns") or [], p + ".dns") or []],
+                dns_suffix=r.s(a.get("dns_suffix"), p + ".dns_suffix"),
+                profile=r.s(a.get("profile"), p + ".profile"),
+                network_name=r.s(a.get("network_name"), p + ".network_name"),
+            ))
+        facts.routes = []
+        for n, rt in enumerate(r.lst(net.get("routes") or [], "network.routes") or []):
+            p = f"network.routes[{n}]"
+            r.obj(rt, p)
+            facts.routes.append(Route(
+                destination=r.s(rt.get("destination"), p + ".destination", optional=False) or "",
+                next_hop=r.s(rt.get("next_hop"), p + ".next_hop", optional=False) or "",
+                interface_index=r.i(rt.get("interface_index"), p + ".interface_index"),
+                metric=r.i(rt.get("metric"), p + ".metric"),
+                persistent=bool(r.b(rt.get("persistent"), p + ".persistent")),
+            ))
+    fw_profiles = r.obj(raw.get("firewall"), "firewall", optional=True)
+    if fw_profiles is not None:
+        facts.firewall_profiles = {str(k): bool(r.b(v, f"firewall.{k}")) for k, v in fw_profiles.items()}
+    facts.device_install_policy = r.obj(raw.get("device_install_policy"), "device_install_policy", optional=True)
+    av = r.lst(raw.get("antivirus"), "antivirus", optional=True)
+    facts.antivirus = None if av is None else [r.obj(x, f"antivirus[{n}]") for n, x in enumerate(av)]  # type: ignore[misc]
+    facts.domain = r.obj(raw.get("domain"), "domain", optional=True)
+    facts.guestprep_state = r.obj(raw.get("guestprep") or {}, "guestprep") or {}
+    return facts
+
+
+def parse_output(stdout: bytes, where: str) -> dict[str, Any]:
+    """Decode the collector's stdout into one JSON object, or say exactly what is wrong."""
+    if not stdout.strip():
+        raise CollectorError("collector printed nothing (expected one JSON document)", where=where)
+    try:
+        text = stdout.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CollectorError(f"collector output is not UTF-8 (byte {exc.start})", where=where) from None
+    text = text.lstrip("\ufeff").strip()
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        what = "truncated JSON" if exc.pos >= len(text) - 1 else "not JSON"
+        snippet = text[max(0, exc.pos - 20):exc.pos + 20].replace("\n", " ")
+        raise CollectorError(f"collector output is {what}: {exc.msg} at char {exc.pos} near {snippet!r}",
+                             where=where) from None
+    if not isinstance(doc, dict):
+        raise CollectorError(f"collector output is JSON {type(doc).__name__}, expected an object", where=where)
+    return doc
+
+
+def collect(conn: Any, timeout: float) -> WindowsFacts:
+    """Run the collector in one round trip and parse it; never changes the guest."""
+    guest = getattr(conn, "guest", None)
+    where = getattr(guest, "name", None) or "windows guest"
+    script = Script(text=windows_script_text("collect.ps1"), interpreter="powershell", name="collect.ps1")
+    try:
+        res = conn.run(script, timeout=timeout)
+    except (ConnectionFailed, CommandTimeout):
+        raise
+    if res.rc != 0:
+        detail = (res.err_text() or res.text()).strip().splitlines()
+        raise CollectorError(f"collector exited {res.rc}: {detail[0] if detail else 'no output'}", where=where)
+    facts = parse(parse_output(res.stdout, where), where=where)
+    vars_ = getattr(guest, "vars", None) or {}
+    target = vars_.get("guestprep_virtio_win_version")
+    if target:
+        facts.virtio_win_target = str(target)
+    return facts
+
+
+def summarize(facts: WindowsFacts) -> dict[str, Any]:
+    """A small dict for reports."""
+    os_ = facts.os
+    return {
+        "hostname": facts.hostname,
+        "os": "windows",
+        "os_name": os_.caption if os_ else None,
+        "os_version": os_.version if os_ else None,
+        "os_build": os_.build if os_ else None,
+        "edition": os_.edition if os_ else None,
+        "locale": os_.locale if os_ else None,
+        "powershell": facts.ps_version,
+        "supported": facts.supported,
+        "unsupported_reason": facts.unsupported_reason,
+        "firmware": facts.firmware,
+        "secure_boot": facts.secure_boot,
+        "tpm": facts.tpm_present,
+        "domain": (facts.domain or {}).get("domain") if (facts.domain or {}).get("part_of_domain") else None,
+        "workgroup": (facts.domain or {}).get("workgroup"),
+        "disks": len(facts.disks or []),
+        "adapters": [a.mac for a in facts.adapters or []],
+    }
