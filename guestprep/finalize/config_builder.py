@@ -1,0 +1,234 @@
+"""Pure config builder: hand-off (+ a resolved vmid) -> the Proxmox VM config.
+
+No I/O: the result is data the flow sends (or prints under --dry-run) and the tests
+compare with golden files. Decisions that make the migrated VM boot live here:
+firmware (OVMF + efidisk0 for EFI sources, pre-enrolled keys for Secure Boot, tpmstate0
+v2.0 for a vTPM), bus (VirtIO SCSI single with one iothread per disk), cache, discard,
+the source MAC on virtio NICs, the source BIOS UUID in smbios1, and the boot order.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from guestprep.errors import ConfigError
+from guestprep.finalize.ostype import ostype_for
+from guestprep.finalize.policy import WRITEBACK_WARNING
+from guestprep.handoff import DiskLocator, Handoff
+from guestprep.models import Readiness
+
+MAX_SCSI = 31
+LEGACY_NO_Q35 = {"wxp", "w2k", "w2k3", "w2k8", "wvista", "win7", "l24", "other", "solaris"}
+
+
+@dataclass
+class Finding:
+    level: str   # error | warning | info
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"level": self.level, "message": self.message}
+
+
+@dataclass
+class SataFirstSwitch:
+    """Second phase of the Windows sata-first strategy, applied after the first boot."""
+
+    system_from: str        # "sata0"
+    system_to: str          # "scsi0"
+    disk_options: str       # options for the system disk on its final bus
+    dummy_slot: str         # the small VirtIO disk that made Windows bind vioscsi
+    boot: str               # final boot order
+
+    def to_dict(self) -> dict[str, str]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class VmBuild:
+    vmid: int
+    node: str
+    params: dict[str, Any]                    # POST /nodes/{node}/qemu body
+    disk_slots: dict[str, DiskLocator]        # slot -> where its data comes from
+    created_volumes: list[str] = field(default_factory=list)  # slots this run allocates/imports
+    foreign_volumes: list[str] = field(default_factory=list)  # volids attached but not created here
+    findings: list[Finding] = field(default_factory=list)
+    switch: SataFirstSwitch | None = None
+    expected_macs: list[str] = field(default_factory=list)
+    expected_addresses: list[str] = field(default_factory=list)
+
+    @property
+    def blocked(self) -> list[str]:
+        return [f.message for f in self.findings if f.level == "error"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "vmid": self.vmid, "node": self.node, "params": self.params,
+            "findings": [f.to_dict() for f in self.findings],
+            "switch": self.switch.to_dict() if self.switch else None,
+            "foreign_volumes": self.foreign_volumes,
+            "expected_macs": self.expected_macs, "expected_addresses": self.expected_addresses,
+        }
+
+
+def sanitise_name(name: str, vmid: int) -> str:
+    """Any display name -> a valid Proxmox (DNS) name."""
+    s = re.sub(r"[^A-Za-z0-9.\-]+", "-", name.strip())
+    labels = [re.sub(r"-{2,}", "-", lab).strip("-")[:63].strip("-") for lab in s.split(".")]
+    s = ".".join(lab for lab in labels if lab)
+    return s[:253].strip(".-") or f"vm-{vmid}"
+
+
+def sanitise_tag(tag: str) -> str:
+    t = re.sub(r"[^a-z0-9_\-+.]+", "-", tag.lower()).strip("-")
+    return t if re.match(r"[a-z0-9_]", t or "") else ""
+
+
+def _description(h: Handoff) -> str:
+    vm = h.vm
+    origin = h.origin.get("kind", vm.source)
+    lines = [
+        "Migrated from VMware by guestprep.",
+        f"source: {origin} {h.origin.get('path') or vm.moref or ''}".rstrip(),
+        f"source name: {vm.name}",
+        f"source guest: {vm.guest_id or '?'} firmware={vm.firmware} bios-uuid={vm.uuid_bios or '?'}",
+        f"hand-off created: {h.created or '?'}",
+    ]
+    if h.guest_facts:
+        lines.append(f"guest facts sha256: {h.guest_facts.sha256} readiness: {h.guest_facts.readiness or 'unknown'}")
+    return "\n".join(lines)
+
+
+def build_config(h: Handoff, vmid: int) -> VmBuild:
+    vm, pol = h.vm, h.policy
+    if not pol.node:
+        raise ConfigError("policy has no node (the Proxmox node to create the VM on)", where="policy: node")
+    if not pol.storage:
+        raise ConfigError("policy has no storage (where disks, EFI and TPM state go)", where="policy: storage")
+    os_t = ostype_for(vm.guest_id)
+    findings: list[Finding] = []
+    if h.guest_facts and h.guest_facts.readiness == Readiness.BLOCKED.value:
+        findings.append(Finding("error", "guest facts say the guest is BLOCKED (preflight blockers not fixed): "
+                                         "it would not boot on VirtIO"))
+    elif not h.guest_facts:
+        findings.append(Finding("info", "no guest facts in the hand-off: readiness not verified"))
+
+    if vm.num_cpu % max(vm.cores_per_socket, 1) == 0:
+        cores, sockets = vm.cores_per_socket, vm.num_cpu // vm.cores_per_socket
+    else:
+        cores, sockets = vm.num_cpu, 1
+        findings.append(Finding("warning", f"{vm.num_cpu} vCPUs do not divide into {vm.cores_per_socket} cores per socket: using 1 socket"))
+
+    tags = ["migrated"] + [t for t in (sanitise_tag(x) for x in pol.tags) if t and t != "migrated"]
+    params: dict[str, Any] = {
+        "vmid": vmid,
+        "name": sanitise_name(pol.name or vm.name, vmid),
+        "description": _description(h),
+        "tags": ";".join(tags),
+        "ostype": os_t.ostype,
+        "cpu": pol.cpu,
+        "sockets": sockets,
+        "cores": cores,
+        "memory": vm.memory_mb,
+        "balloon": pol.balloon_mb if pol.balloon_mb is not None else vm.memory_mb,
+        "scsihw": "virtio-scsi-single",
+        "agent": "enabled=1,fstrim_cloned_disks=1",
+    }
+    if os_t.q35 or vm.firmware == "efi" or vm.vtpm:
+        params["machine"] = "q35"
+    if vm.firmware == "efi":
+        params["bios"] = "ovmf"
+        efi = f"{pol.storage}:1,efitype=4m,pre-enrolled-keys={1 if vm.secure_boot else 0}"
+        params["efidisk0"] = efi + (f",format={pol.format}" if pol.format else "")
+    elif vm.secure_boot:
+        findings.append(Finding("warning", "Secure Boot flag set on a BIOS VM: ignored"))
+    if vm.vtpm:
+        params["tpmstate0"] = f"{pol.storage}:1,version=v2.0"
+    if vm.uuid_bios:
+        params["smbios1"] = f"uuid={vm.uuid_bios}"
+
+    cache = pol.cache
+    if cache == "writeback":
+        findings.append(Finding("warning", WRITEBACK_WARNING))
+
+    # ------------------------------------------------------------------ disks
+    locators = {d.label: d for d in h.disks}
+    carried = []
+    for d in vm.disks:
+        if d.independent or d.rdm_mode:
+            why = f"RDM ({d.rdm_mode})" if d.rdm_mode else f"independent ({d.disk_mode})"
+            findings.append(Finding("warning", f"disk {d.label} ({d.datastore_path or '?'}) is {why}: excluded; "
+                                               "move its data separately (not captured by snapshots/conversion)"))
+            continue
+        carried.append(d)
+    if not carried:
+        raise ConfigError(f"VM {vm.name!r} has no disk that can be carried over", where="source_vm: disks")
+    boot = vm.boot_disk()
+    if boot not in carried:
+        boot = carried[0]
+        findings.append(Finding("warning", f"boot disk is excluded; booting from {boot.label} instead"))
+    ordered = [boot] + [d for d in carried if d is not boot]
+    if len(ordered) > MAX_SCSI:
+        raise ConfigError(f"{len(ordered)} disks exceed Proxmox's {MAX_SCSI} SCSI slots", where="source_vm: disks")
+
+    disk_opts = f"discard=on,iothread=1,ssd=1,cache={cache}"
+    sata_first = pol.strategy == "sata-first"
+    if sata_first and os_t.family != "windows":
+        findings.append(Finding("warning", "sata-first is a Windows strategy; applied anyway as configured"))
+    slots: dict[str, DiskLocator] = {}
+    created, foreign = [], []
+    for i, d in enumerate(ordered):
+        loc = locators.get(d.label)
+        if loc is None or not (loc.volid or loc.import_from):
+            raise ConfigError(f"disk {d.label} ({d.datastore_path or '?'}) has neither a converted volume (volid) "
+                              "nor a path to import from: set policy volumes/datastores", where="hand-off: disks")
+        slot = "sata0" if (sata_first and i == 0) else f"scsi{i}"
+        opts = f"discard=on,ssd=1,cache={cache}" if slot.startswith("sata") else disk_opts
+        if loc.volid:
+            value = f"{loc.volid},{opts}"
+            foreign.append(loc.volid)
+        else:
+            if re.search(r"[,=\s]", loc.import_from):
+                raise ConfigError(f"import path {loc.import_from!r} contains ',', '=' or whitespace, which a Proxmox "
+                                  "property string cannot carry: rename or symlink it", where=f"hand-off: disks: {d.label}")
+            fmt = f",format={pol.format}" if pol.format else ""
+            value = f"{pol.storage}:0,import-from={loc.import_from}{fmt},{opts}"
+            created.append(slot)
+        params[slot] = value
+        slots[slot] = loc
+    switch = None
+    if sata_first:
+        dummy = f"scsi{len(ordered)}"
+        params[dummy] = f"{pol.storage}:1,{disk_opts}"
+        created.append(dummy)
+        switch = SataFirstSwitch("sata0", "scsi0", disk_opts, dummy, "order=scsi0")
+        params["boot"] = "order=sata0"
+        findings.append(Finding("info", f"sata-first: first boot from sata0 with a 1 GiB VirtIO disk ({dummy}) so "
+                                        "Windows binds vioscsi; then the system disk moves to scsi0"))
+    else:
+        params["boot"] = "order=scsi0"
+
+    # ------------------------------------------------------------------ network
+    missing = sorted({n.network or "(no portgroup)" for n in vm.nics if n.network not in pol.network_map})
+    if missing:
+        raise ConfigError(f"no network map entry for portgroup(s): {', '.join(missing)}", where="policy: network_map")
+    macs = []
+    for i, n in enumerate(vm.nics):
+        t = pol.network_map[n.network]
+        value = f"virtio={n.mac.upper()},bridge={t.bridge}"
+        if t.tag is not None:
+            value += f",tag={t.tag}"
+        if not n.connected:
+            value += ",link_down=1"
+        params[f"net{i}"] = value
+        macs.append(n.mac.lower())
+
+    for what, items in (("CD-ROM", vm.cdroms), ("PCI passthrough", vm.pci_passthrough), ("vGPU", vm.vgpu),
+                        ("SR-IOV NIC", vm.sriov_nics)):
+        if items:
+            findings.append(Finding("info", f"{len(items)} {what} device(s) not carried over"))
+    return VmBuild(vmid=vmid, node=pol.node, params=params, disk_slots=slots, created_volumes=created,
+                   foreign_volumes=foreign, findings=findings, switch=switch, expected_macs=macs,
+                   expected_addresses=list(pol.expect_addresses or vm.guest_ips))
