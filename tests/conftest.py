@@ -1,0 +1,55 @@
+"""Suite-wide fixtures: the repository layout and a real sshd on 127.0.0.1."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+sys.path.insert(0, str(REPO))  # tests.support is importable from every test directory
+
+from tests.support.sshd import SSHServer, start_sshd  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.fail(f"shared/ not found beside the checkout at {SHARED}")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory) -> SSHServer:
+    """A real OpenSSH server for the whole session (generated host and user keys)."""
+    if not shutil.which("sshd") and not Path("/usr/sbin/sshd").exists():
+        pytest.fail("sshd missing: install openssh-server (make test does this as root)")
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ssh_inventory(sshd, tmp_path):
+    """Write a fleet inventory of N guests that are all the test sshd; returns (path, guests)."""
+
+    def make(n: int = 1, **extra) -> Path:
+        lines = ["guests:"]
+        for i in range(n):
+            lines += [f"  - name: guest{i:03d}", f"    address: {sshd.host}", f"    port: {sshd.port}",
+                      "    user: root", f"    key_file: {sshd.user_key}", "    agent: false"]
+            for k, v in extra.items():
+                lines.append(f"    {k}: {v}")
+        path = tmp_path / "fleet.yaml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    return make
