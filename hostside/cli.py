@@ -1,13 +1,219 @@
-"""guestprep-host: runs on the Proxmox node (standard library + qemu tools)."""
+"""guestprep-host: runs on the Proxmox node (standard library + qemu tools).
+
+    guestprep-host inspect SRC [--json]
+    guestprep-host audit SRC [--json] [--fail-on warning]
+    guestprep-host convert SRC --to qcow2|zvol|lvmthin|raw --dest DEST [--json]
+
+Exit codes: 0 ok, 1 findings / verification failure, 2 bad input or usage,
+3 a tool is missing or failed, 130 interrupted (partial target removed).
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import sys
+
+from guestprep.errors import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, ConfigError, GuestprepError
+from guestprep.models import Severity, Status
+from hostside import audit as audit_mod
+from hostside import convert as convert_mod
+from hostside import image, remote, storage
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse exits 2 already; keep its message short
+        self.print_usage(sys.stderr)
+        raise ConfigError(message, self.prog)
+
+
+def _source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", help="image file, .vmdk descriptor, block device or https:// URL")
+    p.add_argument("--format", choices=image.FORMATS, help="skip format detection")
+    p.add_argument("--chain", action="store_true",
+                   help="accept a snapshot chain and read it through its top image")
+    cookie = p.add_mutually_exclusive_group()
+    cookie.add_argument("--cookie-env", metavar="VAR",
+                        help="environment variable holding the HTTPS session cookie")
+    cookie.add_argument("--cookie-stdin", action="store_true",
+                        help="read the HTTPS session cookie from the first line of stdin")
+    p.add_argument("--insecure", action="store_true",
+                   help="HTTPS: do not verify the server certificate")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="guestprep-host",
+                     description="Inspect, audit and convert VMware disks on a Proxmox node.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("inspect", help="what the image is: format, extents, chain, sizes")
+    _source_args(p)
+    p = sub.add_parser("audit", help="offline partition/alignment/firmware audit")
+    _source_args(p)
+    p.add_argument("--guest", help="name used in findings (default: the source)")
+    p.add_argument("--fail-on", choices=[s.value for s in Severity], default="warning",
+                   help="exit 1 when a failing finding is at or above this severity")
+    p = sub.add_parser("convert", help="convert into a new qcow2/zvol/LVM-thin/raw target")
+    _source_args(p)
+    p.add_argument("--to", required=True, choices=["qcow2", "raw", "zvol", "lvmthin"])
+    p.add_argument("--dest", required=True,
+                   help="file path, block device, pool/dataset/name (zvol) or "
+                        "vg/thinpool/name (lvmthin)")
+    p.add_argument("--compress", action="store_true", help="qcow2 compression (-c)")
+    p.add_argument("--no-verify", action="store_true", help="skip qemu-img compare/check")
+    p.add_argument("--allow-qcow2-on-zfs", action="store_true",
+                   help="accept qcow2 on a ZFS-backed directory (double copy-on-write)")
+    p.add_argument("--volblocksize", default="16k", help="zvol volblocksize (default 16k)")
+    p.add_argument("--overwrite-device", action="store_true",
+                   help="raw onto a block device that already holds data")
+    p.add_argument("--manifest", help="manifest path (default: beside the target)")
+    p.add_argument("--progress", choices=["auto", "bar", "json", "none"], default="auto",
+                   help="progress on stderr: a bar, JSON lines, or nothing")
+    return parser
+
+
+def _cookie(args: argparse.Namespace) -> str | None:
+    if args.cookie_env:
+        value = os.environ.get(args.cookie_env)
+        if not value:
+            raise ConfigError(f"environment variable {args.cookie_env} is not set or empty",
+                              "--cookie-env")
+        return value
+    if args.cookie_stdin:
+        value = sys.stdin.readline().rstrip("\r\n")
+        if not value:
+            raise ConfigError("no cookie on stdin", "--cookie-stdin")
+        return value
+    return None
+
+
+def _source_options(args: argparse.Namespace) -> image.SourceOptions:
+    return image.SourceOptions(format=args.format, chain=args.chain, cookie=_cookie(args),
+                               insecure=args.insecure)
+
+
+def _human_size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return str(n)
+
+
+def _print_json(doc: dict) -> None:
+    json.dump(doc, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+def cmd_inspect(args, secrets) -> int:
+    src = image.inspect(args.src, _source_options(args), secrets)
+    if args.json:
+        _print_json(src.to_dict())
+        return EXIT_OK
+    print(f"{src.spec.label}: {src.format}, virtual {_human_size(src.virtual_size)}, "
+          f"allocated {_human_size(src.actual_size)}")
+    if src.vmdk:
+        d = src.vmdk.descriptor
+        print(f"  createType {d.create_type}, CID {d.cid:08x}, parentCID {d.parent_cid:08x}")
+        for e, path in zip(d.extents, src.vmdk.extent_paths):
+            print(f"  extent {e.access} {e.type} {_human_size(e.size)} {path or '(zero)'}")
+    if len(src.chain) > 1:
+        print("  chain: " + " -> ".join(src.chain))
+    for note in src.notes:
+        print(f"  note: {note}")
+    return EXIT_OK
+
+
+def cmd_audit(args, secrets) -> int:
+    src = image.inspect(args.src, _source_options(args), secrets)
+    result = audit_mod.audit(src, args.guest)
+    threshold = Severity(args.fail_on).rank
+    failing = [f for f in result.findings if f.failing and f.severity.rank >= threshold]
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        t = result.table
+        print(f"{src.spec.label}: {t.scheme.upper()} partition table, firmware {result.firmware}")
+        for p in t.partitions:
+            print(f"  {p.number:>3} {p.kind:<8} start {p.start:>10} size "
+                  f"{_human_size(p.sectors * 512):>10}  {p.type_name:<22} "
+                  f"{p.filesystem or '-':<8} 4K:{'ok' if p.start % 8 == 0 else 'NO'} "
+                  f"1M:{'ok' if p.start % 2048 == 0 else 'no'}")
+        for f in result.findings:
+            if f.status is not Status.PASS:
+                print(f"  [{f.severity.value}] {f.check_id} {f.resource}: {f.message}")
+    return EXIT_FINDINGS if failing else EXIT_OK
+
+
+class _Progress:
+    def __init__(self, mode: str):
+        if mode == "auto":
+            mode = "bar" if sys.stderr.isatty() else "none"
+        self.mode = mode
+
+    def __call__(self, pct: float) -> None:
+        if self.mode == "json":
+            sys.stderr.write(json.dumps({"event": "progress", "percent": pct}) + "\n")
+            sys.stderr.flush()
+        elif self.mode == "bar":
+            filled = int(pct / 100 * 40)
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (40 - filled)}] {pct:6.2f}%")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.mode == "bar":
+            sys.stderr.write("\n")
+        elif self.mode == "json":
+            sys.stderr.write(json.dumps({"event": "done"}) + "\n")
+
+
+def cmd_convert(args, secrets) -> int:
+    src = image.inspect(args.src, _source_options(args), secrets)
+    target = storage.make_target(args.to, args.dest,
+                                 allow_qcow2_on_zfs=args.allow_qcow2_on_zfs,
+                                 volblocksize=args.volblocksize,
+                                 overwrite_device=args.overwrite_device)
+    progress = _Progress(args.progress)
+    opts = convert_mod.ConvertOptions(compress=args.compress, verify=not args.no_verify,
+                                      manifest=args.manifest)
+    manifest = convert_mod.run_convert(src, target, opts, progress)
+    progress.done()
+    if args.json:
+        _print_json(manifest)
+    else:
+        for w in target.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        ver = manifest["verification"]
+        print(f"{src.spec.label} -> {target.path} ({target.kind}): "
+              f"{manifest['timings'].get('convert_s')}s, "
+              f"verified: {'yes' if ver.get('ok') else 'skipped'}")
+        print(f"manifest: {manifest['manifest_path']}")
+    return EXIT_OK
+
+
+COMMANDS = {"inspect": cmd_inspect, "audit": cmd_audit, "convert": cmd_convert}
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("guestprep-host: not implemented yet", file=sys.stderr)
-    return 2
+    secrets = None
+    try:
+        args = build_parser().parse_args(argv)
+        secrets = remote.SecretDir.create()
+        return COMMANDS[args.command](args, secrets)
+    except GuestprepError as exc:
+        print(f"guestprep-host: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except SystemExit as exc:  # --help, or argparse's own exit
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    except KeyboardInterrupt:
+        print("guestprep-host: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if secrets is not None:
+            secrets.close()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,252 @@
+"""Run one conversion: preflight target, create it, qemu-img convert, verify, manifest.
+
+Failure or Ctrl-C at any point removes the target this run created; the source
+is only ever opened read-only by qemu.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from hostside import qemu
+from hostside.errors import (GuestprepError, InputError, Interrupted, TargetRefused,
+                             ToolFailed, VerificationFailed)
+from hostside.image import Source
+from hostside.storage import Target
+
+MANIFEST_SCHEMA = "guestprep.host-manifest/1"
+_PROGRESS_RE = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
+
+ProgressFn = Callable[[float], None]
+
+
+@dataclass
+class ConvertOptions:
+    compress: bool = False
+    verify: bool = True
+    manifest: str | None = None      # default: beside the target (files) / cwd (devices)
+    coroutines: int = 8
+
+
+def manifest_path(target: Target, explicit: str | None) -> str:
+    if explicit:
+        return os.path.abspath(explicit)
+    if target.is_block:
+        name = target.label.replace("/", "_")
+        return os.path.abspath(f"{name}.guestprep-manifest.json")
+    return target.path + ".guestprep-manifest.json"
+
+
+def convert_argv(source: Source, target: Target, opts: ConvertOptions) -> list[str]:
+    """The qemu-img convert arguments (after `qemu-img`)."""
+    dest = qemu.local_spec(target.path, target.fmt)
+    # Block devices: O_DIRECT (cache=none) keeps the host page cache out of a
+    # one-pass copy. Files: writeback, which flushes at the end; qemu-img's
+    # convert default (unsafe) never flushes at all.
+    cache = "none" if _really_block(target.path) else "writeback"
+    args = ["convert", "-p"] + source.spec.object_args() + [
+        "--image-opts", "--target-image-opts", "-n", "-t", cache, "-S", "4k",
+        "-m", str(opts.coroutines)]
+    if target.fresh_zero:
+        args.append("--target-is-zero")   # skip writing zeros the target already reads
+    if opts.compress:
+        args.append("-c")
+    elif target.fmt == "raw":
+        args.append("-W")   # raw has no metadata to keep in order; -W breaks -c
+    return args + [source.spec.image_opts(), dest.image_opts()]
+
+
+def _really_block(path: str) -> bool:
+    import stat
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+class _Terminate(Exception):
+    pass
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminate()
+
+
+def run_convert(source: Source, target: Target, opts: ConvertOptions,
+                progress: ProgressFn | None = None) -> dict:
+    if opts.compress and target.fmt != "qcow2":
+        raise InputError("--compress only applies to qcow2 targets", "--compress")
+    t0 = time.monotonic()
+    # qcow2 measure = allocated data (+metadata): what any sparse target really uses.
+    measured = qemu.measure(source.spec, "qcow2")
+    required = int(measured["required"])
+    target.preflight(source.virtual_size, required)
+    mpath = manifest_path(target, opts.manifest)
+    if os.path.lexists(mpath):
+        raise TargetRefused("manifest already exists; refusing to overwrite it", mpath)
+    timings = {"preflight_s": round(time.monotonic() - t0, 3)}
+    old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    state = {"writing": False}
+    try:
+        t1 = time.monotonic()
+        target.create(source.virtual_size)
+        timings["create_s"] = round(time.monotonic() - t1, 3)
+        args = convert_argv(source, target, opts)
+        t2 = time.monotonic()
+        state["writing"] = True
+        _run_with_progress(args, source.spec.label, progress)
+        timings["convert_s"] = round(time.monotonic() - t2, 3)
+        verification = {"performed": False}
+        if opts.verify:
+            t3 = time.monotonic()
+            verification = verify(source, target)
+            timings["verify_s"] = round(time.monotonic() - t3, 3)
+        manifest = _manifest(source, target, args, measured, timings, verification)
+        _write_exclusive(mpath, manifest)
+        manifest["manifest_path"] = mpath
+        return manifest
+    except (KeyboardInterrupt, _Terminate):
+        _cleanup(target)
+        raise Interrupted("conversion interrupted; " + _cleanup_note(target, state["writing"]),
+                          target.label) from None
+    except GuestprepError as exc:
+        _cleanup(target)
+        exc.message += "; " + _cleanup_note(target, state["writing"])
+        raise
+    except BaseException:
+        _cleanup(target)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def _cleanup(target: Target) -> None:
+    try:
+        target.remove()
+    except Exception:  # the original error matters more; the note says what is left
+        pass
+
+
+def _cleanup_note(target: Target, writing: bool) -> str:
+    if target.kind == "raw" and target.is_block:
+        return (f"the device {target.path} may hold a partial copy" if writing
+                else "the device was not written")
+    if target.created:
+        return f"could not remove the partial target {target.path}: remove it by hand"
+    return "no target left behind"
+
+
+def _run_with_progress(args: list[str], what: str, progress: ProgressFn | None) -> None:
+    argv = [qemu.tool("qemu-img")] + args
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
+    last = -1.0
+    buf = b""
+    try:
+        assert proc.stdout is not None
+        while True:
+            chunk = proc.stdout.read1(4096) if hasattr(proc.stdout, "read1") else \
+                proc.stdout.read(64)
+            if not chunk:
+                break
+            buf += chunk
+            parts = re.split(rb"[\r\n]", buf)
+            buf = parts.pop()
+            for part in parts:
+                m = _PROGRESS_RE.search(part)
+                if m and progress is not None:
+                    pct = float(m.group(1))
+                    if pct != last:
+                        last = pct
+                        progress(pct)
+        stderr = proc.stderr.read().decode("utf-8", errors="replace") if proc.stderr else ""
+        rc = proc.wait()
+    except BaseException:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+    if rc != 0:
+        lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+        msg = (lines[-1] if lines else f"exit code {rc}").removeprefix("qemu-img: ")
+        raise ToolFailed(f"qemu-img convert failed: {msg}", what)
+
+
+def verify(source: Source, target: Target) -> dict:
+    """qemu-img compare (content, allocation-aware) and qemu-img check for qcow2."""
+    dest = qemu.local_spec(target.path, target.fmt)
+    result: dict = {"performed": True}
+    if target.fmt == "qcow2":
+        proc = subprocess.run([qemu.tool("qemu-img"), "check", "--output=json",
+                               "--image-opts", dest.image_opts()],
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        try:
+            check = json.loads(proc.stdout) if proc.stdout.strip() else {}
+        except json.JSONDecodeError:
+            check = {}
+        result["check"] = {"rc": proc.returncode,
+                           "corruptions": check.get("corruptions", 0),
+                           "leaks": check.get("leaks", 0)}
+        if proc.returncode != 0 or check.get("corruptions"):
+            result["ok"] = False
+            raise VerificationFailed(f"qemu-img check reports a damaged qcow2 "
+                                     f"(rc {proc.returncode})", target.path)
+    compare = [qemu.tool("qemu-img"), "compare"] + source.spec.object_args() + [
+        "--image-opts", source.spec.image_opts(), dest.image_opts()]
+    proc = subprocess.run(compare, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    result["compare"] = {"rc": proc.returncode, "message": proc.stdout.strip()[-200:]}
+    if proc.returncode == 1:
+        raise VerificationFailed(f"target differs from source: {proc.stdout.strip()}",
+                                 target.path)
+    if proc.returncode != 0:
+        raise ToolFailed(f"qemu-img compare failed: {proc.stderr.strip()[-200:]}",
+                         target.path)
+    result["ok"] = True
+    return result
+
+
+def _allocation(target: Target) -> int | None:
+    try:
+        return os.stat(target.path).st_blocks * 512 if not target.is_block else None
+    except OSError:
+        return None
+
+
+def _qemu_version() -> str:
+    proc = subprocess.run([qemu.tool("qemu-img"), "--version"], capture_output=True, text=True)
+    return proc.stdout.splitlines()[0] if proc.stdout else ""
+
+
+def _manifest(source: Source, target: Target, args: list[str], measured: dict,
+              timings: dict, verification: dict) -> dict:
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": platform.node(),
+        "tool": _qemu_version(),
+        "source": source.to_dict(),
+        "target": dict(target.to_dict(), allocated_bytes=_allocation(target)),
+        "measure": measured,
+        # The argv is secret-free: the cookie is only referenced by object id.
+        "command": ["qemu-img"] + args,
+        "timings": timings,
+        "verification": verification,
+    }
+
+
+def _write_exclusive(path: str, data: dict) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")

@@ -1,0 +1,422 @@
+"""Conversion targets: qcow2/raw files, existing block devices, ZFS zvols, LVM-thin volumes.
+
+Each target checks its storage rules before anything is created (exists? enough
+space? qcow2 on ZFS?), creates itself exclusively, and can remove what it
+created when the conversion fails or is interrupted. ZFS and LVM are driven
+through their CLIs (argv lists), found on PATH.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import stat
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+from hostside import filesystems
+from hostside.errors import InputError, TargetRefused, ToolFailed
+from hostside.qemu import tool
+
+# Device nodes for zvols/LVs live under /dev; tests point this at a scratch dir
+# (the recording zfs/lvcreate stand-ins create plain files there).
+DEV_ROOT_ENV = "GUESTPREP_HOST_DEV_ROOT"
+DEVICE_WAIT_S = 30.0
+
+_DATASET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*(/[A-Za-z0-9_.:-]+)+$")
+_LVM_NAME_RE = re.compile(r"^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$")
+_SIZE_RE = re.compile(r"^(\d+)([kKmM]?)$")
+
+
+def dev_root() -> str:
+    return os.environ.get(DEV_ROOT_ENV, "/dev")
+
+
+def _run(argv: list[str], what: str, *, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([tool(argv[0])] + argv[1:], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=300)
+    if check and proc.returncode != 0:
+        err = (proc.stderr.strip().splitlines() or ["no error output"])[-1]
+        raise ToolFailed(f"{argv[0]} {argv[1]} failed: {err}", what)
+    return proc
+
+
+def mount_fstype(path: str) -> tuple[str, str]:
+    """(fstype, mountpoint) of the filesystem holding `path`, from /proc/self/mountinfo."""
+    real = os.path.realpath(path)
+    best = ("unknown", "/")
+    best_len = -1
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fields = left.split()
+                if len(fields) < 5 or not right:
+                    continue
+                mnt = fields[4].replace("\\040", " ").replace("\\011", "\t")
+                fstype = right.split()[0]
+                if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and \
+                        len(mnt) > best_len:
+                    best, best_len = (fstype, mnt), len(mnt)
+    except OSError:
+        pass
+    return best
+
+
+def parse_size(text: str, what: str) -> int:
+    m = _SIZE_RE.match(text.strip())
+    if not m:
+        raise InputError(f"size {text!r} is not a number with an optional k/M suffix", what)
+    return int(m.group(1)) * {"": 1, "k": 1024, "m": 1 << 20}[m.group(2).lower()]
+
+
+# --------------------------------------------------------------------------- ZFS padding
+
+
+@dataclass
+class PoolLayout:
+    ashift: int
+    raidz_parity: int = 0      # 0: mirror/stripe
+    raidz_width: int = 0       # disks in the widest raidz vdev
+
+
+def raidz_overhead(volblocksize: int, layout: PoolLayout) -> float:
+    """Extra space a zvol block costs over the vdev's nominal parity ratio.
+
+    RAIDZ allocates parity per block and pads each allocation to a multiple of
+    (parity + 1) sectors, so small volblocksizes on wide RAIDZ vdevs use far
+    more space than the data/parity ratio suggests.
+    """
+    sector = 1 << layout.ashift
+    data = math.ceil(volblocksize / sector)
+    if layout.raidz_parity == 0 or layout.raidz_width <= layout.raidz_parity:
+        return data * sector / volblocksize - 1.0
+    p, n = layout.raidz_parity, layout.raidz_width
+    parity = p * math.ceil(data / (n - p))
+    total = data + parity
+    total = math.ceil(total / (p + 1)) * (p + 1)
+    nominal = volblocksize * n / (n - p)
+    return total * sector / nominal - 1.0
+
+
+def parse_zpool_status(text: str) -> tuple[int, int]:
+    """(parity, width) of the widest raidz vdev in `zpool status -P` output."""
+    best = (0, 0)
+    lines = text.splitlines()
+    in_config = False
+    group_indent = None
+    group: list[int] = []  # [parity, width]
+    groups: list[list[int]] = []
+    for line in lines:
+        if line.strip().startswith("config:"):
+            in_config = True
+            continue
+        if line.strip().startswith("errors:"):
+            break
+        if not in_config or not line.strip() or line.strip().startswith("NAME"):
+            continue
+        indent = len(line) - len(line.lstrip())
+        name = line.split()[0]
+        if name in ("logs", "cache", "spares", "special", "dedup"):
+            group_indent = None
+            in_config = False  # only data vdevs matter for zvol padding
+            continue
+        m = re.match(r"^raidz(\d)?-\d+$", name)
+        if m:
+            group = [int(m.group(1) or 1), 0]
+            groups.append(group)
+            group_indent = indent
+        elif group_indent is not None and indent > group_indent:
+            group[1] += 1
+        else:
+            group_indent = None
+    for g in groups:
+        if g[1] > best[1]:
+            best = (g[0], g[1])
+    return best
+
+
+# --------------------------------------------------------------------------- targets
+
+
+@dataclass
+class Target:
+    kind: str                  # qcow2 | raw | zvol | lvmthin
+    path: str                  # what qemu writes
+    fmt: str                   # qcow2 | raw
+    label: str                 # what the operator named
+    is_block: bool = False
+    fresh_zero: bool = False   # created by us and reads as zeros: --target-is-zero
+    created: bool = False
+    size: int = 0
+    warnings: list[str] = field(default_factory=list)
+    details: dict = field(default_factory=dict)
+
+    def preflight(self, virtual_size: int, required: int) -> None:
+        raise NotImplementedError
+
+    def create(self, virtual_size: int) -> None:
+        raise NotImplementedError
+
+    def remove(self) -> None:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "path": self.path, "format": self.fmt, "name": self.label,
+                "size": self.size, "block_device": self.is_block, "details": self.details,
+                "warnings": self.warnings}
+
+
+class FileTarget(Target):
+    def __init__(self, kind: str, path: str, *, allow_qcow2_on_zfs: bool = False,
+                 cluster_size: str | None = None):
+        super().__init__(kind, os.path.abspath(path), "qcow2" if kind == "qcow2" else "raw",
+                         path)
+        self.allow_qcow2_on_zfs = allow_qcow2_on_zfs
+        self.cluster_size = cluster_size
+
+    def preflight(self, virtual_size: int, required: int) -> None:
+        if os.path.lexists(self.path):
+            raise TargetRefused("target already exists; refusing to overwrite it", self.path)
+        parent = os.path.dirname(self.path)
+        if not os.path.isdir(parent):
+            raise TargetRefused("target directory does not exist", parent)
+        if not os.access(parent, os.W_OK):
+            raise TargetRefused("target directory is not writable", parent)
+        fstype, mnt = mount_fstype(parent)
+        self.details["filesystem"] = fstype
+        if fstype == "zfs" and self.fmt == "qcow2":
+            msg = (f"{parent} is on ZFS ({mnt}): qcow2 on ZFS stacks two copy-on-write layers "
+                   "(the seed's 'never qcow2 on ZFS'); convert --to zvol instead")
+            if not self.allow_qcow2_on_zfs:
+                raise TargetRefused(msg + ", or pass --allow-qcow2-on-zfs", self.path)
+            self.warnings.append(msg + " (overridden by --allow-qcow2-on-zfs)")
+        st = os.statvfs(parent)
+        free = st.f_bavail * st.f_frsize
+        self.details["free_bytes"] = free
+        if free < required:
+            raise TargetRefused(f"needs {required} bytes but {parent} has {free} free", parent)
+
+    def create(self, virtual_size: int) -> None:
+        # O_EXCL claims the name atomically; from here on the file is ours to remove.
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        self.created = True
+        try:
+            if self.fmt == "raw":
+                os.ftruncate(fd, virtual_size)
+        finally:
+            os.close(fd)
+        if self.fmt == "qcow2":
+            from hostside import qemu
+            opts = [f"cluster_size={self.cluster_size}"] if self.cluster_size else []
+            args = ["create", "-q", "-f", "qcow2"]
+            if opts:
+                args += ["-o", ",".join(opts)]
+            # A bare file name could be read as a protocol ("json:"): make it a path.
+            qemu.run(args + [self.path, str(virtual_size)], what=self.path)
+        self.size = virtual_size
+        self.fresh_zero = True
+
+    def remove(self) -> None:
+        if self.created:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            self.created = False
+
+
+def _device_size(path: str) -> int:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
+
+
+class BlockDeviceTarget(Target):
+    """An existing block device (e.g. a LUN or loop device): never created, never removed."""
+
+    def __init__(self, path: str, *, overwrite_device: bool = False):
+        super().__init__("raw", os.path.abspath(path), "raw", path, is_block=True)
+        self.overwrite_device = overwrite_device
+
+    def preflight(self, virtual_size: int, required: int) -> None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise TargetRefused("block device does not exist", self.path) from None
+        if not stat.S_ISBLK(st.st_mode):
+            raise TargetRefused("not a block device", self.path)
+        size = _device_size(self.path)
+        self.size = size
+        if size < virtual_size:
+            raise TargetRefused(f"device holds {size} bytes, the image needs {virtual_size}",
+                                self.path)
+        try:  # O_EXCL on a block device fails with EBUSY when mounted or held
+            fd = os.open(self.path, os.O_RDONLY | os.O_EXCL)
+        except OSError as exc:
+            raise TargetRefused(f"device is in use ({exc.strerror})", self.path) from None
+        try:
+            head = os.pread(fd, filesystems.PROBE_BYTES, 0)
+        finally:
+            os.close(fd)
+        found = filesystems.detect(head) or ("partition table" if head[510:512] == b"\x55\xaa"
+                                             else None)
+        if found and not self.overwrite_device:
+            raise TargetRefused(f"device already holds data ({found}); refusing to overwrite "
+                                "it without --overwrite-device", self.path)
+        if found:
+            self.warnings.append(f"overwrote a device that held {found} (--overwrite-device)")
+
+    def create(self, virtual_size: int) -> None:
+        self.fresh_zero = False  # old contents: qemu must write the zeros too
+
+    def remove(self) -> None:
+        pass  # not ours to remove; the caller reports the device as partially written
+
+
+def _wait_for(path: str, what: str) -> None:
+    deadline = time.monotonic() + DEVICE_WAIT_S
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise ToolFailed(f"device node {path} did not appear within {DEVICE_WAIT_S:.0f}s",
+                             what)
+        time.sleep(0.1)
+
+
+class ZvolTarget(Target):
+    def __init__(self, dataset: str, *, volblocksize: str = "16k"):
+        if not _DATASET_RE.match(dataset) or ".." in dataset or "@" in dataset:
+            raise InputError("zvol name must look like pool/path/vm-100-disk-0", dataset)
+        super().__init__("zvol", os.path.join(dev_root(), "zvol", dataset), "raw", dataset,
+                         is_block=True)
+        self.dataset = dataset
+        self.volblocksize = parse_size(volblocksize, "--volblocksize")
+        if self.volblocksize < 512 or self.volblocksize & (self.volblocksize - 1) or \
+                self.volblocksize > (1 << 20):
+            raise InputError(f"volblocksize {volblocksize} is not a power of two in 512..1M",
+                             "--volblocksize")
+
+    def preflight(self, virtual_size: int, required: int) -> None:
+        if _run(["zfs", "list", "-H", "-o", "name", self.dataset], self.dataset,
+                check=False).returncode == 0:
+            raise TargetRefused("zvol already exists; refusing to overwrite it", self.dataset)
+        parent = self.dataset.rsplit("/", 1)[0]
+        out = _run(["zfs", "get", "-H", "-p", "-o", "value", "available", parent], parent)
+        try:
+            free = int(out.stdout.split()[0])
+        except (IndexError, ValueError):
+            raise ToolFailed(f"unexpected `zfs get available` output {out.stdout[:60]!r}",
+                             parent) from None
+        self.details["free_bytes"] = free
+        if free < required:
+            raise TargetRefused(f"needs {required} bytes but {parent} has {free} available",
+                                parent)
+        pool = self.dataset.split("/", 1)[0]
+        layout = self._layout(pool)
+        overhead = raidz_overhead(self.volblocksize, layout)
+        self.details.update({"volblocksize": self.volblocksize, "ashift": layout.ashift,
+                             "raidz_parity": layout.raidz_parity,
+                             "raidz_width": layout.raidz_width,
+                             "padding_overhead": round(overhead, 4)})
+        if overhead > 0.05:
+            vdev = (f"raidz{layout.raidz_parity} of {layout.raidz_width} disks"
+                    if layout.raidz_parity else "this pool")
+            self.warnings.append(
+                f"volblocksize {self.volblocksize // 1024}k on {vdev} with ashift "
+                f"{layout.ashift}: about {overhead:.0%} more space than the data needs "
+                "(RAIDZ parity+padding); a larger --volblocksize or a mirror avoids it")
+
+    def _layout(self, pool: str) -> PoolLayout:
+        out = _run(["zpool", "get", "-H", "-p", "-o", "value", "ashift", pool], pool)
+        try:
+            ashift = int(out.stdout.split()[0])
+        except (IndexError, ValueError):
+            raise ToolFailed(f"unexpected `zpool get ashift` output {out.stdout[:60]!r}",
+                             pool) from None
+        status = _run(["zpool", "status", "-P", pool], pool)
+        parity, width = parse_zpool_status(status.stdout)
+        return PoolLayout(ashift or 12, parity, width)
+
+    def create(self, virtual_size: int) -> None:
+        size = -(-virtual_size // self.volblocksize) * self.volblocksize
+        _run(["zfs", "create", "-s", "-V", str(size), "-o",
+              f"volblocksize={self.volblocksize}", self.dataset], self.dataset)
+        self.created = True
+        self.size = size
+        _wait_for(self.path, self.dataset)
+        self.fresh_zero = True  # a new sparse zvol reads as zeros
+
+    def remove(self) -> None:
+        if self.created:
+            _run(["zfs", "destroy", self.dataset], self.dataset, check=False)
+            self.created = False
+
+
+class LvmThinTarget(Target):
+    def __init__(self, spec: str):
+        parts = spec.split("/")
+        if len(parts) != 3 or not all(_LVM_NAME_RE.match(p) for p in parts):
+            raise InputError("LVM-thin target must be VG/THINPOOL/NAME", spec)
+        self.vg, self.pool, self.name = parts
+        super().__init__("lvmthin", os.path.join(dev_root(), self.vg, self.name), "raw", spec,
+                         is_block=True)
+
+    def preflight(self, virtual_size: int, required: int) -> None:
+        lv = f"{self.vg}/{self.name}"
+        if _run(["lvs", "--noheadings", "-o", "lv_name", lv], lv, check=False).returncode == 0:
+            raise TargetRefused("logical volume already exists; refusing to overwrite it", lv)
+        pool = f"{self.vg}/{self.pool}"
+        out = _run(["lvs", "--noheadings", "--units", "b", "--nosuffix", "--separator", "|",
+                    "-o", "lv_size,data_percent,lv_attr", pool], pool)
+        try:
+            size_s, pct_s, attr = [x.strip() for x in out.stdout.strip().split("|")]
+            pool_size, used_pct = int(float(size_s)), float(pct_s or 0)
+        except ValueError:
+            raise ToolFailed(f"unexpected lvs output {out.stdout[:80]!r}", pool) from None
+        if not attr.startswith("t"):
+            raise TargetRefused(f"{pool} is not a thin pool (lv_attr {attr})", pool)
+        free = int(pool_size * (100.0 - used_pct) / 100.0)
+        self.details.update({"pool_size": pool_size, "pool_used_percent": used_pct,
+                             "free_bytes": free, "zeroing": len(attr) > 7 and attr[7] == "z"})
+        if free < required:
+            raise TargetRefused(f"needs {required} bytes but thin pool {pool} has {free} free",
+                                pool)
+
+    def create(self, virtual_size: int) -> None:
+        size = -(-virtual_size // 512) * 512
+        _run(["lvcreate", "-q", "-V", f"{size}b", "-T", f"{self.vg}/{self.pool}", "-n",
+              self.name], self.label)
+        self.created = True
+        self.size = size
+        _wait_for(self.path, self.label)
+        # Unprovisioned thin blocks read as zeros; partially written new chunks only
+        # do when the pool zeroes them, so without zeroing qemu must write zeros too.
+        self.fresh_zero = bool(self.details.get("zeroing", False))
+
+    def remove(self) -> None:
+        if self.created:
+            _run(["lvremove", "-q", "-y", f"{self.vg}/{self.name}"], self.label, check=False)
+            self.created = False
+
+
+def make_target(kind: str, dest: str, *, allow_qcow2_on_zfs: bool = False,
+                volblocksize: str = "16k", overwrite_device: bool = False) -> Target:
+    if kind == "qcow2":
+        if dest.startswith("/dev/"):
+            raise InputError("qcow2 needs a file on directory storage, not a device", dest)
+        return FileTarget("qcow2", dest, allow_qcow2_on_zfs=allow_qcow2_on_zfs)
+    if kind == "raw":
+        if os.path.exists(dest) and stat.S_ISBLK(os.stat(dest).st_mode):
+            return BlockDeviceTarget(dest, overwrite_device=overwrite_device)
+        if dest.startswith("/dev/"):
+            raise TargetRefused("no such block device", dest)
+        return FileTarget("raw", dest)
+    if kind == "zvol":
+        return ZvolTarget(dest, volblocksize=volblocksize)
+    if kind == "lvmthin":
+        return LvmThinTarget(dest)
+    raise InputError(f"unknown target kind {kind!r} (qcow2, raw, zvol, lvmthin)", "--to")
