@@ -38,24 +38,30 @@ OTHER_PROPERTIES: dict[type, list[str]] = {
 DEFAULT_PAGE_SIZE = 500
 
 
-def _filter_spec(view: Any) -> vmodl.query.PropertyCollector.FilterSpec:
+def _filter_spec(view: Any, vms: list[Any] | None) -> vmodl.query.PropertyCollector.FilterSpec:
     PC = vmodl.query.PropertyCollector
     traverse = PC.TraversalSpec(name="view", path="view", skip=False, type=vim.view.ContainerView)
     prop_specs = [PC.PropertySpec(type=vim.VirtualMachine, pathSet=VM_PROPERTIES)]
     prop_specs += [PC.PropertySpec(type=t, pathSet=p) for t, p in OTHER_PROPERTIES.items()]
-    return PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=view, skip=True, selectSet=[traverse])],
-                         propSet=prop_specs, reportMissingObjectsInResults=False)
+    objects = [PC.ObjectSpec(obj=view, skip=True, selectSet=[traverse])]
+    objects += [PC.ObjectSpec(obj=vm, skip=False) for vm in vms or []]
+    return PC.FilterSpec(objectSet=objects, propSet=prop_specs, reportMissingObjectsInResults=False)
 
 
-def retrieve(session: Session | Any, *, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[Any]:
-    """Yield every ObjectContent of the retrieval, following continuation tokens."""
+def retrieve(session: Session | Any, *, page_size: int = DEFAULT_PAGE_SIZE,
+             vms: list[Any] | None = None) -> Iterator[Any]:
+    """Yield every ObjectContent of the retrieval, following continuation tokens.
+
+    With ``vms`` the view holds only the small context types and the given VMs are added
+    as objects of their own: still one retrieval, without reading the whole fleet.
+    """
     si = getattr(session, "si", session)
     content = si.RetrieveContent()
-    types = [vim.VirtualMachine] + list(OTHER_PROPERTIES)
+    types = ([] if vms is not None else [vim.VirtualMachine]) + list(OTHER_PROPERTIES)
     view = content.viewManager.CreateContainerView(content.rootFolder, types, True)
     pc = content.propertyCollector
     try:
-        result = pc.RetrievePropertiesEx([_filter_spec(view)],
+        result = pc.RetrievePropertiesEx([_filter_spec(view, vms)],
                                          vmodl.query.PropertyCollector.RetrieveOptions(maxObjects=page_size))
         while result is not None:
             yield from result.objects or []
@@ -75,13 +81,22 @@ def _vlan_of(port_config: Any) -> int | None:
     return vid if isinstance(vid, int) else None  # trunk ranges have no single VLAN
 
 
+def fetch_one(session: Session | Any, vm: Any, *, where: str = "vsphere") -> SourceVM:
+    """One VM's facts (``vm`` is a vim.VirtualMachine), mapped exactly like :func:`fetch_all`."""
+    found = fetch_all(session, where=where, vms=[vm])
+    if not found:
+        raise ConnectionFailed(f"VM {vm._moId} disappeared while being read", where=where)
+    return found[0]
+
+
 def fetch_all(session: Session | Any, *, page_size: int = DEFAULT_PAGE_SIZE,
-              where: str = "vsphere") -> list[SourceVM]:
-    """All VMs as ``SourceVM`` records, sorted by name then moref."""
+              where: str = "vsphere", vms: list[Any] | None = None) -> list[SourceVM]:
+    """All VMs (or just ``vms``) as ``SourceVM`` records, sorted by name then moref."""
+    selected = vms
     ctx = Context()
-    vms: list[tuple[str, dict[str, Any]]] = []
+    vms: list[tuple[str, dict[str, Any]]] = []  # type: ignore[no-redef]
     try:
-        for obj in retrieve(session, page_size=page_size):
+        for obj in retrieve(session, page_size=page_size, vms=selected):
             props = {p.name: p.val for p in obj.propSet or []}
             ref = obj.obj._moId
             if isinstance(obj.obj, vim.VirtualMachine):
