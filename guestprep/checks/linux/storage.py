@@ -62,6 +62,8 @@ def stable_device_names(facts: LinuxFacts) -> Iterable[Outcome]:
 def partition_alignment(facts: LinuxFacts) -> Iterable[Outcome]:
     for d in facts.block_devices:
         for p in d.partitions:
+            if p.size_sectors is not None and p.size_sectors <= 2:
+                continue  # an extended-partition container (sysfs size 2): holds no data, its start does not matter
             if p.start_sector is None:
                 yield error(f"start sector of /dev/{p.name} unknown", p.name)
                 continue
