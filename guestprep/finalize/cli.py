@@ -1,9 +1,140 @@
-"""CLI commands for this area; ``register(app)`` adds them to the main Typer app."""
+"""``guestprep handoff`` and ``guestprep finalize``."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.console import Console
+
+from guestprep.errors import ConfigError
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _pick_source_vm(vm_name: str, vmx: Optional[Path], source_vm: Optional[Path]):
+    from guestprep.handoff import source_vm_from_dict
+    from guestprep.vmx import parse_vmx_file
+
+    if bool(vmx) == bool(source_vm):
+        raise ConfigError("give exactly one of --vmx FILE.vmx or --source-vm FILE.json", where="arguments")
+    if vmx:
+        vm, origin = parse_vmx_file(vmx), {"kind": "vmx", "path": str(vmx)}
+        candidates = [vm]
+    else:
+        assert source_vm is not None
+        try:
+            data = json.loads(source_vm.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise ConfigError(f"cannot read: {e.strerror}", where=str(source_vm)) from e
+        except ValueError as e:
+            raise ConfigError(f"not JSON: {e}", where=str(source_vm)) from e
+        items = data if isinstance(data, list) else [data]
+        candidates = [source_vm_from_dict(x, f"{source_vm}[{i}]") for i, x in enumerate(items)]
+        origin = {"kind": "source-vm", "path": str(source_vm)}
+    match = [v for v in candidates if v.name == vm_name] or [v for v in candidates if v.name.lower() == vm_name.lower()]
+    if not match:
+        names = ", ".join(repr(v.name) for v in candidates[:10])
+        raise ConfigError(f"no VM named {vm_name!r} (found {names})", where=origin["path"])
+    return match[0], origin
+
+
+def handoff(
+    vm: str = typer.Argument(..., help="VM name (as vSphere / the .vmx displayName knows it)."),
+    vmx: Optional[Path] = typer.Option(None, "--vmx", help="VMware .vmx file (standalone ESXi, datastore over NFS)."),
+    source_vm: Optional[Path] = typer.Option(None, "--source-vm", help="SourceVM JSON (object or list) from vSphere."),
+    guest_facts: Optional[Path] = typer.Option(None, "--guest-facts", help="guestprep facts/report JSON for this guest."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="Target policy YAML (node, storage, network map...)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Hand-off file to create (never overwritten)."),
+) -> int:
+    """Write the per-VM hand-off document that `finalize` (and hostside) consume."""
+    from guestprep.finalize.policy import TargetPolicy, load_policy
+    from guestprep.handoff import build_handoff, guest_facts_ref, write_handoff
+
+    source, origin = _pick_source_vm(vm, vmx, source_vm)
+    pol = load_policy(policy) if policy else TargetPolicy()
+    facts = guest_facts_ref(guest_facts, source.name) if guest_facts else None
+    h = build_handoff(source, pol, origin=origin, guest_facts=facts)
+    target = out or Path(f"{source.name.replace('/', '_')}.handoff.json")
+    write_handoff(h, target)
+    console.print(f"hand-off for [bold]{source.name}[/] written to {target}: {len(h.disks)} disk(s), "
+                  f"{len(source.nics)} NIC(s), firmware {source.firmware}"
+                  + (f", readiness {facts.readiness or 'unknown'}" if facts else ", no guest facts"))
+    missing = [d.label for d in h.disks if not (d.volid or d.import_from)]
+    if missing:
+        err.print(f"[yellow]note:[/] no volume or import path yet for {', '.join(missing)} "
+                  "(set policy volumes/datastores before finalize)")
+    return 0
+
+
+def finalize(
+    handoff_file: Path = typer.Option(..., "--handoff", help="Hand-off JSON written by `guestprep handoff`."),
+    host: Optional[str] = typer.Option(None, "--host", help="Proxmox VE API host."),
+    port: int = typer.Option(8006, "--port"),
+    user: str = typer.Option("root@pam", "--user", help="user@realm (owner of the API token)."),
+    token_name: Optional[str] = typer.Option(None, "--token-name", help="API token id (the part after '!')."),
+    token_secret_env: Optional[str] = typer.Option(None, "--token-secret-env", help="Env var holding the token secret."),
+    password_env: Optional[str] = typer.Option(None, "--password-env", help="Env var holding the password."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin."),
+    ca: Optional[Path] = typer.Option(None, "--ca", help="CA certificate(s) to verify the API's TLS certificate."),
+    fingerprint: Optional[str] = typer.Option(None, "--fingerprint", help="Pin the API certificate (SHA-256)."),
+    insecure: bool = typer.Option(False, "--insecure", help="Do NOT verify TLS (explicit opt-out)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Read and check, print the exact write calls, send none."),
+    keep_failed: bool = typer.Option(False, "--keep-failed", help="On failure keep the VM for inspection."),
+    accept_blocked: bool = typer.Option(False, "--accept-blocked", help="Proceed although guest facts say BLOCKED."),
+    agent_timeout: float = typer.Option(600.0, "--agent-timeout", help="Seconds to wait for the guest agent."),
+    poll: float = typer.Option(1.0, "--poll", help="Seconds between task/agent polls."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result as JSON (never overwritten)."),
+) -> int:
+    """Build, validate and create the Proxmox VM from a hand-off; start and verify it."""
+    from guestprep.finalize.client import PveClient, PveConnection, secret_from_env
+    from guestprep.finalize.flow import Finalizer, FlowOptions
+    from guestprep.handoff import load_handoff, write_exclusive
+
+    h = load_handoff(handoff_file)
+    if not host:
+        raise ConfigError("--host is required (the Proxmox VE API host)", where="arguments")
+    password = secret_from_env(password_env, "password")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n") or None
+        if password is None:
+            raise ConfigError("--password-stdin: nothing on stdin", where="arguments")
+        from guestprep import secrets
+        secrets.register(password)
+    conn = PveConnection(host=host, port=port, user=user, token_name=token_name,
+                         token_secret=secret_from_env(token_secret_env, "token secret"), password=password,
+                         ca_file=str(ca) if ca else None, fingerprint=fingerprint, insecure=insecure)
+    if insecure:
+        err.print("[yellow]warning:[/] --insecure: the API certificate is NOT verified")
+    client = PveClient(conn, dry_run=dry_run, poll_interval=poll)
+    flow = Finalizer(client, FlowOptions(dry_run=dry_run, keep_failed=keep_failed, accept_blocked=accept_blocked,
+                                         agent_timeout=agent_timeout, agent_poll=poll),
+                     say=lambda s: err.print(f"[cyan]finalize:[/] {s}"))
+    try:
+        result = flow.run(h)
+    finally:
+        if dry_run:
+            console.print("[bold]API calls (dry run: writes NOT sent)[/]")
+            for call in client.calls:
+                console.print(("  would " if call.method != "GET" else "  sent  ") + call.render(), markup=False)
+    for f in result.build.findings:
+        err.print(f"[{'yellow' if f.level == 'warning' else 'blue'}]{f.level}:[/] {f.message}")
+    if json_out:
+        write_exclusive(json_out, json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
+    if dry_run:
+        console.print(f"dry run: VM {result.vmid} on {result.node} would be created; nothing was changed")
+    elif result.verified:
+        console.print(f"[green]VM {result.vmid} created on {result.node}, started and verified[/] "
+                      f"(agent ok, MACs {', '.join(result.verified['macs'])})")
+    else:
+        console.print(f"VM {result.vmid} created on {result.node} (not started: policy start=false)")
+    return 0
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to ``app`` (filled in by its issue)."""
+    app.command("handoff")(handoff)
+    app.command("finalize")(finalize)

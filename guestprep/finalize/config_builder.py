@@ -190,8 +190,8 @@ def build_config(h: Handoff, vmid: int) -> VmBuild:
             value = f"{loc.volid},{opts}"
             foreign.append(loc.volid)
         else:
-            if re.search(r"[,=\s]", loc.import_from):
-                raise ConfigError(f"import path {loc.import_from!r} contains ',', '=' or whitespace, which a Proxmox "
+            if "," in loc.import_from:
+                raise ConfigError(f"import path {loc.import_from!r} contains ',', which a Proxmox "
                                   "property string cannot carry: rename or symlink it", where=f"hand-off: disks: {d.label}")
             fmt = f",format={pol.format}" if pol.format else ""
             value = f"{pol.storage}:0,import-from={loc.import_from}{fmt},{opts}"

@@ -1,0 +1,219 @@
+"""The finalize run: check the target, create the VM, wait, start, verify; clean up on failure.
+
+Order matters for "nothing half-created": every request is schema-checked and every
+precondition (node, storage, bridges, vmid, converted volumes) is read before the first
+write. After the VM exists, a failure removes what this run created (unless
+``keep_failed``) and never touches anything it did not create: a VM holding volumes made
+by ``hostside`` is stopped and left in place, because destroying it would free them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from guestprep.errors import ConfigError, GuestprepError
+from guestprep.finalize.client import PveApiError, PveClient
+from guestprep.finalize.config_builder import VmBuild, build_config
+from guestprep.handoff import Handoff
+
+QEMU = "/nodes/{node}/qemu"
+VM = "/nodes/{node}/qemu/{vmid}"
+
+
+class VerificationFailed(GuestprepError):
+    exit_code = 1
+
+
+@dataclass
+class FinalizeResult:
+    vmid: int
+    node: str
+    build: VmBuild
+    created: bool = False
+    started: bool = False
+    verified: dict[str, Any] = field(default_factory=dict)
+    cleanup: str = ""
+    dry_run: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"vmid": self.vmid, "node": self.node, "created": self.created, "started": self.started,
+                "verified": self.verified, "cleanup": self.cleanup, "dry_run": self.dry_run,
+                "config": self.build.to_dict()}
+
+
+@dataclass
+class FlowOptions:
+    dry_run: bool = False
+    keep_failed: bool = False
+    accept_blocked: bool = False
+    task_timeout: float = 6 * 3600.0
+    agent_timeout: float = 600.0
+    agent_poll: float = 2.0
+
+
+class Finalizer:
+    def __init__(self, client: PveClient, options: FlowOptions, say: Callable[[str], None] = lambda s: None):
+        self.c, self.o, self.say = client, options, say
+
+    # ------------------------------------------------------------------ checks before any write
+    def _resolve_vmid(self, h: Handoff) -> int:
+        want = h.policy.vmid
+        if want is not None:
+            taken = {r.get("vmid") for r in self.c.get("/cluster/resources", type="vm")}
+            if want in taken:
+                raise ConfigError(f"vmid {want} already exists in the cluster; refusing to touch it", where="policy: vmid")
+            return want
+        return int(self.c.get("/cluster/nextid"))
+
+    def _check_target(self, b: VmBuild, h: Handoff) -> None:
+        node = b.node
+        nodes = {n.get("node"): n for n in self.c.get("/nodes")}
+        if node not in nodes:
+            raise ConfigError(f"node {node!r} is not in the cluster (nodes: {', '.join(sorted(nodes))})", where="policy: node")
+        if nodes[node].get("status") not in (None, "online"):
+            raise ConfigError(f"node {node!r} is {nodes[node].get('status')}", where="policy: node")
+        storages = {s["storage"]: s for s in self.c.get("/nodes/{node}/storage", {"node": node})}
+        needed = {h.policy.storage} | {v.split(":")[0] for v in b.foreign_volumes}
+        for sid in sorted(needed):
+            st = storages.get(sid)
+            if st is None:
+                raise ConfigError(f"storage {sid!r} does not exist on node {node} (has: {', '.join(sorted(storages))})",
+                                  where="policy: storage")
+            if not st.get("active", 1):
+                raise ConfigError(f"storage {sid!r} is not active on node {node}", where="policy: storage")
+            if "images" not in str(st.get("content", "")).split(","):
+                raise ConfigError(f"storage {sid!r} does not hold VM disk images (content={st.get('content')})",
+                                  where="policy: storage")
+        bridges = {n["iface"] for n in self.c.get("/nodes/{node}/network", {"node": node}, type="any_bridge")}
+        for t in h.policy.network_map.values():
+            if t.bridge not in bridges:
+                raise ConfigError(f"bridge {t.bridge!r} does not exist on node {node} (has: {', '.join(sorted(bridges))})",
+                                  where="policy: network_map")
+        for volid in b.foreign_volumes:
+            sid = volid.split(":")[0]
+            content = {v["volid"]: v for v in self.c.get("/nodes/{node}/storage/{storage}/content",
+                                                           {"node": node, "storage": sid})}
+            vol = content.get(volid)
+            if vol is None:
+                raise ConfigError(f"converted volume {volid!r} does not exist on node {node}", where="hand-off: disks")
+            if vol.get("vmid") not in (None, b.vmid, str(b.vmid)):
+                raise ConfigError(f"volume {volid!r} belongs to VM {vol.get('vmid')}, not {b.vmid}", where="hand-off: disks")
+
+    def _validate(self, b: VmBuild) -> None:
+        self.c.schema.validate("POST", QEMU, b.params, {"node": b.node})
+
+    # ------------------------------------------------------------------ run
+    def run(self, h: Handoff) -> FinalizeResult:
+        # Validate with a placeholder id before the first call, then for real.
+        self._validate(build_config(h, h.policy.vmid or 100))
+        vmid = self._resolve_vmid(h)
+        b = build_config(h, vmid)
+        if b.blocked and not self.o.accept_blocked:
+            raise ConfigError("; ".join(b.blocked) + " (re-run preflight/prepare, or --accept-blocked)", where="hand-off")
+        self._validate(b)
+        self._check_target(b, h)
+        res = FinalizeResult(vmid=vmid, node=b.node, build=b, dry_run=self.o.dry_run)
+        try:
+            self.say(f"creating VM {vmid} on {b.node}")
+            upid = self.c.call("POST", QEMU, {"node": b.node}, b.params)
+            res.created = True
+            self.c.wait_task(b.node, upid, f"create VM {vmid}", self.o.task_timeout)
+            if self.o.dry_run or not h.policy.start:
+                return res
+            self._start(res)
+            res.verified = self._verify(b)
+            if b.switch:
+                self._switch_from_sata(b)
+                res.verified = self._verify(b)
+            return res
+        except GuestprepError as e:
+            if res.created and not self.o.dry_run:
+                res.cleanup = self._cleanup(b)
+                e.message = f"{e.message}\n  cleanup: {res.cleanup}"
+            raise
+
+    def _start(self, res: FinalizeResult) -> None:
+        b = res.build
+        self.say(f"starting VM {b.vmid}")
+        upid = self.c.call("POST", f"{VM}/status/start", {"node": b.node, "vmid": b.vmid})
+        res.started = True
+        self.c.wait_task(b.node, upid, f"start VM {b.vmid}", self.o.task_timeout)
+
+    def _verify(self, b: VmBuild) -> dict[str, Any]:
+        """Guest agent answers; every source MAC is present; expected addresses are back."""
+        pp = {"node": b.node, "vmid": b.vmid}
+        deadline = time.monotonic() + self.o.agent_timeout
+        last = ""
+        while True:
+            try:
+                self.c.call("POST", f"{VM}/agent/ping", pp)
+                break
+            except PveApiError as e:
+                last = e.message
+            if time.monotonic() > deadline:
+                raise VerificationFailed(f"guest agent did not answer within {self.o.agent_timeout:.0f}s ({last}): "
+                                         "the guest may not have booted", where=f"VM {b.vmid}")
+            self.c.sleep(self.o.agent_poll)
+        ifaces = self.c.call("GET", f"{VM}/agent/network-get-interfaces", pp).get("result", [])
+        macs = {str(i.get("hardware-address", "")).lower() for i in ifaces}
+        addrs = {a.get("ip-address") for i in ifaces for a in i.get("ip-addresses") or []}
+        missing_macs = [m for m in b.expected_macs if m not in macs]
+        missing_addrs = [a for a in b.expected_addresses if a not in addrs]
+        if missing_macs or missing_addrs:
+            parts = []
+            if missing_macs:
+                parts.append(f"source MAC(s) not seen in the guest: {', '.join(missing_macs)}")
+            if missing_addrs:
+                parts.append(f"expected address(es) not restored: {', '.join(missing_addrs)}")
+            raise VerificationFailed("; ".join(parts) + f" (guest reports {sorted(a for a in addrs if a)})",
+                                     where=f"VM {b.vmid}")
+        return {"agent": "ok", "macs": b.expected_macs, "addresses": sorted(a for a in addrs if a)}
+
+    def _switch_from_sata(self, b: VmBuild) -> None:
+        """sata-first phase 2: shut down, move the system disk to scsi0, drop the dummy disk."""
+        s = b.switch
+        assert s is not None
+        pp = {"node": b.node, "vmid": b.vmid}
+        self.say(f"sata-first: moving the system disk of VM {b.vmid} to {s.system_to}")
+        upid = self.c.call("POST", f"{VM}/status/shutdown", pp, {"timeout": 600})
+        self.c.wait_task(b.node, upid, f"shut down VM {b.vmid}", self.o.task_timeout)
+        cfg = self.c.get(f"{VM}/config", pp)
+        system_vol = str(cfg[s.system_from]).split(",")[0]
+        dummy_vol = str(cfg[s.dummy_slot]).split(",")[0]
+        upid = self.c.call("POST", f"{VM}/config", pp, {"delete": f"{s.system_from},{s.dummy_slot}"})
+        self.c.wait_task(b.node, upid, "detach sata system disk")
+        cfg = self.c.get(f"{VM}/config", pp)
+        unused_dummy = [k for k, v in cfg.items() if k.startswith("unused") and str(v).split(",")[0] == dummy_vol]
+        params = {s.system_to: f"{system_vol},{s.disk_options}", "boot": s.boot}
+        if unused_dummy:
+            params["delete"] = ",".join(unused_dummy)
+        upid = self.c.call("POST", f"{VM}/config", pp, params)
+        self.c.wait_task(b.node, upid, f"attach system disk as {s.system_to}")
+        upid = self.c.call("POST", f"{VM}/status/start", pp)
+        self.c.wait_task(b.node, upid, f"start VM {b.vmid} on {s.system_to}", self.o.task_timeout)
+
+    # ------------------------------------------------------------------ cleanup
+    def _cleanup(self, b: VmBuild) -> str:
+        if self.o.keep_failed:
+            return f"VM {b.vmid} kept for inspection (--keep-failed)"
+        pp = {"node": b.node, "vmid": b.vmid}
+        try:
+            exists = any(r.get("vmid") == b.vmid for r in self.c.get("/cluster/resources", type="vm"))
+            if not exists:
+                return f"Proxmox already removed the failed VM {b.vmid}; nothing left"
+            status = self.c.get(f"{VM}/status/current", pp).get("status")
+            if status == "running":
+                upid = self.c.call("POST", f"{VM}/status/stop", pp)
+                self.c.wait_task(b.node, upid, f"stop VM {b.vmid}")
+            if b.foreign_volumes:
+                return (f"VM {b.vmid} stopped and LEFT in place: it holds volumes this run did not create "
+                        f"({', '.join(b.foreign_volumes)}) and destroying it would free them; inspect, then "
+                        f"detach them or remove the VM yourself")
+            # destroy-unreferenced-disks stays 0: unattached vm-N-* volumes may be hostside's, not ours
+            upid = self.c.call("DELETE", VM, pp, {"purge": 1, "destroy-unreferenced-disks": 0})
+            self.c.wait_task(b.node, upid, f"destroy VM {b.vmid}")
+            return f"VM {b.vmid} and the disks this run created were removed"
+        except GuestprepError as e:
+            return f"cleanup of VM {b.vmid} FAILED ({e}); remove it by hand"
