@@ -125,15 +125,15 @@ class Simulator:
     """One running simulator process; ``close()`` ends it (stdin EOF, then kill)."""
 
     def __init__(self, binary: Path, certs: Certs, password: str, *, vms_per_pool: int = 2,
-                 hosts_per_cluster: int = 3, startup_timeout: float = 120):
+                 hosts_per_cluster: int = 3, startup_timeout: float = 120, verbose: bool = False):
         self.certs = certs
         self.user = USER
         self.password = password
         env = dict(os.environ, VCSIM_USER=USER, VCSIM_PASSWORD=password)
         self.proc = subprocess.Popen(
             [str(binary), "-cert", str(certs.cert_pem), "-key", str(certs.key_pem),
-             "-vm", str(vms_per_pool), "-host", str(hosts_per_cluster)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+             "-vm", str(vms_per_pool), "-host", str(hosts_per_cluster)] + (["-v"] if verbose else []),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None if verbose else subprocess.DEVNULL, env=env)
         import selectors
         sel = selectors.DefaultSelector()
         sel.register(self.proc.stdout, selectors.EVENT_READ)
@@ -142,9 +142,8 @@ class Simulator:
             raise RuntimeError("simulator did not start in time")
         line = self.proc.stdout.readline()
         if not line:
-            err = self.proc.stderr.read().decode(errors="replace")
             self.close()
-            raise RuntimeError(f"simulator exited: {err}")
+            raise RuntimeError(f"simulator exited with {self.proc.returncode} before serving")
         info = json.loads(line)
         self.host, port = info["url"].rsplit(":", 1)
         self.port = int(port)

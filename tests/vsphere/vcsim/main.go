@@ -20,8 +20,11 @@ func main() {
 	key := flag.String("key", "", "PEM private key")
 	vms := flag.Int("vm", 2, "VMs per resource pool")
 	hosts := flag.Int("host", 3, "hosts per cluster")
+	verbose := flag.Bool("v", false, "simulator log on stderr")
 	flag.Parse()
-	log.SetOutput(ioutil.Discard) // keep the simulator's chatter off our pipe
+	if !*verbose {
+		log.SetOutput(ioutil.Discard) // keep the simulator's chatter off our pipes
+	}
 
 	pair, err := tls.LoadX509KeyPair(*cert, *key)
 	if err != nil {
