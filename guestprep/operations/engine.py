@@ -1,0 +1,167 @@
+"""The generic prepare engine: facts -> plans -> (apply -> re-collect -> verify), per guest.
+
+OS-neutral: an OS package ``guestprep.operations.<os>`` provides the registered
+operations and, optionally, ``state.collect(conn, options)`` (extra raw state plans
+need) and ``journal.rollback(conn, options)``. Verification re-collects the facts and
+evaluates the checks each operation ``fixes``; an operation may add ``verify_state``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from guestprep.checks import registry as checks
+from guestprep.errors import GuestprepError, OperationError
+from guestprep.facts import collect as collect_facts, os_of
+from guestprep.models import Guest, Plan, Status
+from guestprep.operations import base
+
+
+@dataclass
+class OpResult:
+    operation: str
+    title: str
+    plan: Plan | None = None
+    applied: dict[str, Any] | None = None
+    verified: bool | None = None
+    problems: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"operation": self.operation, "title": self.title,
+                "plan": self.plan.to_dict() if self.plan else None, "applied": self.applied,
+                "verified": self.verified, "problems": self.problems, "error": self.error}
+
+
+@dataclass
+class GuestResult:
+    guest: str
+    os: str
+    ops: list[OpResult] = field(default_factory=list)
+    error: str | None = None
+    error_code: int = 0
+    run_id: str = ""
+    seconds: float = 0.0
+
+    @property
+    def changes(self) -> int:
+        return sum(len(o.plan.changes) for o in self.ops if o.plan)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error) or any(o.error or o.verified is False for o in self.ops)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"guest": self.guest, "os": self.os, "run_id": self.run_id, "error": self.error,
+                "changes": self.changes, "seconds": round(self.seconds, 2), "ops": [o.to_dict() for o in self.ops]}
+
+
+def operations_for(os: str) -> list[Any]:
+    ops = [o() if isinstance(o, type) else o for o in base.registered().values()]
+    ops = [o for o in ops if o.os == os]
+    return sorted(ops, key=lambda o: (getattr(o, "order", 100), o.id))
+
+
+def _os_module(os: str, name: str):
+    try:
+        return importlib.import_module(f"guestprep.operations.{os}.{name}")
+    except ModuleNotFoundError:
+        return None
+
+
+def read_state(conn: Any, os: str, options: dict[str, Any]) -> dict[str, Any]:
+    mod = _os_module(os, "state")
+    return mod.collect(conn, options) if mod and hasattr(mod, "collect") else {}
+
+
+def plan_guest(facts: Any, guest: str, os: str, options: dict[str, Any]) -> list[OpResult]:
+    """Pure: every operation's plan for these facts (a planning error is reported, not raised)."""
+    results = []
+    for op in operations_for(os):
+        r = OpResult(op.id, op.title)
+        try:
+            r.plan = op.plan(facts, guest, options)
+        except GuestprepError as exc:
+            r.error = str(exc)
+        results.append(r)
+    return results
+
+
+def verify(op: Any, facts: Any, guest: str, state: dict[str, Any]) -> list[str]:
+    problems = []
+    for check_id in getattr(op, "fixes", ()):
+        for f in checks.get(check_id).evaluate(facts, guest):
+            if f.status not in (Status.PASS, Status.SKIPPED):
+                problems.append(f"{check_id} {f.status.value}: {f.resource + ': ' if f.resource else ''}{f.message}")
+    if hasattr(op, "verify_state"):
+        problems += op.verify_state(facts, state)
+    return problems
+
+
+def prepare_guest(guest: Guest, options: dict[str, Any], connect: Callable[[Guest], Any],
+                  apply: bool = False) -> GuestResult:
+    os = os_of(guest)
+    started = time.monotonic()
+    res = GuestResult(guest.name, os, run_id=options.get("run_id") or time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6])
+    opts = {**options, "run_id": res.run_id, "guest": guest.name, "sudo": guest.credentials.sudo}
+    conn = None
+    try:
+        conn = connect(guest)
+        timeout = opts.get("timeout", 300.0)
+        facts = collect_facts(conn, os, timeout=timeout, sudo=opts["sudo"])
+        opts["state"] = read_state(conn, os, opts)
+        res.ops = plan_guest(facts, guest.name, os, opts)
+        if not apply:
+            return res
+        by_id = {o.id: o for o in operations_for(os)}
+        touched = []
+        for r in res.ops:
+            if r.error or not r.plan or r.plan.empty:
+                continue
+            try:
+                r.applied = by_id[r.operation].apply(conn, r.plan, opts).to_dict()
+                touched.append(r)
+            except GuestprepError as exc:
+                r.error = str(exc)
+        if touched:
+            facts = collect_facts(conn, os, timeout=timeout, sudo=opts["sudo"])
+            state = read_state(conn, os, opts)
+            for r in touched:
+                r.problems = verify(by_id[r.operation], facts, guest.name, state)
+                r.verified = not r.problems
+    except GuestprepError as exc:
+        res.error = str(exc)
+        res.error_code = exc.exit_code
+    finally:
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+        res.seconds = time.monotonic() - started
+    return res
+
+
+def rollback_guest(guest: Guest, options: dict[str, Any], connect: Callable[[Guest], Any]) -> list[dict[str, Any]]:
+    os = os_of(guest)
+    mod = _os_module(os, "journal")
+    if mod is None or not hasattr(mod, "rollback"):
+        raise OperationError(f"rollback is not implemented for {os} guests", where=f"guest {guest.name}")
+    conn = connect(guest)
+    try:
+        return mod.rollback(conn, {**options, "guest": guest.name, "sudo": guest.credentials.sudo})
+    finally:
+        conn.close()
+
+
+def exit_code(results: list[GuestResult]) -> int:
+    """3 when a guest could not be reached, 1 when an operation failed or did not verify, else 0."""
+    if any(r.error and r.error_code == 3 for r in results):
+        return 3
+    if any(r.failed for r in results):
+        return 1
+    return 0
