@@ -427,7 +427,8 @@ def load(path: str, *, _depth: int = 0) -> VmdkImage:
                     raise InputError(f"descriptor is {size} bytes; refusing anything over "
                                      f"{MAX_DESCRIPTOR_BYTES}", where)
                 f.seek(0)
-                text = f.read().decode("utf-8", errors="replace")
+                # qemu pads descriptor files with NULs to a sector; only trailing ones.
+                text = f.read().rstrip(b"\x00").decode("utf-8", errors="replace")
                 embedded = False
             else:
                 raise InputError("not a VMDK: neither a descriptor nor a KDMV sparse extent",
@@ -486,15 +487,21 @@ def sanitized_descriptor(image: VmdkImage) -> str:
              f"parentCID={d.parent_cid:08x}", f'createType="{create}"']
     if d.parent_hint and image.parent is not None:
         lines.append(f'parentFileNameHint="{image.parent.path}"')
-    lines.append("")
+    # qemu 7.2 counts an extent line twice when a blank line precedes it; VMware's
+    # own layout (a comment line first) is read correctly.
+    lines.append("# Extent description")
     for e, p in zip(d.extents, image.extent_paths):
         if p is None:
             lines.append(f"{e.access} {e.sectors} ZERO")
-        elif e.type in ("FLAT", "VMFS"):
-            lines.append(f'{e.access} {e.sectors} {e.type} "{p}" {e.offset}')
+        elif e.type == "FLAT":
+            lines.append(f'{e.access} {e.sectors} FLAT "{p}" {e.offset}')
+        elif e.type == "VMFS" and e.offset == 0:  # qemu takes no offset on VMFS lines
+            lines.append(f'{e.access} {e.sectors} VMFS "{p}"')
+        elif e.type == "VMFS":
+            lines.append(f'{e.access} {e.sectors} FLAT "{p}" {e.offset}')
         else:
             lines.append(f'{e.access} {e.sectors} {e.type} "{p}"')
-    lines.append("")
+    lines.append("# The Disk Data Base")
     for k, v in d.ddb.items():
         lines.append(f'{k} = "{v}"')
     return "\n".join(lines) + "\n"
