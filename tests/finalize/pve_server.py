@@ -215,6 +215,8 @@ class PveApi:
             ((tpl, re.compile("^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(tpl)) + "$"))
              for tpl in state.schema.endpoints),
             key=lambda t: t[0].count("{"))
+        # handler h_post__nodes__node__qemu serves "POST /nodes/{node}/qemu" (underscores collapsed)
+        self.handlers = {re.sub(r"_+", "_", n).rstrip("_"): getattr(self, n) for n in dir(self) if n.startswith("h_")}
 
     def route(self, path: str) -> tuple[str, dict[str, str]]:
         for tpl, rx in self.templates:
@@ -267,8 +269,8 @@ class PveApi:
                 vmid = int(path_params["vmid"])
                 if vmid not in self.s.vms or self.s.vms[vmid]["node"] != node:
                     raise ApiError(500, f"Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' does not exist")
-            name = "h_" + re.sub(r"\W", "_", f"{method} {tpl}".lower())
-            handler = getattr(self, name, None)
+            name = re.sub(r"_+", "_", "h_" + re.sub(r"\W", "_", f"{method} {tpl}".lower())).rstrip("_")
+            handler = self.handlers.get(name)
             if handler is None:
                 raise ApiError(501, f"Method '{method} {tpl}' not implemented by the test server")
             return handler(user=user, params=params, **path_params)
