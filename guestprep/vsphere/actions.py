@@ -19,9 +19,9 @@ class TaskFailed(OperationError):
 
 def find_vm(session: Session, ident: str) -> Any:
     """A VM by moref (``vm-42``), BIOS/instance UUID, or exact name (must be unique)."""
-    content = session.si.RetrieveContent()
     where = f"vsphere {session.host}"
     try:
+        content = session.si.RetrieveContent()
         if ident.startswith("vm-"):
             vm = vim.VirtualMachine(ident, session.si._stub)
             try:

@@ -9,6 +9,7 @@ to skip verification. Every failure becomes a :class:`ConnectionFailed` or
 from __future__ import annotations
 
 import http.client
+import xml.parsers.expat
 import os
 import re
 import socket
@@ -145,4 +146,6 @@ def translate(exc: BaseException, where: str) -> ConnectionFailed:
     return ConnectionFailed(f"vCenter connection lost: {type(exc).__name__}: {exc}", where=where)
 
 
-TRANSPORT_ERRORS = (OSError, http.client.HTTPException, ssl.SSLError, vim.fault.NotAuthenticated)
+# a truncated answer can surface as a parse error rather than a socket error
+TRANSPORT_ERRORS = (OSError, http.client.HTTPException, ssl.SSLError, xml.parsers.expat.ExpatError,
+                    vim.fault.NotAuthenticated)
