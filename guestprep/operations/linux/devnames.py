@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from guestprep.errors import OperationError
 from guestprep.facts.linux_model import LinuxFacts
 from guestprep.models import Plan
 from guestprep.operations.base import operation
@@ -109,17 +110,19 @@ class StableDeviceNames:
             if new != old:
                 plan.changes.append(C.write_file("/etc/default/grub", new, old))
                 grub_changed = True
-        if grub_changed:
+        running_unstable = bool(facts.cmdline_root and UNSTABLE_DEV_RE.match(facts.cmdline_root))
+        if unresolved:
+            raise OperationError(f"no UUID or PARTUUID known for {', '.join(sorted(set(unresolved)))} (blkid gave "
+                                 "nothing: collect facts as root or with sudo); nothing was changed")
+        if grub_changed or running_unstable:
             refresh = bootloader_refresh(facts)
             if refresh:
                 plan.changes.append(C.run(refresh, backups=[facts.bootloader_config]))
+                if running_unstable and not grub_changed:
+                    plan.warnings.append(f"the running kernel has root={facts.cmdline_root}: the regenerated "
+                                         f"{facts.bootloader_config} uses UUID= from the next boot on")
             else:
                 plan.warnings.append(f"bootloader {facts.bootloader or 'unknown'}: regenerate its configuration by hand")
-        elif facts.cmdline_root and UNSTABLE_DEV_RE.match(facts.cmdline_root):
-            plan.warnings.append(f"the running kernel has root={facts.cmdline_root} but /etc/default/grub does not set "
-                                 "it: check the bootloader entries by hand")
-        for dev in sorted(set(unresolved)):
-            plan.warnings.append(f"{dev}: no UUID or PARTUUID known for it; left as is")
         plan.reason = (f"{len(plan.changes)} change(s) to use UUID= instead of kernel device names"
                        if plan.changes else "fstab, crypttab and the kernel command line already use stable names")
         return plan

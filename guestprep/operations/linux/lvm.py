@@ -16,7 +16,7 @@ from guestprep.models import Plan
 from guestprep.operations.base import operation
 from guestprep.operations.linux import changes as C
 from guestprep.operations.linux import state as S
-from guestprep.operations.linux.initramfs import WANTED, builtin
+from guestprep.operations.linux.initramfs import WANTED, builtin, missing_modules
 
 UNIT_NAME = "guestprep-lvm-reimport.service"
 SCRIPT = f"""#!/bin/sh
@@ -58,7 +58,8 @@ class LvmDevicesFile:
         plan.changes.append(C.delete_file(S.LVM_DEVICES, S.text(st, S.LVM_DEVICES)))
         if facts.initramfs_generator == "dracut":
             for k in facts.kernels:
-                if k.initramfs:
+                # kernels lacking virtio are rebuilt by linux.initramfs_virtio (ordered after this one)
+                if k.initramfs and not missing_modules(k):
                     plan.changes.append(C.rebuild_initramfs("dracut", k.version, k.initramfs,
                                                             [m for m in WANTED if not builtin(k, m)
                                                              and k.initramfs_modules and m in k.initramfs_modules]))
