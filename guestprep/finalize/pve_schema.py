@@ -193,7 +193,7 @@ def _pattern_check(regex: str, name: str):
 NAMED_FORMATS = {
     "pve-node": _pattern_check(_ID, "node name"),
     "dns-name": _pattern_check(rf"(?:{_ID}\.)*{_ID}", "DNS name"),
-    "pve-tag-list": _pattern_check(r"[a-z0-9_][a-z0-9_\-+.]*(?:[;, ][a-z0-9_][a-z0-9_\-+.]*)*", "tag list"),
+    "pve-tag-list": _pattern_check(r"(?i)[a-z0-9_][a-z0-9_\-+.]*(?:[;, ][a-z0-9_][a-z0-9_\-+.]*)*", "tag list"),
     "pve-storage-id": lambda v: None if _STORAGE_ID.fullmatch(v) else f"'{v}' is not a storage id",
     "pve-bridge-id": _pattern_check(r"[-_.\w\d]{1,15}", "bridge name"),
     "pve-configid": _pattern_check(r"[a-zA-Z][a-zA-Z0-9_\-]+", "config id"),
