@@ -8,6 +8,7 @@ travel only inside the SSH session (sudo reads its password on stdin, never argv
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -24,6 +25,9 @@ from guestprep.connectors.local import script_argv
 from guestprep.connectors.quoting import join_argv
 from guestprep.errors import CommandTimeout, ConnectionFailed, GuestprepError, HostKeyError
 from guestprep.models import CommandResult, Guest
+
+# paramiko logs transport-thread failures with tracebacks; ours are reported as exceptions with context.
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 MAX_OUTPUT = 64 * 1024 * 1024  # per stream; a guest flooding us is stopped, not buffered forever
 _known_hosts_lock = threading.Lock()

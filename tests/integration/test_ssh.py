@@ -1,0 +1,176 @@
+"""The SSH connector and the collector against a real OpenSSH server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from guestprep.connectors import ConnectOptions, open_connector
+from guestprep.errors import CollectorError, CommandTimeout, ConnectionFailed, HostKeyError
+from guestprep.facts import linux
+from guestprep.models import Credentials, Guest, Transport
+from tests.support.sshd import TEST_USER, keygen
+
+pytestmark = pytest.mark.integration
+
+
+def guest_for(sshd, **creds) -> Guest:
+    c = dict(user="root", key_file=str(sshd.user_key), use_agent=False)
+    c.update(creds)
+    return Guest(name="t", address=sshd.host, port=sshd.port, transport=Transport.SSH, credentials=Credentials(**c))
+
+
+def opts(sshd, **kw) -> ConnectOptions:
+    return ConnectOptions(known_hosts=str(sshd.known_hosts), connect_timeout=kw.pop("connect_timeout", 10), **kw)
+
+
+def test_collector_over_ssh_one_round_trip(sshd):
+    with open_connector(guest_for(sshd), opts(sshd)) as conn:
+        facts = linux.collect(conn, timeout=120)
+    assert facts.hostname == socket.gethostname()
+    assert facts.is_root
+    assert facts.mount("/").free_bytes > 0
+
+
+def test_unknown_host_key_is_refused_by_default(sshd, tmp_path):
+    empty = tmp_path / "known_hosts"
+    with pytest.raises(HostKeyError, match="not in .*--accept-new-host-keys"):
+        open_connector(guest_for(sshd), ConnectOptions(known_hosts=str(empty)))
+    assert not empty.exists() or empty.read_text() == ""
+
+
+def test_accept_new_host_keys_saves_the_key(sshd, tmp_path):
+    kh = tmp_path / "kh"
+    with open_connector(guest_for(sshd), ConnectOptions(known_hosts=str(kh), accept_new_host_keys=True)) as conn:
+        assert conn.run(["true"]).rc == 0
+    assert sshd.host_pubkey.split()[1] in kh.read_text()
+    # the saved key is now trusted without the flag
+    with open_connector(guest_for(sshd), ConnectOptions(known_hosts=str(kh))) as conn:
+        assert conn.run(["true"]).rc == 0
+
+
+def test_changed_host_key_is_always_refused(sshd, tmp_path):
+    other = keygen(tmp_path / "other_host_key")
+    pub = (tmp_path / "other_host_key.pub").read_text().split()
+    kh = tmp_path / "kh"
+    kh.write_text(f"[{sshd.host}]:{sshd.port} {pub[0]} {pub[1]}\n")
+    with pytest.raises(HostKeyError, match="CHANGED"):
+        open_connector(guest_for(sshd), ConnectOptions(known_hosts=str(kh), accept_new_host_keys=True))
+    assert pub[1] in kh.read_text() and sshd.host_pubkey.split()[1] not in kh.read_text()
+
+
+def test_wrong_key_is_refused(sshd, tmp_path):
+    wrong = keygen(tmp_path / "wrong_key")
+    with pytest.raises(ConnectionFailed, match="authentication failed"):
+        open_connector(guest_for(sshd, key_file=str(wrong)), opts(sshd))
+
+
+def test_password_auth_and_wrong_password(sshd, monkeypatch):
+    if not sshd.password_user:
+        pytest.skip("password tests need root to create the test user")
+    monkeypatch.setenv("GP_TEST_PW", sshd.password)
+    g = guest_for(sshd, user=TEST_USER, key_file=None, password_env="GP_TEST_PW")
+    with open_connector(g, opts(sshd)) as conn:
+        assert conn.run(["id", "-un"]).text().strip() == TEST_USER
+    monkeypatch.setenv("GP_TEST_PW", "not-the-password")
+    with pytest.raises(ConnectionFailed, match="authentication failed") as exc:
+        open_connector(g, opts(sshd))
+    assert "not-the-password" not in str(exc.value)
+
+
+def test_missing_password_env_is_a_config_error(sshd, monkeypatch):
+    from guestprep.errors import ConfigError
+
+    monkeypatch.delenv("GP_UNSET_PW", raising=False)
+    with pytest.raises(ConfigError, match="GP_UNSET_PW"):
+        open_connector(guest_for(sshd, password_env="GP_UNSET_PW"), opts(sshd))
+
+
+def test_sudo_reads_the_password_on_stdin_never_argv(sshd, monkeypatch):
+    if not sshd.password_user or not Path("/usr/bin/sudo").exists():
+        pytest.skip("needs root (test user) and sudo")
+    Path("/etc/sudoers.d").mkdir(exist_ok=True)
+    rule = Path("/etc/sudoers.d/guestprep-test")
+    rule.write_text(f"{TEST_USER} ALL=(ALL:ALL) ALL\n")
+    os.chmod(rule, 0o440)
+    try:
+        monkeypatch.setenv("GP_TEST_PW", sshd.password)
+        g = guest_for(sshd, user=TEST_USER, key_file=None, password_env="GP_TEST_PW", sudo_password_env="GP_TEST_PW")
+        with open_connector(g, opts(sshd)) as conn:
+            assert conn.run(["id", "-u"], sudo=True).text().strip() == "0"
+            # stdin data reaches the command; the password line was consumed by sudo
+            echoed = conn.run(["cat"], stdin=b"payload\n", sudo=True)
+            assert echoed.stdout == b"payload\n"
+            # the password is in no process's argv while a privileged command runs
+            ps = conn.run(["sh", "-c", "ps -eo args"], sudo=True).text()
+            assert sshd.password not in ps
+    finally:
+        rule.unlink()
+
+
+def test_command_timeout(sshd):
+    with open_connector(guest_for(sshd), opts(sshd)) as conn:
+        start = time.monotonic()
+        with pytest.raises(CommandTimeout):
+            conn.run(["sleep", "30"], timeout=1)
+        assert time.monotonic() - start < 10
+
+
+def test_connect_timeout_on_a_silent_server():
+    """A TCP peer that accepts and never speaks SSH: a clear timeout, not a hang."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(5)
+    held = []
+    threading.Thread(target=lambda: held.append(srv.accept()), daemon=True).start()
+    g = Guest(name="silent", address="127.0.0.1", port=srv.getsockname()[1], credentials=Credentials(user="root"))
+    start = time.monotonic()
+    with pytest.raises(ConnectionFailed):
+        open_connector(g, ConnectOptions(connect_timeout=1.5))
+    assert time.monotonic() - start < 15
+    srv.close()
+
+
+def test_connection_refused_is_reported():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    g = Guest(name="down", address="127.0.0.1", port=port, credentials=Credentials(user="root"))
+    with pytest.raises(ConnectionFailed, match="cannot connect"):
+        open_connector(g, ConnectOptions(connect_timeout=2))
+
+
+def test_arguments_with_shell_metacharacters_stay_data(sshd, tmp_path):
+    marker = tmp_path / "pwned"
+    nasty = [f"a; touch {marker}", f"$(touch {marker})", f"`touch {marker}`", f"'\"; touch {marker}; echo \"'",
+             f"line1\ntouch {marker}"]
+    with open_connector(guest_for(sshd), opts(sshd)) as conn:
+        for arg in nasty:
+            res = conn.run(["printf", "%s", arg])
+            assert res.stdout.decode() == arg
+    assert not marker.exists()
+
+
+def test_fifty_megabytes_of_output_is_refused_cleanly(sshd):
+    with open_connector(guest_for(sshd), opts(sshd)) as conn:
+        res = conn.run(["sh", "-c", "head -c 52428800 /dev/zero | tr '\\0' x"], timeout=120)
+    assert len(res.stdout) == 50 * 1024 * 1024
+    with pytest.raises(CollectorError, match="limit"):
+        linux.decode_output(res.stdout, res.rc, res.stderr)
+
+
+def test_put_and_get(sshd, tmp_path):
+    src = tmp_path / "src.txt"
+    src.write_text("hello")
+    remote = f"/tmp/guestprep-test-{os.getpid()}"
+    with open_connector(guest_for(sshd), opts(sshd)) as conn:
+        conn.put(str(src), remote, mode=0o600)
+        conn.get(remote, str(tmp_path / "back.txt"))
+        conn.run(["rm", "-f", remote])
+    assert (tmp_path / "back.txt").read_text() == "hello"
