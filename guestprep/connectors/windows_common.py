@@ -124,3 +124,109 @@ def decode_clixml(data: bytes | str) -> str:
 
 def truthy(value: object) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+# --------------------------------------------------------------------------- scripts with JSON results
+
+
+def call_script(conn: object, name: str, params: dict, timeout: float = 300.0, where: str = "") -> dict:
+    """Run guest_scripts/windows/<name> with ``params`` as one JSON argument; return its JSON result.
+
+    A non-zero exit raises :class:`guestprep.errors.OperationError` with the decoded
+    PowerShell error; output that is not one JSON object raises CollectorError.
+    """
+    from guestprep.connectors.base import Script
+    from guestprep.errors import CollectorError, OperationError
+
+    script = Script(text=windows_script(name), args=(json.dumps(params, ensure_ascii=False),),
+                    interpreter="powershell", name=name)
+    res = conn.run(script, timeout=timeout)  # type: ignore[attr-defined]
+    if res.rc != 0:
+        msg = (res.err_text() or res.text()).strip() or "no error text"
+        raise OperationError(f"{name} failed (exit {res.rc}): {msg}", where=where or None)
+    text = res.text().lstrip("\ufeff").strip()
+    try:
+        doc = json.loads(text.splitlines()[-1] if text else "")
+    except (json.JSONDecodeError, IndexError):
+        raise CollectorError(f"{name} printed no JSON result: {text[:120]!r}", where=where or None) from None
+    if not isinstance(doc, dict):
+        raise CollectorError(f"{name} printed JSON {type(doc).__name__}, expected an object", where=where or None)
+    return doc
+
+
+CHUNK = 64 * 1024  # fits the default 500 KB WS-Man envelope after two base64 layers
+
+
+def put_file(conn: object, local: str, remote: str, where: str = "") -> None:
+    """Upload in chunks to ``remote.partial``, verify SHA-256, then move into place (never overwrite)."""
+    import hashlib
+    import os
+
+    from guestprep.errors import OperationError
+
+    try:
+        size = os.path.getsize(local)
+        fh = open(local, "rb")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {local}: {exc.strerror}", where=where or None) from None
+    digest = hashlib.sha256()
+    with fh:
+        # an identical file already there: nothing to do (idempotent re-runs)
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+        want = digest.hexdigest().upper()
+        try:
+            have = call_script(conn, "file-hash.ps1", {"path": remote}, where=where)
+            if str(have.get("sha256", "")).upper() == want:
+                return
+            raise OperationError(f"{remote} exists with different content (SHA-256 {have.get('sha256')}); "
+                                 "not overwriting", where=where or None)
+        except OperationError as exc:
+            if "exists with different content" in exc.message:
+                raise
+        partial = remote + ".guestprep-partial"
+        fh.seek(0)
+        offset = 0
+        while True:
+            chunk = fh.read(CHUNK)
+            if not chunk and offset:
+                break
+            call_script(conn, "put-chunk.ps1", {"path": partial, "offset": offset,
+                                                "data": base64.b64encode(chunk).decode("ascii")}, where=where)
+            offset += len(chunk)
+            if not chunk:
+                break
+    got = call_script(conn, "file-hash.ps1", {"path": partial}, where=where)
+    if str(got.get("sha256", "")).upper() != want or int(got.get("size", -1)) != size:
+        raise OperationError(f"upload of {local} to {remote} is corrupt (SHA-256 {got.get('sha256')} != {want})",
+                             where=where or None)
+    call_script(conn, "move-file.ps1", {"source": partial, "dest": remote}, where=where)
+
+
+def get_file(conn: object, remote: str, local: str, where: str = "") -> None:
+    """Download in chunks to ``local.partial``, verify SHA-256, then create ``local`` exclusively."""
+    import hashlib
+    import os
+
+    from guestprep.errors import OperationError
+
+    if os.path.exists(local):
+        raise ConfigError(f"{local} already exists; not overwriting", where=where or None)
+    meta = call_script(conn, "file-hash.ps1", {"path": remote}, where=where)
+    partial = local + ".partial"
+    digest = hashlib.sha256()
+    with open(partial, "wb") as out:
+        offset = 0
+        while offset < int(meta["size"]):
+            doc = call_script(conn, "get-chunk.ps1", {"path": remote, "offset": offset, "length": CHUNK}, where=where)
+            data = base64.b64decode(doc["data"])
+            if not data:
+                break
+            out.write(data)
+            digest.update(data)
+            offset += len(data)
+    if digest.hexdigest().upper() != str(meta["sha256"]).upper():
+        os.unlink(partial)
+        raise OperationError(f"download of {remote} is corrupt", where=where or None)
+    os.link(partial, local)  # fails if local appeared meanwhile: exclusive create
+    os.unlink(partial)
