@@ -25,10 +25,16 @@ jstr() {
         awk 'BEGIN { printf "\"" } NR > 1 { printf "%s", "\\n" } { printf "%s", $0 } END { printf "\"" }'
 }
 
-# "key": "value" where value is $2 (a short string).
+# "key": "value" where value is $2 (a short string). Plain printable values need no
+# escaping and no subprocess (most facts); anything else goes through jstr.
 jkv() {
-    printf '"%s":' "$1"
-    printf '%s' "$2" | jstr
+    case "$2" in
+        *[\"\\]*|*[![:print:]]*)
+            printf '"%s":' "$1"
+            printf '%s' "$2" | jstr ;;
+        *)
+            printf '"%s":"%s"' "$1" "$2" ;;
+    esac
 }
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -231,15 +237,14 @@ jkv systemd "$( [ -d /run/systemd/system ] && echo 1 || echo 0 )"; printf ','
 jkv sudo "$(sudo_state)"
 printf '},'
 
-printf '"tools":{'
-tfirst=1
+# tools: one "name<TAB>path" line each (path empty when missing); command -v is a builtin, no forks
+printf '"tools":'
 for t in dracut update-initramfs mkinitcpio mkinitrd lsinitrd lsinitramfs lsinitcpio grub-mkconfig grub2-mkconfig update-grub grubby grub-install grub2-install bootctl efibootmgr \
          apt-get dnf yum zypper pacman apk rpm dpkg systemctl lvm lvmdevices blkid lsblk qemu-ga vmtoolsd vmware-toolbox-cmd vmware-uninstall-tools.pl systemd-detect-virt mokutil sudo timeout; do
-    if [ "$tfirst" = 1 ]; then tfirst=0; else printf ','; fi
-    p=$(command -v "$t" 2>/dev/null)
-    jkv "$t" "$p"
-done
-printf '},'
+    printf '%s\t' "$t"
+    command -v "$t" 2>/dev/null || echo
+done | jstr
+printf ','
 
 printf '"files":{'
 first=1

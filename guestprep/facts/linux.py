@@ -81,7 +81,7 @@ def parse(raw: Mapping[str, Any]) -> LinuxFacts:
     if raw.get("schema") != COLLECT_SCHEMA:
         raise CollectorError(f"collector document: schema is {raw.get('schema')!r}, expected {COLLECT_SCHEMA!r}")
     ident = _req(raw, "id", dict)
-    tools = {k: (v or None) for k, v in _req(raw, "tools", dict).items()}
+    tools = parse_tools(raw.get("tools"))
     files: dict[str, str] = _req(raw, "files", dict)
     exists: dict[str, bool] = raw.get("exists") or {}
     cmds: dict[str, dict[str, Any]] = _req(raw, "cmds", dict)
@@ -188,6 +188,20 @@ def parse(raw: Mapping[str, Any]) -> LinuxFacts:
         sudo=sudo,
         unknown=unknown,
     )
+
+
+def parse_tools(value: Any) -> dict[str, str | None]:
+    """``name<TAB>path`` lines (path empty when the tool is missing); a mapping is accepted too."""
+    if isinstance(value, dict):
+        return {k: (v or None) for k, v in value.items()}
+    if not isinstance(value, str):
+        raise CollectorError("collector document: field 'tools' missing or not a str")
+    out: dict[str, str | None] = {}
+    for line in value.splitlines():
+        name, _, path = line.partition("\t")
+        if name:
+            out[name] = path.strip() or None
+    return out
 
 
 def parse_os_release(text: str) -> dict[str, str]:
