@@ -296,10 +296,16 @@ class FakeWindowsGuest:
     def do_run_argv(self, p: dict[str, Any]) -> ScriptResult:
         argv = p["argv"]
         if argv and argv[0].lower() in ("hostname", "hostname.exe"):
-            return ScriptResult((self.facts["hostname"] + "\r\n").encode())
-        if argv and argv[0].lower() in ("cmd.exe",) and argv[1:3] == ["/c", "exit"]:
-            return ScriptResult(b"", b"", int(argv[3]))
-        return ScriptResult(b"", clixml_error(f"The term '{argv[0]}' is not recognized as the name of a cmdlet"), 1)
+            out, rc = (self.facts["hostname"] + "\r\n").encode(), 0
+        elif argv and argv[0].lower() == "cmd.exe" and argv[1:3] == ["/c", "exit"]:
+            out, rc = b"", int(argv[3])
+        elif argv and argv[0].lower() == "echoargs.exe":   # shows arguments arrive unmangled
+            out, rc = ("\r\n".join(argv[1:]) + "\r\n").encode("utf-8"), 0
+        else:
+            return ScriptResult(b"", clixml_error(f"The term '{argv[0]}' is not recognized as the name of a cmdlet"), 1)
+        if p.get("report_rc"):
+            return ScriptResult(out + f"guestprep-rc={rc}\r\n".encode(), b"", 0)
+        return ScriptResult(out, b"", rc)
 
     def do_test_echo(self, p: dict[str, Any]) -> dict[str, Any]:
         return {"echo": p, "text": "Привет, мир — こんにちは — مرحبا"}

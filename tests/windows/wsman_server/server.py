@@ -330,6 +330,11 @@ class WsmanHTTPServer(http.server.ThreadingHTTPServer):
             raise Fault(2150858770, f"action {action!r} is not implemented by the test server", "w:ActionNotSupported")
         except Fault as f:
             return f.status, _fault_xml(msg_id, f)
+        except Exception as exc:  # a bug in the test server must show, not hang the client
+            import traceback
+
+            traceback.print_exc()
+            return 500, _fault_xml(msg_id, Fault(2147500037, f"test server error: {type(exc).__name__}: {exc}"))
 
     def _create(self, msg_id: str, uri: str, body: ET.Element, hdr: ET.Element) -> bytes:
         cfg = self.state.config
