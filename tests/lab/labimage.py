@@ -60,9 +60,12 @@ FILES = {
 
 
 def recipe_hash() -> str:
+    import inspect
+
     h = hashlib.sha256()
-    h.update(Path(__file__).read_bytes())
-    h.update(json.dumps([MIRROR, SUITE, INCLUDE, CHROOT_PACKAGES, FILES], sort_keys=True).encode())
+    for func in (stage1, stage2, Loop):  # what shapes the image, not the test plumbing
+        h.update(inspect.getsource(func).encode())
+    h.update(json.dumps([MIRROR, SUITE, INCLUDE, CHROOT_PACKAGES, FILES, KERNEL_CMDLINE, VMWARE_NIC, DISK_SIZE], sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
@@ -214,12 +217,20 @@ def build(artifacts: Path) -> Path:
     if os.geteuid() != 0:
         raise PermissionError("building the lab image needs root (loop devices, mount, chroot)")
     CACHE_ROOT.mkdir(parents=True, exist_ok=True)
-    work = CACHE_ROOT / f"{final.name}.building-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
     t0 = time.monotonic()
-    raw = stage1(work)
-    log(f"stage 1 done in {time.monotonic() - t0:.0f}s")
+    # a finished stage 1 of an interrupted build is reused (it is the slow, network-bound part)
+    done = sorted(CACHE_ROOT.glob(f"{final.name}.building-*/stage1.done"))
+    if done:
+        work = done[-1].parent
+        raw = work / "disk.raw"
+        log(f"reusing stage 1 from {work}")
+    else:
+        work = CACHE_ROOT / f"{final.name}.building-{os.getpid()}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        raw = stage1(work)
+        (work / "stage1.done").write_text("")
+        log(f"stage 1 done in {time.monotonic() - t0:.0f}s")
     meta = stage2(work, raw, artifacts)
     log("converting raw -> vmdk (the VMware-side disk)")
     run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(raw), str(work / "vmware-guest.vmdk")])

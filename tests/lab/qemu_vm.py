@@ -81,6 +81,7 @@ class LabVM:
 
     def start(self) -> "LabVM":
         self.serial_log.parent.mkdir(parents=True, exist_ok=True)
+        self.serial_log.unlink(missing_ok=True)  # QEMU appends to an existing file
         self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=open(str(self.serial_log) + ".qemu-stderr", "wb"),
                                      start_new_session=True)

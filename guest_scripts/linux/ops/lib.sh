@@ -14,6 +14,8 @@ GP_ROOT=$1
 GP_RUN=$2
 GP_OP=$3
 shift 3
+# Under a root prefix (tests only) the tree's own tools come first, as they would in a chroot.
+[ -n "$GP_ROOT" ] && PATH="$GP_ROOT/usr/sbin:$GP_ROOT/usr/bin:$PATH"
 GP_STATE="$GP_ROOT/var/lib/guestprep"
 GP_JOURNAL="$GP_STATE/journal.json"
 GP_BACKUP="$GP_STATE/backup/$GP_RUN"

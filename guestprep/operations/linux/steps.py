@@ -40,8 +40,8 @@ def run_step(conn: Any, step: str, args: Sequence[str], options: dict[str, Any],
     if check and res.rc != 0:
         err = res.err_text().strip().splitlines()
         msg = err[-1] if err else f"exit {res.rc}"
-        if "sudo" in msg.lower() and ("password" in msg.lower() or "not allowed" in msg.lower()):
-            msg = f"sudo refused: {msg}"
+        if options.get("sudo") and any(l.startswith("sudo:") or "sudoers" in l for l in err):
+            msg = "sudo refused: " + next(l for l in err if l.startswith("sudo:") or "sudoers" in l)
         raise OperationError(f"step {step} failed: {msg}", where=f"guest {options.get('guest', '?')}, {op}")
     return res
 
