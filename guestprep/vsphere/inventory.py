@@ -14,6 +14,7 @@ from pyVmomi import vim, vmodl
 
 from guestprep.errors import ConnectionFailed
 from guestprep.models import SourceVM
+from guestprep.vsphere import fastsoap
 from guestprep.vsphere.client import TRANSPORT_ERRORS, Session, translate
 from guestprep.vsphere.mapping import Context, to_source_vm
 
@@ -49,11 +50,13 @@ def _filter_spec(view: Any, vms: list[Any] | None) -> vmodl.query.PropertyCollec
 
 
 def retrieve(session: Session | Any, *, page_size: int = DEFAULT_PAGE_SIZE,
-             vms: list[Any] | None = None) -> Iterator[Any]:
+             vms: list[Any] | None = None, fast: bool = True) -> Iterator[Any]:
     """Yield every ObjectContent of the retrieval, following continuation tokens.
 
     With ``vms`` the view holds only the small context types and the given VMs are added
     as objects of their own: still one retrieval, without reading the whole fleet.
+    ``fast`` parses the answers with :mod:`guestprep.vsphere.fastsoap` (same records,
+    ~10x less CPU than pyVmomi's deserializer); ``fast=False`` uses pyVmomi throughout.
     """
     si = getattr(session, "si", session)
     content = si.RetrieveContent()
@@ -61,13 +64,19 @@ def retrieve(session: Session | Any, *, page_size: int = DEFAULT_PAGE_SIZE,
     view = content.viewManager.CreateContainerView(content.rootFolder, types, True)
     pc = content.propertyCollector
     try:
-        result = pc.RetrievePropertiesEx([_filter_spec(view, vms)],
-                                         vmodl.query.PropertyCollector.RetrieveOptions(maxObjects=page_size))
+        options = vmodl.query.PropertyCollector.RetrieveOptions(maxObjects=page_size)
+        if fast:
+            result = fastsoap.retrieve_properties_ex(pc, [_filter_spec(view, vms)], options)
+        else:
+            result = pc.RetrievePropertiesEx([_filter_spec(view, vms)], options)
         while result is not None:
             yield from result.objects or []
             if not result.token:
                 break
-            result = pc.ContinueRetrievePropertiesEx(result.token)
+            if fast:
+                result = fastsoap.continue_retrieve_properties_ex(pc, result.token)
+            else:
+                result = pc.ContinueRetrievePropertiesEx(result.token)
     finally:
         try:
             view.DestroyView()
@@ -90,13 +99,13 @@ def fetch_one(session: Session | Any, vm: Any, *, where: str = "vsphere") -> Sou
 
 
 def fetch_all(session: Session | Any, *, page_size: int = DEFAULT_PAGE_SIZE,
-              where: str = "vsphere", vms: list[Any] | None = None) -> list[SourceVM]:
+              where: str = "vsphere", vms: list[Any] | None = None, fast: bool = True) -> list[SourceVM]:
     """All VMs (or just ``vms``) as ``SourceVM`` records, sorted by name then moref."""
     selected = vms
     ctx = Context()
     vms: list[tuple[str, dict[str, Any]]] = []  # type: ignore[no-redef]
     try:
-        for obj in retrieve(session, page_size=page_size, vms=selected):
+        for obj in retrieve(session, page_size=page_size, vms=selected, fast=fast):
             props = {p.name: p.val for p in obj.propSet or []}
             ref = obj.obj._moId
             if isinstance(obj.obj, vim.VirtualMachine):
