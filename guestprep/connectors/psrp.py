@@ -61,7 +61,7 @@ class PSRPSettings:
         enc = str(v.get("ansible_psrp_message_encryption", "auto")).lower()
         if proto == "http" and enc == "never" and not options.insecure_tls:
             raise ConfigError("ansible_psrp_message_encryption=never over HTTP sends everything in clear text; "
-                              "pass --insecure-tls to allow it explicitly", where=where)
+                              "pass --insecure to allow it explicitly", where=where)
         verify, ca = _tls_policy(v.get("ansible_psrp_cert_validation", "validate"), v.get("ansible_psrp_ca_cert"),
                                  options, where, "ansible_psrp_cert_validation")
         conf = str(v.get("ansible_psrp_configuration_name", "Microsoft.PowerShell"))
@@ -111,7 +111,7 @@ class PSRPConnector:
                                     where=self._where)
         if isinstance(exc, requests.exceptions.SSLError):
             return ConnectionFailed(f"TLS certificate verification failed: {_ssl_reason(exc)}; give the CA with "
-                                    "--ca-bundle or ansible_psrp_ca_cert (or --insecure-tls)", where=self._where)
+                                    "--ca-bundle or ansible_psrp_ca_cert (or --insecure)", where=self._where)
         if isinstance(exc, requests.exceptions.ReadTimeout):
             return CommandTimeout(f"no answer within {s.read_timeout}s while {doing}", where=self._where)
         if isinstance(exc, requests.exceptions.ConnectionError):

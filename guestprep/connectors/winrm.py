@@ -83,7 +83,7 @@ def _host(address: str) -> str:
 def _tls_policy(validation: Any, ca: Any, options: ConnectOptions, where: str, var: str) -> tuple[bool, str | None]:
     ignore = str(validation).lower() == "ignore" or (isinstance(validation, bool) and not validation)
     if ignore and not options.insecure_tls:
-        raise ConfigError(f"{var}=ignore turns TLS verification off; pass --insecure-tls to allow it explicitly",
+        raise ConfigError(f"{var}=ignore turns TLS verification off; pass --insecure to allow it explicitly",
                           where=where)
     ca_path = str(ca) if ca else options.ca_bundle
     if ca_path and not os.path.isfile(ca_path):
@@ -99,7 +99,7 @@ def _check_cleartext(scheme: str, transport: str, enc: str, options: ConnectOpti
                           "use ansible_winrm_scheme=https or ntlm/kerberos", where=where)
     if enc == "never" and not options.insecure_tls:
         raise ConfigError("ansible_winrm_message_encryption=never over HTTP sends everything in clear text; "
-                          "pass --insecure-tls to allow it explicitly", where=where)
+                          "pass --insecure to allow it explicitly", where=where)
 
 
 def read_password(guest: Guest) -> str:
@@ -169,7 +169,7 @@ class WinRMConnector:
         if isinstance(exc, requests.exceptions.SSLError):
             reason = _ssl_reason(exc)
             return ConnectionFailed(f"TLS certificate verification failed: {reason}; give the CA with --ca-bundle or "
-                                    "ansible_winrm_ca_trust_path (or --insecure-tls)", where=self._where)
+                                    "ansible_winrm_ca_trust_path (or --insecure)", where=self._where)
         if isinstance(exc, (requests.exceptions.ReadTimeout,)):
             return CommandTimeout(f"no answer within {s.read_timeout}s while {doing}", where=self._where)
         if isinstance(exc, requests.exceptions.ConnectionError):

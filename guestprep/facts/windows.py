@@ -172,6 +172,7 @@ class WindowsFacts:
     guestprep_state: dict[str, Any] = field(default_factory=dict)  # what our operations left on the guest
     unknown: dict[str, str] = field(default_factory=dict)          # section -> reason it is null
     virtio_win_target: str | None = None   # configured virtio-win version (set by collect from guest vars)
+    settings: dict[str, Any] = field(default_factory=dict)  # guestprep_* inventory vars operations read
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def driver_in_store(self, inf_name: str) -> bool | None:
@@ -436,6 +437,11 @@ def parse(raw: Mapping[str, Any], where: str = "windows collector") -> WindowsFa
     facts.antivirus = None if av is None else [r.obj(x, f"antivirus[{n}]") for n, x in enumerate(av)]  # type: ignore[misc]
     facts.domain = r.obj(raw.get("domain"), "domain", optional=True)
     facts.guestprep_state = r.obj(raw.get("guestprep") or {}, "guestprep") or {}
+    # escrow confirmed by the operator when BitLocker was suspended (recorded in state.json)
+    escrow = facts.guestprep_state.get("bitlocker_escrow") or {}
+    for v in facts.bitlocker or []:
+        if isinstance(escrow, dict) and escrow.get(v.mount) is True:
+            v.recovery_key_escrowed = True
     return facts
 
 
@@ -477,6 +483,7 @@ def collect(conn: Any, timeout: float) -> WindowsFacts:
     target = vars_.get("guestprep_virtio_win_version")
     if target:
         facts.virtio_win_target = str(target)
+    facts.settings = {k: v for k, v in vars_.items() if str(k).startswith("guestprep_")}
     return facts
 
 
