@@ -61,7 +61,8 @@ def convert_argv(source: Source, target: Target, opts: ConvertOptions) -> list[s
         args.append("-c")
     elif target.fmt == "raw":
         args.append("-W")   # raw has no metadata to keep in order; -W breaks -c
-    return args + [source.spec.image_opts(), dest.image_opts()]
+    # several segments (split flat extents) are concatenated by qemu-img in order
+    return args + [seg.spec.image_opts() for seg in source.segments] + [dest.image_opts()]
 
 
 def _really_block(path: str) -> bool:
@@ -86,7 +87,7 @@ def run_convert(source: Source, target: Target, opts: ConvertOptions,
         raise InputError("--compress only applies to qcow2 targets", "--compress")
     t0 = time.monotonic()
     # qcow2 measure = allocated data (+metadata): what any sparse target really uses.
-    measured = qemu.measure(source.spec, "qcow2")
+    measured = _measure(source)
     required = int(measured["required"])
     target.preflight(source.virtual_size, required)
     mpath = manifest_path(target, opts.manifest)
@@ -126,6 +127,15 @@ def run_convert(source: Source, target: Target, opts: ConvertOptions,
         raise
     finally:
         signal.signal(signal.SIGTERM, old_term)
+
+
+def _measure(source: Source) -> dict:
+    total = {"required": 0, "fully-allocated": 0}
+    for seg in source.segments:
+        m = qemu.measure(seg.spec, "qcow2")
+        for k in total:
+            total[k] += int(m.get(k, 0))
+    return total
 
 
 def _cleanup(target: Target) -> None:
@@ -202,16 +212,24 @@ def verify(source: Source, target: Target) -> dict:
             result["ok"] = False
             raise VerificationFailed(f"qemu-img check reports a damaged qcow2 "
                                      f"(rc {proc.returncode})", target.path)
-    compare = [qemu.tool("qemu-img"), "compare"] + source.spec.object_args() + [
-        "--image-opts", source.spec.image_opts(), dest.image_opts()]
-    proc = subprocess.run(compare, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    result["compare"] = {"rc": proc.returncode, "message": proc.stdout.strip()[-200:]}
-    if proc.returncode == 1:
-        raise VerificationFailed(f"target differs from source: {proc.stdout.strip()}",
-                                 target.path)
-    if proc.returncode != 0:
-        raise ToolFailed(f"qemu-img compare failed: {proc.stderr.strip()[-200:]}",
-                         target.path)
+    single = len(source.segments) == 1
+    for seg in source.segments:
+        # Each segment against the same window of the target; a single segment
+        # against the whole target (compare then also checks the target's tail).
+        other = dest if single else qemu.window_spec(dest, seg.offset, seg.size)
+        compare = [qemu.tool("qemu-img"), "compare"] + seg.spec.object_args() + [
+            "--image-opts", seg.spec.image_opts(), other.image_opts()]
+        proc = subprocess.run(compare, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+        result["compare"] = {"rc": proc.returncode, "segments": len(source.segments),
+                             "message": proc.stdout.strip()[-200:]}
+        if proc.returncode == 1:
+            where = "" if single else f" (segment at byte {seg.offset})"
+            raise VerificationFailed(f"target differs from source{where}: "
+                                     f"{proc.stdout.strip()}", target.path)
+        if proc.returncode != 0:
+            raise ToolFailed(f"qemu-img compare failed: {proc.stderr.strip()[-200:]}",
+                             target.path)
     result["ok"] = True
     return result
 

@@ -19,6 +19,15 @@ FORMATS = ("vmdk", "qcow2", "raw")
 
 
 @dataclass
+class Segment:
+    """One piece of the disk, at `offset` in the virtual disk (flat extents)."""
+
+    spec: ImageSpec
+    offset: int
+    size: int
+
+
+@dataclass
 class Source:
     spec: ImageSpec
     format: str
@@ -30,6 +39,14 @@ class Source:
     notes: list[str] = field(default_factory=list)
     is_block_device: bool = False
     local_files: list[str] = field(default_factory=list)  # every file qemu will read
+    # Streams to concatenate for a conversion. Flat VMDK extents are read as raw
+    # windows of their files: qemu's vmdk driver reports flat extents as fully
+    # allocated, so it would read every hole; the raw driver sees them.
+    segments: list[Segment] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.segments:
+            self.segments = [Segment(self.spec, 0, self.virtual_size)]
 
     def to_dict(self) -> dict:
         return {
@@ -152,4 +169,20 @@ def _inspect_vmdk(path: str, opts: SourceOptions, secrets: remote.SecretDir) -> 
         files += [p for p in img.extent_paths if p and p not in files]
     actual = sum(os.stat(p).st_blocks * 512 for p in dict.fromkeys(files))
     return Source(spec, "vmdk", size, actual, vmdk=image, chain=chain, qemu_info=data,
-                  notes=notes, local_files=list(dict.fromkeys(files)))
+                  notes=notes, local_files=list(dict.fromkeys(files)),
+                  segments=_flat_segments(image))
+
+
+def _flat_segments(image: vmdk.VmdkImage) -> list[Segment]:
+    """Raw windows over flat extents, or [] when qemu's vmdk driver must read it."""
+    d = image.descriptor
+    if d.has_parent or not all(e.type in ("FLAT", "VMFS") for e in d.extents):
+        return []
+    out, pos = [], 0
+    for e, path in zip(d.extents, image.extent_paths):
+        spec = ImageSpec({"driver": "raw", "offset": str(e.offset * vmdk.SECTOR),
+                          "size": str(e.size), "file.driver": "file", "file.filename": path},
+                         path)
+        out.append(Segment(spec, pos, e.size))
+        pos += e.size
+    return out

@@ -63,6 +63,14 @@ def local_spec(path: str, fmt: str, label: str | None = None) -> ImageSpec:
                      label or path)
 
 
+def window_spec(inner: ImageSpec, offset: int, size: int, label: str | None = None
+                ) -> ImageSpec:
+    """A byte window [offset, offset+size) of another image, as a raw image."""
+    opts = {"driver": "raw", "offset": str(offset), "size": str(size)}
+    opts.update({f"file.{k}": v for k, v in inner.opts.items()})
+    return ImageSpec(opts, label or inner.label, list(inner.objects), inner.is_remote)
+
+
 def _is_block(path: str) -> bool:
     import stat
     try:

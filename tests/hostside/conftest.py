@@ -228,7 +228,7 @@ class Standins:
         self.state = root / "state"
         self.dev = root / "dev"
         for d in (self.bin, self.state, self.dev):
-            d.mkdir()
+            d.mkdir(parents=True)
         for name in ("zfs", "zpool", "lvs", "lvcreate", "lvremove"):
             p = self.bin / name
             p.write_text(STANDIN.replace("{name}", name).replace(
