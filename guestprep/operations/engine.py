@@ -87,6 +87,8 @@ def plan_guest(facts: Any, guest: str, os: str, options: dict[str, Any]) -> list
             r.plan = op.plan(facts, guest, options)
         except GuestprepError as exc:
             r.error = str(exc)
+        except Exception as exc:  # a bug in one operation must not take the other plans down
+            r.error = f"internal error while planning: {type(exc).__name__}: {exc}"
         results.append(r)
     return results
 
