@@ -16,7 +16,8 @@ from typing import Any, Mapping, Sequence
 from guestprep.connectors import ConnectOptions
 from guestprep.connectors import windows_common as wc
 from guestprep.connectors.base import Script
-from guestprep.connectors.winrm import _host, _short, _ssl_reason, _tls_policy, read_password, redact
+from guestprep.connectors.winrm import (_host, _short, _ssl_reason, _tls_policy, check_basic_password, read_password,
+                                       redact)
 from guestprep.errors import CommandTimeout, ConfigError, ConnectionFailed, GuestprepError
 from guestprep.models import CommandResult, Guest
 
@@ -87,6 +88,7 @@ class PSRPConnector:
         self.settings = s = PSRPSettings.from_guest(guest, options)
         self._secret = read_password(guest)
         self._where = f"{guest.name} ({s.endpoint}, {s.configuration})"
+        check_basic_password(s.auth, self._secret, self._where)
         cert_validation: bool | str = (s.ca or True) if s.verify else False
         self.wsman = WSMan(
             s.server, port=s.port, ssl=s.ssl, path=s.path, auth=s.auth, username=s.user, password=self._secret,

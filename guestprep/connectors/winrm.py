@@ -114,6 +114,16 @@ def read_password(guest: Guest) -> str:
     return value
 
 
+def check_basic_password(auth: str, password: str, where: str) -> None:
+    """requests encodes Basic credentials as Latin-1; anything else would fail deep inside it."""
+    if auth == "basic":
+        try:
+            password.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ConfigError("the password has characters Basic authentication cannot carry (not Latin-1); "
+                              "use ntlm/negotiate or kerberos", where=where) from None
+
+
 def redact(text: str, secret: str | None) -> str:
     return text.replace(secret, "********") if secret else text
 
@@ -129,6 +139,7 @@ class WinRMConnector:
         self.settings = s = WinRMSettings.from_guest(guest, options)
         self._secret = read_password(guest)
         self._where = f"{guest.name} ({s.endpoint})"
+        check_basic_password(s.transport, self._secret, self._where)
         validation = "validate" if s.verify else "ignore"
         try:
             self.protocol = winrm.protocol.Protocol(

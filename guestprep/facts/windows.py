@@ -457,7 +457,8 @@ def parse_output(stdout: bytes, where: str) -> dict[str, Any]:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        what = "truncated JSON" if exc.pos >= len(text) - 1 else "not JSON"
+        truncated = text.startswith("{") and not text.endswith("}") or exc.pos >= len(text) - 1
+        what = "truncated JSON (output cut off)" if truncated else "not JSON"
         snippet = text[max(0, exc.pos - 20):exc.pos + 20].replace("\n", " ")
         raise CollectorError(f"collector output is {what}: {exc.msg} at char {exc.pos} near {snippet!r}",
                              where=where) from None

@@ -16,7 +16,7 @@ from tests.windows.wsman_server.guest import FakeWindowsGuest
 from tests.windows.wsman_server.server import ServerConfig, WsmanTestServer
 
 USER = "Administrator"
-PASSWORD = "Pässwörd-Ω1!"   # non-ASCII on purpose
+PASSWORD = "Pässwörd-1!§"   # non-ASCII on purpose (Latin-1: what HTTP Basic can carry)
 PW_ENV = "GUESTPREP_TEST_WIN_PASSWORD"
 
 

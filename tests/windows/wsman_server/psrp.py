@@ -113,9 +113,11 @@ class PsrpSession:
         return self._frag(raw)
 
     def _error_record(self, message: str, pid: str) -> list[bytes]:
-        rec = ErrorRecordMessage(
-            fq_error="GuestprepScriptError", category=0,
-            invocation=False, extended_info_present=False, reason="RuntimeException", message=message)
+        rec = ErrorRecordMessage()
+        for attr, _meta in rec._extended_properties:
+            setattr(rec, attr, None)
+        rec.fq_error, rec.category, rec.reason, rec.message = "GuestprepScriptError", 0, "RuntimeException", message
+        rec.invocation, rec.extended_info_present = False, False
         return self._pack(rec, pid)
 
     # ------------------------------------------------------------------ WinRS hooks

@@ -1,0 +1,7 @@
+# guestprep-script: test-echo
+# guestprep-output: json
+# Echoes its parameters back with non-Latin text (test only).
+Set-StrictMode -Version 2.0
+$ErrorActionPreference = 'Stop'
+$p = ConvertFrom-Json -InputObject ([string]$args[0])
+Write-Output (ConvertTo-Json -InputObject ([ordered]@{ echo = $p; text = 'Привет, мир — こんにちは — مرحبا' }) -Compress)
