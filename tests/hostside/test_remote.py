@@ -1,0 +1,178 @@
+"""HTTPS datastore URLs through qemu's curl driver: a local TLS server with Range support
+that demands the session cookie. The cookie must never reach argv, logs or manifests."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import Datastore, host_cli
+
+pytestmark = pytest.mark.integration
+
+MiB = 1 << 20
+
+
+@pytest.fixture(autouse=True)
+def _needs_curl_driver():
+    out = subprocess.run(["qemu-img", "--help"], capture_output=True, text=True).stdout
+    if " https" not in out:
+        pytest.skip("this qemu-img has no curl (https) block driver")
+
+
+def _env(ds=None, cookie=None):
+    return {"VC_COOKIE": cookie if cookie is not None else Datastore.cookie}
+
+
+def _serve(ds, images, key, name):
+    shutil.copyfile(images[key], ds.root / name)
+
+
+class CmdlineWatcher:
+    """Polls every process's argv while a command runs: the cookie must never be there."""
+
+    def __init__(self, needle: str):
+        self.needle = needle.encode()
+        self.seen_qemu = 0
+        self.leaks: list[str] = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            for path in glob.glob("/proc/[0-9]*/cmdline"):
+                try:
+                    with open(path, "rb") as f:
+                        argv = f.read()
+                except OSError:
+                    continue
+                if b"qemu-img" in argv:
+                    self.seen_qemu += 1
+                if self.needle in argv:
+                    self.leaks.append(argv.decode(errors="replace"))
+            time.sleep(0.01)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+
+
+def test_inspect_and_audit_a_flat_extent_over_https(datastore, images):
+    _serve(datastore, images, "gpt.raw", "web01-flat.vmdk")
+    url = datastore.url("web01-flat.vmdk")
+    r = host_cli("inspect", url, "--cookie-env", "VC_COOKIE", "--insecure", "--json",
+                 env=_env())
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["format"] == "raw" and doc["remote"] and doc["virtual_size"] == 400 * MiB
+    r = host_cli("audit", url, "--cookie-env", "VC_COOKIE", "--insecure", "--json", env=_env())
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["firmware"] == "uefi"
+    ranges = [q for q in datastore.requests if q["method"] == "GET"]
+    assert ranges and all(q["range"] for q in ranges)      # streamed in ranges, no full copy
+    assert all(q["cookie"] == Datastore.cookie for q in datastore.requests)
+
+
+def test_tls_is_verified_unless_insecure(datastore, images):
+    _serve(datastore, images, "mbr.raw", "a-flat.vmdk")
+    r = host_cli("inspect", datastore.url("a-flat.vmdk"), "--cookie-env", "VC_COOKIE",
+                 env=_env())
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "certificate" in r.stderr.lower() or "ssl" in r.stderr.lower()
+    assert not [q for q in datastore.requests if q["method"] == "GET"]
+
+
+def test_wrong_or_missing_cookie_is_refused(datastore, images):
+    _serve(datastore, images, "mbr.raw", "a-flat.vmdk")
+    url = datastore.url("a-flat.vmdk")
+    r = host_cli("inspect", url, "--cookie-env", "VC_COOKIE", "--insecure",
+                 env=_env(cookie="vmware_soap_session=\"stale\""))
+    assert r.returncode == 2 and "403" in r.stderr
+    r = host_cli("inspect", url, "--cookie-env", "NOT_SET_ANYWHERE", "--insecure")
+    assert r.returncode == 2 and "NOT_SET_ANYWHERE is not set" in r.stderr
+    for bad in (url.replace("https://", "http://"),
+                url.replace("https://", "https://root:pw@")):
+        r = host_cli("inspect", bad, "--cookie-env", "VC_COOKIE", "--insecure", env=_env())
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("key,name", [
+    ("mbr.raw", "db01-flat.vmdk"),          # an ESXi flat extent, read as raw
+    ("streamOptimized", "db01.vmdk"),       # a single-file vmdk, read by qemu's vmdk driver
+])
+def test_convert_streams_without_leaking_the_cookie(datastore, images, tmp_path, key, name):
+    _serve(datastore, images, key, name)
+    dest = tmp_path / "vm-100-disk-0.qcow2"
+    with CmdlineWatcher(Datastore.cookie.split('"')[1]) as watch:
+        r = host_cli("convert", datastore.url(name), "--cookie-stdin", "--insecure",
+                     "--to", "qcow2", "--dest", dest, "--json", "--progress", "json",
+                     input=Datastore.cookie + "\n")
+    assert r.returncode == 0, r.stderr
+    assert watch.seen_qemu > 0, "the watcher never saw qemu-img running"
+    assert watch.leaks == []
+    manifest = (tmp_path / "vm-100-disk-0.qcow2.guestprep-manifest.json").read_text()
+    secret = Datastore.cookie.split('"')[1]
+    for text in (manifest, r.stdout, r.stderr):
+        assert secret not in text
+    m = json.loads(r.stdout)
+    assert m["verification"]["ok"] and m["source"]["remote"]
+    assert "cookie-secret" in " ".join(m["command"])  # passed by reference only
+    assert subprocess.run(["qemu-img", "compare", "-F", "qcow2", str(images["mbr.raw"]),
+                           str(dest)], capture_output=True).returncode == 0
+    for d in glob.glob("/tmp/guestprep-secret-*"):   # no cookie file left anywhere
+        for f in glob.glob(os.path.join(d, "*")):
+            with open(f, "rb") as fh:
+                assert secret.encode() not in fh.read()
+
+
+def test_failure_midway_removes_the_target(datastore, images, tmp_path):
+    _serve(datastore, images, "gpt.raw", "big-flat.vmdk")
+    datastore.fail_after = 12
+    out = tmp_path / "out"
+    out.mkdir()
+    dest = out / "partial.qcow2"
+    r = host_cli("convert", datastore.url("big-flat.vmdk"), "--cookie-env", "VC_COOKIE",
+                 "--insecure", "--to", "qcow2", "--dest", dest, env=_env())
+    assert r.returncode == 3, r.stderr
+    assert "qemu-img convert failed" in r.stderr and "no target left behind" in r.stderr
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_removes_the_target(datastore, images, tmp_path, sig):
+    _serve(datastore, images, "gpt.raw", "slow-flat.vmdk")
+    datastore.delay = 0.2
+    out = tmp_path / "out"
+    out.mkdir()
+    dest = out / "partial.raw"
+    env = dict(os.environ, VC_COOKIE=Datastore.cookie)
+    proc = subprocess.Popen([sys.executable, "-m", "hostside.cli", "convert",
+                             datastore.url("slow-flat.vmdk"), "--cookie-env", "VC_COOKIE",
+                             "--insecure", "--to", "raw", "--dest", str(dest),
+                             "--progress", "json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # wait until the target exists and qemu-img is copying, then interrupt
+    deadline = time.monotonic() + 60
+    while not dest.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert dest.exists(), "conversion never started"
+    line = proc.stderr.readline()
+    assert '"progress"' in line
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "no target left behind" in err
+    assert list(out.iterdir()) == []
