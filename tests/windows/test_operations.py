@@ -1,0 +1,230 @@
+"""Windows operations: plans as data, apply against the fake guest, verify, idempotence, rollback."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from guestprep.checks import registry
+from guestprep.connectors import open_connector
+from guestprep.errors import ConfigError, ConnectionFailed, OperationError
+from guestprep.facts import windows as wf
+from guestprep.operations import engine
+from guestprep.operations.windows import journal
+from tests.windows.wsman_server.guest import load_profile
+
+pytestmark = pytest.mark.integration
+
+GUESTS = Path(__file__).parent / "guests"
+
+
+def facts_of(profile: str, **settings) -> wf.WindowsFacts:
+    f = wf.parse(load_profile(profile))
+    f.settings = {f"guestprep_{k}": v for k, v in settings.items()}
+    return f
+
+
+def plans(facts, **options):
+    return {r.operation: r for r in engine.plan_guest(facts, "g", "windows", dict(options))}
+
+
+@pytest.fixture
+def media(tmp_path):
+    p = tmp_path / "virtio-win-gt-x64.msi"
+    p.write_bytes(os.urandom(100_000))
+    return p, hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- plans as data
+
+@pytest.mark.unit
+def test_plan_for_a_vmware_only_server_2019(media):
+    path, sha = media
+    p = plans(facts_of("ws2019-en-US", virtio_win_media=str(path), virtio_win_sha256=sha))
+    kinds = [(c.kind, c.target) for c in p["windows.virtio_drivers"].plan.changes]
+    assert kinds[0] == ("upload", "C:\\ProgramData\\guestprep\\media\\virtio-win-gt-x64.msi")
+    assert ("driver_install", "vioscsi.inf") in kinds and ("package", "qemu-ga") in kinds
+    assert ("registry_set", "HKLM:\\SYSTEM\\CurrentControlSet\\Services\\vioscsi\\Start") in kinds
+    assert kinds[-1] == ("script", "install-virtio.ps1")
+    script = p["windows.virtio_drivers"].plan.changes[-1].detail["params"]
+    assert script == {"media": "C:\\ProgramData\\guestprep\\media\\virtio-win-gt-x64.msi", "sha256": sha,
+                      "boot_critical": ["vioscsi", "viostor"], "os_dir": "2k19"}
+    assert p["windows.boot_critical"].plan.empty and "virtio_drivers installs" in p["windows.boot_critical"].plan.reason
+    assert p["windows.fast_startup"].plan.empty
+    san = p["windows.san_policy"].plan.changes[0]
+    assert san.detail == {"before": 2, "after": 1} and "- SanPolicy = 2\n+ SanPolicy = 1" in san.diff
+    caps = [c.target for c in p["windows.network_capture"].plan.changes if c.kind == "capture"]
+    assert caps == ["00:50:56:9a:10:01", "00:50:56:9a:10:02"]
+    assert p["windows.bitlocker_suspend"].plan.empty and "cutover step" in p["windows.bitlocker_suspend"].plan.reason
+
+
+@pytest.mark.unit
+def test_plan_without_media_explains_what_to_set():
+    plan = plans(facts_of("ws2016-de-DE"))["windows.virtio_drivers"].plan
+    assert plan.empty and "guestprep_virtio_win_media" in plan.reason and plan.warnings
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("settings,match", [
+    ({"virtio_win_media": "/nonexistent/virtio.msi", "virtio_win_sha256": "a" * 64}, "does not exist"),
+    ({"virtio_win_media": "http://mirror/virtio.msi", "virtio_win_sha256": "a" * 64}, "plain http is refused"),
+    ({"virtio_win_media": "\\\\srv\\share\\virtio.iso", "virtio_win_sha256": "nothex"}, "64-hex-digit"),
+    ({"virtio_win_media": "\\\\srv\\share\\virtio.zip", "virtio_win_sha256": "a" * 64}, ".msi or .iso"),
+])
+def test_bad_media_settings_are_config_errors(settings, match):
+    r = plans(facts_of("ws2019-en-US", **settings))["windows.virtio_drivers"]
+    assert r.plan is None and match in r.error
+
+
+@pytest.mark.unit
+def test_local_media_with_wrong_checksum_is_refused_before_upload(media):
+    path, sha = media
+    r = plans(facts_of("ws2019-en-US", virtio_win_media=str(path), virtio_win_sha256="0" * 64))["windows.virtio_drivers"]
+    assert r.plan is None and "SHA-256 of" in r.error
+
+
+@pytest.mark.unit
+def test_plans_on_a_prepared_guest_are_empty():
+    p = plans(facts_of("ws2025-en-US"))
+    assert all(r.plan is not None and r.plan.empty for r in p.values()), {k: r.plan.reason for k, r in p.items()}
+
+
+@pytest.mark.unit
+def test_plans_on_client_with_fast_startup_and_iso_dir():
+    f = facts_of("win10-ru-RU", virtio_win_media="\\\\srv\\virtio\\virtio-win.iso", virtio_win_sha256="b" * 64)
+    p = plans(f)
+    assert [c.kind for c in p["windows.fast_startup"].plan.changes] == ["registry_set", "registry_set", "script"]
+    vd = p["windows.virtio_drivers"].plan
+    assert vd.changes[0].kind == "fetch" and vd.changes[-1].detail["params"]["os_dir"] == "w10"
+
+
+@pytest.mark.unit
+def test_bitlocker_suspend_needs_cutover_and_escrow():
+    assert plans(facts_of("ws2019-en-US", cutover=True))["windows.bitlocker_suspend"].plan.empty
+    plan = plans(facts_of("ws2019-en-US", cutover=True, bitlocker_recovery_key_escrowed=True,
+                          bitlocker_reboot_count=1))["windows.bitlocker_suspend"].plan
+    assert [(c.kind, c.target) for c in plan.changes] == [("bitlocker_suspend", "C:"), ("script", "suspend-bitlocker.ps1")]
+    assert plan.changes[-1].detail["params"] == {"mounts": ["C:"], "reboot_count": 1}
+
+
+@pytest.mark.unit
+def test_unsupported_guest_plans_nothing():
+    p = plans(facts_of("ws2008r2-en-US"))
+    assert all(r.plan.empty for r in p.values())
+
+
+# --------------------------------------------------------------------------- apply against the fake guest
+
+def _guest(run, transport, path, sha, tmp_path, **extra):
+    return run.make_guest(transport, guestprep_virtio_win_media=str(path), guestprep_virtio_win_sha256=sha,
+                          guestprep_capture_dir=str(tmp_path / "captures"), **extra)
+
+
+@pytest.mark.parametrize("transport", ["winrm", "psrp"])
+def test_prepare_apply_verifies_is_idempotent_and_rolls_back(wsman, transport, media, tmp_path):
+    path, sha = media
+    run = wsman("ws2019-en-US")
+    g = _guest(run, transport, path, sha, tmp_path)
+    connect = lambda g: open_connector(g, run.options())  # noqa: E731
+
+    res = engine.prepare_guest(g, {"timeout": 60}, connect, apply=True)
+    assert res.error is None, res.error
+    applied = {o.operation: o for o in res.ops if o.applied}
+    assert set(applied) == {"windows.virtio_drivers", "windows.san_policy", "windows.network_capture",
+                            "windows.vmware_tools_removal"}
+    assert all(o.verified for o in applied.values()), {k: o.problems for k, o in applied.items()}
+
+    # the guest changed as the scripts say; VMware Tools is still installed (removal only at first KVM boot)
+    f = run.guest.facts
+    assert f["services"]["vioscsi"]["start"] == 0 and f["storage"]["san_policy"] == "OnlineAll"
+    assert f["vmware_tools"]["installed"] is True
+    assert set(run.guest.tasks) == {"guestprep-restore-network", "guestprep-remove-vmware-tools"}
+    kinds = [e["kind"] for e in run.guest.journal]
+    assert kinds.count("registry_set") == 3 and "driver_install" in kinds
+    captures = list((tmp_path / "captures").iterdir())
+    assert len(captures) == 1 and "00:50:56:9A:10:01".lower() in json.dumps(json.loads(captures[0].read_text())).lower()
+
+    # every WIN check those operations fix now passes after a fresh collect
+    conn = connect(g)
+    facts = wf.collect(conn, timeout=30)
+    conn.close()
+    fixed = {"WIN-VIRTIO-STORAGE-DRIVER", "WIN-VIOSCSI-BOOTSTART", "WIN-QEMU-GA", "WIN-SAN-POLICY", "WIN-STATIC-IP",
+             "WIN-VMWARE-TOOLS"}
+    for f_ in registry.evaluate("windows", facts, g.name):
+        if f_.check_id in fixed:
+            assert f_.status.value == "pass", (f_.check_id, f_.message)
+
+    # second run: nothing planned, nothing ran
+    ran_before = len(run.guest.ran)
+    again = engine.prepare_guest(g, {"timeout": 60}, connect, apply=True)
+    assert again.changes == 0 and not any(o.applied for o in again.ops)
+    assert [m for m in run.guest.ran[ran_before:] if m != "collect"] == []
+
+    # rollback restores the journaled values, newest first, and says what it did not reverse
+    restored = engine.rollback_guest(g, {"timeout": 60}, connect)
+    assert [r["kind"] for r in restored][-1] == "driver_install" and restored[-1]["skipped"] == "not reversible"
+    assert f["services"]["vioscsi"]["start"] == 3 and f["storage"]["san_policy"] == "OfflineShared"
+    assert run.guest.tasks == {}
+    assert engine.rollback_guest(g, {"timeout": 60}, connect) == [restored[-1]]  # second rollback: nothing left
+
+
+def test_dropped_connection_mid_apply_then_rerun_converges(wsman, media, tmp_path):
+    path, sha = media
+    run = wsman("ws2012r2-en-US", drop_after_marker="install-virtio", drop_count=1)
+    g = _guest(run, "winrm", path, sha, tmp_path, guestprep_virtio_win_version="0.1.240")
+    connect = lambda g: open_connector(g, run.options())  # noqa: E731
+    first = engine.prepare_guest(g, {"timeout": 60}, connect, apply=True)
+    vd = next(o for o in first.ops if o.operation == "windows.virtio_drivers")
+    assert vd.error and "connection" in vd.error.lower()
+    # the guest did the work before the connection dropped; a re-run plans only what is left
+    second = engine.prepare_guest(g, {"timeout": 60}, connect, apply=True)
+    assert second.error is None
+    assert not any(o.error or o.verified is False for o in second.ops), [(o.operation, o.error, o.problems) for o in second.ops]
+    third = engine.prepare_guest(g, {"timeout": 60}, connect, apply=False)
+    assert third.changes == 0
+    assert run.guest.ran.count("install-virtio") == 1
+
+
+def test_guest_refuses_media_whose_checksum_differs(wsman, tmp_path):
+    run = wsman("ws2016-de-DE")
+    unc = "\\\\fileserver\\isos\\virtio-win-gt-x64.msi"
+    run.guest.reachable_paths[unc] = b"tampered media"
+    g = run.make_guest("psrp", guestprep_virtio_win_media=unc, guestprep_virtio_win_sha256="c" * 64)
+    res = engine.prepare_guest(g, {"timeout": 60}, lambda g: open_connector(g, run.options()), apply=True)
+    vd = next(o for o in res.ops if o.operation == "windows.virtio_drivers")
+    assert "SHA-256 of" in vd.error and "not installing" in vd.error
+    assert run.guest.facts["driver_store"] == [] and not any(e["kind"] == "driver_install" for e in run.guest.journal)
+
+
+def test_bitlocker_cutover_step_suspends_and_check_passes(wsman):
+    run = wsman("ws2019-en-US")
+    g = run.make_guest("winrm", guestprep_cutover=True, guestprep_bitlocker_recovery_key_escrowed=True)
+    connect = lambda g: open_connector(g, run.options())  # noqa: E731
+    res = engine.prepare_guest(g, {"timeout": 60}, connect, apply=True)
+    bl = next(o for o in res.ops if o.operation == "windows.bitlocker_suspend")
+    assert bl.applied and bl.verified, bl.problems
+    assert run.guest.facts["bitlocker"][0]["protection_status"] == "off"
+    engine.rollback_guest(g, {"timeout": 60}, connect)
+    assert run.guest.facts["bitlocker"][0]["protection_status"] == "on"
+
+
+def test_fast_startup_off_on_windows_10(wsman, tmp_path):
+    run = wsman("win10-ru-RU")
+    g = run.make_guest("psrp")
+    res = engine.prepare_guest(g, {"timeout": 60}, lambda g: open_connector(g, run.options()), apply=True)
+    fs = next(o for o in res.ops if o.operation == "windows.fast_startup")
+    assert fs.verified and run.guest.facts["power"] == {"fast_startup": False, "hibernation": False}
+
+
+def test_rollback_direct_call_returns_list(wsman):
+    run = wsman("ws2025-en-US")
+    conn = open_connector(run.make_guest("winrm"), run.options())
+    try:
+        assert journal.rollback(conn, {"guest": "win01"}) == []
+    finally:
+        conn.close()
