@@ -23,6 +23,12 @@ class ToolMissing(GuestprepError):
     exit_code = EXIT_UNREACHABLE
 
 
+class SourceUnreachable(GuestprepError):
+    """An HTTPS source refused us: TLS verification, session cookie, network (exit 3)."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
 class ToolFailed(GuestprepError):
     """A tool ran and failed (exit 3)."""
 

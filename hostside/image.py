@@ -11,7 +11,7 @@ import stat
 from dataclasses import dataclass, field
 
 from hostside import qemu, remote, vmdk
-from hostside.errors import InputError
+from hostside.errors import InputError, SourceUnreachable
 from hostside.qemu import ImageSpec
 
 QCOW2_MAGIC = b"QFI\xfb"
@@ -113,7 +113,11 @@ def inspect(src: str, opts: SourceOptions, secrets: remote.SecretDir) -> Source:
     if remote.is_url(src):
         spec = remote.https_spec(src, opts.format, cookie=opts.cookie,
                                  insecure=opts.insecure, secrets=secrets)
-        data = qemu.info(spec)
+        try:
+            data = qemu.info(spec)
+        except InputError as exc:
+            raise SourceUnreachable(exc.message + _remote_hint(exc.message), spec.label) \
+                from None
         return Source(spec, spec.format, int(data["virtual-size"]), data.get("actual-size"),
                       qemu_info=data, notes=["streamed through qemu's curl driver"])
 
@@ -137,6 +141,16 @@ def inspect(src: str, opts: SourceOptions, secrets: remote.SecretDir) -> Source:
         raise InputError(f"qemu reads this as {data.get('format')!r}, not {fmt!r}", path)
     return Source(spec, fmt, int(data["virtual-size"]), data.get("actual-size"),
                   qemu_info=data, is_block_device=is_block, local_files=[path])
+
+
+def _remote_hint(message: str) -> str:
+    low = message.lower()
+    if "certificate" in low or "ssl" in low:
+        return (" (the server's certificate is not trusted here: install its CA on this "
+                "node, or pass --insecure knowingly)")
+    if "403" in low or "401" in low:
+        return " (session cookie missing, wrong or expired: log in again and pass the new one)"
+    return ""
 
 
 def _inspect_vmdk(path: str, opts: SourceOptions, secrets: remote.SecretDir) -> Source:
