@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Build dist/guestprep-host.pyz: hostside + guestprep.models/errors, standard library only.
+
+The controller copies this one file to each Proxmox node and runs it with the
+node's python3; nothing is installed there. The build refuses any import that
+is not the standard library or a bundled module, so a stray dependency fails
+here rather than on a node at cutover time.
+
+    python3 tools/build_zipapp.py [--out dist/guestprep-host.pyz]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import shutil
+import sys
+import tempfile
+import zipapp
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLED_SHARED = ["guestprep/models.py", "guestprep/errors.py"]
+# The real guestprep/__init__.py belongs to the controller; ship a stdlib-only stub.
+GUESTPREP_INIT = '"""guestprep subset bundled in guestprep-host.pyz (models, errors)."""\n'
+MAIN = ("import sys\n"
+        "from hostside.cli import main\n"
+        "sys.exit(main())\n")
+
+
+def bundled_files() -> list[str]:
+    files = sorted(str(p.relative_to(REPO)) for p in (REPO / "hostside").glob("*.py"))
+    return files + BUNDLED_SHARED
+
+
+def check_imports(root: Path) -> list[str]:
+    """Imports that are neither stdlib nor bundled (empty list = fine)."""
+    bundled = {"hostside", "guestprep"}
+    allowed_guestprep = {"guestprep", "guestprep.models", "guestprep.errors"}
+    bad = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                if top == "guestprep" and name not in allowed_guestprep:
+                    bad.append(f"{path.relative_to(root)}: imports {name} (not bundled)")
+                elif top not in bundled and top not in sys.stdlib_module_names \
+                        and top != "__future__":
+                    bad.append(f"{path.relative_to(root)}: imports {name} (not stdlib)")
+    return bad
+
+
+def build(out: Path) -> Path:
+    with tempfile.TemporaryDirectory(prefix="guestprep-zipapp-") as tmp:
+        stage = Path(tmp) / "app"
+        for rel in bundled_files():
+            dst = stage / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(REPO / rel, dst)
+        (stage / "guestprep" / "__init__.py").write_text(GUESTPREP_INIT)
+        (stage / "__main__.py").write_text(MAIN)
+        bad = check_imports(stage)
+        if bad:
+            raise SystemExit("build_zipapp: refusing to build:\n  " + "\n  ".join(bad))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(out.name + ".partial")
+        zipapp.create_archive(stage, partial, interpreter="/usr/bin/env python3",
+                              compressed=True)
+        os.replace(partial, out)  # never leave a half-written archive under the real name
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=REPO / "dist" / "guestprep-host.pyz")
+    args = p.parse_args(argv)
+    path = build(args.out)
+    print(f"built {path} ({path.stat().st_size} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
