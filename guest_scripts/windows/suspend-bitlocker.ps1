@@ -4,7 +4,9 @@
 # operator confirmed the recovery key is escrowed. Resume is automatic after the count.
 $ParamsJson = [string]$args[0]
 $p = ConvertFrom-Json -InputObject $ParamsJson
-if (-not (Get-Command -Name 'Suspend-BitLocker' -ErrorAction SilentlyContinue)) { throw 'Suspend-BitLocker is not available on this guest' }
+foreach ($needed in @('Get-BitLockerVolume', 'Suspend-BitLocker')) {
+    if (-not (Get-Command -Name $needed -ErrorAction SilentlyContinue)) { throw ($needed + ' is not available on this guest') }
+}
 $steps = @()
 foreach ($m in @($p.mounts)) {
     $v = Get-BitLockerVolume -MountPoint ([string]$m)
