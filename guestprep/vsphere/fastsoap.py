@@ -106,43 +106,95 @@ def _lookup(local: str) -> Any:
 
 
 def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
+    return tag[tag.rfind("}") + 1:]
+
+
+# how to decode a value of a given type: computed once per type, then a dict lookup
+MO, LIST, BOOL, INT, FLOAT, DATA, TEXT = range(7)
+_kinds: dict[Any, int] = {}
+_fields: dict[Any, dict[str, tuple[bool, Any]]] = {}
+
+
+def _kind(typ: Any) -> int:
+    k = _kinds.get(typ)
+    if k is None:
+        if not isinstance(typ, type):
+            k = TEXT
+        elif issubclass(typ, VmomiSupport.ManagedObject):
+            k = MO
+        elif issubclass(typ, list):
+            k = LIST
+        elif typ is bool:
+            k = BOOL
+        elif issubclass(typ, VmomiSupport.Enum) or issubclass(typ, str):
+            k = TEXT
+        elif issubclass(typ, int):
+            k = INT
+        elif issubclass(typ, float):
+            k = FLOAT
+        elif issubclass(typ, VmomiSupport.DataObject):
+            k = DATA
+        else:
+            k = TEXT
+        _kinds[typ] = k
+    return k
+
+
+def _field(typ: Any, name: str) -> tuple[bool, Any] | None:
+    table = _fields.get(typ)
+    if table is None:
+        table = _fields[typ] = {}
+    entry = table.get(name)
+    if entry is None:
+        try:
+            ptype = typ._GetPropertyInfo(name).type
+        except (AttributeError, KeyError):
+            return None
+        is_list = issubclass(ptype, list)
+        entry = table[name] = (is_list, ptype.Item if is_list else ptype)
+    return entry
 
 
 def _decode(el: ET.Element, declared: Any) -> Any:
     xsi = el.get(XSI_TYPE)
-    typ = _wsdl_type(xsi) if xsi else declared
-    if xsi == "ManagedObjectReference" or (typ is not None and isinstance(typ, type)
-                                           and issubclass(typ, VmomiSupport.ManagedObject)):
-        cls = _lookup(el.get("type") or "") or VmomiSupport.ManagedObject
-        return MoRef(cls, el.text or "")
-    if typ is None:
-        return el.text
-    if isinstance(typ, type) and issubclass(typ, list):  # ArrayOfX
-        item = getattr(typ, "Item", None)
-        return [_decode(c, item) for c in el]
-    if typ is bool:
-        return _BOOL.get((el.text or "").strip(), False)
-    if typ is int or (isinstance(typ, type) and issubclass(typ, int) and not issubclass(typ, VmomiSupport.Enum)):
-        return int(el.text or 0)
-    if typ is float or (isinstance(typ, type) and issubclass(typ, float)):
-        return float(el.text or 0)
-    if isinstance(typ, type) and issubclass(typ, VmomiSupport.DataObject):
+    if xsi == "ManagedObjectReference":
+        kind = MO
+    else:
+        typ = _wsdl_type(xsi) if xsi else declared
+        if typ is None:
+            return el.text
+        kind = _kind(typ)
+    if kind == TEXT:
+        return el.text if el.text is not None else ""  # strings, enums, paths, dates
+    if kind == DATA:
         fields: dict[str, Any] = {}
         for child in el:
             name = _local(child.tag)
-            try:
-                info = typ._GetPropertyInfo(name)
-                ptype = info.type
-            except (AttributeError, KeyError):
+            entry = _field(typ, name)
+            if entry is None:
                 fields[name] = child.text  # a field newer than our pyVmomi: keep its text
-                continue
-            if issubclass(ptype, list):
-                fields.setdefault(name, []).append(_decode(child, ptype.Item))
+            elif entry[0]:
+                value = _decode(child, entry[1])
+                lst = fields.get(name)
+                if lst is None:
+                    fields[name] = [value]
+                else:
+                    lst.append(value)
             else:
-                fields[name] = _decode(child, ptype)
+                fields[name] = _decode(child, entry[1])
         return Record(typ, fields)
-    return el.text if el.text is not None else ""  # strings, enums, paths, dates
+    if kind == INT:
+        return int(el.text or 0)
+    if kind == BOOL:
+        return _BOOL.get((el.text or "").strip(), False)
+    if kind == MO:
+        return MoRef(_lookup(el.get("type") or "") or VmomiSupport.ManagedObject, el.text or "")
+    if kind == LIST:  # ArrayOfX
+        item = getattr(typ, "Item", None)
+        return [_decode(c, item) for c in el]
+    if kind == FLOAT:
+        return float(el.text or 0)
+    return el.text
 
 
 def invoke_raw(stub: Any, mo: Any, method: str, args: tuple) -> bytes | None:

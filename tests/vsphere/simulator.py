@@ -125,14 +125,16 @@ class Simulator:
     """One running simulator process; ``close()`` ends it (stdin EOF, then kill)."""
 
     def __init__(self, binary: Path, certs: Certs, password: str, *, vms_per_pool: int = 2,
-                 hosts_per_cluster: int = 3, startup_timeout: float = 120, verbose: bool = False):
+                 hosts_per_cluster: int = 3, startup_timeout: float = 120, verbose: bool = False,
+                 delay_ms: int = 0):
         self.certs = certs
         self.user = USER
         self.password = password
         env = dict(os.environ, VCSIM_USER=USER, VCSIM_PASSWORD=password)
         self.proc = subprocess.Popen(
             [str(binary), "-cert", str(certs.cert_pem), "-key", str(certs.key_pem),
-             "-vm", str(vms_per_pool), "-host", str(hosts_per_cluster)] + (["-v"] if verbose else []),
+             "-vm", str(vms_per_pool), "-host", str(hosts_per_cluster),
+             "-delay", str(delay_ms)] + (["-v"] if verbose else []),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None if verbose else subprocess.DEVNULL, env=env)
         import selectors
         sel = selectors.DefaultSelector()

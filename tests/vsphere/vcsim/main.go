@@ -21,6 +21,7 @@ func main() {
 	vms := flag.Int("vm", 2, "VMs per resource pool")
 	hosts := flag.Int("host", 3, "hosts per cluster")
 	verbose := flag.Bool("v", false, "simulator log on stderr")
+	delay := flag.Int("delay", 0, "milliseconds added to every SOAP call (models network + vCenter latency)")
 	flag.Parse()
 	if !*verbose {
 		log.SetOutput(ioutil.Discard) // keep the simulator's chatter off our pipes
@@ -34,6 +35,7 @@ func main() {
 	model := simulator.VPX()
 	model.Machine = *vms
 	model.ClusterHost = *hosts
+	model.DelayConfig.Delay = *delay
 	if err := model.Create(); err != nil {
 		os.Stderr.WriteString("vcsim: " + err.Error() + "\n")
 		os.Exit(2)
