@@ -217,6 +217,31 @@ secure_boot() {
     done
 }
 
+# ------------------------------------------------------------------ EFI system partition
+# The ESP is the vfat filesystem mounted on /boot/efi, /efi or /boot (first found).
+esp_mount() {
+    while read -r dev mnt fstype rest; do
+        case "$mnt:$fstype" in
+            /boot/efi:vfat|/efi:vfat|/boot:vfat) printf '%s\t%s\n' "$mnt" "$dev" ;;
+        esac
+    done </proc/mounts 2>/dev/null | head -n 1
+}
+
+# One "SIZE<TAB>SHA256<TAB>PATH" line per file under <ESP>/EFI (PATH relative to the ESP;
+# SHA256 "-" when sha256sum is missing or the file is not a .efi loader; at most 400 files).
+esp_files() {
+    [ -d "$1/EFI" ] || return 0
+    find "$1/EFI" -type f 2>/dev/null | head -n 400 | while read -r f; do
+        case "$f" in *"$TAB"*) continue ;; esac
+        size=$(wc -c <"$f" 2>/dev/null | tr -d ' ')
+        sum=-
+        case "$f" in
+            *.efi|*.EFI|*.Efi) have sha256sum && sum=$(sha256sum "$f" 2>/dev/null | cut -d' ' -f1) ;;
+        esac
+        printf '%s\t%s\t%s\n' "${size:--}" "${sum:--}" "${f#"$1"/}"
+    done
+}
+
 sudo_state() {
     if [ "$(id -u)" = 0 ]; then echo root; return; fi
     have sudo || { echo absent; return; }
@@ -312,4 +337,24 @@ elif have pacman; then
 else
     printf '"packages":{"rc":127,"out":"","err":"no known package database"}'
 fi
+printf '}'
+printf ','
+
+# "efi": the ESP (mount, device, files with sizes/hashes), NVRAM boot entries, Secure Boot
+esp=$(esp_mount)
+esp_mnt=${esp%%"$TAB"*}
+esp_dev=${esp#*"$TAB"}
+printf '"efi":{'
+jkv firmware "$( [ -d /sys/firmware/efi ] && echo uefi || echo bios )"; printf ','
+jkv secure_boot "$(secure_boot)"; printf ','
+jkv esp_mount "$esp_mnt"; printf ','
+jkv esp_device "$esp_dev"; printf ','
+printf '"files":'
+if [ -n "$esp_mnt" ]; then esp_files "$esp_mnt" | jstr; else printf 'null'; fi
+printf ','
+if [ -n "$esp_mnt" ]; then jcmd df df -P -k "$esp_mnt"; else printf '"df":{"rc":127,"out":"","err":"no ESP mounted"}'; fi
+printf ','
+jcmd efibootmgr efibootmgr -v
+printf ','
+jcmd mokutil mokutil --sb-state
 printf '}}\n'

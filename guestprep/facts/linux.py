@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from guestprep.connectors.base import Script
 from guestprep.errors import CollectorError
+from guestprep.facts.linux_efi import parse_linux_efi
 from guestprep.facts.linux_model import (
     BlockDevice,
     CrypttabEntry,
@@ -148,6 +149,7 @@ def parse(raw: Mapping[str, Any]) -> LinuxFacts:
     bootloader, bl_cfg = detect_bootloader(exists, tools)
 
     sudo = ident.get("sudo") or None
+    efi = parse_linux_efi(raw["efi"]) if raw.get("efi") is not None else None
     return LinuxFacts(
         hostname=ident.get("hostname", ""),
         distro_id=distro_id,
@@ -187,6 +189,7 @@ def parse(raw: Mapping[str, Any]) -> LinuxFacts:
         is_root=str(ident.get("uid")) == "0",
         sudo=sudo,
         unknown=unknown,
+        efi=efi,
     )
 
 

@@ -8,7 +8,10 @@ tell", never as "fine".
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from guestprep.facts.linux_efi import EfiFacts
 
 LINUX_FACTS_SCHEMA = "guestprep.linux.facts/1"
 
@@ -136,6 +139,7 @@ class LinuxFacts:
     nic_pins: dict[str, str] = field(default_factory=dict)  # interface name -> MAC it is pinned to (.link/udev)
     unknown: dict[str, str] = field(default_factory=dict)  # field -> why it is unknown
     raw_schema: str = LINUX_FACTS_SCHEMA
+    efi: "EfiFacts | None" = None     # ESP, loaders, NVRAM entries (None: older collector without "efi")
 
     def mount(self, path: str) -> Mount | None:
         return next((m for m in self.mounts if m.path == path), None)
