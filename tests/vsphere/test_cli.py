@@ -104,3 +104,25 @@ def test_bad_options_exit_2(run_cli, vcsim):
                    "--user", vcsim.user, connect=False)
     _clean(proc)
     assert proc.returncode == 2 and "64 hex" in proc.stderr
+
+
+def test_preflight_merges_vm_facts_from_the_vsphere_inventory(run_cli, tmp_path):
+    """Contract with preflight: vars.vm_facts is read and the VM checks join the guest's findings."""
+    import socket
+
+    assert run_cli("inventory", "vsphere", "--out", "fleet.yaml", "--facts-out", "facts").returncode == 0
+    with socket.socket() as s:  # a port nothing listens on: guests are unreachable at once, no DNS
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    doc = yaml.safe_load((tmp_path / "fleet.yaml").read_text())
+    for g in doc["guests"]:
+        g["address"], g["port"] = "127.0.0.1", closed
+    (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(doc))
+    proc = run_cli("preflight", "-i", "fleet.yaml", "--timeout", "5", "--out", "rep", "--format", "json",
+                   connect=False)
+    _clean(proc)
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert len(report["guests"]) == 8
+    for guest in report["guests"]:
+        ids = {f["check_id"] for f in guest["findings"]}
+        assert {"VM-SNAPSHOTS", "VM-MAC-COLLISION", "VM-GUEST-IP"} <= ids, guest["guest"]
