@@ -35,13 +35,27 @@ class SimulatorUnavailable(Exception):
     """go or the govmomi sources are missing: tests skip with this reason."""
 
 
+def _cache_root() -> Path:
+    """The shared cache, or a per-user one when another user owns the shared one."""
+    for root in (CACHE, Path(tempfile.gettempdir()) / f"guestprep-cache-{os.getuid()}"):
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            if os.access(root, os.W_OK | os.X_OK):
+                return root
+        except OSError:
+            continue
+    raise SimulatorUnavailable(f"no writable cache directory ({CACHE})")
+
+
 def build() -> Path:
     src = GO_MAIN.read_bytes()
     digest = hashlib.sha256(src).hexdigest()[:16]
-    out_dir = CACHE / f"vcsim-{digest}"
+    for root in (CACHE, Path(tempfile.gettempdir()) / f"guestprep-cache-{os.getuid()}"):
+        if (root / f"vcsim-{digest}" / "vcsim").exists():
+            return root / f"vcsim-{digest}" / "vcsim"
+    cache = _cache_root()
+    out_dir = cache / f"vcsim-{digest}"
     binary = out_dir / "vcsim"
-    if binary.exists():
-        return binary
     if not shutil.which("go"):
         raise SimulatorUnavailable("`go` not found: apt-get install golang-go")
     if not (Path(GOPATH) / "src/github.com/vmware/govmomi/simulator").is_dir():
@@ -50,7 +64,7 @@ def build() -> Path:
     work = Path(tempfile.mkdtemp(prefix="vcsim-build-", dir=out_dir))
     try:
         shutil.copy(GO_MAIN, work / "main.go")
-        env = dict(os.environ, GO111MODULE="off", GOPATH=GOPATH, GOCACHE=str(CACHE / "gocache"),
+        env = dict(os.environ, GO111MODULE="off", GOPATH=GOPATH, GOCACHE=str(cache / "gocache"),
                    GOFLAGS="", CGO_ENABLED="0")
         tmp_bin = work / "vcsim"
         proc = subprocess.run(["go", "build", "-o", str(tmp_bin), "main.go"], cwd=work, env=env,
