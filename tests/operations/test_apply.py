@@ -250,3 +250,26 @@ def test_sudo_refused_is_a_clear_error(sshd, tree, monkeypatch):
             engine.read_state(conn, "linux", {"root": str(tree), "run_id": "r", "guest": "t", "sudo": True})
     finally:
         conn.close()
+
+
+def test_package_files_are_uploaded_to_a_private_dir(sshd, tmp_path):
+    """--package-source: files travel over SFTP into a 0700 directory named by the run."""
+    from guestprep.operations.linux.changes import _upload
+
+    src = tmp_path / "qemu-guest-agent_8.2_amd64.deb"
+    src.write_bytes(b"!<arch>\n" + b"x" * 1000)
+    g = Guest(name="t", address=sshd.host, port=sshd.port, transport=Transport.SSH,
+              credentials=Credentials(user="root", key_file=str(sshd.user_key), use_agent=False))
+    conn = open_connector(g, ConnectOptions(known_hosts=str(sshd.known_hosts), connect_timeout=10))
+    run_id = f"t{os.getpid()}"
+    try:
+        remote = _upload(conn, [str(src)], {"run_id": run_id, "guest": "t"})
+    finally:
+        conn.close()
+    dest = Path(remote[0])
+    try:
+        assert dest == Path(f"/tmp/guestprep-packages-{run_id}/{src.name}")
+        assert dest.read_bytes() == src.read_bytes()
+        assert (dest.parent.stat().st_mode & 0o777) == 0o700
+    finally:
+        shutil.rmtree(dest.parent, ignore_errors=True)
