@@ -349,6 +349,10 @@ jkv firmware "$( [ -d /sys/firmware/efi ] && echo uefi || echo bios )"; printf '
 jkv secure_boot "$(secure_boot)"; printf ','
 jkv esp_mount "$esp_mnt"; printf ','
 jkv esp_device "$esp_dev"; printf ','
+# what installing a fallback the distribution's way needs (grub-install and its EFI modules)
+jkv grub_install "$(command -v grub-install 2>/dev/null || command -v grub2-install 2>/dev/null)"; printf ','
+jkv grub_efi_modules "$( [ -d /usr/lib/grub/x86_64-efi ] && echo 1 || echo 0 )"; printf ','
+jkv grub_efi_signed "$( [ -d /usr/lib/grub/x86_64-efi-signed ] && echo 1 || echo 0 )"; printf ','
 printf '"files":'
 if [ -n "$esp_mnt" ]; then esp_files "$esp_mnt" | jstr; else printf 'null'; fi
 printf ','

@@ -17,7 +17,9 @@ from guestprep.errors import CollectorError
 
 FALLBACK_PATH = "\\EFI\\BOOT\\BOOTX64.EFI"
 SHIM_NAMES = ("shimx64.efi", "shim.efi")
-SHIM_SIBLINGS = ("grubx64.efi", "mmx64.efi")
+SECOND_STAGE = ("grubx64.efi", "grub.efi")      # what shim starts from its own directory (grub.efi: SUSE)
+MOK_NAMES = ("mmx64.efi", "mokmanager.efi")
+FB_NAMES = ("fbx64.efi", "fallback.efi")            # shim's fallback: recreates NVRAM entries from BOOT*.CSV
 _SHA_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
@@ -67,6 +69,9 @@ class EfiFacts:
     entries: list[BootEntry] | None = None   # None: NVRAM not readable (no efibootmgr/bcdedit, no rights)
     boot_current: str | None = None
     boot_order: list[str] = field(default_factory=list)
+    grub_install: str | None = None          # path of grub-install/grub2-install in the guest
+    grub_efi_modules: bool = False           # /usr/lib/grub/x86_64-efi (grub-install can build an EFI image)
+    grub_efi_signed: bool = False            # /usr/lib/grub/x86_64-efi-signed (Debian's signed grub + shim)
     unknown: dict[str, str] = field(default_factory=dict)
 
     def file(self, path: str) -> EfiFile | None:
@@ -88,6 +93,14 @@ class EfiFacts:
             if e and e.path and key(e.path) != key(FALLBACK_PATH) and self.file(e.path):
                 return self.file(e.path).path  # type: ignore[union-attr]
         return None
+
+    def shim_fallback_set(self) -> bool:
+        """shim's own fallback in \\EFI\\BOOT (fbx64.efi) plus a vendor BOOTX64.CSV for it to read:
+        on a fresh vars store it recreates the vendor's NVRAM entry and reboots into it (RHEL ships this)."""
+        has_fb = any(self.file("\\EFI\\BOOT\\" + n) for n in FB_NAMES)
+        csv = any(basename(f.path).lower() in ("bootx64.csv", "boot.csv") and not key(f.path).startswith("\\efi\\boot\\")
+                  for f in self.files or [])
+        return has_fb and csv
 
     def loaders(self) -> list[EfiFile]:
         """Every .efi file outside \\EFI\\BOOT (the candidates a fallback may copy)."""
@@ -189,6 +202,9 @@ def parse_linux_efi(raw: Any, where: str = "collector document: efi") -> EfiFact
     if firmware == "uefi" and not sb:
         facts.unknown["secure_boot"] = "SecureBoot EFI variable not readable"
     facts.esp_mount = raw.get("esp_mount") or None
+    facts.grub_install = raw.get("grub_install") or None
+    facts.grub_efi_modules = raw.get("grub_efi_modules") == "1"
+    facts.grub_efi_signed = raw.get("grub_efi_signed") == "1"
     facts.esp_device = raw.get("esp_device") or None
     files = raw.get("files")
     if facts.esp_mount and isinstance(files, str):
