@@ -1,0 +1,15 @@
+"""The suite's own layout: test modules need unique basenames (pytest's rootdir-relative import mode)."""
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+
+def test_test_module_basenames_are_unique():
+    tests = Path(__file__).resolve().parents[1]
+    names = Counter(p.name for p in tests.rglob("test_*.py"))
+    dupes = sorted(n for n, c in names.items() if c > 1)
+    assert not dupes, f"rename these so each test module basename is unique: {dupes}"
