@@ -67,6 +67,23 @@ def uefi(p: dict, secure_boot: bool = True, tpm: bool = False) -> None:
         {"number": 4, "offset": 615 * MiB, "size": 60 * GiB - 616 * MiB, "drive_letter": "C", "type": "Basic"}]
 
 
+def esp(p: dict, sha: str) -> None:
+    """The collector's `efi` member (the UEFI area's efi_facts.ps1 shape): ESP files and bcdedit."""
+    files = [("\\EFI\\Microsoft\\Boot\\bootmgfw.efi", 1548736, sha), ("\\EFI\\Microsoft\\Boot\\BCD", 32768, None),
+             ("\\EFI\\Boot\\bootx64.efi", 1548736, sha)]
+    p["efi"] = {
+        "firmware": "uefi", "secure_boot": p["firmware"]["secure_boot"],
+        "esp": {"disk": 0, "partition": 2, "size": 99 * MiB, "free": 70 * MiB,
+                "access_path": "\\\\?\\Volume{0a1b2c3d-0000-0000-0000-100000000000}\\"},
+        "files": [{"path": a, "size": b, "sha256": c} for a, b, c in files],
+        "bcdedit": {"rc": 0, "err": "", "out": (
+            "Windows Boot Manager\n--------------------\nidentifier              {bootmgr}\n"
+            "device                  partition=\\Device\\HarddiskVolume2\n"
+            "path                    \\EFI\\Microsoft\\Boot\\bootmgfw.efi\ndescription             Windows Boot Manager\n")},
+        "unknown": {},
+    }
+
+
 def prepared(p: dict) -> None:
     """What a guest looks like after `guestprep prepare --apply`."""
     p["driver_store"] = [{"inf": f"oem{n}.inf", "original_name": f"{name}.inf", "provider": "Red Hat, Inc.",
@@ -176,7 +193,16 @@ def profiles() -> dict[str, dict]:
         "os": {"caption": "Microsoft Windows Server 2008 R2 Standard", "version": "6.1.7601", "build": 7601, "ubr": None,
                "edition": "ServerStandard", "product_type": 3, "installation_type": "Server", "locale": "en-US",
                "architecture": "64-bit", "system_drive": "C:"}}
+    for name, prof in out.items():
+        if (prof.get("firmware") or {}).get("type") == "uefi":
+            esp(prof, _sha(name))
     return out
+
+
+def _sha(seed: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(("bootmgfw " + seed).encode()).hexdigest()
 
 
 if __name__ == "__main__":
