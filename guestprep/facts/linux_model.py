@@ -8,10 +8,9 @@ tell", never as "fine".
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from guestprep.facts.linux_efi import EfiFacts
+from guestprep.facts.linux_efi import EfiFacts  # noqa: F401  (resolvable for get_type_hints)
 
 LINUX_FACTS_SCHEMA = "guestprep.linux.facts/1"
 

@@ -100,7 +100,7 @@ def copy_pairs(efi: EfiFacts, vendor: str, loader: EfiFile) -> list[tuple[EfiFil
 class EfiFallback:
     id = "linux.efi_fallback"
     os = "linux"
-    order = 60
+    order = 70  # after the other Linux operations: it only touches the ESP
     title = "UEFI fallback loader \\EFI\\BOOT\\BOOTX64.EFI (boots from a fresh EFI vars store)"
     fixes = ("LNX-EFI-FALLBACK", "LNX-EFI-FALLBACK-STALE", "LNX-EFI-SHIM")
 
