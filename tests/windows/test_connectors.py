@@ -259,3 +259,35 @@ def test_unreachable_port_is_connection_failed(wsman):
 
     with pytest.raises(ConnectionFailed, match="connection failed"):
         open_connector(replace(g, port=free, vars={**g.vars, "guestprep_winrm_retries": 0}), run.options())
+
+
+@pytest.mark.parametrize("transport", BOTH)
+def test_stdin_reaches_the_script(wsman, transport):
+    run = wsman()
+    conn = open_connector(run.make_guest(transport), run.options())
+    try:
+        res = conn.run(script("test-echo.ps1", {}), stdin="zeile 1\nстрока 2".encode("utf-8"), timeout=20)
+    finally:
+        conn.close()
+    assert json.loads(res.text())["stdin"] == "zeile 1\nстрока 2"
+
+
+def test_facts_cli_prints_windows_facts(wsman, tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    run = wsman("ws2022-ja-JP")
+    inv = tmp_path / "fleet.yaml"
+    inv.write_text(yaml.safe_dump({"guests": [{
+        "name": "web22", "address": "127.0.0.1", "port": run.server.https.port, "transport": "psrp",
+        "os": "windows", "user": "Administrator", "password_env": PW_ENV,
+        "vars": {"ansible_psrp_operation_timeout": 2}}]}))
+    exe = str(Path(sys.executable).with_name("guestprep"))
+    r = subprocess.run([exe, "facts", "web22", "-i", str(inv), "--ca-bundle", str(run.pki.ca_cert)],
+                       capture_output=True, text=True, env={**os.environ, PW_ENV: PASSWORD}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["adapters"][0]["name"] == "イーサネット" and doc["os"]["locale"] == "ja-JP"
+    assert PASSWORD not in r.stdout

@@ -4,4 +4,7 @@
 Set-StrictMode -Version 2.0
 $ErrorActionPreference = 'Stop'
 $p = ConvertFrom-Json -InputObject ([string]$args[0])
-Write-Output (ConvertTo-Json -InputObject ([ordered]@{ echo = $p; text = 'Привет, мир — こんにちは — مرحبا' }) -Compress)
+$lines = @($input)
+$stdin = $null
+if ($lines.Count -gt 0) { $stdin = $lines -join "`n" }
+Write-Output (ConvertTo-Json -InputObject ([ordered]@{ echo = $p; text = 'Привет, мир — こんにちは — مرحبا'; stdin = $stdin }) -Compress)

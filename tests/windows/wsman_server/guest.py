@@ -78,6 +78,7 @@ class FakeWindowsGuest:
             if handler is None:
                 return ScriptResult(b"", clixml_error(f"fake guest: no handler for script {marker}"), 1)
             params = json.loads(args[0]) if args else {}
+            self._stdin = stdin
             try:
                 out = handler(params)
             except GuestError as exc:
@@ -308,7 +309,7 @@ class FakeWindowsGuest:
         return ScriptResult(out, b"", rc)
 
     def do_test_echo(self, p: dict[str, Any]) -> dict[str, Any]:
-        return {"echo": p, "text": "Привет, мир — こんにちは — مرحبا"}
+        return {"echo": p, "text": "Привет, мир — こんにちは — مرحبا", "stdin": self._stdin}
 
     def do_test_fail(self, p: dict[str, Any]) -> ScriptResult:
         return ScriptResult(b"", clixml_error(p.get("message", "Zugriff verweigert")), 1)
