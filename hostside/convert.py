@@ -130,10 +130,14 @@ def run_convert(source: Source, target: Target, opts: ConvertOptions,
 
 
 def _measure(source: Source) -> dict:
-    total = {"required": 0, "fully-allocated": 0}
+    if source.data_estimate is not None:
+        # data + qcow2 L2/refcount metadata for the whole virtual size + headroom
+        meta = source.virtual_size // 8192 + 2 * 1024 * 1024
+        return {"required": source.data_estimate + meta, "method": "vmdk grain tables"}
+    total = {"required": 0, "fully-allocated": 0, "method": "qemu-img measure"}
     for seg in source.segments:
         m = qemu.measure(seg.spec, "qcow2")
-        for k in total:
+        for k in ("required", "fully-allocated"):
             total[k] += int(m.get(k, 0))
     return total
 
