@@ -355,29 +355,23 @@ def parse_mounts(proc_mounts: str, df: Mapping[str, Any]) -> list[Mount]:
     return mounts
 
 
-def parse_fstab(text: str) -> list[FstabEntry]:
-    out = []
+def _table_rows(text: str, min_fields: int) -> list[list[str]]:
+    """Whitespace-separated table rows (fstab, crypttab), comments skipped, padded to 4 fields."""
+    rows = []
     for line in _lines(text):
-        line = line.strip()
-        if line.startswith("#"):
+        fields = line.split()
+        if fields[0].startswith("#") or len(fields) < min_fields:
             continue
-        f = line.split()
-        if len(f) >= 3:
-            out.append(FstabEntry(spec=f[0], mountpoint=f[1], fstype=f[2], options=f[3] if len(f) > 3 else ""))
-    return out
+        rows.append(fields + [""] * (4 - len(fields)))
+    return rows
+
+
+def parse_fstab(text: str) -> list[FstabEntry]:
+    return [FstabEntry(spec=f[0], mountpoint=f[1], fstype=f[2], options=f[3]) for f in _table_rows(text, 3)]
 
 
 def parse_crypttab(text: str) -> list[CrypttabEntry]:
-    out = []
-    for line in _lines(text):
-        line = line.strip()
-        if line.startswith("#"):
-            continue
-        f = line.split()
-        if len(f) >= 2:
-            out.append(CrypttabEntry(name=f[0], device=f[1], keyfile=f[2] if len(f) > 2 else "",
-                                     options=f[3] if len(f) > 3 else ""))
-    return out
+    return [CrypttabEntry(name=f[0], device=f[1], keyfile=f[2], options=f[3]) for f in _table_rows(text, 2)]
 
 
 def parse_interfaces(sys_net: str, ip_addr: Mapping[str, Any], ip_link: Mapping[str, Any]) -> list[NetInterface]:
