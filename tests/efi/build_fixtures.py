@@ -229,6 +229,7 @@ def write_windows() -> list[Path]:
         prof = json.loads((WIN_PROFILES / f"{profile}.json").read_text(encoding="utf-8"))
         facts = copy.deepcopy(prof.get("facts", prof))
         facts["firmware"] = {"type": "uefi", "secure_boot": bool(efi and efi["secure_boot"])}
+        facts.pop("efi", None)  # the profile's own ESP layout is replaced by this case's (or none at all)
         if efi is not None:
             facts["efi"] = efi
         for cid, outcomes in expect.items():
