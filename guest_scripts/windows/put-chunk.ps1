@@ -3,6 +3,7 @@
 $ParamsJson = [string]$args[0]
 $p = ConvertFrom-Json -InputObject $ParamsJson
 $bytes = [System.Convert]::FromBase64String([string]$p.data)
+if (([string]$p.path).StartsWith($GuestprepDir, [System.StringComparison]::OrdinalIgnoreCase)) { Initialize-GuestprepDir }
 $dir = Split-Path -Path $p.path -Parent
 if (-not (Test-Path -Path $dir)) { $null = New-Item -Path $dir -ItemType Directory -Force }
 if ([int64]$p.offset -eq 0) { $mode = [System.IO.FileMode]::Create } else { $mode = [System.IO.FileMode]::Open }

@@ -22,10 +22,8 @@ foreach ($a in @($capture.adapters)) {
     if (@($a.dns).Count -gt 0) { $null = Invoke-CimMethod -InputObject $cfg -MethodName SetDNSServerSearchOrder -Arguments @{ DNSServerSearchOrder = [string[]]@($a.dns) } }
     Add-Content -Path $log -Value ((Get-Date).ToString('o') + ' applied ' + [string]$a.mac + ' to ' + [string]$nic[0].NetConnectionID)
 }
-foreach ($rt in @($capture.routes)) {
-    if ($rt.destination -eq '0.0.0.0') { continue }
-    $null = & route.exe '-p' 'ADD' ([string]$rt.destination) 'MASK' ([string]$rt.mask) ([string]$rt.next_hop) 'METRIC' ([string]$rt.metric)
-}
+# Persistent IPv4 routes are stored without an interface and survive the NIC change;
+# the capture keeps them for the record only.
 if ($pending -eq 0) {
     $null = & schtasks.exe '/Delete' '/TN' 'guestprep-restore-network' '/F'
     Add-Content -Path $log -Value ((Get-Date).ToString('o') + ' done, task removed')

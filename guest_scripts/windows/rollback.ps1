@@ -22,6 +22,19 @@ if ($null -ne $journal) {
                 $restored += [ordered]@{ id = $e.id; kind = $e.kind; target = $e.target; removed = $true }
                 $e.rolled_back = $true
             }
+            'file_replace' {
+                # the old file was copied to the backup path before it was replaced
+                if ($e.PSObject.Properties['backup'] -and (Test-Path -LiteralPath ([string]$e.backup))) {
+                    $tmp = [string]$e.target + '.guestprep-restore'
+                    [System.IO.File]::Copy([string]$e.backup, $tmp, $true)
+                    if ([System.IO.File]::Exists([string]$e.target)) { [System.IO.File]::Delete([string]$e.target) }
+                    [System.IO.File]::Move($tmp, [string]$e.target)
+                    $restored += [ordered]@{ id = $e.id; kind = $e.kind; target = $e.target; restored = [string]$e.backup }
+                    $e.rolled_back = $true
+                } else {
+                    $restored += [ordered]@{ id = $e.id; kind = $e.kind; target = $e.target; skipped = 'backup missing' }
+                }
+            }
             'file_write' {
                 Remove-Item -Path ([string]$e.target) -ErrorAction SilentlyContinue
                 $restored += [ordered]@{ id = $e.id; kind = $e.kind; target = $e.target; removed = $true }

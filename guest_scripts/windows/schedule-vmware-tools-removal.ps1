@@ -5,6 +5,8 @@
 # VMware drivers the guest still uses). Nothing is uninstalled now.
 $ParamsJson = [string]$args[0]
 $p = ConvertFrom-Json -InputObject $ParamsJson
+# the product code ends up in the task's command line: accept nothing but a GUID
+if ([string]$p.product_code -notmatch '^\{[0-9A-Fa-f-]{36}\}$') { throw ('not an MSI product code: ' + [string]$p.product_code) }
 Initialize-GuestprepDir
 $script = Join-Path -Path $GuestprepDir -ChildPath 'remove-vmware-tools.ps1'
 [System.IO.File]::WriteAllText($script, [string]$p.removal_script, (New-Object -TypeName System.Text.UTF8Encoding -ArgumentList $false))

@@ -480,12 +480,38 @@ def collect(conn: Any, timeout: float) -> WindowsFacts:
         detail = (res.err_text() or res.text()).strip().splitlines()
         raise CollectorError(f"collector exited {res.rc}: {detail[0] if detail else 'no output'}", where=where)
     facts = parse(parse_output(res.stdout, where), where=where)
+    if facts.supported and facts.firmware == "uefi" and "efi" not in facts.raw:
+        _add_efi(conn, facts, timeout, where)
     vars_ = getattr(guest, "vars", None) or {}
     target = vars_.get("guestprep_virtio_win_version")
     if target:
         facts.virtio_win_target = str(target)
     facts.settings = {k: v for k, v in vars_.items() if str(k).startswith("guestprep_")}
     return facts
+
+
+def _add_efi(conn: Any, facts: WindowsFacts, timeout: float, where: str) -> None:
+    """UEFI guests only: a second read-only round trip for the ESP (efi_facts.ps1, UEFI area)
+    whose document becomes the raw ``efi`` member the WIN-EFI-* checks read."""
+    from guestprep.connectors.windows_common import SCRIPTS_DIR, windows_script
+
+    if not (SCRIPTS_DIR / "efi_facts.ps1").is_file():
+        facts.unknown["efi"] = "efi_facts.ps1 is not installed"
+        return
+    script = Script(text=windows_script("efi_facts.ps1"), args=("{}",), interpreter="powershell", name="efi_facts.ps1")
+    res = conn.run(script, timeout=timeout)
+    if res.rc != 0:
+        detail = (res.err_text() or res.text()).strip().splitlines()
+        facts.unknown["efi"] = f"efi_facts.ps1 exited {res.rc}: {detail[0] if detail else 'no output'}"
+        return
+    text = res.text().strip()
+    try:
+        doc = json.loads(text.splitlines()[-1]) if text else None
+    except json.JSONDecodeError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise CollectorError(f"efi_facts.ps1 printed no JSON object: {text[:80]!r}", where=where)
+    facts.raw["efi"] = doc
 
 
 def summarize(facts: WindowsFacts) -> dict[str, Any]:

@@ -75,6 +75,7 @@ def test_plan_without_media_explains_what_to_set():
     ({"virtio_win_media": "http://mirror/virtio.msi", "virtio_win_sha256": "a" * 64}, "plain http is refused"),
     ({"virtio_win_media": "\\\\srv\\share\\virtio.iso", "virtio_win_sha256": "nothex"}, "64-hex-digit"),
     ({"virtio_win_media": "\\\\srv\\share\\virtio.zip", "virtio_win_sha256": "a" * 64}, ".msi or .iso"),
+    ({"virtio_win_media": "\\\\srv\\share\\x\" /qn & calc.msi", "virtio_win_sha256": "a" * 64}, "contains"),
 ])
 def test_bad_media_settings_are_config_errors(settings, match):
     r = plans(facts_of("ws2019-en-US", **settings))["windows.virtio_drivers"]
@@ -110,6 +111,24 @@ def test_bitlocker_suspend_needs_cutover_and_escrow():
                           bitlocker_reboot_count=1))["windows.bitlocker_suspend"].plan
     assert [(c.kind, c.target) for c in plan.changes] == [("bitlocker_suspend", "C:"), ("script", "suspend-bitlocker.ps1")]
     assert plan.changes[-1].detail["params"] == {"mounts": ["C:"], "reboot_count": 1}
+
+
+@pytest.mark.unit
+def test_local_media_name_with_quotes_is_refused(tmp_path):
+    bad = tmp_path / 'virtio" & x.msi'
+    bad.write_bytes(b"x")
+    import hashlib as h
+
+    r = plans(facts_of("ws2019-en-US", virtio_win_media=str(bad), virtio_win_sha256=h.sha256(b"x").hexdigest()))
+    assert r["windows.virtio_drivers"].plan is None and "file name" in r["windows.virtio_drivers"].error
+
+
+@pytest.mark.unit
+def test_vmware_tools_product_code_must_be_a_guid():
+    f = facts_of("ws2016-de-DE")
+    f.vmware_tools["product_code"] = "{X}\" /TR calc"
+    plan = plans(f)["windows.vmware_tools_removal"].plan
+    assert plan.empty and "not an MSI GUID" in plan.reason
 
 
 @pytest.mark.unit
@@ -163,7 +182,7 @@ def test_prepare_apply_verifies_is_idempotent_and_rolls_back(wsman, transport, m
     ran_before = len(run.guest.ran)
     again = engine.prepare_guest(g, {"timeout": 60}, connect, apply=True)
     assert again.changes == 0 and not any(o.applied for o in again.ops)
-    assert [m for m in run.guest.ran[ran_before:] if m != "collect"] == []
+    assert [m for m in run.guest.ran[ran_before:] if m not in ("collect", "efi-facts")] == []  # read-only only
 
     # rollback restores the journaled values, newest first, and says what it did not reverse
     restored = engine.rollback_guest(g, {"timeout": 60}, connect)
@@ -228,3 +247,34 @@ def test_rollback_direct_call_returns_list(wsman):
         assert journal.rollback(conn, {"guest": "win01"}) == []
     finally:
         conn.close()
+
+
+def test_uefi_guest_gets_its_efi_member_and_the_fallback_converges(wsman):
+    """Cross-area: collect() adds efi_facts.ps1's document for UEFI guests; the UEFI area's
+    windows.efi_fallback then converges through the same engine and journal."""
+    import copy
+
+    prof = copy.deepcopy(load_profile("ws2022-ja-JP"))
+    prof["efi"]["files"] = [f for f in prof["efi"]["files"] if f["path"] != "\\EFI\\Boot\\bootx64.efi"]
+    run = wsman(prof)
+    g = run.make_guest("psrp")
+    connect = lambda g: open_connector(g, run.options())  # noqa: E731
+    conn = connect(g)
+    facts = wf.collect(conn, timeout=30)
+    conn.close()
+    assert run.guest.ran[-2:] == ["collect", "efi-facts"]
+    status = {f.check_id: f.status.value for f in registry.evaluate("windows", facts, g.name)}
+    assert status["WIN-EFI-FALLBACK"] == "fail"
+    res = engine.prepare_guest(g, {"timeout": 60}, connect, apply=True)
+    efi_op = next(o for o in res.ops if o.operation == "windows.efi_fallback")
+    assert efi_op.verified, (efi_op.error, efi_op.problems)
+    restored = engine.rollback_guest(g, {"timeout": 60}, connect)
+    assert any(r["target"] == "\\EFI\\Boot\\bootx64.efi" for r in restored)
+
+
+def test_bios_guest_needs_no_second_round_trip(wsman):
+    run = wsman("ws2016-de-DE")
+    conn = open_connector(run.make_guest("winrm"), run.options())
+    wf.collect(conn, timeout=30)
+    conn.close()
+    assert "efi-facts" not in run.guest.ran

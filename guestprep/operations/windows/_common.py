@@ -16,6 +16,9 @@ from guestprep.operations.base import Applied
 MEDIA_DIR = "C:\\ProgramData\\guestprep\\media"
 SERVICES = "HKLM:\\SYSTEM\\CurrentControlSet\\Services\\"
 SHA256_RE = re.compile(r"^[0-9A-Fa-f]{64}$")
+# media names/paths end up quoted in msiexec arguments on the guest: keep them plain
+SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9._+-]+$")
+UNSAFE_PATH_CHARS = set('"\'`$%;&|<>\r\n\t')
 
 
 def setting(facts: Any, options: dict[str, Any], key: str, default: Any = None) -> Any:
@@ -56,6 +59,9 @@ def local_media(path: str, sha256: str, where: str) -> tuple[str, str]:
     """Check admin media on the controller; returns (absolute path, remote path on the guest)."""
     if not os.path.isfile(path):
         raise ConfigError(f"virtio-win media {path} does not exist", where=where)
+    if not SAFE_NAME_RE.match(os.path.basename(path)):
+        raise ConfigError(f"virtio-win media file name {os.path.basename(path)!r} has characters other than "
+                          "letters, digits, '.', '_', '+', '-'", where=where)
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -63,6 +69,13 @@ def local_media(path: str, sha256: str, where: str) -> tuple[str, str]:
     if digest.hexdigest().lower() != sha256.lower():
         raise ConfigError(f"SHA-256 of {path} is {digest.hexdigest()}, expected {sha256}", where=where)
     return os.path.abspath(path), MEDIA_DIR + "\\" + PurePosixPath(path).name
+
+
+def check_remote_path(path: str, where: str) -> str:
+    bad = sorted(UNSAFE_PATH_CHARS & set(path))
+    if bad:
+        raise ConfigError(f"virtio-win media path {path!r} contains {''.join(bad)!r}", where=where)
+    return path
 
 
 def check_sha(value: Any, where: str) -> str:

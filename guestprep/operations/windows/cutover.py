@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from guestprep.connectors import windows_common as wc
@@ -11,6 +12,7 @@ from guestprep.operations.base import Applied, operation
 from guestprep.operations.windows._common import WindowsOperation, apply_plan, script_change, setting
 
 TOOLS_TASK = "guestprep-remove-vmware-tools"
+PRODUCT_CODE_RE = re.compile(r"^\{[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\}$")
 
 
 @operation
@@ -30,8 +32,9 @@ class VmwareToolsRemoval(WindowsOperation):
         if (facts.guestprep_state.get("vmware_tools_removal") or {}).get("product_code") == code:
             plan.reason = "removal already scheduled"
             return plan
-        if not code:
-            plan.reason = "VMware Tools product code unknown; remove it by hand after the move"
+        if not code or not PRODUCT_CODE_RE.match(str(code)):
+            # it ends up in a scheduled task's command line: only a GUID is acceptable
+            plan.reason = f"VMware Tools product code {code!r} is not an MSI GUID; remove it by hand after the move"
             return plan
         plan.changes.append(Change("scheduled_task", TOOLS_TASK, {"trigger": "ONSTART", "product_code": code},
                                    diff=f"+ at startup, only off VMware: msiexec /x {code} /qn, then delete task\n"))

@@ -7,8 +7,8 @@ from typing import Any
 from guestprep.errors import ConfigError
 from guestprep.models import Change, Plan
 from guestprep.operations.base import operation
-from guestprep.operations.windows._common import (SERVICES, WindowsOperation, check_sha, local_media, registry_change,
-                                                   script_change, setting)
+from guestprep.operations.windows._common import (SERVICES, WindowsOperation, check_remote_path, check_sha, local_media,
+                                                   registry_change, script_change, setting)
 
 STORAGE = ("vioscsi", "viostor")
 # virtio-win ISO folder per build (the INF set used with pnputil)
@@ -56,7 +56,7 @@ class VirtioDrivers(WindowsOperation):
         if not (lower.endswith(".msi") or lower.endswith(".iso")):
             raise ConfigError(f"virtio-win media must be an .msi or .iso, got {media}", where=where)
         if lower.startswith("https://") or media.startswith("\\\\"):
-            remote = media
+            remote = check_remote_path(media, where)
             plan.changes.append(Change("fetch", media, {"sha256": sha}, diff=f"guest reads {media}, verifies SHA-256\n"))
         elif lower.startswith("http://"):
             raise ConfigError("virtio-win media over plain http is refused; use https or a UNC path", where=where)

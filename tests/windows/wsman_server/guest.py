@@ -92,11 +92,28 @@ class FakeWindowsGuest:
         if self.collect_override is not None:
             return ScriptResult(self.collect_override)
         doc = copy.deepcopy(self.facts)
+        doc.pop("efi", None)   # the collector does not print it: efi_facts.ps1 does (UEFI guests)
         escrow = ((doc.get("guestprep") or {}).get("bitlocker_escrow") or {})
         for v in doc.get("bitlocker") or []:
             if escrow.get(v["mount"]):
                 v["recovery_key_escrowed"] = True
         return ScriptResult((json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\r\n").encode("utf-8"))
+
+    def do_efi_facts(self, p: dict[str, Any]) -> dict[str, Any]:
+        efi = self.facts.get("efi")
+        if efi is None:
+            raise GuestError("no EFI system partition found")
+        if p.get("install_fallback"):
+            files = {f["path"]: f for f in efi["files"]}
+            src = files["\\EFI\\Microsoft\\Boot\\bootmgfw.efi"]
+            if src["sha256"] != p["source_sha256"]:
+                raise GuestError("\\EFI\\Microsoft\\Boot\\bootmgfw.efi changed since the plan")
+            target = "\\EFI\\Boot\\bootx64.efi"
+            old = files.get(target)
+            self._journal(p["operation"], "file_replace" if old else "file_write", target,
+                          before_sha256=old["sha256"] if old else None)
+            efi["files"] = [f for f in efi["files"] if f["path"] != target] + [dict(src, path=target)]
+        return efi
 
     # ---------------------------------------------------------------- files
     def do_put_chunk(self, p: dict[str, Any]) -> dict[str, Any]:
@@ -279,6 +296,15 @@ class FakeWindowsGuest:
                     if (st.get(k) or {}).get("task") == e["target"]:
                         st.pop(k)
                 restored.append({"id": e["id"], "kind": e["kind"], "target": e["target"], "removed": True})
+            elif e["kind"] in ("file_write", "file_replace") and e["target"].startswith("\\EFI\\"):
+                efi = self.facts["efi"]
+                if e["kind"] == "file_write":
+                    efi["files"] = [f for f in efi["files"] if f["path"] != e["target"]]
+                else:
+                    for f in efi["files"]:
+                        if f["path"] == e["target"]:
+                            f["sha256"] = e["before_sha256"]
+                restored.append({"id": e["id"], "kind": e["kind"], "target": e["target"], "restored": True})
             elif e["kind"] == "file_write":
                 self.files.pop(e["target"], None)
                 restored.append({"id": e["id"], "kind": e["kind"], "target": e["target"], "removed": True})
