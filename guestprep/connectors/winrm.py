@@ -163,7 +163,7 @@ class WinRMConnector:
                 return
             except Exception as exc:
                 err = self._map_error(exc, "opening a shell")
-                if not _transient(exc) or attempt == self.settings.retries:
+                if isinstance(err, ConfigError) or not _transient(exc) or attempt == self.settings.retries:
                     raise err from None
                 last = err
                 time.sleep(min(2.0, 0.2 * 2 ** attempt))
@@ -188,6 +188,9 @@ class WinRMConnector:
         if isinstance(exc, wex.WinRMTransportError):
             return ConnectionFailed(redact(f"HTTP {exc.code} while {doing}: {_fault_text(exc.response_text)}",
                                            self._secret), where=self._where)
+        if isinstance(exc, wex.WinRMError) and "not installed" in str(exc):
+            # a missing optional client library is a setup problem here, not an unreachable guest
+            return ConfigError(f"{exc} (install pywinrm[{s.transport}] on the controller)", where=self._where)
         if isinstance(exc, wex.WinRMError):
             return ConnectionFailed(redact(f"WinRM error while {doing}: {exc}", self._secret), where=self._where)
         return ConnectionFailed(redact(f"{type(exc).__name__} while {doing}: {exc}", self._secret), where=self._where)

@@ -291,3 +291,16 @@ def test_facts_cli_prints_windows_facts(wsman, tmp_path):
     doc = json.loads(r.stdout)
     assert doc["adapters"][0]["name"] == "イーサネット" and doc["os"]["locale"] == "ja-JP"
     assert PASSWORD not in r.stdout
+
+
+@pytest.mark.parametrize("transport", ["kerberos", "credssp"])
+def test_missing_optional_auth_library_is_a_config_error(wsman, transport):
+    pytest.importorskip("winrm")
+    import importlib.util
+
+    lib = {"kerberos": "kerberos", "credssp": "requests_credssp"}[transport]
+    if importlib.util.find_spec(lib) is not None:
+        pytest.skip(f"{lib} is installed here")
+    run = wsman()
+    with pytest.raises(ConfigError, match=r"not installed.*pywinrm\[" + transport):
+        open_connector(run.make_guest("winrm", auth=transport), run.options())
