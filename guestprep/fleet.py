@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from guestprep import __version__
-from guestprep.checks import registry
+from guestprep.checks import firmware, registry
 from guestprep.connectors import ConnectOptions, open_connector
 from guestprep.errors import CollectorError, CommandTimeout, ConnectionFailed, GuestprepError
 from guestprep.facts import collect, os_of, summarize
@@ -172,6 +172,7 @@ def preflight_guest(guest: Guest, options: FleetOptions, open_conns: _OpenConnec
 def _with_vm(rep: GuestReport, vm: SourceVM | None, guest: Guest) -> GuestReport:
     if vm is not None:
         rep.findings.extend(registry.evaluate("vm", vm, guest.name, "pre"))
+        rep.findings.extend(firmware.for_report(rep.facts_summary, vm, guest))  # guest vs VM vs image audit
         rep.facts_summary["vm"] = {"name": vm.name, "moref": vm.moref, "firmware": vm.firmware,
                                    "guest_id": vm.guest_id, "power_state": vm.power_state}
     rep.readiness = readiness_of(rep.findings, rep.error if not rep.findings else None)
