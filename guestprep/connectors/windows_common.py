@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Sequence
 
 from guestprep.errors import ConfigError
+from guestprep.scripts import script_path
 
-SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "guest_scripts" / "windows"
+SCRIPTS_DIR = script_path("windows")
 MARKER_RE = re.compile(r"^#\s*guestprep-script:\s*(?P<name>[A-Za-z0-9_.-]+)\s*$", re.M)
 
 # The fixed bootstrap. It contains no caller input; the payload arrives on stdin.

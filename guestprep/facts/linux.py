@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
 from guestprep.connectors.base import Script
 from guestprep.errors import CollectorError
+from guestprep.scripts import read_script
 from guestprep.facts.linux_efi import parse_linux_efi
 from guestprep.facts.linux_model import (
     BlockDevice,
@@ -35,10 +35,7 @@ VIRTIO_MODULES = ("virtio_scsi", "virtio_blk", "virtio_pci", "virtio_net")
 
 
 def collector_script() -> str:
-    here = Path(__file__).resolve().parents[2] / "guest_scripts" / "linux" / "collect.sh"
-    if here.is_file():
-        return here.read_text()
-    return resources.files("guestprep").joinpath("guest_scripts/linux/collect.sh").read_text()
+    return read_script("linux", "collect.sh")
 
 
 def collect(conn: Any, timeout: float = 300.0, sudo: bool = False) -> LinuxFacts:
