@@ -16,7 +16,6 @@ import base64
 import json
 import re
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import Sequence
 
 from guestprep.errors import ConfigError

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from pathlib import Path
 from typing import Any, Mapping
 
 from guestprep.connectors.base import Script
