@@ -7,7 +7,6 @@ to wonder whether a hostname carries ``;`` or ``$()``.
 
 from __future__ import annotations
 
-import configparser
 import re
 import shlex
 from pathlib import Path

@@ -33,8 +33,9 @@ def test_parse_fixture(path):
 @pytest.mark.parametrize("shell", ["sh", "dash", "busybox sh"])
 def test_real_collector_runs_under_posix_shells(shell):
     """The real collector on this machine, under dash and busybox ash: one valid document."""
-    argv = shell.split() + [str(linux.collector_script.__globals__["Path"](__file__).resolve().parents[2]
-                                / "guest_scripts" / "linux" / "collect.sh")]
+    from guestprep.scripts import script_path
+
+    argv = shell.split() + [str(script_path("linux", "collect.sh"))]
     res = subprocess.run(argv, capture_output=True, timeout=120)
     raw = linux.decode_output(res.stdout, res.returncode, res.stderr)
     facts = linux.parse(raw)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from guestprep.checks.base import Outcome, error, fail, ok, skip
+from guestprep.checks.base import Outcome, error, fail, ok
 from guestprep.checks.registry import check
 from guestprep.facts.linux_model import LinuxFacts
 from guestprep.models import Severity
