@@ -81,6 +81,7 @@ def guestprep(*argv: str, timeout: float = 1500) -> subprocess.CompletedProcess:
     return subprocess.run([str(exe), *argv], capture_output=True, timeout=timeout, cwd=REPO)
 
 
+@pytest.mark.timeout(1800)  # three TCG boots and a prepare run; slower when the BIOS lab shares the 2 cores
 def test_prepared_guest_boots_from_a_fresh_vars_store_on_virtio(uefi_image, uefi_artifacts, tmp_path):
     key = tmp_path / "id_ed25519"
     shutil.copyfile(uefi_image / "id_ed25519", key)
@@ -103,12 +104,6 @@ def test_prepared_guest_boots_from_a_fresh_vars_store_on_virtio(uefi_image, uefi
 
         inv = write_inventory(tmp_path / "fleet.yaml", vm.ssh_port, key)
         known = tmp_path / "known_hosts"
-        pre = guestprep("preflight", "-i", str(inv), "--accept-new-host-keys", "--known-hosts", str(known),
-                        "--format", "json", "--out", str(tmp_path / "pre"))
-        report = json.loads((tmp_path / "pre" / "report.json").read_text())
-        by_id = {f["check_id"]: f for g in report["guests"] for f in g["findings"]}
-        assert by_id["LNX-EFI-FALLBACK"]["status"] == "fail", pre.stdout.decode()[-2000:]
-
         res = guestprep("prepare", "uefi-lab", "-i", str(inv), "--apply", "--json", "--accept-new-host-keys",
                         "--known-hosts", str(known))
         (uefi_artifacts / "prepare-apply.json").write_bytes(res.stdout)
@@ -116,7 +111,8 @@ def test_prepared_guest_boots_from_a_fresh_vars_store_on_virtio(uefi_image, uefi
         ops = {o["operation"]: o for o in doc["guests"][0]["ops"]}
         efi_op = ops["linux.efi_fallback"]
         assert efi_op["error"] is None and efi_op["verified"] is True, json.dumps(efi_op, indent=1)
-        assert efi_op["plan"]["changes"][0]["detail"]["argv"][0] == "grub-install"
+        # planned only because LNX-EFI-FALLBACK failed on the collected facts (no preflight round trip: TCG is slow)
+        assert efi_op["plan"]["changes"][0]["detail"]["argv"][0] == "grub-install", efi_op["plan"]
         listing = ssh(vm.ssh_port, key, ["sha256sum", "/boot/efi/EFI/BOOT/BOOTX64.EFI",
                                          "/boot/efi/EFI/debian/grubx64.efi"]).stdout.decode().split()
         assert listing[0] == listing[2], "fallback and the distribution's loader are the same image"
