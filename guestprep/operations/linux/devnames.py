@@ -20,14 +20,19 @@ from guestprep.operations.linux import state as S
 UNSTABLE_DEV_RE = re.compile(r"^/dev/(sd[a-z]+|hd[a-z]+|vd[a-z]+|xvd[a-z]+|nvme\d+n\d+|cciss/c\d+d\d+)(p?\d+)?$")
 
 
+# what blkid prints for ext/xfs/btrfs/swap/LUKS/vfat UUIDs and PARTUUIDs; anything else
+# (blanks, quotes, newlines from a garbled or hostile guest) must never reach fstab
+ID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z-]{0,63}$")
+
+
 def stable_names(facts: LinuxFacts) -> dict[str, str]:
     """/dev/<name> -> UUID=... (or PARTUUID=... for a partition without a filesystem UUID)."""
     out: dict[str, str] = {}
     for d in facts.block_devices:
         for p in d.partitions:
-            if p.uuid:
+            if p.uuid and ID_RE.match(p.uuid):
                 out[f"/dev/{p.name}"] = f"UUID={p.uuid}"
-            elif p.partuuid:
+            elif p.partuuid and ID_RE.match(p.partuuid):
                 out[f"/dev/{p.name}"] = f"PARTUUID={p.partuuid}"
     return out
 
