@@ -134,8 +134,8 @@ def _int(v: Any) -> int | None:
         return None
 
 
-def _df_bytes(cmd: Mapping[str, Any]) -> tuple[int | None, int | None]:
-    if cmd.get("rc") != 0:
+def _df_bytes(cmd: Any) -> tuple[int | None, int | None]:
+    if not isinstance(cmd, Mapping) or cmd.get("rc") != 0 or not isinstance(cmd.get("out"), str):
         return None, None
     lines = [l for l in (cmd.get("out") or "").splitlines() if l.strip()]
     if len(lines) < 2:
@@ -145,6 +145,13 @@ def _df_bytes(cmd: Mapping[str, Any]) -> tuple[int | None, int | None]:
         return None, None
     total, free = _int(f[1]), _int(f[3])
     return (free * 1024 if free is not None else None), (total * 1024 if total is not None else None)
+
+
+def _opt_str(raw: Mapping[str, Any], key: str, where: str) -> str | None:
+    v = raw.get(key)
+    if v is not None and not isinstance(v, str):
+        raise CollectorError(f"{key} is a {type(v).__name__}, expected a string", where=where)
+    return v or None
 
 
 def parse_file_lines(text: str, where: str) -> list[EfiFile]:
@@ -201,11 +208,11 @@ def parse_linux_efi(raw: Any, where: str = "collector document: efi") -> EfiFact
     facts = EfiFacts(firmware=firmware, secure_boot=None if not sb else sb == "1")
     if firmware == "uefi" and not sb:
         facts.unknown["secure_boot"] = "SecureBoot EFI variable not readable"
-    facts.esp_mount = raw.get("esp_mount") or None
-    facts.grub_install = raw.get("grub_install") or None
+    facts.esp_mount = _opt_str(raw, "esp_mount", where)
+    facts.grub_install = _opt_str(raw, "grub_install", where)
     facts.grub_efi_modules = raw.get("grub_efi_modules") == "1"
     facts.grub_efi_signed = raw.get("grub_efi_signed") == "1"
-    facts.esp_device = raw.get("esp_device") or None
+    facts.esp_device = _opt_str(raw, "esp_device", where)
     files = raw.get("files")
     if facts.esp_mount and isinstance(files, str):
         facts.files = parse_file_lines(files, f"{where}.files")
@@ -217,10 +224,10 @@ def parse_linux_efi(raw: Any, where: str = "collector document: efi") -> EfiFact
     ebm = raw.get("efibootmgr") or {}
     if not isinstance(ebm, Mapping):
         raise CollectorError("efibootmgr is not a command record", where=where)
-    if ebm.get("rc") == 0:
+    if ebm.get("rc") == 0 and isinstance(ebm.get("out") or "", str):
         facts.entries, facts.boot_current, facts.boot_order = parse_efibootmgr(ebm.get("out") or "")
     elif firmware == "uefi":
-        err = (ebm.get("err") or "").strip().splitlines()
+        err = str(ebm.get("err") or "").strip().splitlines()
         facts.unknown["entries"] = ("efibootmgr: " + err[-1][:160]) if err else "efibootmgr failed"
     return facts
 
@@ -273,7 +280,10 @@ def parse_windows_efi(raw: Any, where: str = "windows collector: efi") -> EfiFac
     if sb is not None and not isinstance(sb, bool):
         raise CollectorError(f"secure_boot is {sb!r}, expected true, false or null", where=where)
     facts = EfiFacts(firmware=firmware, secure_boot=sb)
-    facts.unknown.update({str(k): str(v) for k, v in (raw.get("unknown") or {}).items()})
+    unknown = raw.get("unknown") or {}
+    if not isinstance(unknown, Mapping):
+        raise CollectorError("unknown is not an object", where=where)
+    facts.unknown.update({str(k): str(v) for k, v in unknown.items()})
     esp = raw.get("esp")
     if isinstance(esp, Mapping):
         facts.esp_mount = esp.get("access_path") or None
@@ -296,12 +306,13 @@ def parse_windows_efi(raw: Any, where: str = "windows collector: efi") -> EfiFac
     elif firmware == "uefi":
         facts.unknown.setdefault("esp", "ESP not readable")
     bcd = raw.get("bcdedit") or {}
-    if isinstance(bcd, Mapping) and bcd.get("rc") == 0:
+    if isinstance(bcd, Mapping) and bcd.get("rc") == 0 and isinstance(bcd.get("out") or "", str):
         facts.entries, facts.boot_order = parse_bcdedit_firmware(bcd.get("out") or "")
         # Windows boots through {bootmgr} (the firmware entry bcdedit calls Windows Boot Manager)
         facts.boot_current = "{bootmgr}" if facts.entry("{bootmgr}") else None
     elif firmware == "uefi":
-        facts.unknown.setdefault("entries", "bcdedit /enum firmware failed: " + str((bcd or {}).get("err") or "")[:160])
+        err = bcd.get("err") if isinstance(bcd, Mapping) else None
+        facts.unknown.setdefault("entries", "bcdedit /enum firmware failed: " + str(err or "")[:160])
     return facts
 
 

@@ -66,3 +66,49 @@ def test_unreadable_nvram_and_unmounted_esp_are_unknown_not_fine():
                            "efibootmgr": {"rc": 2, "out": "", "err": "EFI variables are not supported on this system."}})
     assert efi.files is None and efi.entries is None and efi.secure_boot is None
     assert set(efi.unknown) == {"esp", "entries", "secure_boot"}
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_values = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=40),
+                    st.lists(st.text(max_size=10), max_size=3),
+                    st.dictionaries(st.sampled_from(["rc", "out", "err"]),
+                                    st.one_of(st.integers(-1, 3), st.text(max_size=200)), max_size=3))
+_docs = st.fixed_dictionaries({}, optional={k: _values for k in (
+    "firmware", "secure_boot", "esp_mount", "esp_device", "files", "df", "efibootmgr", "grub_install")})
+
+
+@settings(max_examples=300, deadline=None)
+@given(_docs, st.sampled_from(["uefi", "bios"]))
+def test_any_document_parses_or_is_refused_with_a_collector_error(doc, fw):
+    """Garbage never escapes as a traceback: it parses into facts or raises CollectorError."""
+    doc = {**doc, "firmware": doc.get("firmware", fw)}
+    try:
+        efi = parse_linux_efi(doc)
+    except CollectorError:
+        return
+    efi.active_loader()
+    efi.fallback
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.fixed_dictionaries({"firmware": st.just("uefi"), "esp_mount": st.just("/boot/efi"),
+                              "files": st.text(max_size=80)}, optional={"df": _values, "efibootmgr": _values}))
+def test_mounted_esp_with_any_listing_and_commands(doc):
+    try:
+        parse_linux_efi(doc)
+    except CollectorError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.fixed_dictionaries({"firmware": st.sampled_from(["uefi", "bios"])}, optional={
+    k: _values for k in ("secure_boot", "esp", "files", "bcdedit", "unknown")}))
+def test_any_windows_member_parses_or_is_refused(doc):
+    from guestprep.facts.linux_efi import parse_windows_efi
+
+    try:
+        efi = parse_windows_efi(doc)
+    except CollectorError:
+        return
+    efi.active_loader()
