@@ -197,13 +197,38 @@ def stage2(work: Path, raw: Path, artifacts: Path) -> dict:
     return {"kver": kver, "nic": Q35_VMWARE_NIC, "virt": virt, "efibootmgr": entries}
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def bios_image(timeout: float = 3600) -> Path:
+    """The BIOS lab's image; when another process (the BIOS lab) is building it right now, wait for
+    that build instead of starting a second one on the same stage-1 disk (2 cores, one debootstrap)."""
+    final = labimage.cache_dir()
+    deadline = time.monotonic() + timeout
+    while not (final / "meta.json").is_file() and time.monotonic() < deadline:
+        builders = [int(d.name.rsplit("-", 1)[1]) for d in labimage.CACHE_ROOT.glob(f"{final.name}.building-*")
+                    if d.name.rsplit("-", 1)[1].isdigit()]
+        if not any(_alive(pid) and pid != os.getpid() for pid in builders):
+            break
+        log(f"waiting for the BIOS lab image another process is building ({final.name})")
+        time.sleep(15)
+    return labimage.build(LAB_DIR.parent / "artifacts" / "lab")
+
+
 def build(artifacts: Path) -> Path:
     final = cache_dir()
     if (final / "meta.json").is_file():
         return final
     if os.geteuid() != 0:
         raise PermissionError("building the UEFI lab image needs root (loop mount, chroot)")
-    bios = labimage.build(LAB_DIR.parent / "artifacts" / "lab")
+    bios = bios_image()
     t0 = time.monotonic()
     # a finished stage 1 of an interrupted build is reused (the chroot part needs the network)
     done = sorted(labimage.CACHE_ROOT.glob(f"{final.name}.building-*/stage1.done"))
