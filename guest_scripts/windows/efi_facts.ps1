@@ -105,7 +105,8 @@ function Get-EfiFacts {
         $root = Get-EspRoot -Partition $part
         if ($null -ne $root) {
             $free = $null
-            try { $free = [int64](New-Object -TypeName System.IO.DriveInfo -ArgumentList $root).AvailableFreeSpace } catch { $null = $_ }
+            # DriveInfo refuses volume paths; the storage module knows the ESP's free space
+            try { $free = [int64](Get-Volume -Partition $part).SizeRemaining } catch { $unknownEfi['esp_free'] = [string]$_.Exception.Message }
             $doc.esp = [ordered]@{ disk = [int]$part.DiskNumber; partition = [int]$part.PartitionNumber; size = [int64]$part.Size; free = $free; access_path = $root }
             $doc.files = Get-EspFiles -Root $root
         }
