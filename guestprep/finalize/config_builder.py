@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from guestprep.errors import ConfigError
-from guestprep.finalize.ostype import ostype_for
+from guestprep.ostype import ostype_for
 from guestprep.finalize.policy import WRITEBACK_WARNING
 from guestprep.handoff import DiskLocator, Handoff
 from guestprep.models import Readiness

@@ -9,40 +9,16 @@ from __future__ import annotations
 
 import re
 
-# (guestId prefix, ostype); first match wins, so specific prefixes come first
-_WINDOWS: list[tuple[str, str]] = [
-    ("windows2022srv", "win11"), ("windows2019srvNext", "win11"), ("windows11", "win11"),
-    ("windows12", "win11"), ("windows2019srv", "win10"), ("windows9", "win10"),
-    ("windows8", "win8"), ("windows7", "win7"), ("winLonghorn", "w2k8"), ("winVista", "wvista"),
-    ("winNet", "w2k3"), ("winXP", "wxp"), ("win2000", "w2k"),
-]
-_LINUX_MARKERS = ("linux", "rhel", "centos", "debian", "ubuntu", "sles", "suse", "fedora", "oracle",
-                  "photon", "rocky", "alma", "amazon", "coreos", "asianux", "mandriva", "opensuse",
-                  "crxpod", "crxsys", "miracle", "turbo", "redhat", "mandrake")
-_OTHER = ("freebsd", "netware", "openServer", "unixWare", "eComStation", "os2", "dos", "win31",
-          "win95", "win98", "winMe", "winNT", "darwin", "vmkernel")
+from guestprep.ostype import lookup
 
 PROXMOX_OSTYPES = ("other", "wxp", "w2k", "w2k3", "w2k8", "wvista", "win7", "win8", "win10", "win11",
                    "l24", "l26", "solaris")
 
 
 def proxmox_ostype(guest_id: str) -> str | None:
-    """The Proxmox ostype for a vSphere guestId, or None when we do not know the OS."""
-    gid = guest_id or ""
-    low = gid.lower()
-    for prefix, ostype in _WINDOWS:
-        if gid.startswith(prefix):
-            return ostype
-    if low.startswith("solaris"):
-        return "solaris"
-    if any(m in low for m in _LINUX_MARKERS):
-        # the 2.4-era ids end without a version digit >= 4 (e.g. rhel3Guest, sles64Guest is 2.6)
-        if gid.startswith("other24xLinux") or re.match(r"^(rhel[23]|redhat|suse|turboLinux|mandrake)(_64)?Guest$", gid):
-            return "l24"
-        return "l26"
-    if any(gid.startswith(p) for p in _OTHER):
-        return "other"
-    return None
+    """The Proxmox ostype for a vSphere guestId (the shared data table), or None when the OS is unknown."""
+    found = lookup(guest_id)
+    return found.ostype if found else None
 
 
 def os_family(guest_id: str, full_name: str = "") -> str | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from guestprep.errors import ConfigError
-from guestprep.finalize.ostype import ostype_for
+from guestprep.ostype import ostype_for
 from guestprep.vmx import parse_vmx, parse_vmx_file
 
 pytestmark = pytest.mark.unit

@@ -1,4 +1,5 @@
-"""guestId -> Proxmox ostype, from the data table guestprep/data/ostype_map.json."""
+"""guestId -> Proxmox ostype, from the one data table guestprep/data/ostype_map.json
+(shared by the VM checks, the vSphere inventory writer and the finalizer)."""
 
 from __future__ import annotations
 
@@ -27,11 +28,19 @@ def _table() -> dict:
     return json.loads(text)
 
 
-def ostype_for(guest_id: str) -> OsType:
-    g = normalise_guest_id(guest_id)
-    table = _table()
-    for rule in table["rules"]:
+def lookup(guest_id: str) -> OsType | None:
+    """The table's entry for ``guest_id``, or None when no rule knows the OS."""
+    g = normalise_guest_id(guest_id or "")
+    for rule in _table()["rules"]:
         if re.search(rule["match"], g):
             return OsType(rule["ostype"], rule["family"], bool(rule["q35"]))
-    d = table["default"]
+    return None
+
+
+def ostype_for(guest_id: str) -> OsType:
+    """Like :func:`lookup`, falling back to the table's default for unknown OSes."""
+    found = lookup(guest_id)
+    if found is not None:
+        return found
+    d = _table()["default"]
     return OsType(d["ostype"], d["family"], bool(d["q35"]))
