@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", help="manifest path (default: beside the target)")
     p.add_argument("--progress", choices=["auto", "bar", "json", "none"], default="auto",
                    help="progress on stderr: a bar, JSON lines, or nothing")
+    p.add_argument("--stall-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="stop (and clean up) when qemu-img makes no progress this long")
     return parser
 
 
@@ -177,8 +179,10 @@ def cmd_convert(args, secrets) -> int:
                                  volblocksize=args.volblocksize,
                                  overwrite_device=args.overwrite_device)
     progress = _Progress(args.progress)
+    if args.stall_timeout <= 0:
+        raise ConfigError("must be a positive number of seconds", "--stall-timeout")
     opts = convert_mod.ConvertOptions(compress=args.compress, verify=not args.no_verify,
-                                      manifest=args.manifest)
+                                      manifest=args.manifest, stall_timeout=args.stall_timeout)
     manifest = convert_mod.run_convert(src, target, opts, progress)
     progress.done()
     if args.json:

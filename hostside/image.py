@@ -114,8 +114,7 @@ def inspect(src: str, opts: SourceOptions, secrets: remote.SecretDir) -> Source:
         raise InputError(f"unknown format {opts.format!r} (expected one of "
                          f"{', '.join(FORMATS)})", "--format")
     if remote.is_url(src):
-        spec = remote.https_spec(src, opts.format, cookie=opts.cookie,
-                                 insecure=opts.insecure, secrets=secrets)
+        spec = remote.https_spec(src, opts.format, cookie=opts.cookie, insecure=opts.insecure)
         try:
             data = qemu.info(spec)
         except InputError as exc:

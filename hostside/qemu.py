@@ -7,12 +7,14 @@ rather than a bare file name: qemu treats a bare name starting with "json:" or
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
+from typing import Iterable, Iterator
 
 from hostside.errors import InputError, ToolFailed, ToolMissing
 
@@ -40,7 +42,8 @@ class ImageSpec:
 
     opts: dict[str, str]
     label: str                       # for messages and manifests (secret-free)
-    objects: list[str] = field(default_factory=list)
+    # secret object id -> value; handed to qemu through a pipe, never a file or argv
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
     is_remote: bool = False
 
     @property
@@ -50,11 +53,6 @@ class ImageSpec:
     def image_opts(self) -> str:
         return ",".join(f"{k}={escape_opt(str(v))}" for k, v in self.opts.items())
 
-    def object_args(self) -> list[str]:
-        args: list[str] = []
-        for obj in self.objects:
-            args += ["--object", obj]
-        return args
 
 
 def local_spec(path: str, fmt: str, label: str | None = None) -> ImageSpec:
@@ -68,7 +66,7 @@ def window_spec(inner: ImageSpec, offset: int, size: int, label: str | None = No
     """A byte window [offset, offset+size) of another image, as a raw image."""
     opts = {"driver": "raw", "offset": str(offset), "size": str(size)}
     opts.update({f"file.{k}": v for k, v in inner.opts.items()})
-    return ImageSpec(opts, label or inner.label, list(inner.objects), inner.is_remote)
+    return ImageSpec(opts, label or inner.label, dict(inner.secrets), inner.is_remote)
 
 
 def _is_block(path: str) -> bool:
@@ -85,24 +83,60 @@ def _short_error(stderr: str) -> str:
     return msg.removeprefix("qemu-img: ")
 
 
-def run(args: list[str], *, what: str, timeout: float | None = 600,
-        error=ToolFailed) -> subprocess.CompletedProcess:
-    argv = [tool("qemu-img")] + args
+@contextlib.contextmanager
+def secret_objects(specs: Iterable[ImageSpec]) -> Iterator[tuple[list[str], tuple[int, ...]]]:
+    """`--object secret,...` args reading each secret from an inherited pipe.
+
+    The value sits in a pipe buffer only (secrets are small): not in argv (which
+    every user sees in /proc/*/cmdline), not in a file a crash could leave behind.
+    """
+    args: list[str] = []
+    fds: list[int] = []
+    seen: set[str] = set()
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise ToolFailed(f"qemu-img {args[0]} timed out after {timeout}s", what) from None
-    if proc.returncode != 0:
+        for spec in specs:
+            for sid, value in spec.secrets.items():
+                if sid in seen:
+                    continue
+                seen.add(sid)
+                r, w = os.pipe()
+                fds.append(r)
+                try:
+                    os.write(w, value.encode("utf-8"))
+                finally:
+                    os.close(w)
+                args += ["--object", f"secret,id={sid},file=/dev/fd/{r}"]
+        yield args, tuple(fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def with_objects(args: list[str], objects: list[str]) -> list[str]:
+    """Insert --object args right after the qemu-img subcommand."""
+    return [tool("qemu-img"), args[0]] + objects + args[1:]
+
+
+def run(args: list[str], *, what: str, timeout: float | None = 600, error=ToolFailed,
+        specs: Iterable[ImageSpec] = (), ok_codes: tuple[int, ...] = (0,)
+        ) -> subprocess.CompletedProcess:
+    with secret_objects(specs) as (objects, fds):
+        try:
+            proc = subprocess.run(with_objects(args, objects), capture_output=True, text=True,
+                                  timeout=timeout, stdin=subprocess.DEVNULL, pass_fds=fds)
+        except subprocess.TimeoutExpired:
+            raise ToolFailed(f"qemu-img {args[0]} timed out after {timeout}s", what) from None
+    if proc.returncode not in ok_codes:
         raise error(f"qemu-img {args[0]} failed: {_short_error(proc.stderr)}", what)
     return proc
 
 
 def info(spec: ImageSpec, *, backing_chain: bool = False) -> dict:
-    args = ["info", "--output=json"] + spec.object_args()
+    args = ["info", "--output=json"]
     if backing_chain:
         args.append("--backing-chain")
-    proc = run(args + ["--image-opts", spec.image_opts()], what=spec.label, error=InputError)
+    proc = run(args + ["--image-opts", spec.image_opts()], what=spec.label, error=InputError,
+               specs=[spec])
     try:
         return json.loads(proc.stdout)
     except json.JSONDecodeError:
@@ -110,8 +144,9 @@ def info(spec: ImageSpec, *, backing_chain: bool = False) -> dict:
 
 
 def measure(spec: ImageSpec, out_fmt: str) -> dict:
-    args = ["measure", "--output=json", "-O", out_fmt] + spec.object_args()
-    proc = run(args + ["--image-opts", spec.image_opts()], what=spec.label, error=InputError)
+    args = ["measure", "--output=json", "-O", out_fmt]
+    proc = run(args + ["--image-opts", spec.image_opts()], what=spec.label, error=InputError,
+               specs=[spec])
     return json.loads(proc.stdout)
 
 
@@ -136,10 +171,9 @@ class Reader:
         first, last = offset // 512, -(-(offset + length) // 512)
         out = os.path.join(self._dir, "chunk")
         # qemu-img dd counts `count` from the start of the image, not from `skip`.
-        args = ["dd"] + self.spec.object_args() + [
-            "--image-opts", "bs=512", f"skip={first}", f"count={last}", "-O", "raw",
-            "if=" + self.spec.image_opts(), "of=" + out]
-        run(args, what=self.spec.label, error=InputError)
+        args = ["dd", "--image-opts", "bs=512", f"skip={first}", f"count={last}", "-O", "raw",
+                "if=" + self.spec.image_opts(), "of=" + out]
+        run(args, what=self.spec.label, error=InputError, specs=[self.spec])
         with open(out, "rb") as f:
             data = f.read()
         os.unlink(out)

@@ -1,9 +1,9 @@
 """HTTPS datastore URLs read through qemu's curl driver (no staging copy).
 
-The session cookie is a secret: it is written to a 0600 file in a private
-0700 directory and handed to qemu as a `secret` object, so it never appears in
-any process's argv (visible to every user through /proc/*/cmdline), in logs or
-in manifests. TLS verification stays on unless --insecure is given.
+The session cookie is a secret: qemu gets it as a `secret` object read from an
+inherited pipe (qemu.secret_objects), so it never appears in any process's argv
+(visible to every user through /proc/*/cmdline), in a file, in logs or in
+manifests. TLS verification stays on unless --insecure is given.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def redact_url(url: str) -> str:
 
 @dataclass
 class SecretDir:
-    """Private directory holding secret files for one run; removed on close."""
+    """Private 0700 scratch directory for one run (validated descriptor copies)."""
 
     path: str
 
@@ -63,7 +63,7 @@ class SecretDir:
 
 
 def https_spec(url: str, fmt: str | None, *, cookie: str | None, insecure: bool,
-               secrets: SecretDir, timeout: int = 60) -> ImageSpec:
+               timeout: int = 60) -> ImageSpec:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme.lower() != "https":
         raise InputError("only https:// datastore URLs are accepted (plain http would send "
@@ -83,9 +83,8 @@ def https_spec(url: str, fmt: str | None, *, cookie: str | None, insecure: bool,
         raise InputError("session cookie contains line breaks", "--cookie")
     opts = {"driver": fmt, "file.driver": "https", "file.url": url,
             "file.sslverify": "off" if insecure else "on", "file.timeout": str(timeout)}
-    objects = []
+    held = {}
     if cookie:
-        path = secrets.write("cookie", cookie)
-        objects.append(f"secret,id=gpcookie0,file={path}")
+        held["gpcookie0"] = cookie
         opts["file.cookie-secret"] = "gpcookie0"
-    return ImageSpec(opts, redact_url(url), objects, is_remote=True)
+    return ImageSpec(opts, redact_url(url), held, is_remote=True)

@@ -59,7 +59,7 @@ class CmdlineWatcher:
                     self.seen_qemu += 1
                 if self.needle in argv:
                     self.leaks.append(argv.decode(errors="replace"))
-            time.sleep(0.01)
+            time.sleep(0.02)
 
     def __enter__(self):
         self._t.start()
@@ -175,4 +175,17 @@ def test_interrupt_removes_the_target(datastore, images, tmp_path, sig):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "no target left behind" in err
+    assert list(out.iterdir()) == []
+
+
+def test_a_stalled_transfer_is_stopped_and_cleaned_up(datastore, images, tmp_path):
+    _serve(datastore, images, "mbr.raw", "stall-flat.vmdk")
+    datastore.delay = 4.0  # every range request hangs longer than the stall timeout
+    out = tmp_path / "out"
+    out.mkdir()
+    r = host_cli("convert", datastore.url("stall-flat.vmdk"), "--cookie-env", "VC_COOKIE",
+                 "--insecure", "--to", "raw", "--dest", out / "d.raw", "--stall-timeout", "1",
+                 env=_env())
+    assert r.returncode == 3, r.stderr
+    assert "no progress for 1s" in r.stderr and "no target left behind" in r.stderr
     assert list(out.iterdir()) == []
