@@ -20,7 +20,6 @@ import pytest
 from guestprep.checks import registry
 from guestprep.errors import OperationError
 from guestprep.facts import linux
-from guestprep.facts.linux_efi import FALLBACK_PATH
 from guestprep.models import Guest, Status, Transport
 from guestprep.connectors import open_connector
 from guestprep.operations.linux import journal
