@@ -201,7 +201,14 @@ class FileTarget(Target):
 
     def create(self, virtual_size: int) -> None:
         # O_EXCL claims the name atomically; from here on the file is ours to remove.
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        except FileExistsError:  # appeared since preflight: still not ours to touch
+            raise TargetRefused("target already exists; refusing to overwrite it",
+                                self.path) from None
+        except OSError as exc:
+            raise TargetRefused(f"cannot create the target: {exc.strerror}", self.path) \
+                from None
         self.created = True
         try:
             if self.fmt == "raw":
@@ -214,7 +221,7 @@ class FileTarget(Target):
             args = ["create", "-q", "-f", "qcow2"]
             if opts:
                 args += ["-o", ",".join(opts)]
-            # A bare file name could be read as a protocol ("json:"): make it a path.
+            # self.path is absolute, so qemu cannot read it as a protocol ("json:...").
             qemu.run(args + [self.path, str(virtual_size)], what=self.path)
         self.size = virtual_size
         self.fresh_zero = True
