@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from guestprep.models import Finding, Status
-from conftest import host_cli, sh
+from hostside_support import host_cli, sh
 
 pytestmark = pytest.mark.integration
 

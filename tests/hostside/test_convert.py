@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import blockdev, host_cli, is_root, sh
+from hostside_support import blockdev, host_cli, is_root, sh
 from hostside import cli, convert, image, remote, storage
 from hostside.errors import VerificationFailed
 

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import host_cli, is_root, sh, write_descriptor
+from hostside_support import host_cli, is_root, sh, write_descriptor
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import Datastore, host_cli
+from hostside_support import Datastore, host_cli
 
 pytestmark = pytest.mark.integration
 
