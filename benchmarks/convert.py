@@ -9,6 +9,8 @@ One run, medians of --reps repetitions (interleaved so drift hits every case ali
   bare-unsafe   qemu-img convert -f vmdk -O qcow2 SRC DST   (qemu default cache=unsafe: no flush)
   two-step      the seed's way: cp SRC staging/ && qemu-img convert -p -f vmdk -O qcow2 ...
   ours-64G      ours on the same ~1 GiB of data scattered in a 64 GiB virtual disk
+  bare-64G      bare on that disk (how much of ratio 3 is qemu-img's own)
+  ours/bare-empty  both on an empty 64 MiB vmdk (fixed start-up cost)
 
 Ratios printed (goals from the issue):
   1. ours / bare                 overhead            goal <= 1.05
@@ -121,6 +123,8 @@ def run(work: Path, reps: int, data: int) -> int:
           f"(built in {time.perf_counter() - t0:.1f}s; {src4.stat().st_size // MiB} MiB and "
           f"{src64.stat().st_size // MiB} MiB on disk)")
 
+    empty = work / "empty.vmdk"
+    sh("qemu-img", "create", "-q", "-f", "vmdk", empty, "64M")
     py = sys.executable
     out = work / "out.qcow2"
     staging = work / "staging"
@@ -140,6 +144,12 @@ def run(work: Path, reps: int, data: int) -> int:
                        str(staging / src4.name), str(out)]], [out, staging]),
         "ours-64G": ([host + [str(src64), "--to", "qcow2", "--dest", str(out), "--no-verify",
                               "--progress", "none"]], [out]),
+        "bare-64G": ([["qemu-img", "convert", "-f", "vmdk", "-O", "qcow2", "-t", "writeback",
+                       str(src64), str(out)]], [out]),
+        "ours-empty": ([host + [str(empty), "--to", "qcow2", "--dest", str(out), "--no-verify",
+                                "--progress", "none"]], [out]),
+        "bare-empty": ([["qemu-img", "convert", "-f", "vmdk", "-O", "qcow2", "-t", "writeback",
+                         str(empty), str(out)]], [out]),
     }
     env_ok = subprocess.run([py, "-c", "import hostside"], cwd=REPO).returncode == 0
     if not env_ok:
@@ -167,8 +177,15 @@ def run(work: Path, reps: int, data: int) -> int:
           f"{'met' if r2 >= 1.8 else 'NOT met'}")
     print(f"  3. ours 64 GiB virtual / ours 4 GiB virtual      {r3:5.3f}   goal <= 1.2   "
           f"{'met' if r3 <= 1.2 else 'NOT met'}")
-    print(f"  (info) ours / bare-unsafe (qemu default, no flush) {med['ours'] / med['bare-unsafe']:5.3f}; "
-          f"verification costs {med['ours+verify'] / med['ours']:4.2f}x")
+    print("\ncontext:")
+    print(f"  start-up overhead (empty 64 MiB vmdk): ours {med['ours-empty']:.3f}s, "
+          f"bare {med['bare-empty']:.3f}s")
+    print(f"  bare 64 GiB / bare 4 GiB (qemu-img's own cost of virtual size) "
+          f"{med['bare-64G'] / med['bare']:5.3f}")
+    print(f"  ours / bare-unsafe (qemu default cache, no flush)  "
+          f"{med['ours'] / med['bare-unsafe']:5.3f}")
+    print(f"  verification (check + compare) costs {med['ours+verify'] / med['ours']:4.2f}x")
+    print(f"  load average during the run: {os.getloadavg()}")
     return 0
 
 
