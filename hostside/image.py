@@ -133,16 +133,31 @@ def inspect(src: str, opts: SourceOptions, secrets: remote.SecretDir) -> Source:
         return _inspect_vmdk(path, opts, secrets)
     spec = qemu.local_spec(path, fmt)
     data = qemu.info(spec, backing_chain=False)
-    if fmt == "qcow2" and data.get("backing-filename"):
-        if not opts.chain:
-            raise InputError(
-                f"qcow2 has a backing file ({data['backing-filename']}): it is one layer of "
-                "a chain. Pass --chain to convert the whole chain through this top image",
-                path)
+    if fmt == "qcow2":
+        _check_qcow2_references(path, data, opts)
     if data.get("format") != fmt:
         raise InputError(f"qemu reads this as {data.get('format')!r}, not {fmt!r}", path)
     return Source(spec, fmt, int(data["virtual-size"]), data.get("actual-size"),
                   qemu_info=data, is_block_device=is_block, local_files=[path])
+
+
+def _check_qcow2_references(path: str, data: dict, opts: SourceOptions) -> None:
+    """A qcow2 names other files qemu will read (backing file, external data file):
+    like VMDK extents they must sit beside it, or a crafted image reads anything."""
+    specific = (data.get("format-specific") or {}).get("data") or {}
+    if specific.get("data-file"):
+        raise InputError("qcow2 with an external data file is not accepted as a source", path)
+    backing = data.get("full-backing-filename") or data.get("backing-filename")
+    if not backing:
+        return
+    if not opts.chain:
+        raise InputError(
+            f"qcow2 has a backing file ({data.get('backing-filename')}): it is one layer of "
+            "a chain. Pass --chain to convert the whole chain through this top image", path)
+    base = os.path.realpath(os.path.dirname(path))
+    target = os.path.realpath(os.path.join(base, backing))
+    if "://" in backing or os.path.commonpath([base, target]) != base:
+        raise InputError(f"backing file {backing!r} lies outside {base}", path)
 
 
 def _remote_hint(message: str) -> str:

@@ -189,3 +189,19 @@ def test_parser_disagreement_with_qemu_is_refused(tmp_path):
     desc.write_text('# Disk DescriptorFile\nversion=1\nCID=1234abcd\nparentCID=ffffffff\n'
                     'createType="vmfs"\n\nRW 8 VMFS "q-flat.vmdk"\n')
     _bad(host_cli("inspect", desc), "qemu sees 8192 bytes", "add up to 4096")
+
+
+def test_qcow2_backing_file_must_sit_beside_it(tmp_path):
+    outside = tmp_path / "outside"
+    inside = tmp_path / "vm"
+    outside.mkdir()
+    inside.mkdir()
+    sh("qemu-img", "create", "-q", "-f", "raw", outside / "base.raw", "1M")
+    sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", "../outside/base.raw", "-F", "raw",
+       inside / "top.qcow2")
+    _bad(host_cli("inspect", inside / "top.qcow2"), "backing file", "--chain")
+    _bad(host_cli("inspect", inside / "top.qcow2", "--chain"), "lies outside")
+    sh("qemu-img", "create", "-q", "-f", "raw", inside / "base.raw", "1M")
+    sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw",
+       inside / "ok.qcow2")
+    assert host_cli("inspect", inside / "ok.qcow2", "--chain").returncode == 0
