@@ -271,7 +271,7 @@ def test_lvmthin_through_recording_lvm(images, standins):
     assert r.returncode == 2 and "not a thin pool" in r.stderr
 
 
-def test_missing_zfs_tool_is_exit_3(images, tmp_path):
+def test_missing_qemu_img_is_exit_3(images, tmp_path):
     env = {"PATH": str(tmp_path)}  # nothing on PATH but python via sys.executable
     r = host_cli("convert", images["mbr.raw"], "--to", "zvol", "--dest", "rpool/d/vm-1-disk-0",
                  env=env)
