@@ -13,3 +13,11 @@ def test_test_module_basenames_are_unique():
     names = Counter(p.name for p in tests.rglob("test_*.py"))
     dupes = sorted(n for n, c in names.items() if c > 1)
     assert not dupes, f"rename these so each test module basename is unique: {dupes}"
+
+
+def test_no_test_imports_another_conftest_by_name():
+    """`from conftest import x` resolves to whichever conftest.py was imported first: use a *_support module."""
+    tests = Path(__file__).resolve().parents[1]
+    offenders = [str(p.relative_to(tests)) for p in tests.rglob("*.py")
+                 if "from conftest import" in p.read_text() or "import conftest" in p.read_text()]
+    assert not offenders, offenders

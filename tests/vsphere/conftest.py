@@ -16,6 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import simulator as simlib  # noqa: E402
+from vsphere_support import reconfig, set_guest  # noqa: E402,F401  (kept importable for fixtures)
 
 
 @pytest.fixture(scope="session")
@@ -41,20 +42,6 @@ def session(vcsim):
     s = connect(vcsim.server, vcsim.user, vcsim.password, ca_bundle=str(vcsim.certs.ca_pem))
     yield s
     s.close()
-
-
-def reconfig(session, vm, spec) -> None:
-    from guestprep.vsphere.actions import run_task
-
-    run_task(session, f"test reconfig {vm.name}", lambda: vm.ReconfigVM_Task(spec=spec))
-
-
-def set_guest(session, vm, **values) -> None:
-    """vcsim's SET.guest.* extraConfig keys set guest facts (IP, Tools status) via the real API."""
-    from pyVmomi import vim
-
-    reconfig(session, vm, vim.vm.ConfigSpec(extraConfig=[
-        vim.option.OptionValue(key=f"SET.guest.{k}", value=v) for k, v in values.items()]))
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from guestprep.vsphere.actions import find_vm, run_task
 from guestprep.vsphere.export import write
 from guestprep.vsphere.inventory import VM_PROPERTIES, fetch_all, fetch_one
 
-from conftest import reconfig, set_guest
+from vsphere_support import reconfig, set_guest
 
 pytestmark = pytest.mark.integration
 

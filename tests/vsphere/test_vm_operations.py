@@ -18,7 +18,7 @@ from guestprep.vsphere.actions import TaskFailed, find_vm
 from guestprep.vsphere.inventory import fetch_one
 from guestprep.vsphere.locator import folder_url, locate
 
-from conftest import set_guest
+from vsphere_support import set_guest
 
 pytestmark = pytest.mark.integration
 
