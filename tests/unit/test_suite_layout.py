@@ -18,6 +18,8 @@ def test_test_module_basenames_are_unique():
 def test_no_test_imports_another_conftest_by_name():
     """`from conftest import x` resolves to whichever conftest.py was imported first: use a *_support module."""
     tests = Path(__file__).resolve().parents[1]
-    offenders = [str(p.relative_to(tests)) for p in tests.rglob("*.py")
-                 if "from conftest import" in p.read_text() or "import conftest" in p.read_text()]
+    import re
+
+    pattern = re.compile(r"^\s*(from conftest import|import conftest)", re.M)
+    offenders = [str(p.relative_to(tests)) for p in tests.rglob("*.py") if pattern.search(p.read_text())]
     assert not offenders, offenders
