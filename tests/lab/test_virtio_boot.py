@@ -14,6 +14,7 @@ Serial logs of every boot: tests/artifacts/lab/*.log
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+import labimage
 from qemu_vm import LAB_MAC, LabVM, qga_ping, ssh
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(1500)]
@@ -41,8 +43,8 @@ def digests(port: int, key: Path, paths: list[str]) -> dict[str, str]:
     return {line.split()[1]: line.split()[0] for line in out.splitlines() if line.strip()}
 
 
-def guestprep(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
-    return subprocess.run([GUESTPREP, *args], capture_output=True, timeout=timeout)
+def guestprep(*args: str, timeout: float = 1800, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([GUESTPREP, *args], capture_output=True, timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +75,12 @@ def lab(lab_image, lab_artifacts, tmp_path_factory):
             v.kill()
         pytest.fail(f"the VMware-shaped guest did not come up ({state['vmware_boot']}); see {vm.serial_log}")
 
+    # the negative control has had its time meanwhile; read its verdict and free its core
+    state["negative_state"] = neg.wait_boot(BOOT_TIMEOUT)
+    state["negative_ssh"] = state["negative_state"] == "multi-user" and neg.wait_ssh_banner(60)
+    state["negative_log"] = neg.console()
+    neg.kill()
+
     fleet = work / "fleet.yaml"
     fleet.write_text(
         "guests:\n  - name: labguest\n    address: 127.0.0.1\n"
@@ -90,7 +98,18 @@ def lab(lab_image, lab_artifacts, tmp_path_factory):
     t0 = time.monotonic()
     state["apply1"] = guestprep("prepare", *common, "--apply", "--json")
     state["apply1_seconds"] = time.monotonic() - t0
-    state["apply2"] = guestprep("prepare", *common, "--apply", "--json")
+    state["after_apply"] = digests(vm.ssh_port, key, state["restore_paths"])
+    # the second run goes through a non-root admin and sudo (password from an env var, on stdin)
+    sudo_fleet = work / "fleet-sudo.yaml"
+    sudo_fleet.write_text(
+        "guests:\n  - name: labguest\n    address: 127.0.0.1\n"
+        f"    port: {vm.ssh_port}\n    user: {labimage.SUDO_USER}\n    key_file: {key}\n    agent: false\n"
+        "    os: linux\n    sudo: true\n    sudo_password_env: LAB_SUDO_PASSWORD\n")
+    env = {**os.environ, "LAB_SUDO_PASSWORD": labimage.SUDO_PASSWORD}
+    state["apply2"] = guestprep("prepare", "-i", str(sudo_fleet), "--known-hosts", str(kh), "--apply", "--json", env=env)
+    state["sudo_refused"] = guestprep("prepare", "-i", str(sudo_fleet), "--known-hosts", str(kh), "--apply", "--json",
+                                      env={**os.environ, "LAB_SUDO_PASSWORD": "not-the-password"})
+    state["after_sudo_refused"] = digests(vm.ssh_port, key, state["restore_paths"])
     state["vmware_lsinitrd"] = ssh(vm.ssh_port, key, ["lsinitrd", f"/boot/initrd.img-{kver}"]).stdout.decode()
 
     ssh(vm.ssh_port, key, ["systemctl", "poweroff"], timeout=60)
@@ -144,10 +163,20 @@ def test_apply_changes_and_verifies(lab):
 
 
 def test_second_apply_plans_nothing(lab):
+    """Run as a non-root admin through sudo: the same facts, nothing left to change."""
     res = lab["apply2"]
     doc = _json(res)
-    assert res.returncode == 0
+    assert res.returncode == 0, res.stderr.decode()[-2000:]
+    assert doc["guests"][0]["error"] is None
     assert doc["guests"][0]["changes"] == 0, [o["plan"] for o in doc["guests"][0]["ops"] if o["plan"]["changes"]]
+
+
+def test_wrong_sudo_password_is_a_clear_error_and_changes_nothing(lab):
+    res = lab["sudo_refused"]
+    assert res.returncode != 0
+    out = res.stdout.decode() + res.stderr.decode()
+    assert "sudo" in out and "Traceback" not in out
+    assert lab["after_sudo_refused"] == lab["after_apply"]
 
 
 def test_prepared_guest_boots_on_virtio(lab):
@@ -203,10 +232,8 @@ def test_rollback_restores_the_original_files(lab):
 
 
 def test_negative_control_does_not_boot_on_virtio(lab):
-    neg = lab["negative"]
-    state = neg.wait_boot(BOOT_TIMEOUT)
-    log = neg.console()
+    state, log = lab["negative_state"], lab["negative_log"]
     assert state == "emergency", f"unprepared guest reached {state!r} on VirtIO: the lab does not reproduce the failure"
-    assert "Reached target" not in log or "Multi-User System" not in log
-    assert not neg.wait_ssh_banner(5)
-    neg.kill()
+    assert "Multi-User System" not in log
+    assert "does not exist" in log or "Timed out waiting for device" in log  # the root disk was never found
+    assert not lab["negative_ssh"]
