@@ -26,7 +26,8 @@ import pytest
 import labimage
 from qemu_vm import LAB_MAC, LabVM, qga_ping, ssh
 
-pytestmark = [pytest.mark.lab, pytest.mark.timeout(2400)  # the shared fixture boots, prepares and reboots under TCG]
+# the per-test timeout covers the shared fixture: it boots, prepares and reboots under TCG
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(2400)]
 
 GUESTPREP = str(Path(sys.executable).parent / "guestprep")
 BOOT_TIMEOUT = 420   # TCG on a shared 2-core machine: a boot takes 30 s to 3 min
