@@ -280,7 +280,7 @@ jfiles /etc/os-release /usr/lib/os-release /etc/redhat-release /etc/SuSE-release
        /etc/dracut.conf.d/* /etc/mkinitcpio.conf.d/* /etc/netplan/*.yaml /etc/netplan/*.yml \
        /etc/NetworkManager/system-connections/* /etc/sysconfig/network-scripts/ifcfg-* /etc/sysconfig/network/ifcfg-* \
        /etc/network/interfaces.d/* /etc/systemd/network/*.network /etc/systemd/network/*.link /run/systemd/network/*.network \
-       /etc/udev/rules.d/70-persistent-net.rules /etc/udev/rules.d/*guestprep*
+       /etc/udev/rules.d/70-persistent-net.rules /etc/udev/rules.d/*guestprep* /etc/systemd/system/guestprep-*.service
 printf '},'
 
 printf '"exists":{'
@@ -304,6 +304,17 @@ net_records | jstr
 printf ','
 
 printf '"cmds":{'
+# root=/resume= in the bootloader config: what the next boot uses (the running cmdline shows the last boot)
+bootcfg=""
+for c in /boot/grub2/grub.cfg /boot/grub/grub.cfg /boot/extlinux/extlinux.conf; do
+    [ -r "$c" ] && { bootcfg=$c; break; }
+done
+if [ -n "$bootcfg" ]; then
+    jcmd bootcfg_args grep -o -E '(root|resume)=[^ ]+' "$bootcfg"
+else
+    printf '"bootcfg_args":{"rc":127,"out":"","err":"no readable bootloader config"}'
+fi
+printf ','
 jcmd lsblk lsblk -P -b -o NAME,KNAME,PKNAME,TYPE,FSTYPE,UUID,PARTUUID,MOUNTPOINT,SIZE
 printf ','
 jcmd blkid blkid -o export

@@ -177,6 +177,8 @@ def parse(raw: Mapping[str, Any]) -> LinuxFacts:
         net_configs=net_configs,
         interfaces=interfaces,
         nic_pins=nic_pins,
+        bootloader_args=parse_bootloader_args(cmds.get("bootcfg_args")),
+        guestprep_units={p: t for p, t in files.items() if p.startswith("/etc/systemd/system/guestprep-")},
         qemu_guest_agent=qga,
         vmware_tools=vm_tools,
         package_manager=next((pm for pm in ("apt-get", "dnf", "yum", "zypper", "pacman", "apk") if tools.get(pm)), None),
@@ -187,6 +189,13 @@ def parse(raw: Mapping[str, Any]) -> LinuxFacts:
         unknown=unknown,
         efi=efi,
     )
+
+
+def parse_bootloader_args(cmd: Mapping[str, Any] | None) -> list[str] | None:
+    """Distinct ``root=``/``resume=`` tokens of the bootloader config; None when it could not be read."""
+    if not cmd or cmd.get("rc") not in (0, 1):  # grep: 1 = no match (no such arguments)
+        return None
+    return sorted(set(_lines(cmd.get("out"))))
 
 
 def parse_tools(value: Any) -> dict[str, str | None]:

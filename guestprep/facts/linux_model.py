@@ -136,6 +136,9 @@ class LinuxFacts:
     is_root: bool
     sudo: str | None                  # "root" | "nopasswd" | "password" | "no" | None
     nic_pins: dict[str, str] = field(default_factory=dict)  # interface name -> MAC it is pinned to (.link/udev)
+    # root=/resume= values in the bootloader config (what the next boot uses); None when unreadable
+    bootloader_args: list[str] | None = None
+    guestprep_units: dict[str, str] = field(default_factory=dict)  # /etc/systemd/system/guestprep-*.service -> content
     unknown: dict[str, str] = field(default_factory=dict)  # field -> why it is unknown
     raw_schema: str = LINUX_FACTS_SCHEMA
     efi: "EfiFacts | None" = None     # ESP, loaders, NVRAM entries (None: older collector without "efi")

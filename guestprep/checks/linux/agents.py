@@ -39,7 +39,10 @@ def qemu_guest_agent(facts: LinuxFacts) -> Iterable[Outcome]:
 )
 def vmware_tools(facts: LinuxFacts) -> Iterable[Outcome]:
     vt = facts.vmware_tools
-    if vt.get("present") or vt.get("vmware_tools_tarball"):
+    scheduled = "/etc/systemd/system/guestprep-remove-vmware-tools.service"
+    if (vt.get("present") or vt.get("vmware_tools_tarball")) and scheduled in facts.guestprep_units:
+        yield ok("vmware-tools", f"removal scheduled for the first boot on KVM ({scheduled})", unit=scheduled)
+    elif vt.get("present") or vt.get("vmware_tools_tarball"):
         kind = "VMware Tools (tarball install)" if vt.get("vmware_tools_tarball") else "open-vm-tools"
         yield fail("vmware-tools", f"{kind} installed" + (f" ({vt['version']})" if vt.get("version") else ""),
                    **{k: v for k, v in vt.items() if v})

@@ -37,17 +37,25 @@ def stable_device_names(facts: LinuxFacts) -> Iterable[Outcome]:
     for c in facts.crypttab:
         if _unstable(c.device):
             bad.append(("/etc/crypttab", c.name, c.device))
-    for key, val in (("root=", facts.cmdline_root), ("resume=", facts.cmdline_resume)):
-        if val and _unstable(val):
-            bad.append(("/proc/cmdline", key, val))
     for tok in (facts.default_grub_cmdline or "").split():
         for key in ("root=", "resume="):
             if tok.startswith(key) and _unstable(tok[len(key):]):
                 bad.append(("/etc/default/grub", key, tok[len(key):]))
-    for where, what, spec in bad:
+    # The bootloader config is what the next boot (on Proxmox) uses; the running command line
+    # only tells what the last boot used, so it decides only when the config could not be read.
+    if facts.bootloader_args is not None:
+        for tok in facts.bootloader_args:
+            key, _, val = tok.partition("=")
+            if _unstable(val):
+                bad.append((facts.bootloader_config or "bootloader config", f"{key}=", val))
+    else:
+        for key, val in (("root=", facts.cmdline_root), ("resume=", facts.cmdline_resume)):
+            if val and _unstable(val):
+                bad.append(("/proc/cmdline", key, val))
+    for where, what, spec in sorted(set(bad)):
         yield fail(f"{where}:{what}", f"{where} refers to {what} as {spec}", file=where, entry=what, device=spec)
     if not bad:
-        yield ok("", f"{len(facts.fstab)} fstab, {len(facts.crypttab)} crypttab entries and the kernel command line use stable names")
+        yield ok("", f"{len(facts.fstab)} fstab, {len(facts.crypttab)} crypttab entries and the boot arguments use stable names")
 
 
 @check(
