@@ -50,7 +50,7 @@ def render(results, applied: bool) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    from guestprep.cli import AcceptOpt, InventoryOpt, KnownHostsOpt, LocalOpt, TimeoutOpt
+    from guestprep.cli import AcceptOpt, CaOpt, InsecureOpt, InventoryOpt, KnownHostsOpt, LocalOpt, TimeoutOpt
 
     @app.command()
     def prepare(
@@ -65,6 +65,8 @@ def register(app: typer.Typer) -> None:
         timeout: float = TimeoutOpt,
         accept_new_host_keys: bool = AcceptOpt,
         known_hosts: Optional[Path] = KnownHostsOpt,
+        insecure: bool = InsecureOpt,
+        ca_bundle: Optional[Path] = CaOpt,
     ) -> int:
         """Plan (and with --apply execute and verify) the changes that make guests boot on Proxmox VE."""
         from guestprep.cli import connect_options, select_guests
@@ -74,7 +76,7 @@ def register(app: typer.Typer) -> None:
         if package_source is not None and not package_source.is_dir():
             raise ConfigError("not a directory", where=f"--package-source {package_source}")
         selected = select_guests(guests or [], inventory_file, local)
-        copts = connect_options(timeout, accept_new_host_keys, known_hosts, False, None)
+        copts = connect_options(timeout, accept_new_host_keys, known_hosts, insecure, ca_bundle)
         options = {"timeout": timeout, "package_source": str(package_source) if package_source else None}
         results = [engine.prepare_guest(g, options, lambda g: open_connector(g, copts), apply=apply)
                    for g in selected]
@@ -93,6 +95,8 @@ def register(app: typer.Typer) -> None:
         timeout: float = TimeoutOpt,
         accept_new_host_keys: bool = AcceptOpt,
         known_hosts: Optional[Path] = KnownHostsOpt,
+        insecure: bool = InsecureOpt,
+        ca_bundle: Optional[Path] = CaOpt,
     ) -> int:
         """Restore the files recorded in the guest's journal (/var/lib/guestprep/journal.json)."""
         from guestprep.cli import connect_options, select_guests
@@ -102,7 +106,7 @@ def register(app: typer.Typer) -> None:
         selected = select_guests([] if local else [guest], inventory_file, local)
         if len(selected) != 1:
             raise ConfigError(f"{guest!r} names {len(selected)} guests; rollback takes exactly one", where="GUEST")
-        copts = connect_options(timeout, accept_new_host_keys, known_hosts, False, None)
+        copts = connect_options(timeout, accept_new_host_keys, known_hosts, insecure, ca_bundle)
         done = engine.rollback_guest(selected[0], {"timeout": timeout}, lambda g: open_connector(g, copts))
         if not done:
             console.print("nothing to roll back")
