@@ -95,7 +95,7 @@ def test_prepared_guest_boots_from_a_fresh_vars_store_on_virtio(uefi_image, uefi
                 serial_log=uefi_artifacts / "prepare-vmware-shaped.log")
     vm.start()
     try:
-        assert vm.wait_boot(400) == "multi-user" and vm.wait_ssh_banner(180), f"see {vm.serial_log}"
+        assert vm.wait_boot(900) == "multi-user" and vm.wait_ssh_banner(180), f"see {vm.serial_log}"
         # positive control for the negative one: on its own NVRAM the guest boots through \EFI\debian
         efi = ssh(vm.ssh_port, key, ["efibootmgr", "-v"]).stdout.decode()
         current = next(l.split(":", 1)[1].strip() for l in efi.splitlines() if l.startswith("BootCurrent"))
@@ -130,7 +130,7 @@ def test_prepared_guest_boots_from_a_fresh_vars_store_on_virtio(uefi_image, uefi
                  serial_log=uefi_artifacts / "prepared-fresh-vars-virtio.log", qga_socket=qga)
     pve.start()
     try:
-        state = pve.wait_boot(400)
+        state = pve.wait_boot(900)
         assert state == "multi-user", f"{state}; see {pve.serial_log}"
         assert pve.wait_ssh_banner(180), f"no SSH over the new NIC; see {pve.serial_log}"
         out = ssh(pve.ssh_port, key, ["sh", "-c", "ip -o -4 addr show; efibootmgr; readlink -f /sys/block/sda/device"])

@@ -176,7 +176,7 @@ def stage2(work: Path, raw: Path, artifacts: Path) -> dict:
                 serial_log=artifacts / "build-uefi-vmware-first-boot.log")
     vm.start()
     try:
-        state = vm.wait_boot(400)
+        state = vm.wait_boot(900)  # a starved TCG guest on 2 shared cores
         if state != "multi-user" or not vm.wait_ssh_banner(120):
             raise RuntimeError(f"UEFI lab image first boot on VMware-shaped hardware: {state}; see {vm.serial_log}")
 
