@@ -82,15 +82,19 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_source_vm_json(path: str | Path) -> SourceVM:
+def read_json_file(path: str | Path) -> Any:
+    """A JSON input file, or a ConfigError naming it."""
     p = Path(path)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        return json.loads(p.read_text(encoding="utf-8"))
     except OSError as e:
         raise ConfigError(f"cannot read: {e.strerror}", where=str(p)) from e
     except ValueError as e:
         raise ConfigError(f"not JSON: {e}", where=str(p)) from e
-    return source_vm_from_dict(data, str(p))
+
+
+def load_source_vm_json(path: str | Path) -> SourceVM:
+    return source_vm_from_dict(read_json_file(path), str(path))
 
 
 def source_vm_from_dict(data: Any, where: str) -> SourceVM:
@@ -199,14 +203,7 @@ def write_handoff(h: Handoff, path: str | Path) -> None:
 
 
 def load_handoff(path: str | Path) -> Handoff:
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"cannot read: {e.strerror}", where=str(p)) from e
-    except ValueError as e:
-        raise ConfigError(f"not JSON: {e}", where=str(p)) from e
-    return handoff_from_dict(data, str(p))
+    return handoff_from_dict(read_json_file(path), str(path))
 
 
 def handoff_from_dict(data: Any, where: str) -> Handoff:
