@@ -36,7 +36,7 @@ if ($null -ne $journal) {
                 }
             }
             'file_write' {
-                Remove-Item -Path ([string]$e.target) -ErrorAction SilentlyContinue
+                Remove-Item -LiteralPath ([string]$e.target) -ErrorAction SilentlyContinue
                 $restored += [ordered]@{ id = $e.id; kind = $e.kind; target = $e.target; removed = $true }
                 $e.rolled_back = $true
             }
