@@ -4,7 +4,9 @@
 # prints ONE JSON document (schema guestprep.windows.facts/1). PowerShell 3.0+.
 # Sections that cannot be read are null and their reason is recorded in "unknown".
 # Cmdlets that are newer than PowerShell 3.0 / Windows Server 2012 run only inside
-# Invoke-Guarded (checks the command exists, catches its errors).
+# Invoke-Guarded (checks the command exists, catches its errors) or a try block.
+# UEFI guests also get the "efi" member (the ESP's loaders with SHA-256, the NVRAM boot
+# entries) in the same document: one round trip. Sent with lib.ps1 prepended (ESP helpers).
 Set-StrictMode -Version 2.0
 $ErrorActionPreference = 'Stop'
 
@@ -52,6 +54,49 @@ function ConvertTo-Prefix {
     return $bits
 }
 
+function Get-EspFiles {
+    # Files under <ESP>\EFI (at most 400) with sizes; .efi loaders also with SHA-256.
+    param([string]$Root, [hashtable]$Unknown)
+    $all = [System.IO.Directory]::GetFiles($Root + 'EFI', '*', [System.IO.SearchOption]::AllDirectories)
+    $files = @()
+    foreach ($f in @($all | Select-Object -First 400)) {
+        $rel = '\' + $f.Substring($Root.Length)
+        $hash = $null
+        if ($rel.ToLowerInvariant().EndsWith('.efi')) {
+            try { $hash = ([string](Get-Sha256 -Path $f)).ToLowerInvariant() } catch { $Unknown['sha256:' + $rel] = [string]$_.Exception.Message }
+        }
+        $size = [int64](New-Object -TypeName System.IO.FileInfo -ArgumentList $f).Length
+        $files += [ordered]@{ path = $rel; size = $size; sha256 = $hash }
+    }
+    , $files
+}
+
+function Get-EfiFacts {
+    # The "efi" member of a UEFI guest; what cannot be read is null with its reason in its "unknown".
+    param($SecureBoot)
+    $efiUnknown = @{}
+    $efi = [ordered]@{ firmware = 'uefi'; secure_boot = $SecureBoot; esp = $null; files = $null; bcdedit = $null; unknown = $efiUnknown }
+    try {
+        $part = Get-EspPartition
+        $espRoot = Get-EspRoot -Partition $part
+        $free = $null
+        # DriveInfo refuses volume paths; the storage module knows the ESP's free space
+        try { $free = [int64](Get-Volume -Partition $part).SizeRemaining } catch { $efiUnknown['esp_free'] = [string]$_.Exception.Message }
+        $efi.esp = [ordered]@{ disk = [int]$part.DiskNumber; partition = [int]$part.PartitionNumber; size = [int64]$part.Size; free = $free; access_path = $espRoot }
+        $efi.files = Get-EspFiles -Root $espRoot -Unknown $efiUnknown
+    } catch {
+        $efiUnknown['esp'] = [string]$_.Exception.Message
+    }
+    try {
+        $global:LASTEXITCODE = 0
+        $out = (& bcdedit.exe '/enum' 'firmware' 2>&1) -join "`n"
+        $efi.bcdedit = [ordered]@{ rc = [int]$LASTEXITCODE; out = $out; err = '' }
+    } catch {
+        $efi.bcdedit = [ordered]@{ rc = -1; out = ''; err = [string]$_.Exception.Message }
+    }
+    return $efi
+}
+
 # ---------------------------------------------------------------- OS
 $os = Get-CimInstance -ClassName Win32_OperatingSystem
 $cv = 'HKLM:\SOFTWARE\Microsoft\Windows NT\CurrentVersion'
@@ -89,6 +134,8 @@ if ($fwType -eq 'bios') { $secureBoot = $false }
 elseif ($fwType -eq 'uefi') {
     $secureBoot = Invoke-Guarded -Section 'secure_boot' -Requires @('Confirm-SecureBootUEFI') -Body { [bool](Confirm-SecureBootUEFI) }
 }
+$efi = $null
+if ($fwType -eq 'uefi') { $efi = Get-EfiFacts -SecureBoot $secureBoot }
 $tpm = Invoke-Guarded -Section 'tpm' -Requires @() -Body {
     $t = @(Get-CimInstance -Namespace 'root\cimv2\Security\MicrosoftTpm' -ClassName Win32_Tpm -ErrorAction SilentlyContinue)
     if ($t.Count -eq 0) { [ordered]@{ present = $false; version = $null } }
@@ -260,7 +307,7 @@ if (Test-Path -Path $stateFile) {
 $doc = [ordered]@{
     schema = $schema; supported = $true; unsupported_reason = $null
     hostname = $env:COMPUTERNAME; ps_version = [string]$PSVersionTable.PSVersion; os = $osInfo
-    firmware = [ordered]@{ type = $fwType; secure_boot = $secureBoot }
+    firmware = [ordered]@{ type = $fwType; secure_boot = $secureBoot }; efi = $efi
     tpm = $tpm; bitlocker = $bitlocker
     storage = [ordered]@{ san_policy = $sanPolicy; disks = $disks }
     volumes = $volumes; driver_store = $driverStore; services = $services

@@ -76,12 +76,35 @@ function Update-GuestprepState {
 function Get-Sha256 {
     param([string]$Path)
     if (Get-Command -Name 'Get-FileHash' -ErrorAction SilentlyContinue) {
-        try { return (Get-FileHash -Path $Path -Algorithm SHA256).Hash } catch { $null = $_ }
+        # -LiteralPath: the ? of an ESP volume path (\\?\Volume{...}\) is not a wildcard
+        try { return (Get-FileHash -LiteralPath $Path -Algorithm SHA256).Hash } catch { $null = $_ }
     }
     # PowerShell 3.0 has no Get-FileHash
     $sha = [System.Security.Cryptography.SHA256]::Create()
     $stream = [System.IO.File]::OpenRead($Path)
     try { return ([System.BitConverter]::ToString($sha.ComputeHash($stream))).Replace('-', '') } finally { $stream.Dispose() }
+}
+
+$EspGptType = '{c12a7328-f81f-11d2-ba4b-00a0c93ec93b}'
+
+function Get-EspPartition {
+    # The EFI system partition by its GPT type (Get-Partition: Windows Server 2012 and newer).
+    if (-not (Get-Command -Name 'Get-Partition' -ErrorAction SilentlyContinue)) {
+        throw 'Get-Partition is not available (Windows Server 2012 or newer needed)'
+    }
+    $parts = @(Get-Partition | Where-Object -FilterScript { [string]$_.GptType -eq $EspGptType })
+    if ($parts.Count -eq 0) { throw 'no EFI system partition found' }
+    return $parts[0]
+}
+
+function Get-EspRoot {
+    # The ESP's volume path (\\?\Volume{...}\): reached without ever assigning a drive letter.
+    param($Partition)
+    $paths = @($Partition.AccessPaths | Where-Object -FilterScript { ([string]$_).StartsWith('\\?\Volume') })
+    if ($paths.Count -eq 0) { throw 'the ESP has no volume path' }
+    $root = [string]$paths[0]
+    if (-not $root.EndsWith('\')) { $root = $root + '\' }
+    return $root
 }
 
 function Write-Result {

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from guestprep.connectors.base import Script
 from guestprep.errors import CollectorError
 from guestprep.scripts import read_script
-from guestprep.facts.linux_efi import parse_linux_efi
+from guestprep.facts.efi import parse_linux_efi
 from guestprep.facts.linux_model import (
     BlockDevice,
     CrypttabEntry,

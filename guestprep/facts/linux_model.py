@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from guestprep.facts.linux_efi import EfiFacts  # noqa: F401  (resolvable for get_type_hints)
+from guestprep.facts.efi import EfiFacts  # noqa: F401  (resolvable for get_type_hints)
 
 LINUX_FACTS_SCHEMA = "guestprep.linux.facts/1"
 

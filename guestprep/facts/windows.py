@@ -1,6 +1,7 @@
 """Windows guest facts: run guest_scripts/windows/collect.ps1, parse its JSON.
 
-One round trip prints one JSON document (schema ``guestprep.windows.facts/1``).
+One round trip prints one JSON document (schema ``guestprep.windows.facts/1``); for UEFI
+guests its ``efi`` member (ESP loaders, NVRAM entries) is parsed here too (facts/efi.py).
 Sections the collector could not read are ``null`` with a reason in ``unknown``;
 checks treat ``None`` as "cannot tell", never as "fine". A guest older than
 Windows Server 2012 / PowerShell 3.0 reports ``supported: false`` and a reason.
@@ -14,7 +15,8 @@ from typing import Any, Mapping
 
 from guestprep.connectors.base import Script
 from guestprep.errors import CollectorError, CommandTimeout, ConnectionFailed
-from guestprep.connectors.windows_common import windows_script_text
+from guestprep.connectors.windows_common import windows_script
+from guestprep.facts.efi import EfiFacts, parse_windows_efi
 
 WINDOWS_FACTS_SCHEMA = "guestprep.windows.facts/1"
 VIRTIO_SERVICES = ("vioscsi", "viostor", "netkvm", "vioser", "balloon")
@@ -149,6 +151,7 @@ class WindowsFacts:
     ps_version: str | None = None
     firmware: str | None = None            # uefi | bios
     secure_boot: bool | None = None
+    efi: EfiFacts | None = None            # UEFI guests: the ESP and NVRAM entries (None: BIOS or not reported)
     tpm_present: bool | None = None
     tpm_version: str | None = None
     bitlocker: list[BitLockerVolume] | None = None
@@ -288,6 +291,8 @@ def parse(raw: Mapping[str, Any], where: str = "windows collector") -> WindowsFa
     if facts.firmware not in (None, "uefi", "bios"):
         raise r.bad("firmware.type", f"expected uefi or bios, got {facts.firmware!r}")
     facts.secure_boot = r.b(fw.get("secure_boot"), "firmware.secure_boot")
+    if raw.get("efi") is not None:
+        facts.efi = parse_windows_efi(raw["efi"], where=f"{where}: collector JSON field efi")
     tpm = r.obj(raw.get("tpm"), "tpm", optional=True) or {}
     facts.tpm_present = r.b(tpm.get("present"), "tpm.present")
     facts.tpm_version = r.s(tpm.get("version"), "tpm.version")
@@ -468,10 +473,11 @@ def parse_output(stdout: bytes, where: str) -> dict[str, Any]:
 
 
 def collect(conn: Any, timeout: float) -> WindowsFacts:
-    """Run the collector in one round trip and parse it; never changes the guest."""
+    """Run the collector in one round trip (UEFI guests included) and parse it; never changes the guest."""
     guest = getattr(conn, "guest", None)
     where = getattr(guest, "name", None) or "windows guest"
-    script = Script(text=windows_script_text("collect.ps1"), interpreter="powershell", name="collect.ps1")
+    # lib.ps1 goes along for its ESP helpers (Get-EspPartition, Get-EspRoot, Get-Sha256)
+    script = Script(text=windows_script("collect.ps1"), interpreter="powershell", name="collect.ps1")
     try:
         res = conn.run(script, timeout=timeout)
     except (ConnectionFailed, CommandTimeout):
@@ -480,38 +486,12 @@ def collect(conn: Any, timeout: float) -> WindowsFacts:
         detail = (res.err_text() or res.text()).strip().splitlines()
         raise CollectorError(f"collector exited {res.rc}: {detail[0] if detail else 'no output'}", where=where)
     facts = parse(parse_output(res.stdout, where), where=where)
-    if facts.supported and facts.firmware == "uefi" and "efi" not in facts.raw:
-        _add_efi(conn, facts, timeout, where)
     vars_ = getattr(guest, "vars", None) or {}
     target = vars_.get("guestprep_virtio_win_version")
     if target:
         facts.virtio_win_target = str(target)
     facts.settings = {k: v for k, v in vars_.items() if str(k).startswith("guestprep_")}
     return facts
-
-
-def _add_efi(conn: Any, facts: WindowsFacts, timeout: float, where: str) -> None:
-    """UEFI guests only: a second read-only round trip for the ESP (efi_facts.ps1, UEFI area)
-    whose document becomes the raw ``efi`` member the WIN-EFI-* checks read."""
-    from guestprep.connectors.windows_common import SCRIPTS_DIR, windows_script
-
-    if not (SCRIPTS_DIR / "efi_facts.ps1").is_file():
-        facts.unknown["efi"] = "efi_facts.ps1 is not installed"
-        return
-    script = Script(text=windows_script("efi_facts.ps1"), args=("{}",), interpreter="powershell", name="efi_facts.ps1")
-    res = conn.run(script, timeout=timeout)
-    if res.rc != 0:
-        detail = (res.err_text() or res.text()).strip().splitlines()
-        facts.unknown["efi"] = f"efi_facts.ps1 exited {res.rc}: {detail[0] if detail else 'no output'}"
-        return
-    text = res.text().strip()
-    try:
-        doc = json.loads(text.splitlines()[-1]) if text else None
-    except json.JSONDecodeError:
-        doc = None
-    if not isinstance(doc, dict):
-        raise CollectorError(f"efi_facts.ps1 printed no JSON object: {text[:80]!r}", where=where)
-    facts.raw["efi"] = doc
 
 
 def summarize(facts: WindowsFacts) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from guestprep.errors import CollectorError
-from guestprep.facts.linux_efi import parse_efibootmgr, parse_linux_efi
+from guestprep.facts.efi import parse_efibootmgr, parse_linux_efi
 
 pytestmark = pytest.mark.unit
 
@@ -105,7 +105,7 @@ def test_mounted_esp_with_any_listing_and_commands(doc):
 @given(st.fixed_dictionaries({"firmware": st.sampled_from(["uefi", "bios"])}, optional={
     k: _values for k in ("secure_boot", "esp", "files", "bcdedit", "unknown")}))
 def test_any_windows_member_parses_or_is_refused(doc):
-    from guestprep.facts.linux_efi import parse_windows_efi
+    from guestprep.facts.efi import parse_windows_efi
 
     try:
         efi = parse_windows_efi(doc)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from guestprep.errors import CollectorError, OperationError
-from guestprep.facts.linux_efi import parse_bcdedit_firmware, parse_windows_efi, windows_efi
+from guestprep.facts.efi import parse_bcdedit_firmware, parse_windows_efi, windows_efi
 from guestprep.facts.windows import parse
 from guestprep.operations.windows.efi_fallback import WindowsEfiFallback
 
@@ -29,8 +29,8 @@ def test_deleted_fallback_plans_a_verified_copy_of_bootmgfw():
     kinds = [c.kind for c in plan.changes]
     assert kinds == ["file_write", "script"]
     params = plan.changes[1].detail["params"]
-    assert plan.changes[1].target == "efi_facts.ps1"
-    assert params == {"install_fallback": True, "source_sha256": BF.h("bootmgfw-17763"),
+    assert plan.changes[1].target == "install-efi-fallback.ps1"
+    assert params == {"source_sha256": BF.h("bootmgfw-17763"),
                       "operation": "windows.efi_fallback", "run": "r1"}
 
 

@@ -182,7 +182,7 @@ def test_prepare_apply_verifies_is_idempotent_and_rolls_back(wsman, transport, m
     ran_before = len(run.guest.ran)
     again = engine.prepare_guest(g, {"timeout": 60}, connect, apply=True)
     assert again.changes == 0 and not any(o.applied for o in again.ops)
-    assert [m for m in run.guest.ran[ran_before:] if m not in ("collect", "efi-facts")] == []  # read-only only
+    assert [m for m in run.guest.ran[ran_before:] if m != "collect"] == []  # read-only only
 
     # rollback restores the journaled values, newest first, and says what it did not reverse
     restored = engine.rollback_guest(g, {"timeout": 60}, connect)
@@ -250,8 +250,8 @@ def test_rollback_direct_call_returns_list(wsman):
 
 
 def test_uefi_guest_gets_its_efi_member_and_the_fallback_converges(wsman):
-    """Cross-area: collect() adds efi_facts.ps1's document for UEFI guests; the UEFI area's
-    windows.efi_fallback then converges through the same engine and journal."""
+    """Cross-area: collect.ps1's one document carries the ``efi`` member of UEFI guests; the UEFI
+    area's windows.efi_fallback then converges through the same engine and journal."""
     import copy
 
     prof = copy.deepcopy(load_profile("ws2022-ja-JP"))
@@ -262,7 +262,8 @@ def test_uefi_guest_gets_its_efi_member_and_the_fallback_converges(wsman):
     conn = connect(g)
     facts = wf.collect(conn, timeout=30)
     conn.close()
-    assert run.guest.ran[-2:] == ["collect", "efi-facts"]
+    assert [e["marker"] for e in run.state.log if "marker" in e] == ["collect"]   # one round trip
+    assert facts.efi is not None and facts.efi.files is not None
     status = {f.check_id: f.status.value for f in registry.evaluate("windows", facts, g.name)}
     assert status["WIN-EFI-FALLBACK"] == "fail"
     res = engine.prepare_guest(g, {"timeout": 60}, connect, apply=True)
@@ -272,9 +273,31 @@ def test_uefi_guest_gets_its_efi_member_and_the_fallback_converges(wsman):
     assert any(r["target"] == "\\EFI\\Boot\\bootx64.efi" for r in restored)
 
 
-def test_bios_guest_needs_no_second_round_trip(wsman):
-    run = wsman("ws2016-de-DE")
-    conn = open_connector(run.make_guest("winrm"), run.options())
-    wf.collect(conn, timeout=30)
+@pytest.mark.parametrize("profile,transport", [("ws2022-ja-JP", "winrm"), ("win11-en-US", "psrp"),
+                                               ("ws2016-de-DE", "winrm")])
+def test_collect_is_one_round_trip_uefi_or_bios(wsman, profile, transport):
+    """The server logs every script it ran: a UEFI guest's ESP comes with the collector's one document."""
+    run = wsman(profile)
+    conn = open_connector(run.make_guest(transport), run.options())
+    facts = wf.collect(conn, timeout=30)
     conn.close()
-    assert "efi-facts" not in run.guest.ran
+    assert [e["marker"] for e in run.state.log if "marker" in e] == ["collect"]
+    if facts.firmware == "uefi":
+        assert facts.efi is not None and facts.efi.fallback is not None and facts.efi.entry("{bootmgr}")
+    else:   # negative control: a BIOS guest has no efi member at all
+        assert facts.firmware == "bios" and facts.efi is None and facts.raw["efi"] is None
+
+
+def test_uefi_guest_without_an_esp_says_why_in_the_same_round_trip(wsman):
+    import copy
+
+    prof = copy.deepcopy(load_profile("ws2019-en-US"))
+    prof.pop("efi")
+    run = wsman(prof)
+    conn = open_connector(run.make_guest("winrm"), run.options())
+    facts = wf.collect(conn, timeout=30)
+    conn.close()
+    assert [e["marker"] for e in run.state.log if "marker" in e] == ["collect"]
+    assert facts.efi.files is None and facts.efi.unknown["esp"] == "no EFI system partition found"
+    [f] = [f for f in registry.evaluate("windows", facts, "w") if f.check_id == "WIN-EFI-FALLBACK"]
+    assert f.status.value == "error" and "no EFI system partition found" in f.message

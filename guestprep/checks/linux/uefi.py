@@ -11,7 +11,7 @@ from typing import Iterable
 
 from guestprep.checks.base import Outcome, error, fail, ok, skip
 from guestprep.checks.registry import check
-from guestprep.facts.linux_efi import FALLBACK_PATH, MOK_NAMES, SECOND_STAGE, SHIM_NAMES, EfiFacts, basename, parent
+from guestprep.facts.efi import FALLBACK_PATH, MOK_NAMES, SECOND_STAGE, SHIM_NAMES, EfiFacts, basename, parent
 from guestprep.facts.linux_model import LinuxFacts
 from guestprep.models import Severity
 

@@ -2,7 +2,7 @@
 
 VMware keeps the "Windows Boot Manager" NVRAM entry (\\EFI\\Microsoft\\Boot\\bootmgfw.efi)
 in the VM's .nvram file, which does not move; Proxmox's new efidisk0 starts empty.
-Facts come from the ``efi`` member of the Windows collector document (efi_facts.ps1).
+Facts come from the ``efi`` member of the Windows collector document (collect.ps1).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 from guestprep.checks.base import Outcome, error, fail, ok, skip
 from guestprep.checks.registry import check
-from guestprep.facts.linux_efi import EfiFacts, windows_efi
+from guestprep.facts.efi import EfiFacts, windows_efi
 from guestprep.models import Severity
 
 FALLBACK = "\\EFI\\Boot\\bootx64.efi"
@@ -24,7 +24,7 @@ def _efi_or_reason(facts: Any) -> tuple[EfiFacts | None, Outcome | None]:
         return None, skip("guest boots via BIOS: no EFI loader is involved")
     efi = windows_efi(facts)
     if efi is None:
-        return None, error("the collector document has no 'efi' section (efi_facts.ps1 not integrated?): "
+        return None, error("the collector document has no 'efi' section (an older collect.ps1?): "
                            "cannot tell", "ESP")
     if efi.files is None:
         return None, error(f"cannot read the ESP: {efi.unknown.get('esp', 'not readable')}", "ESP")

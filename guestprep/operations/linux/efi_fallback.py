@@ -23,7 +23,7 @@ from typing import Any
 
 from guestprep.checks import registry as checks
 from guestprep.errors import OperationError
-from guestprep.facts.linux_efi import (
+from guestprep.facts.efi import (
     FALLBACK_PATH, MOK_NAMES, SECOND_STAGE, SHIM_NAMES, EfiFacts, EfiFile, basename, parent,
 )
 from guestprep.facts.linux_model import LinuxFacts

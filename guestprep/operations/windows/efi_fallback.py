@@ -1,7 +1,7 @@
 """windows.efi_fallback: \\EFI\\Boot\\bootx64.efi as a verified copy of bootmgfw.efi.
 
 Proxmox's new efidisk0 has no "Windows Boot Manager" NVRAM entry, so OVMF only tries
-\\EFI\\Boot\\bootx64.efi. The copy (guest_scripts/windows/efi_facts.ps1 in install mode)
+\\EFI\\Boot\\bootx64.efi. The copy (guest_scripts/windows/install-efi-fallback.ps1)
 checks bootmgfw.efi still has the planned SHA-256, writes under a temporary name,
 verifies the copy's hash, backs up and journals the old file, then renames. Unlike
 ``bcdboot C:\\Windows /f UEFI`` it leaves the BCD store and the NVRAM entries alone.
@@ -13,7 +13,7 @@ from typing import Any
 
 from guestprep.checks import registry as checks
 from guestprep.errors import OperationError
-from guestprep.facts.linux_efi import windows_efi
+from guestprep.facts.efi import windows_efi
 from guestprep.models import Change, Plan, Status
 from guestprep.operations.base import operation
 from guestprep.operations.windows._common import WindowsOperation, script_change
@@ -37,7 +37,7 @@ class WindowsEfiFallback(WindowsOperation):
             return plan
         efi = windows_efi(facts)
         if efi is None:
-            raise OperationError("the Windows facts have no 'efi' section (efi_facts.ps1 not part of the collector); "
+            raise OperationError("the Windows facts have no 'efi' section (an older collect.ps1?); "
                                  "nothing was changed")
         if efi.files is None:
             raise OperationError(f"cannot read the ESP ({efi.unknown.get('esp', 'not readable')}); nothing was changed")
@@ -58,8 +58,8 @@ class WindowsEfiFallback(WindowsOperation):
         plan.changes.append(Change(kind, FALLBACK, {"source": BOOTMGFW, "sha256": src.sha256,
                                                     "before_sha256": old.sha256 if old else None},
                                    f"- {FALLBACK} {old.sha256 if old else '(absent)'}\n+ {FALLBACK} {src.sha256}\n"))
-        plan.changes.append(script_change("efi_facts.ps1", {
-            "install_fallback": True, "source_sha256": src.sha256, "operation": self.id,
+        plan.changes.append(script_change("install-efi-fallback.ps1", {
+            "source_sha256": src.sha256, "operation": self.id,
             "run": options.get("run_id", "adhoc")}, f"copy {BOOTMGFW} -> {FALLBACK}, verified by SHA-256\n"))
         plan.reason = ("replace the stale " if old else "install ") + f"{FALLBACK} with a verified copy of {BOOTMGFW}"
         return plan

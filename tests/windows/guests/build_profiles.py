@@ -68,7 +68,7 @@ def uefi(p: dict, secure_boot: bool = True, tpm: bool = False) -> None:
 
 
 def esp(p: dict, sha: str) -> None:
-    """The collector's `efi` member (the UEFI area's efi_facts.ps1 shape): ESP files and bcdedit."""
+    """The collector's `efi` member (UEFI guests: collect.ps1's Get-EfiFacts): ESP files and bcdedit."""
     files = [("\\EFI\\Microsoft\\Boot\\bootmgfw.efi", 1548736, sha), ("\\EFI\\Microsoft\\Boot\\BCD", 32768, None),
              ("\\EFI\\Boot\\bootx64.efi", 1548736, sha)]
     p["efi"] = {

@@ -92,28 +92,38 @@ class FakeWindowsGuest:
         if self.collect_override is not None:
             return ScriptResult(self.collect_override)
         doc = copy.deepcopy(self.facts)
-        doc.pop("efi", None)   # the collector does not print it: efi_facts.ps1 does (UEFI guests)
+        doc["efi"] = self._efi_member(doc)
         escrow = ((doc.get("guestprep") or {}).get("bitlocker_escrow") or {})
         for v in doc.get("bitlocker") or []:
             if escrow.get(v["mount"]):
                 v["recovery_key_escrowed"] = True
         return ScriptResult((json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\r\n").encode("utf-8"))
 
-    def do_efi_facts(self, p: dict[str, Any]) -> dict[str, Any]:
+    @staticmethod
+    def _efi_member(doc: dict[str, Any]) -> dict[str, Any] | None:
+        """collect.ps1 prints "efi" for UEFI guests only; a guest whose profile has no ESP gets
+        what Get-EfiFacts prints when Get-Partition finds none."""
+        if (doc.get("firmware") or {}).get("type") != "uefi":
+            return None
+        if doc.get("efi") is not None:
+            return doc["efi"]
+        return {"firmware": "uefi", "secure_boot": doc["firmware"].get("secure_boot"), "esp": None, "files": None,
+                "bcdedit": {"rc": 0, "out": "", "err": ""}, "unknown": {"esp": "no EFI system partition found"}}
+
+    def do_install_efi_fallback(self, p: dict[str, Any]) -> dict[str, Any]:
         efi = self.facts.get("efi")
         if efi is None:
             raise GuestError("no EFI system partition found")
-        if p.get("install_fallback"):
-            files = {f["path"]: f for f in efi["files"]}
-            src = files["\\EFI\\Microsoft\\Boot\\bootmgfw.efi"]
-            if src["sha256"] != p["source_sha256"]:
-                raise GuestError("\\EFI\\Microsoft\\Boot\\bootmgfw.efi changed since the plan")
-            target = "\\EFI\\Boot\\bootx64.efi"
-            old = files.get(target)
-            self._journal(p["operation"], "file_replace" if old else "file_write", target,
-                          before_sha256=old["sha256"] if old else None)
-            efi["files"] = [f for f in efi["files"] if f["path"] != target] + [dict(src, path=target)]
-        return efi
+        files = {f["path"]: f for f in efi["files"]}
+        src = files["\\EFI\\Microsoft\\Boot\\bootmgfw.efi"]
+        if src["sha256"] != p["source_sha256"]:
+            raise GuestError("EFI\\Microsoft\\Boot\\bootmgfw.efi changed since the plan")
+        target = "\\EFI\\Boot\\bootx64.efi"
+        old = files.get(target)
+        kind = "file_replace" if old else "file_write"
+        self._journal(p["operation"], kind, target, before_sha256=old["sha256"] if old else None)
+        efi["files"] = [f for f in efi["files"] if f["path"] != target] + [dict(src, path=target)]
+        return {"ok": True, "target": target, "sha256": src["sha256"], "kind": kind}
 
     # ---------------------------------------------------------------- files
     def do_put_chunk(self, p: dict[str, Any]) -> dict[str, Any]:

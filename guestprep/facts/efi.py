@@ -2,7 +2,7 @@
 
 Parsed from the ``efi`` member of the Linux collector (guest_scripts/linux/collect.sh) and,
 with the same record, from the ``efi`` member of the Windows collector document
-(guest_scripts/windows/efi_facts.ps1). Pure functions; garbage raises CollectorError
+(guest_scripts/windows/collect.ps1, UEFI guests). Pure functions; garbage raises CollectorError
 naming the field. Paths are kept in firmware form (``\\EFI\\debian\\grubx64.efi``) and
 compared case-insensitively, as FAT and the firmware do.
 """
@@ -317,16 +317,5 @@ def parse_windows_efi(raw: Any, where: str = "windows collector: efi") -> EfiFac
 
 
 def windows_efi(facts: Any) -> EfiFacts | None:
-    """The EFI record of a WindowsFacts (from its raw document's ``efi`` member), cached on the object."""
-    cached = getattr(facts, "_efi_facts", None)
-    if cached is not None:
-        return cached
-    raw = (getattr(facts, "raw", None) or {}).get("efi")
-    if raw is None:
-        return None
-    efi = parse_windows_efi(raw)
-    try:
-        facts._efi_facts = efi
-    except AttributeError:
-        pass
-    return efi
+    """The EFI record of a WindowsFacts (parsed with the collector document); None: not reported."""
+    return getattr(facts, "efi", None)
