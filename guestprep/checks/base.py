@@ -58,6 +58,13 @@ class CheckMeta:
     fixed_by: str | None = None
     references: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    # A cross-source check reads several sources (not the one facts record of its os): the
+    # caller holding them all evaluates it, registry.evaluate() leaves it out.
+    sources: tuple[str, ...] = ()
+
+    @property
+    def cross_source(self) -> bool:
+        return bool(self.sources)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +78,7 @@ class CheckMeta:
             "fixed_by": self.fixed_by,
             "references": list(self.references),
             "tags": list(self.tags),
+            "sources": list(self.sources),
         }
 
 

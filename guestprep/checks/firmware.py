@@ -6,22 +6,47 @@ offline image audit (GPT + ESP implies UEFI; MBR implies BIOS: ``guestprep-host 
 --json``). The finalizer creates the Proxmox VM from the VM configuration; when the
 witnesses disagree, someone is about to create the wrong firmware, and that blocks.
 
-Not a registry check (it reads several sources, not one facts record): the fleet runner
-calls :func:`firmware_agreement` when VM facts are present.
+A registry check with ``sources`` (``checks list``/``show`` and reports carry its metadata),
+evaluated only by the fleet runner, which holds all three witnesses: :func:`for_report` once
+per guest with VM facts. Fewer than two known witnesses: skipped, saying which are missing.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
-from guestprep.checks.base import CheckMeta
-from guestprep.checks.registry import validate_meta
+from guestprep.checks import registry
+from guestprep.checks.base import Outcome, error, ok
 from guestprep.models import Finding, Severity, Status
 
-META = CheckMeta(
-    id="EFI-FIRMWARE-AGREE", severity=Severity.BLOCKER, os="vm", phase="pre",
+CHECK_ID = "EFI-FIRMWARE-AGREE"
+_NORMAL = {"uefi": "uefi", "efi": "uefi", "ovmf": "uefi", "bios": "bios", "legacy": "bios", "seabios": "bios"}
+
+
+@dataclass(frozen=True)
+class FirmwareWitnesses:
+    """What each source says (raw values, as reported) and a problem reading the image audit."""
+
+    guest_boot_mode: str | None = None
+    vm_firmware: str | None = None
+    image_firmware: str | None = None
+    image_problem: Outcome | None = None
+
+    def evidence(self) -> dict[str, Any]:
+        return {"guest_boot_mode": self.guest_boot_mode, "vm_firmware": self.vm_firmware,
+                "image_firmware": self.image_firmware}
+
+
+def normalise(value: Any) -> str | None:
+    """uefi | bios | None (unknown)."""
+    return _NORMAL.get(str(value).strip().lower()) if value not in (None, "") else None
+
+
+@registry.check(
+    id=CHECK_ID, severity=Severity.BLOCKER, os="vm", phase="pre",
     title="Guest, VM configuration and disk image agree on the firmware (UEFI or BIOS)",
     rationale="The Proxmox VM gets its firmware (OVMF or SeaBIOS) from the VM configuration. A guest that boots "
               "UEFI from a GPT+ESP disk but sits in a VM configured for BIOS (or the reverse: a .vmx edited, an "
@@ -30,56 +55,54 @@ META = CheckMeta(
                 "what it can boot; correct the VM configuration / hand-off firmware (bios=ovmf + efidisk0 for "
                 "UEFI) or the disk image.",
     references=("seed: UEFI vs BIOS, 'erro número um'", "issue 8: UEFI guests boot after the move"),
+    tags=("firmware", "uefi"),
+    sources=("guest facts (boot mode)", "VM configuration (vSphere config.firmware / .vmx)",
+             "image audit (guestprep-host audit --json, inventory var image_audit)"),
 )
-validate_meta(META)
-
-_NORMAL = {"uefi": "uefi", "efi": "uefi", "ovmf": "uefi", "bios": "bios", "legacy": "bios", "seabios": "bios"}
-
-
-def normalise(value: Any) -> str | None:
-    """uefi | bios | None (unknown)."""
-    return _NORMAL.get(str(value).strip().lower()) if value not in (None, "") else None
-
-
-def _finding(guest: str, status: Status, message: str, evidence: dict) -> Finding:
-    return Finding(guest=guest, check_id=META.id, severity=META.severity, status=status, title=META.title,
-                   message=message, resource="firmware", evidence=evidence,
-                   remediation=META.remediation if status is not Status.PASS else "")
-
-
-def firmware_agreement(guest_boot_mode: str | None, vm_firmware: str | None, image_firmware: str | None,
-                       guest: str) -> list[Finding]:
-    witnesses = {"guest": normalise(guest_boot_mode), "vm": normalise(vm_firmware), "image": normalise(image_firmware)}
-    evidence = {"guest_boot_mode": guest_boot_mode, "vm_firmware": vm_firmware, "image_firmware": image_firmware}
+def firmware_agree(w: Any) -> Iterable[Outcome]:
+    if not isinstance(w, FirmwareWitnesses):  # one facts record alone (e.g. the VM's) is not enough to judge
+        yield Outcome(Status.SKIPPED, "not applicable: compares the guest, the VM configuration and the image "
+                      "audit; the fleet runner evaluates it when it has VM facts", "firmware", {})
+        return
+    if w.image_problem is not None:
+        yield w.image_problem
+        return
+    witnesses = {"guest": normalise(w.guest_boot_mode), "vm": normalise(w.vm_firmware),
+                 "image": normalise(w.image_firmware)}
     known = {k: v for k, v in witnesses.items() if v}
     if len(known) < 2:
-        return [_finding(guest, Status.SKIPPED, "fewer than two sources know the firmware "
-                         f"({', '.join(f'{k}={v}' for k, v in known.items()) or 'none'})", evidence)]
+        yield Outcome(Status.SKIPPED, "fewer than two sources know the firmware "
+                      f"({', '.join(f'{k}={v}' for k, v in known.items()) or 'none'})", "firmware", w.evidence())
+        return
     if len(set(known.values())) == 1:
-        value = next(iter(known.values()))
-        return [_finding(guest, Status.PASS, f"{' and '.join(known)} agree: {value}", evidence)]
+        yield ok("firmware", f"{' and '.join(known)} agree: {next(iter(known.values()))}", **w.evidence())
+        return
     said = ", ".join(f"{k} says {v}" for k, v in known.items())
     truth = known.get("guest")
     hint = f"; the guest really boots {truth}, so the Proxmox VM must be {'OVMF + efidisk0' if truth == 'uefi' else 'SeaBIOS'}" \
         if truth else ""
-    return [_finding(guest, Status.FAIL, f"firmware disagreement: {said}{hint}", evidence)]
+    yield Outcome(Status.FAIL, f"firmware disagreement: {said}{hint}", "firmware", w.evidence())
 
 
-def image_audit_firmware(path: str | Path, guest: str) -> tuple[str | None, Finding | None]:
-    """The firmware a ``guestprep-host audit --json`` document implies, or an error finding naming the file."""
+def firmware_agreement(guest_boot_mode: str | None, vm_firmware: str | None, image_firmware: str | None,
+                       guest: str) -> list[Finding]:
+    return registry.get(CHECK_ID).evaluate(FirmwareWitnesses(guest_boot_mode, vm_firmware, image_firmware), guest)
+
+
+def image_audit_firmware(path: str | Path) -> tuple[str | None, Outcome | None]:
+    """The firmware a ``guestprep-host audit --json`` document implies, or an error outcome naming the file."""
     p = Path(path)
+    where = {"image_audit": str(p)}
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
-        return None, _finding(guest, Status.ERROR, f"cannot read the image audit {p}: {exc}", {"image_audit": str(p)})
+        return None, error(f"cannot read the image audit {p}: {exc}", "firmware", **where)
     except json.JSONDecodeError as exc:
-        return None, _finding(guest, Status.ERROR, f"image audit {p} is not JSON ({exc.msg} at line {exc.lineno})",
-                              {"image_audit": str(p)})
+        return None, error(f"image audit {p} is not JSON ({exc.msg} at line {exc.lineno})", "firmware", **where)
     fw = doc.get("firmware") if isinstance(doc, Mapping) else None
     if fw not in ("uefi", "bios", "unknown"):
-        return None, _finding(guest, Status.ERROR, f"image audit {p}: 'firmware' is {fw!r}, expected uefi, bios or "
-                                                   "unknown (the output of `guestprep-host audit --json`)",
-                              {"image_audit": str(p)})
+        return None, error(f"image audit {p}: 'firmware' is {fw!r}, expected uefi, bios or unknown (the output of "
+                           "`guestprep-host audit --json`)", "firmware", **where)
     return (None if fw == "unknown" else fw), None
 
 
@@ -87,13 +110,12 @@ def for_report(facts_summary: Mapping[str, Any], vm: Any, guest: Any) -> list[Fi
     """The fleet runner's call: guest boot mode from the facts summary, the VM's firmware, and the
     image audit named by the guest's inventory var ``image_audit`` (optional)."""
     guest_mode = facts_summary.get("boot_mode") or facts_summary.get("firmware")
-    image_fw = None
+    image_fw, problem = None, None
     audit_path = (getattr(guest, "vars", None) or {}).get("image_audit")
     if audit_path:
         source = getattr(guest, "source", "") or ""
         if not Path(audit_path).is_absolute() and ":" in source:  # relative to the inventory file, like vm_facts
             audit_path = Path(source.rsplit(":", 1)[0]).parent / audit_path
-        image_fw, problem = image_audit_firmware(audit_path, guest.name)
-        if problem:
-            return [problem]
-    return firmware_agreement(guest_mode, getattr(vm, "firmware", None), image_fw, guest.name)
+        image_fw, problem = image_audit_firmware(audit_path)
+    witnesses = FirmwareWitnesses(guest_mode, getattr(vm, "firmware", None), image_fw, problem)
+    return registry.get(CHECK_ID).evaluate(witnesses, guest.name)

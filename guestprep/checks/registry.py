@@ -1,7 +1,9 @@
 """The check registry: one place that knows every check, refuses duplicates.
 
 Check modules register with the :func:`check` decorator at import time;
-:func:`load_all` imports every check package so the registry is complete.
+:func:`load_all` imports every check package so the registry is complete. A check with
+``sources`` reads more than one facts record (EFI-FIRMWARE-AGREE): it is listed like any
+other, but :func:`evaluate` leaves it to the caller that holds those sources (the fleet runner).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ class RegistryError(Exception):
 
 _REGISTRY: dict[str, Check] = {}
 _CHECK_PACKAGES = ("guestprep.checks.linux", "guestprep.checks.windows", "guestprep.checks.vm")
+_CHECK_MODULES = ("guestprep.checks.common", "guestprep.checks.firmware")
 
 
 def check(
@@ -34,10 +37,12 @@ def check(
     fixed_by: str | None = None,
     references: Iterable[str] = (),
     tags: Iterable[str] = (),
+    sources: Iterable[str] = (),
 ) -> Callable[[Callable[[Any], Iterable[Outcome]]], Callable[[Any], Iterable[Outcome]]]:
     meta = CheckMeta(
         id=id, title=title, severity=severity, os=os, phase=phase, rationale=rationale,
         remediation=remediation, fixed_by=fixed_by, references=tuple(references), tags=tuple(tags),
+        sources=tuple(sources),
     )
     validate_meta(meta)
 
@@ -68,7 +73,8 @@ def validate_meta(meta: CheckMeta) -> None:
 
 
 def load_all() -> dict[str, Check]:
-    importlib.import_module("guestprep.checks.common")
+    for mod_name in _CHECK_MODULES:
+        importlib.import_module(mod_name)
     for pkg_name in _CHECK_PACKAGES:
         pkg = importlib.import_module(pkg_name)
         for mod in pkgutil.iter_modules(pkg.__path__):
@@ -93,7 +99,9 @@ def get(check_id: str) -> Check:
 
 
 def evaluate(os: str, facts: Any, guest: str, phase: str = "pre") -> list[Finding]:
+    """Every check of ``os`` on its one facts record; cross-source checks run where their sources meet."""
     findings: list[Finding] = []
     for c in all_checks(os, phase):
-        findings.extend(c.evaluate(facts, guest))
+        if not c.meta.cross_source:
+            findings.extend(c.evaluate(facts, guest))
     return findings

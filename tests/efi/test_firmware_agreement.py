@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from guestprep.checks.firmware import firmware_agreement, image_audit_firmware
-from guestprep.models import SourceVM
+from guestprep.checks import registry
+from guestprep.checks.firmware import FirmwareWitnesses, firmware_agreement, for_report, image_audit_firmware
+from guestprep.models import Guest, SourceVM
 
 pytestmark = pytest.mark.unit
 
@@ -44,8 +45,65 @@ def test_the_guest_is_named_as_the_truth():
 def test_bad_image_audit_is_an_error_naming_the_file(tmp_path, content, needle):
     p = tmp_path / "audit.json"
     p.write_text(content)
-    fw, problem = image_audit_firmware(p, "g1")
+    fw, problem = image_audit_firmware(p)
     assert fw is None and problem.status.value == "error" and needle in problem.message and str(p) in problem.message
+
+
+FIXTURES = sorted((Path(__file__).resolve().parents[1] / "checks" / "EFI-FIRMWARE-AGREE").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
+def test_fixture(path):
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    findings = registry.get("EFI-FIRMWARE-AGREE").evaluate(FirmwareWitnesses(**doc["facts"]), "g1")
+    assert sorted((f.status.value, f.resource) for f in findings) == \
+        sorted((e["status"], e["resource"]) for e in doc["expect"]), [f.message for f in findings]
+    for f in findings:
+        assert f.evidence == doc["facts"] and f.message
+        assert bool(f.remediation) is (f.status.value != "pass")
+
+
+def test_fixtures_cover_pass_fail_and_skipped():
+    statuses = {e["status"] for p in FIXTURES for e in json.loads(p.read_text())["expect"]}
+    assert {"pass", "fail", "skipped"} <= statuses
+
+
+def test_registered_with_its_sources_but_left_out_of_single_record_evaluation():
+    c = registry.get("EFI-FIRMWARE-AGREE")
+    assert c in registry.all_checks("vm") and c.meta.cross_source and len(c.meta.sources) == 3
+    vm = SourceVM(name="vm1", firmware="bios")
+    assert "EFI-FIRMWARE-AGREE" not in {f.check_id for f in registry.evaluate("vm", vm, "g1")}
+    # evaluated on one record by mistake, it says why it does not apply instead of crashing
+    [f] = c.evaluate(vm, "g1")
+    assert f.status.value == "skipped" and "not applicable" in f.message
+
+
+def test_for_report_runs_it_once_and_a_missing_guest_source_is_skipped_with_a_reason():
+    guest = Guest(name="g1", address="10.0.0.1")
+    [f] = for_report({}, SourceVM(name="vm1", firmware="efi"), guest)   # collector failed: no boot mode
+    assert f.status.value == "skipped" and "vm=uefi" in f.message
+    [f] = for_report({"firmware": "bios"}, SourceVM(name="vm1", firmware="efi"), guest)
+    assert f.status.value == "fail" and f.check_id == "EFI-FIRMWARE-AGREE"
+
+
+def test_bad_image_audit_in_the_fleet_path_is_one_error_finding(tmp_path):
+    (tmp_path / "audit.json").write_text("{")
+    guest = Guest(name="g1", address="10.0.0.1", vars={"image_audit": str(tmp_path / "audit.json")})
+    [f] = for_report({"firmware": "uefi"}, SourceVM(name="vm1", firmware="efi"), guest)
+    assert f.status.value == "error" and "not JSON" in f.message and f.evidence == {"image_audit": str(tmp_path / "audit.json")}
+
+
+def test_checks_list_and_show_name_it():
+    exe = Path(sys.executable).with_name("guestprep")
+    res = subprocess.run([str(exe), "checks", "list", "--json"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    [meta] = [c for c in json.loads(res.stdout) if c["id"] == "EFI-FIRMWARE-AGREE"]
+    assert meta["severity"] == "blocker" and meta["os"] == "vm" and meta["remediation"] and len(meta["sources"]) == 3
+    res = subprocess.run([str(exe), "checks", "list"], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "COLUMNS": "250"})
+    assert "EFI-FIRMWARE-AGREE" in res.stdout
+    res = subprocess.run([str(exe), "checks", "show", "efi-firmware-agree"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and json.loads(res.stdout)["title"].startswith("Guest, VM configuration and disk image")
 
 
 def make_image(path: Path, esp: bool) -> None:
