@@ -194,18 +194,6 @@ def coexist_attach(
                 **_conn(server, user, password_env, ca_bundle, thumbprint, insecure, timeout))
 
 
-@coexist_app.command("detach")
-def coexist_detach(
-    vm: str = VmArg, apply: bool = ApplyOpt, as_json: bool = JsonOpt, journal: Optional[Path] = JournalOpt,
-    server: str = ServerOpt, user: str = UserOpt, password_env: str = PasswordEnvOpt,
-    ca_bundle: Optional[Path] = CaOpt, thumbprint: Optional[str] = ThumbOpt, insecure: bool = InsecureOpt,
-    timeout: float = TimeoutOpt,
-) -> int:
-    """Remove the coexistence disk guestprep attached, delete its file and its empty controller."""
-    return _run("vm.coexistence_disk_detach", vm, {}, apply=apply, as_json=as_json, journal=journal,
-                **_conn(server, user, password_env, ca_bundle, thumbprint, insecure, timeout))
-
-
 @power_app.command("off")
 def power_off(
     vm: str = VmArg,
@@ -223,16 +211,30 @@ def power_off(
                 journal=journal, **_conn(server, user, password_env, ca_bundle, thumbprint, insecure, timeout))
 
 
-@power_app.command("on")
-def power_on(
-    vm: str = VmArg, apply: bool = ApplyOpt, as_json: bool = JsonOpt, journal: Optional[Path] = JournalOpt,
-    server: str = ServerOpt, user: str = UserOpt, password_env: str = PasswordEnvOpt,
-    ca_bundle: Optional[Path] = CaOpt, thumbprint: Optional[str] = ThumbOpt, insecure: bool = InsecureOpt,
-    timeout: float = TimeoutOpt,
-) -> int:
-    """Power the VM on (preparation window, or rollback after a cutover)."""
-    return _run("vm.power_on", vm, {}, apply=apply, as_json=as_json, journal=journal,
-                **_conn(server, user, password_env, ca_bundle, thumbprint, insecure, timeout))
+def _plain_vm_command(app: typer.Typer, name: str, op_id: str, help_text: str) -> None:
+    """Register a command that runs one VM operation with no options of its own (plan, or --apply)."""
+
+    def command(
+        vm: str = VmArg, apply: bool = ApplyOpt, as_json: bool = JsonOpt, journal: Optional[Path] = JournalOpt,
+        server: str = ServerOpt, user: str = UserOpt, password_env: str = PasswordEnvOpt,
+        ca_bundle: Optional[Path] = CaOpt, thumbprint: Optional[str] = ThumbOpt, insecure: bool = InsecureOpt,
+        timeout: float = TimeoutOpt,
+    ) -> int:
+        return _run(op_id, vm, {}, apply=apply, as_json=as_json, journal=journal,
+                    **_conn(server, user, password_env, ca_bundle, thumbprint, insecure, timeout))
+
+    command.__name__ = f"{op_id.replace('.', '_')}_command"
+    app.command(name, help=help_text)(command)
+
+
+# The operations that take no options: (group, command, operation, help)
+_PLAIN_VM_COMMANDS = (
+    (coexist_app, "detach", "vm.coexistence_disk_detach",
+     "Remove the coexistence disk guestprep attached, delete its file and its empty controller."),
+    (power_app, "on", "vm.power_on", "Power the VM on (preparation window, or rollback after a cutover)."),
+)
+for _group, _name, _op_id, _help in _PLAIN_VM_COMMANDS:
+    _plain_vm_command(_group, _name, _op_id, _help)
 
 
 @vm_app.command("snapshot")
