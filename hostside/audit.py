@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from guestprep.errors import GuestprepError
 from guestprep.models import Finding, Severity, Status
 from hostside import filesystems, partitions
 from hostside.image import Source
@@ -147,3 +148,18 @@ def _findings(result: AuditResult, guest: str):
            "unknown": "no boot layout recognised"}[fw]
     yield _finding(guest, "IMG-FIRMWARE-UEFI", fw != "uefi", msg,
                    evidence={"firmware": fw, "esp_partitions": esp})
+
+
+def manifest_section(source: Source, guest: str | None = None) -> dict:
+    """The audit as the conversion manifest records it; a disk qemu can convert but
+    whose table we cannot read gets the error instead of stopping the conversion."""
+    try:
+        result = audit(source, guest)
+    except GuestprepError as exc:
+        return {"performed": False, "error": str(exc)}
+    d = result.to_dict()
+    d["performed"] = True
+    d["failing"] = [{"check_id": f.check_id, "severity": f.severity.value,
+                     "resource": f.resource, "message": f.message}
+                    for f in result.findings if f.failing]
+    return d

@@ -3,6 +3,7 @@
     guestprep-host inspect SRC [--json]
     guestprep-host audit SRC [--json] [--fail-on warning]
     guestprep-host convert SRC --to qcow2|zvol|lvmthin|raw --dest DEST [--json]
+    guestprep-host convert --handoff VM.handoff.json [--disk LABEL] [--dry-run] [--json]
 
 Exit codes: 0 ok, 1 findings / verification failure, 2 bad input or usage,
 3 a tool is missing or failed, 130 interrupted (partial target removed).
@@ -21,6 +22,7 @@ from hostside import image, remote
 # audit/convert/storage (and guestprep.models) are imported by the command that
 # needs them: start-up time is part of every conversion the benchmark measures.
 SEVERITIES = ("info", "warning", "blocker")
+DEFAULT_STORAGE_CFG = "/etc/pve/storage.cfg"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,8 +31,9 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message, self.prog)
 
 
-def _source_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("src", help="image file, .vmdk descriptor, block device or https:// URL")
+def _source_args(p: argparse.ArgumentParser, optional: bool = False) -> None:
+    p.add_argument("src", nargs="?" if optional else None,
+                   help="image file, .vmdk descriptor, block device or https:// URL")
     p.add_argument("--format", choices=image.FORMATS, help="skip format detection")
     p.add_argument("--chain", action="store_true",
                    help="accept a snapshot chain and read it through its top image")
@@ -55,17 +58,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guest", help="name used in findings (default: the source)")
     p.add_argument("--fail-on", choices=SEVERITIES, default="warning",
                    help="exit 1 when a failing finding is at or above this severity")
-    p = sub.add_parser("convert", help="convert into a new qcow2/zvol/LVM-thin/raw target")
-    _source_args(p)
-    p.add_argument("--to", required=True, choices=["qcow2", "raw", "zvol", "lvmthin"])
-    p.add_argument("--dest", required=True,
+    p = sub.add_parser("convert", help="convert into a new qcow2/zvol/LVM-thin/raw target, "
+                                       "one disk or every disk of a hand-off document")
+    _source_args(p, optional=True)
+    p.add_argument("--to", choices=["qcow2", "raw", "zvol", "lvmthin"],
+                   help="target kind (with --handoff: qcow2/raw override the format)")
+    p.add_argument("--dest",
                    help="file path, block device, pool/dataset/name (zvol) or "
                         "vg/thinpool/name (lvmthin)")
+    p.add_argument("--handoff", metavar="FILE",
+                   help="read disks, sources, target volumes and format from a "
+                        "`guestprep handoff` document (flags below override it)")
+    p.add_argument("--disk", action="append", default=[], metavar="LABEL",
+                   help="with --handoff: convert only this disk (repeatable)")
+    p.add_argument("--source", action="append", default=[], metavar="LABEL=SRC",
+                   help="with --handoff: read this disk from SRC instead (repeatable)")
+    p.add_argument("--storage", metavar="ID",
+                   help="with --handoff: put the volumes on this Proxmox storage instead")
+    p.add_argument("--storage-cfg", metavar="FILE", default=None,
+                   help=f"with --handoff: Proxmox storage definitions "
+                        f"(default {DEFAULT_STORAGE_CFG})")
+    p.add_argument("--dry-run", action="store_true",
+                   help="inspect, audit and check every disk and print the plan; create nothing")
     p.add_argument("--compress", action="store_true", help="qcow2 compression (-c)")
     p.add_argument("--no-verify", action="store_true", help="skip qemu-img compare/check")
     p.add_argument("--allow-qcow2-on-zfs", action="store_true",
                    help="accept qcow2 on a ZFS-backed directory (double copy-on-write)")
-    p.add_argument("--volblocksize", default="16k", help="zvol volblocksize (default 16k)")
+    p.add_argument("--volblocksize", default=None,
+                   help="zvol volblocksize (default: the storage's blocksize, else 16k)")
     p.add_argument("--overwrite-device", action="store_true",
                    help="raw onto a block device that already holds data")
     p.add_argument("--manifest", help="manifest path (default: beside the target)")
@@ -155,53 +175,180 @@ def cmd_audit(args, secrets) -> int:
 
 
 class _Progress:
-    def __init__(self, mode: str):
+    def __init__(self, mode: str, disk: str | None = None):
         if mode == "auto":
             mode = "bar" if sys.stderr.isatty() else "none"
         self.mode = mode
+        self.disk = disk   # named in JSON events when a run converts several disks
+
+    def _event(self, doc: dict) -> None:
+        if self.disk is not None:
+            doc["disk"] = self.disk
+        sys.stderr.write(json.dumps(doc) + "\n")
+        sys.stderr.flush()
 
     def __call__(self, pct: float) -> None:
         if self.mode == "json":
-            sys.stderr.write(json.dumps({"event": "progress", "percent": pct}) + "\n")
-            sys.stderr.flush()
+            self._event({"event": "progress", "percent": pct})
         elif self.mode == "bar":
             filled = int(pct / 100 * 40)
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (40 - filled)}] {pct:6.2f}%")
+            name = f"{self.disk}: " if self.disk else ""
+            sys.stderr.write(f"\r{name}[{'#' * filled}{'.' * (40 - filled)}] {pct:6.2f}%")
             sys.stderr.flush()
 
     def done(self) -> None:
         if self.mode == "bar":
             sys.stderr.write("\n")
         elif self.mode == "json":
-            sys.stderr.write(json.dumps({"event": "done"}) + "\n")
+            self._event({"event": "done"})
+
+
+def _parse_sources(values: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for v in values:
+        label, sep, src = v.partition("=")
+        if not sep or not label or not src:
+            raise ConfigError(f"expected LABEL=SRC, got {v!r}", "--source")
+        out[label] = src
+    return out
+
+
+def _convert_jobs(args):
+    """(jobs, hand-off document or None) from the command line."""
+    from hostside import handoff
+
+    handoff_only = [f for f, v in (("--disk", args.disk), ("--source", args.source),
+                                   ("--storage", args.storage), ("--storage-cfg", args.storage_cfg))
+                    if v]
+    if args.handoff is None:
+        if handoff_only:
+            raise ConfigError(f"{', '.join(handoff_only)} only apply with --handoff", "arguments")
+        missing = [n for n, v in (("SRC", args.src), ("--to", args.to), ("--dest", args.dest))
+                   if not v]
+        if missing:
+            raise ConfigError(f"missing {', '.join(missing)} (or give --handoff FILE)", "convert")
+        job = handoff.DiskJob(args.src, "arguments", source=args.src, source_from="SRC",
+                              kind=args.to, dest=args.dest)
+        return [job], None
+    if args.src:
+        raise ConfigError("give either SRC or --handoff (use --source LABEL=SRC to override "
+                          "one disk's source)", "arguments")
+    if args.dest and not args.to:
+        raise ConfigError("--dest needs --to (what kind of target it is)", "--dest")
+    if args.to in ("zvol", "lvmthin") and not args.dest:
+        raise ConfigError(f"--to {args.to} needs --dest with --handoff (otherwise the "
+                          "storage decides the kind)", "--to")
+    doc = handoff.load(args.handoff)
+    ov = handoff.Overrides(disks=args.disk, sources=_parse_sources(args.source),
+                           storage=args.storage,
+                           fmt=args.to if args.to in ("qcow2", "raw") and not args.dest else None,
+                           kind=args.to if args.dest else None, dest=args.dest)
+    cfg_path = args.storage_cfg or DEFAULT_STORAGE_CFG
+    cache: dict = {}
+
+    def storages():
+        from hostside import pvestorage
+        if "cfg" not in cache:
+            cache["cfg"] = pvestorage.load_storage_cfg(cfg_path)
+        return cache["cfg"]
+
+    jobs = handoff.plan(doc, ov, storages, cfg_path)
+    if args.manifest and sum(1 for j in jobs if not j.skipped) > 1:
+        raise ConfigError("one manifest path for several disks: drop --manifest (each "
+                          "manifest goes beside its target) or choose one --disk", "--manifest")
+    return jobs, doc
+
+
+def _audit_line(audit: dict) -> str:
+    if not audit.get("performed"):
+        return f"audit: not performed ({audit.get('error')})"
+    failing = audit.get("failing") or []
+    table = audit.get("table") or {}
+    head = f"audit: {str(table.get('scheme', '?')).upper()}, firmware {audit.get('firmware')}"
+    if not failing:
+        return head + ", no findings"
+    return head + "; " + "; ".join(f"[{f['severity']}] {f['check_id']} {f['resource']}".rstrip()
+                                   for f in failing)
+
+
+def _print_plan(doc, jobs, readies) -> None:
+    by_label = {r.job.label: r for r in readies}
+    if doc is not None:
+        print(f"hand-off {doc.path} (sha256 {doc.sha256[:16]}): VM {doc.vm_name}, "
+              f"uuid {doc.uuid_bios or '?'}")
+    for job in jobs:
+        if job.skipped:
+            print(f"  {job.label}: skipped: {job.skipped}")
+            continue
+        r = by_label[job.label]
+        src = r.source
+        print(f"  {job.label}: {src.spec.label} ({src.format}, virtual "
+              f"{_human_size(src.virtual_size)}) [from {job.source_from}]")
+        into = f"{job.volid} = " if job.volid else ""
+        print(f"    -> {into}{r.target.kind} {r.target.label} ({r.target.fmt})")
+        if r.prep is not None:
+            print(f"    needs ~{_human_size(int(r.prep.measured['required']))}; manifest "
+                  f"{r.prep.manifest_path}")
+        for n in r.notes:
+            print(f"    note: {n}")
+        print(f"    {_audit_line(r.audit)}")
+        for w in job.warnings + r.target.warnings:
+            print(f"    warning: {w}")
 
 
 def cmd_convert(args, secrets) -> int:
+    from hostside import batch
     from hostside import convert as convert_mod
-    from hostside import storage
 
-    src = image.inspect(args.src, _source_options(args), secrets)
-    target = storage.make_target(args.to, args.dest,
-                                 allow_qcow2_on_zfs=args.allow_qcow2_on_zfs,
-                                 volblocksize=args.volblocksize,
-                                 overwrite_device=args.overwrite_device)
-    progress = _Progress(args.progress)
     if args.stall_timeout <= 0:
         raise ConfigError("must be a positive number of seconds", "--stall-timeout")
+    jobs, doc = _convert_jobs(args)
     opts = convert_mod.ConvertOptions(compress=args.compress, verify=not args.no_verify,
                                       manifest=args.manifest, stall_timeout=args.stall_timeout)
-    manifest = convert_mod.run_convert(src, target, opts, progress)
-    progress.done()
+    topts = batch.TargetOptions(allow_qcow2_on_zfs=args.allow_qcow2_on_zfs,
+                                volblocksize=args.volblocksize,
+                                overwrite_device=args.overwrite_device)
+    made_dirs: list[str] = []
+    converted = False
+    try:
+        readies = batch.prepare_all(jobs, doc, _source_options(args), secrets, topts, opts,
+                                    dry_run=args.dry_run, made_dirs=made_dirs)
+        if args.dry_run:
+            if args.json:
+                _print_json({"dry_run": True, "handoff": doc.identity() if doc else None,
+                             "disks": [r.plan_dict() for r in readies]
+                             + [j.to_dict() for j in jobs if j.skipped]})
+            else:
+                _print_plan(doc, jobs, readies)
+                print("dry run: nothing was created")
+            return EXIT_OK
+        several = doc is not None
+        manifests = batch.execute_all(
+            readies, doc, lambda job: _Progress(args.progress, job.label if several else None))
+        converted = True
+    finally:
+        if not converted:
+            batch.remove_dirs(made_dirs)
     if args.json:
-        _print_json(manifest)
-    else:
-        for w in target.warnings:
-            print(f"warning: {w}", file=sys.stderr)
+        if doc is None:
+            _print_json(manifests[0])
+        else:
+            _print_json({"handoff": doc.identity(), "disks": manifests,
+                         "skipped": [j.to_dict() for j in jobs if j.skipped]})
+        return EXIT_OK
+    for r, manifest in zip(readies, manifests):
+        for w in r.job.warnings + r.target.warnings:
+            print(f"warning: {r.job.label}: {w}" if doc else f"warning: {w}", file=sys.stderr)
         ver = manifest["verification"]
-        print(f"{src.spec.label} -> {target.path} ({target.kind}): "
+        into = f" = {r.job.volid}" if r.job.volid else ""
+        print(f"{r.source.spec.label} -> {r.target.path}{into} ({r.target.kind}): "
               f"{manifest['timings'].get('convert_s')}s, "
               f"verified: {'yes' if ver.get('ok') else 'skipped'}")
+        print(f"  {_audit_line(manifest['audit'])}")
         print(f"manifest: {manifest['manifest_path']}")
+    for j in jobs:
+        if j.skipped:
+            print(f"{j.label}: skipped: {j.skipped}")
     return EXIT_OK
 
 

@@ -24,7 +24,7 @@ from hostside.errors import (GuestprepError, InputError, Interrupted, TargetRefu
 from hostside.image import Source
 from hostside.storage import Target
 
-MANIFEST_SCHEMA = "guestprep.host-manifest/1"
+MANIFEST_SCHEMA = "guestprep.host-manifest/2"  # /2 added audit and handoff
 _PROGRESS_RE = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 
 ProgressFn = Callable[[float], None]
@@ -92,8 +92,20 @@ def _on_sigterm(signum, frame):
     raise _Terminate()
 
 
-def run_convert(source: Source, target: Target, opts: ConvertOptions,
-                progress: ProgressFn | None = None) -> dict:
+@dataclass
+class Prepared:
+    """A conversion whose checks passed and which has created nothing yet."""
+
+    source: Source
+    target: Target
+    opts: ConvertOptions
+    measured: dict
+    manifest_path: str
+    timings: dict
+
+
+def prepare(source: Source, target: Target, opts: ConvertOptions) -> Prepared:
+    """Every check that can fail before anything is created: size, space, target, manifest."""
     if opts.compress and target.fmt != "qcow2":
         raise InputError("--compress only applies to qcow2 targets", "--compress")
     t0 = time.monotonic()
@@ -104,7 +116,20 @@ def run_convert(source: Source, target: Target, opts: ConvertOptions,
     mpath = manifest_path(target, opts.manifest)
     if os.path.lexists(mpath):
         raise TargetRefused("manifest already exists; refusing to overwrite it", mpath)
-    timings = {"preflight_s": round(time.monotonic() - t0, 3)}
+    return Prepared(source, target, opts, measured, mpath,
+                    {"preflight_s": round(time.monotonic() - t0, 3)})
+
+
+def run_convert(source: Source, target: Target, opts: ConvertOptions,
+                progress: ProgressFn | None = None, extra: dict | None = None) -> dict:
+    return execute(prepare(source, target, opts), progress, extra)
+
+
+def execute(prep: Prepared, progress: ProgressFn | None = None,
+            extra: dict | None = None) -> dict:
+    """Create the target, convert, verify, write the manifest (`extra` adds sections)."""
+    source, target, opts, timings = prep.source, prep.target, prep.opts, dict(prep.timings)
+    mpath = prep.manifest_path
     old_term = signal.signal(signal.SIGTERM, _on_sigterm)
     state = {"writing": False}
     try:
@@ -121,7 +146,8 @@ def run_convert(source: Source, target: Target, opts: ConvertOptions,
             t3 = time.monotonic()
             verification = verify(source, target)
             timings["verify_s"] = round(time.monotonic() - t3, 3)
-        manifest = _manifest(source, target, args, measured, timings, verification)
+        manifest = _manifest(source, target, args, prep.measured, timings, verification)
+        manifest.update(extra or {})
         _write_exclusive(mpath, manifest)
         manifest["manifest_path"] = mpath
         return manifest
@@ -291,7 +317,7 @@ def _manifest(source: Source, target: Target, args: list[str], measured: dict,
 
 
 def _write_exclusive(path: str, data: dict) -> None:
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"  # serialised first: no half file
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
+        f.write(text)
