@@ -8,45 +8,45 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.syntax import Syntax
 
-from guestprep.errors import ConfigError
+from guestprep.errors import ConfigError, GuestprepError
+from guestprep.operations.render import prepare_block
 
 console = Console()
+err_console = Console(stderr=True)
+
+# Plans only read guests, like preflight. Apply and rollback change guests: at most 8 at once keeps
+# a mistake (bad package source, wrong inventory group) to a few guests before Ctrl-C, and keeps
+# initramfs rebuilds off shared datastores and package mirrors in bursts of dozens.
+PLAN_PARALLEL = 32
+CHANGE_PARALLEL = 8
+
+ParallelOpt = typer.Option(None, "--parallel", "-p", min=1, max=1024,
+                           help=f"Guests handled at once (default {PLAN_PARALLEL} for plans, "
+                                f"{CHANGE_PARALLEL} for --apply and rollback).")
+JsonOutOpt = typer.Option(None, "--json-out", dir_okay=False,
+                          help="Also write per-guest results (status, planned/applied/verified ops, error) to FILE "
+                               "as JSON, atomically.")
 
 
 def render(results, applied: bool) -> None:
     for r in results:
-        console.rule(f"[bold]{escape(r.guest)}[/] ({r.os})" + (f"  run {r.run_id}" if applied else ""))
-        if r.error:
-            console.print(f"[red]error:[/] {escape(r.error)}")
-            continue
-        for o in r.ops:
-            if o.error:
-                console.print(f"[red]✗ {o.operation}[/]: {escape(o.error)}")
-                continue
-            p = o.plan
-            if p.empty:
-                console.print(f"[green]✓ {o.operation}[/]: nothing to do ({escape(p.reason)})")
-            else:
-                state = ""
-                if o.verified is True:
-                    state = " [green]applied, verified[/]"
-                elif o.verified is False:
-                    state = " [red]applied, NOT verified[/]"
-                console.print(f"[yellow]● {o.operation}[/]: {escape(p.reason)}{state}")
-                for c in p.changes:
-                    console.print(f"    {c.kind:18} {escape(c.target)}")
-                    if c.diff:
-                        console.print(Syntax(c.diff.rstrip("\n"), "diff", theme="ansi_dark", background_color="default"))
-            for w in p.warnings:
-                console.print(f"    [yellow]warning:[/] {escape(w)}")
-            for prob in o.problems:
-                console.print(f"    [red]verify:[/] {escape(prob)}")
-        total = r.changes
-        verb = "applied" if applied else "planned (run with --apply to change the guest)"
-        console.print(f"{total} change(s) {verb}" if total else "nothing to change")
+        console.print(prepare_block(r, applied))
+
+
+def _on_interrupt(presses: int) -> None:
+    if presses == 1:
+        err_console.print("[yellow]interrupted:[/] no new guest starts; running guests stop after the operation in "
+                          "progress (their journals stay valid). Ctrl-C again closes their connections.")
+    else:
+        err_console.print("[yellow]aborting:[/] closing connections; steps already on a guest finish there")
+
+
+def _crashed_result(guest, exc: BaseException):
+    from guestprep.facts import os_of
+    from guestprep.operations.engine import GuestResult
+
+    return GuestResult(guest.name, os_of(guest), error=f"internal error: {type(exc).__name__}: {exc}", error_code=1)
 
 
 def register(app: typer.Typer) -> None:
@@ -61,55 +61,128 @@ def register(app: typer.Typer) -> None:
         package_source: Optional[Path] = typer.Option(
             None, "--package-source", file_okay=False,
             help="Directory of package files (qemu-guest-agent and its dependencies) for air-gapped guests."),
-        as_json: bool = typer.Option(False, "--json", help="Print plans/results as JSON."),
+        as_json: bool = typer.Option(False, "--json", help="Print plans/results as JSON (instead of the per-guest text)."),
+        json_out: Optional[Path] = JsonOutOpt,
+        parallel: Optional[int] = ParallelOpt,
         timeout: float = TimeoutOpt,
         accept_new_host_keys: bool = AcceptOpt,
         known_hosts: Optional[Path] = KnownHostsOpt,
         insecure: bool = InsecureOpt,
         ca_bundle: Optional[Path] = CaOpt,
     ) -> int:
-        """Plan (and with --apply execute and verify) the changes that make guests boot on Proxmox VE."""
+        """Plan (and with --apply execute and verify) the changes that make guests boot on Proxmox VE.
+
+        Guests run in parallel; each one's output is printed whole when it finishes, then a summary table."""
         from guestprep.cli import connect_options, select_guests
         from guestprep.connectors import open_connector
-        from guestprep.operations import engine
+        from guestprep.facts import os_of
+        from guestprep.operations import engine, outcome
+        from guestprep.operations.parallel import run_guests
+        from guestprep.operations.render import prepare_table
 
         if package_source is not None and not package_source.is_dir():
             raise ConfigError("not a directory", where=f"--package-source {package_source}")
+        if json_out is not None:
+            outcome.check_out_path(json_out)
         selected = select_guests(guests or [], inventory_file, local)
         copts = connect_options(timeout, accept_new_host_keys, known_hosts, insecure, ca_bundle)
         options = {"timeout": timeout, "package_source": str(package_source) if package_source else None}
-        results = [engine.prepare_guest(g, options, lambda g: open_connector(g, copts), apply=apply)
-                   for g in selected]
-        if as_json:
-            print(json.dumps({"schema": "guestprep.prepare/1", "apply": apply,
-                              "guests": [r.to_dict() for r in results]}, indent=2))
-        else:
-            render(results, apply)
-        return engine.exit_code(results)
+        width = parallel or (CHANGE_PARALLEL if apply else PLAN_PARALLEL)
+
+        def job(g, interrupt):
+            r = engine.prepare_guest(g, options, interrupt.tracking(lambda g: open_connector(g, copts)),
+                                     apply=apply, stop=interrupt.requested)
+            if interrupt.aborted and r.error:
+                r.interrupted, r.error = True, f"aborted (Ctrl-C twice): {r.error}"
+            return r
+
+        started = outcome.now()
+        run = run_guests(selected, job, width, _crashed_result,
+                         on_done=None if as_json else (lambda r: console.print(prepare_block(r, apply))),
+                         on_interrupt=_on_interrupt)
+        entries = {r.guest: outcome.prepare_entry(r, apply) for r in run.results}
+        ordered = [entries.get(g.name) or outcome.not_run_entry(g.name, os_of(g)) for g in selected]
+        doc = outcome.fleet_doc("guestprep.prepare/1", ordered, apply=apply, started=started, parallel=width,
+                                complete=run.complete, not_run=run.not_run)
+        _emit(doc, as_json, json_out, prepare_table)
+        return outcome.prepare_exit(run.results, run.interrupted)
 
     @app.command()
     def rollback(
-        guest: str = typer.Argument(..., help="Guest name from the inventory, or [user@]host[:port]."),
+        guests: List[str] = typer.Argument(None, help="Guest names/globs/groups from the inventory, or "
+                                                      "[user@]host[:port]; '*' selects the whole inventory."),
         inventory_file: Optional[Path] = InventoryOpt,
         local: bool = LocalOpt,
+        as_json: bool = typer.Option(False, "--json", help="Print the results as JSON (instead of text)."),
+        json_out: Optional[Path] = JsonOutOpt,
+        parallel: Optional[int] = ParallelOpt,
         timeout: float = TimeoutOpt,
         accept_new_host_keys: bool = AcceptOpt,
         known_hosts: Optional[Path] = KnownHostsOpt,
         insecure: bool = InsecureOpt,
         ca_bundle: Optional[Path] = CaOpt,
     ) -> int:
-        """Restore the files recorded in the guest's journal (/var/lib/guestprep/journal.json)."""
+        """Restore the files recorded in each guest's journal (/var/lib/guestprep/journal.json)."""
+        import time
+
         from guestprep.cli import connect_options, select_guests
         from guestprep.connectors import open_connector
-        from guestprep.operations import engine
+        from guestprep.facts import os_of
+        from guestprep.operations import engine, outcome
+        from guestprep.operations.parallel import run_guests
+        from guestprep.operations.render import rollback_block, rollback_table
 
-        selected = select_guests([] if local else [guest], inventory_file, local)
-        if len(selected) != 1:
-            raise ConfigError(f"{guest!r} names {len(selected)} guests; rollback takes exactly one", where="GUEST")
+        if not guests and not local:
+            raise ConfigError("name the guests to roll back (a glob such as '*' or a group selects several)",
+                              where="GUEST")
+        if json_out is not None:
+            outcome.check_out_path(json_out)
+        selected = select_guests(guests or [], inventory_file, local)
         copts = connect_options(timeout, accept_new_host_keys, known_hosts, insecure, ca_bundle)
-        done = engine.rollback_guest(selected[0], {"timeout": timeout}, lambda g: open_connector(g, copts))
-        if not done:
-            console.print("nothing to roll back")
-        for d in done:
-            console.print(f"{escape(d['action'])} {escape(d['target'])}")
-        return 0
+
+        def job(g, interrupt):
+            r = outcome.RollbackResult(g.name, os_of(g))
+            started = time.monotonic()
+            try:
+                r.restored = engine.rollback_guest(g, {"timeout": timeout},
+                                                   interrupt.tracking(lambda g: open_connector(g, copts)))
+            except GuestprepError as exc:
+                r.error, r.error_code = str(exc), exc.exit_code
+            r.seconds = time.monotonic() - started
+            return r
+
+        def crashed(g, exc):
+            return outcome.RollbackResult(g.name, os_of(g), error=f"internal error: {type(exc).__name__}: {exc}",
+                                          error_code=1)
+
+        started = outcome.now()
+        run = run_guests(selected, job, parallel or CHANGE_PARALLEL, crashed,
+                         on_done=None if as_json else (lambda r: console.print(rollback_block(r))),
+                         on_interrupt=_on_interrupt)
+        entries = {r.guest: r.to_dict() for r in run.results}
+        ordered = [entries.get(g.name) or {"guest": g.name, "os": os_of(g), "status": "not_run", "restored": [],
+                                           "error": None, "seconds": 0.0} for g in selected]
+        doc = outcome.fleet_doc("guestprep.rollback/1", ordered, started=started, parallel=parallel or CHANGE_PARALLEL,
+                                complete=run.complete, not_run=run.not_run)
+        _emit(doc, as_json, json_out, rollback_table)
+        return outcome.rollback_exit(run.results, run.interrupted)
+
+
+def _emit(doc: dict, as_json: bool, json_out: Optional[Path], table) -> None:
+    """The end of a fleet run: the JSON file, then stdout (JSON or the summary table)."""
+    from guestprep.operations import outcome
+    from guestprep.operations.render import summary_line
+
+    doc = outcome.redacted(doc)
+    if json_out is not None:
+        outcome.write_json(json_out, doc)
+    if as_json:
+        print(json.dumps(doc, indent=2))
+    else:
+        console.print(table(doc))
+        console.print(summary_line(doc))
+    if not doc["complete"]:
+        err_console.print(f"[yellow]interrupted:[/] {len(doc['not_run'])} guest(s) not started; results marked "
+                          "\"complete\": false")
+    if json_out is not None:
+        err_console.print(f"results: {json_out}")

@@ -46,6 +46,7 @@ class GuestResult:
     error_code: int = 0
     run_id: str = ""
     seconds: float = 0.0
+    interrupted: bool = False   # Ctrl-C: operations after the one in progress were not applied, nor verified
 
     @property
     def changes(self) -> int:
@@ -57,7 +58,8 @@ class GuestResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"guest": self.guest, "os": self.os, "run_id": self.run_id, "error": self.error,
-                "changes": self.changes, "seconds": round(self.seconds, 2), "ops": [o.to_dict() for o in self.ops]}
+                "changes": self.changes, "seconds": round(self.seconds, 2), "interrupted": self.interrupted,
+                "ops": [o.to_dict() for o in self.ops]}
 
 
 def operations_for(os: str) -> list[Any]:
@@ -105,7 +107,9 @@ def verify(op: Any, facts: Any, guest: str, state: dict[str, Any]) -> list[str]:
 
 
 def prepare_guest(guest: Guest, options: dict[str, Any], connect: Callable[[Guest], Any],
-                  apply: bool = False) -> GuestResult:
+                  apply: bool = False, stop: Callable[[], bool] | None = None) -> GuestResult:
+    """``stop`` is asked before each operation is applied: once it says yes, the remaining
+    operations are left alone (the guest journal holds what ran, so rollback works)."""
     os = os_of(guest)
     started = time.monotonic()
     res = GuestResult(guest.name, os, run_id=options.get("run_id") or time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6])
@@ -124,12 +128,20 @@ def prepare_guest(guest: Guest, options: dict[str, Any], connect: Callable[[Gues
         for r in res.ops:
             if r.error or not r.plan or r.plan.empty:
                 continue
+            if stop is not None and stop():
+                res.interrupted = True
+                break
             try:
                 r.applied = by_id[r.operation].apply(conn, r.plan, opts).to_dict()
                 touched.append(r)
             except GuestprepError as exc:
                 r.error = str(exc)
-        if touched:
+            except Exception as exc:  # a lost connection or a bug: what this op did is unknown, so go no further
+                r.error = f"unexpected error while applying: {type(exc).__name__}: {exc}"
+                res.error = "apply stopped; the guest journal records every step that ran (guestprep rollback)"
+                res.error_code = 1
+                break
+        if touched and not res.interrupted and not res.error:
             facts = collect_facts(conn, os, timeout=timeout, sudo=opts["sudo"])
             state = read_state(conn, os, opts)
             for r in touched:

@@ -1,0 +1,159 @@
+"""Per-guest status of a prepare/rollback fleet run, its JSON document and exit code."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from guestprep.errors import EXIT_FINDINGS, EXIT_OK, EXIT_UNREACHABLE, ConfigError
+from guestprep.operations.engine import GuestResult, exit_code as prepare_exit_code
+from guestprep.secrets import redact
+
+EXIT_INTERRUPTED = 130
+OK_STATUSES = {"planned", "applied", "unchanged", "rolled_back", "nothing"}
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+def prepare_status(r: GuestResult, applied: bool) -> str:
+    if r.error and r.error_code == EXIT_UNREACHABLE:
+        return "unreachable"
+    if r.error:
+        return "error"
+    if r.interrupted:
+        return "interrupted"
+    if any(o.error for o in r.ops):
+        return "failed"
+    if any(o.verified is False for o in r.ops):
+        return "not_verified"
+    if applied:
+        return "applied" if any(o.applied is not None for o in r.ops) else "unchanged"
+    return "planned" if r.changes else "unchanged"
+
+
+def failure_of(r: GuestResult) -> str | None:
+    """One line saying why a guest is not fine, for the table and the JSON."""
+    if r.error:
+        return r.error
+    for o in r.ops:
+        if o.error:
+            return f"{o.operation}: {o.error}"
+    for o in r.ops:
+        if o.verified is False:
+            return f"{o.operation} not verified: {'; '.join(o.problems)}"
+    if r.interrupted:
+        return "interrupted: operations after the one in progress were not applied"
+    return None
+
+
+def prepare_entry(r: GuestResult, applied: bool) -> dict[str, Any]:
+    d = r.to_dict()
+    d.update(status=prepare_status(r, applied),
+             planned=[o.operation for o in r.ops if o.plan and not o.plan.empty],
+             applied=[o.operation for o in r.ops if o.applied is not None],
+             verified=[o.operation for o in r.ops if o.verified is True],
+             failed=[o.operation for o in r.ops if o.error or o.verified is False],
+             failure=failure_of(r))
+    return d
+
+
+def not_run_entry(name: str, os_name: str) -> dict[str, Any]:
+    return {"guest": name, "os": os_name, "status": "not_run", "run_id": "", "error": None, "changes": 0,
+            "seconds": 0.0, "interrupted": True, "ops": [], "planned": [], "applied": [], "verified": [],
+            "failed": [], "failure": "not started: interrupted (Ctrl-C)"}
+
+
+def prepare_exit(results: list[GuestResult], interrupted: bool) -> int:
+    return EXIT_INTERRUPTED if interrupted else prepare_exit_code(results)
+
+
+# --------------------------------------------------------------------------- rollback
+
+
+@dataclass
+class RollbackResult:
+    guest: str
+    os: str
+    restored: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    error_code: int = 0
+    seconds: float = 0.0
+
+    @property
+    def status(self) -> str:
+        if self.error:
+            return "unreachable" if self.error_code == EXIT_UNREACHABLE else "failed"
+        # Windows reports what it does not reverse (driver installs) on every run: that alone is nothing done
+        return "rolled_back" if any(not d.get("skipped") for d in self.restored) else "nothing"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"guest": self.guest, "os": self.os, "status": self.status, "restored": self.restored,
+                "error": self.error, "seconds": round(self.seconds, 2)}
+
+
+def rollback_exit(results: list[RollbackResult], interrupted: bool) -> int:
+    if interrupted:
+        return EXIT_INTERRUPTED
+    if any(r.error and r.error_code == EXIT_UNREACHABLE for r in results):
+        return EXIT_UNREACHABLE
+    return EXIT_FINDINGS if any(r.error for r in results) else EXIT_OK
+
+
+# --------------------------------------------------------------------------- the document
+
+
+def fleet_doc(schema: str, entries: list[dict[str, Any]], *, started: str, parallel: int, complete: bool,
+              not_run: list[str], **extra: Any) -> dict[str, Any]:
+    summary: dict[str, int] = {}
+    for e in entries:
+        summary[e["status"]] = summary.get(e["status"], 0) + 1
+    summary["total"] = len(entries)
+    return {"schema": schema, **extra, "parallel": parallel, "started": started, "finished": now(),
+            "complete": complete, "not_run": not_run, "summary": summary, "guests": entries}
+
+
+def check_out_path(path: Path, where: str = "--json-out") -> None:
+    """Refuse a bad output path before any guest is touched."""
+    if path.is_dir():
+        raise ConfigError("is a directory, expected a file path", where=f"{where} {path}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigError(f"directory {parent} does not exist", where=f"{where} {path}")
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"directory {parent} is not writable", where=f"{where} {path}")
+
+
+def redacted(value: Any) -> Any:
+    """The document with every known secret masked in every string (errors quote guest output)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redacted(v) for v in value]
+    return value
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    """Temp file beside the target, then rename: readers see the old file or the whole new one."""
+    text = json.dumps(redacted(doc), indent=2, ensure_ascii=False) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

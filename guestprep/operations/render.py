@@ -1,0 +1,100 @@
+"""Terminal output of prepare/rollback: one block per guest (printed whole) and a summary table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.markup import escape
+from rich.rule import Rule
+from rich.syntax import Syntax
+from rich.table import Table
+
+from guestprep.secrets import redact
+
+STATUS_STYLE = {"planned": "yellow", "applied": "green", "unchanged": "green", "rolled_back": "green",
+                "nothing": "green", "failed": "red", "not_verified": "red", "error": "red", "unreachable": "magenta",
+                "interrupted": "yellow", "not_run": "dim"}
+
+
+def _text(s: str) -> str:
+    return escape(redact(s))
+
+
+def prepare_block(r: Any, applied: bool) -> Group:
+    """Everything about one guest's plan/apply, as one renderable."""
+    out: list[RenderableType] = [Rule(f"[bold]{escape(r.guest)}[/] ({r.os})" + (f"  run {r.run_id}" if applied else ""))]
+    if r.error:
+        out.append(f"[red]error:[/] {_text(r.error)}")
+    for o in r.ops:
+        if o.error:
+            out.append(f"[red]✗ {o.operation}[/]: {_text(o.error)}")
+            continue
+        p = o.plan
+        if p.empty:
+            out.append(f"[green]✓ {o.operation}[/]: nothing to do ({_text(p.reason)})")
+        else:
+            state = ""
+            if o.verified is True:
+                state = " [green]applied, verified[/]"
+            elif o.verified is False:
+                state = " [red]applied, NOT verified[/]"
+            elif applied and o.applied is not None:
+                state = " [yellow]applied, not verified (interrupted)[/]"
+            elif applied and r.interrupted:
+                state = " [yellow]not applied (interrupted)[/]"
+            out.append(f"[yellow]● {o.operation}[/]: {_text(p.reason)}{state}")
+            for c in p.changes:
+                out.append(f"    {c.kind:18} {_text(c.target)}")
+                if c.diff:
+                    out.append(Syntax(c.diff.rstrip("\n"), "diff", theme="ansi_dark", background_color="default"))
+        for w in p.warnings:
+            out.append(f"    [yellow]warning:[/] {_text(w)}")
+        for prob in o.problems:
+            out.append(f"    [red]verify:[/] {_text(prob)}")
+    if not r.error:
+        verb = "applied" if applied else "planned (run with --apply to change the guest)"
+        out.append(f"{r.changes} change(s) {verb}" if r.changes else "nothing to change")
+    return Group(*out)
+
+
+def rollback_block(r: Any) -> Group:
+    out: list[RenderableType] = [Rule(f"[bold]{escape(r.guest)}[/] ({r.os})")]
+    if r.error:
+        out.append(f"[red]error:[/] {_text(r.error)}")
+    elif not r.restored:
+        out.append("nothing to roll back")
+    for d in r.restored:
+        out.append(f"{_text(str(d.get('action', '')))} {_text(str(d.get('target', '')))}")
+    return Group(*out)
+
+
+def _status(s: str) -> str:
+    return f"[{STATUS_STYLE.get(s, '')}]{s}[/]"
+
+
+def prepare_table(doc: dict[str, Any]) -> Table:
+    table = Table(title=f"guestprep prepare ({'apply' if doc['apply'] else 'plan'})")
+    for col in ("guest", "os", "status", "planned", "applied", "verified", "seconds", "problem"):
+        table.add_column(col)
+    for g in doc["guests"]:
+        table.add_row(escape(g["guest"]), g["os"], _status(g["status"]), str(len(g["planned"])),
+                      str(len(g["applied"])), str(len(g["verified"])), f"{g['seconds']:.1f}",
+                      _text(g["failure"] or "")[:100])
+    return table
+
+
+def rollback_table(doc: dict[str, Any]) -> Table:
+    table = Table(title="guestprep rollback")
+    for col in ("guest", "os", "status", "restored", "seconds", "problem"):
+        table.add_column(col)
+    for g in doc["guests"]:
+        problem = g["error"] or ("not started: interrupted (Ctrl-C)" if g["status"] == "not_run" else "")
+        table.add_row(escape(g["guest"]), g["os"], _status(g["status"]), str(len(g["restored"])),
+                      f"{g['seconds']:.1f}", _text(problem)[:100])
+    return table
+
+
+def summary_line(doc: dict[str, Any]) -> str:
+    counts = ", ".join(f"{n} {s}" for s, n in doc["summary"].items() if s != "total")
+    return f"{doc['summary']['total']} guest(s): {counts}"
