@@ -41,6 +41,10 @@ class PSRPSettings:
     operation_timeout: int
     read_timeout: int
     connection_timeout: int
+    hostname_override: str | None
+    service: str | None
+    delegate: bool
+    credssp_mechanism: str
 
     @property
     def endpoint(self) -> str:
@@ -73,7 +77,20 @@ class PSRPSettings:
             user=guest.credentials.user or "", verify=verify, ca=ca, encryption=enc, configuration=conf,
             operation_timeout=op, read_timeout=int(v.get("ansible_psrp_read_timeout", op + 10)),
             connection_timeout=int(v.get("ansible_psrp_connection_timeout", options.connect_timeout)),
+            hostname_override=(str(v["ansible_psrp_negotiate_hostname_override"])
+                               if v.get("ansible_psrp_negotiate_hostname_override") else None),
+            service=str(v["ansible_psrp_negotiate_service"]) if v.get("ansible_psrp_negotiate_service") else None,
+            delegate=wc.truthy(v.get("ansible_psrp_negotiate_delegate", False)),
+            credssp_mechanism=_credssp_mechanism(v.get("ansible_psrp_credssp_auth_mechanism", "auto"), where),
         )
+
+
+def _credssp_mechanism(value: Any, where: str) -> str:
+    mech = str(value).lower()
+    if mech not in ("auto", "kerberos", "ntlm"):
+        raise ConfigError(f"ansible_psrp_credssp_auth_mechanism must be auto, kerberos or ntlm, got {mech!r}",
+                          where=where)
+    return mech
 
 
 class PSRPConnector:
@@ -86,14 +103,26 @@ class PSRPConnector:
         self.guest = guest
         self.options = options
         self.settings = s = PSRPSettings.from_guest(guest, options)
-        self._secret = read_password(guest)
         self._where = f"{guest.name} ({s.endpoint}, {s.configuration})"
-        check_basic_password(s.auth, self._secret, self._where)
+        # Kerberos may use the admin's existing ticket (kinit/keytab) instead of a password
+        self._secret = read_password(guest, optional=s.auth == "kerberos")
+        user = s.user
+        if s.auth == "kerberos":
+            from guestprep.connectors.kerberos import principal_for
+
+            wc.require_auth_library("gssapi", "kerberos", "pypsrp", self._where)
+            user = principal_for(s.user, self._where)
+        elif s.auth == "credssp":
+            wc.require_auth_library("requests_credssp", "credssp", "pypsrp", self._where)
+        check_basic_password(s.auth, self._secret or "", self._where)
         cert_validation: bool | str = (s.ca or True) if s.verify else False
         self.wsman = WSMan(
-            s.server, port=s.port, ssl=s.ssl, path=s.path, auth=s.auth, username=s.user, password=self._secret,
+            s.server, port=s.port, ssl=s.ssl, path=s.path, auth=s.auth, username=user, password=self._secret,
             cert_validation=cert_validation, encryption=s.encryption, operation_timeout=s.operation_timeout,
             read_timeout=s.read_timeout, connection_timeout=s.connection_timeout, no_proxy=True,
+            negotiate_hostname_override=s.hostname_override, negotiate_delegate=s.delegate or None,
+            negotiate_service=s.service,
+            credssp_auth_mechanism=s.credssp_mechanism,
         )
         # pypsrp prefixes http://schemas.microsoft.com/powershell/ itself
         conf = s.configuration[len(CONFIG_PREFIX):] if s.configuration.startswith(CONFIG_PREFIX) else s.configuration

@@ -230,3 +230,12 @@ def get_file(conn: object, remote: str, local: str, where: str = "") -> None:
         raise OperationError(f"download of {remote} is corrupt", where=where or None)
     os.link(partial, local)  # fails if local appeared meanwhile: exclusive create
     os.unlink(partial)
+
+
+def require_auth_library(module: str, extra: str, client: str, where: str) -> None:
+    """Kerberos/CredSSP client libraries are optional extras: a missing one is a setup error, not a dead guest."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"{extra} authentication needs the {module} library, which is not installed "
+                          f"(install guestprep[{extra}] or {client}[{extra}] on the controller)", where=where)

@@ -37,6 +37,7 @@ class WinRMSettings:
     read_timeout: int
     retries: int
     kerberos_delegation: bool
+    kerberos_hostname_override: str | None
 
     @classmethod
     def from_guest(cls, guest: Guest, options: ConnectOptions) -> "WinRMSettings":
@@ -65,6 +66,8 @@ class WinRMSettings:
             read_timeout=int(v.get("ansible_winrm_read_timeout_sec", op + 10)),
             retries=int(v.get("guestprep_winrm_retries", 2)),
             kerberos_delegation=wc.truthy(v.get("ansible_winrm_kerberos_delegation", False)),
+            kerberos_hostname_override=(str(v["ansible_winrm_kerberos_hostname_override"])
+                                        if v.get("ansible_winrm_kerberos_hostname_override") else None),
         )
 
 
@@ -102,8 +105,11 @@ def _check_cleartext(scheme: str, transport: str, enc: str, options: ConnectOpti
                           "pass --insecure to allow it explicitly", where=where)
 
 
-def read_password(guest: Guest) -> str:
+def read_password(guest: Guest, optional: bool = False) -> str | None:
+    """The password from its environment variable; ``optional`` for Kerberos, which can use a ticket."""
     env = guest.credentials.password_env
+    if not env and optional:
+        return None
     if not env:
         raise ConfigError("credentials.password_env is not set (passwords come from an environment variable)",
                           where=f"guest {guest.name}")
@@ -137,17 +143,27 @@ class WinRMConnector:
         self.guest = guest
         self.options = options
         self.settings = s = WinRMSettings.from_guest(guest, options)
-        self._secret = read_password(guest)
         self._where = f"{guest.name} ({s.endpoint})"
-        check_basic_password(s.transport, self._secret, self._where)
+        self._secret = read_password(guest, optional=s.transport == "kerberos")
+        user = s.user
+        if s.transport == "kerberos":
+            from guestprep.connectors import kerberos
+
+            wc.require_auth_library("kerberos", "kerberos", "pywinrm", self._where)
+            user = kerberos.principal_for(s.user, self._where)
+            kerberos.ensure_initiator_credentials(user, self._secret, self._where)
+        elif s.transport == "credssp":
+            wc.require_auth_library("requests_credssp", "credssp", "pywinrm", self._where)
+        check_basic_password(s.transport, self._secret or "", self._where)
         validation = "validate" if s.verify else "ignore"
         try:
             self.protocol = winrm.protocol.Protocol(
-                endpoint=s.endpoint, transport=s.transport, username=s.user, password=self._secret,
+                endpoint=s.endpoint, transport=s.transport, username=user, password=self._secret,
                 server_cert_validation=validation,
                 ca_trust_path=s.ca_trust_path if (s.verify and s.ca_trust_path) else "legacy_requests",
                 message_encryption=s.message_encryption, operation_timeout_sec=s.operation_timeout,
                 read_timeout_sec=s.read_timeout, kerberos_delegation=s.kerberos_delegation,
+                kerberos_hostname_override=s.kerberos_hostname_override,
             )
         except Exception as exc:  # pywinrm validates its arguments here
             raise ConfigError(redact(f"cannot set up WinRM: {exc}", self._secret), where=self._where) from None
@@ -188,6 +204,9 @@ class WinRMConnector:
         if isinstance(exc, wex.WinRMTransportError):
             return ConnectionFailed(redact(f"HTTP {exc.code} while {doing}: {_fault_text(exc.response_text)}",
                                            self._secret), where=self._where)
+        gss = _gss_reason(exc)
+        if gss is not None:
+            return ConnectionFailed(f"Kerberos authentication failed while {doing}: {gss}", where=self._where)
         if isinstance(exc, wex.WinRMError) and "not installed" in str(exc):
             # a missing optional client library is a setup problem here, not an unreachable guest
             return ConfigError(f"{exc} (install pywinrm[{s.transport}] on the controller)", where=self._where)
@@ -268,6 +287,21 @@ class WinRMConnector:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _gss_reason(exc: Exception) -> str | None:
+    """pykerberos raises its GSSError from inside requests; name what the admin can fix."""
+    if type(exc).__module__ != "kerberos" and type(exc).__name__ not in ("GSSError", "KerberosExchangeError"):
+        return None
+    text = str(exc)
+    if "not found in Kerberos database" in text:
+        return ("the KDC has no service principal for this host: address the guest by the DNS name its "
+                "HTTP/<name> SPN uses, or set ansible_winrm_kerberos_hostname_override")
+    if "Clock skew" in text:
+        return "the controller's clock differs too much from the KDC's"
+    if "No credentials" in text or "credentials cache" in text.lower():
+        return "no ticket for the principal (set credentials.password_env, or run kinit first)"
+    return _short(exc)
 
 
 def _transient(exc: Exception) -> bool:

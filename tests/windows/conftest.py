@@ -11,6 +11,7 @@ import pytest
 
 from guestprep.connectors import ConnectOptions
 from guestprep.models import Credentials, Guest, OSFamily, Transport
+from tests.windows.kdc import Kdc, missing_tools, start_kdc
 from tests.windows.wsman_server.certs import Pki, make_pki
 from tests.windows.wsman_server.guest import FakeWindowsGuest
 from tests.windows.wsman_server.server import ServerConfig, WsmanTestServer
@@ -56,7 +57,7 @@ class Running:
         return self.server.state
 
     def make_guest(self, transport: str = "winrm", scheme: str = "https", auth: str = "ntlm",
-                   name: str = "win01", **vars: Any) -> Guest:
+                   name: str = "win01", user: str = USER, password_env: str | None = PW_ENV, **vars: Any) -> Guest:
         port = self.server.https.port if scheme == "https" else self.server.http.port
         v: dict[str, Any] = {}
         if transport == "winrm":
@@ -67,7 +68,7 @@ class Running:
                      ansible_psrp_read_timeout=10)
         v.update(vars)
         return Guest(name=name, address="127.0.0.1", port=port, transport=Transport(transport), os=OSFamily.WINDOWS,
-                     credentials=Credentials(user=USER, password_env=PW_ENV), vars=v, source="test")
+                     credentials=Credentials(user=user, password_env=password_env), vars=v, source="test")
 
     def options(self, **kw: Any) -> ConnectOptions:
         kw.setdefault("ca_bundle", str(self.pki.ca_cert))
@@ -88,3 +89,28 @@ def wsman(pki, password_env) -> Callable[..., Running]:
     yield start
     for s in started:
         s.stop()
+
+
+@pytest.fixture(scope="session")
+def kdc(tmp_path_factory) -> Kdc:
+    """A real MIT KDC; the WS-Man test server accepts Kerberos for HTTP/127.0.0.1 from its keytab."""
+    missing = missing_tools()
+    if missing:
+        pytest.fail(f"Kerberos tests need {', '.join(missing)}: install krb5-kdc and krb5-admin-server "
+                    "(scripts/system-packages.txt; make test installs them as root)")
+    k = start_kdc(tmp_path_factory.mktemp("kdc"))
+    k.add_user(USER, PASSWORD)
+    k.add_user("svc-migrate", "Svc-Pass-2")
+    # a Windows computer account answers for HTTP/ (pywinrm) and host/ (pyspnego's default, AD's alias)
+    k.add_service("HTTP/127.0.0.1")
+    k.add_service("host/127.0.0.1")
+    yield k
+    k.stop()
+
+
+@pytest.fixture
+def kerberos_env(kdc, monkeypatch, tmp_path) -> Kdc:
+    """Point this test's Kerberos clients and acceptor at the test KDC, with an empty ticket cache."""
+    for key, value in kdc.environ(tmp_path / "ccache").items():
+        monkeypatch.setenv(key, value)
+    return kdc

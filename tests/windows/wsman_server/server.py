@@ -45,6 +45,10 @@ PS_URI_PREFIX = "http://schemas.microsoft.com/powershell/"
 TIMED_OUT = 2150858793
 BOUNDARY = b"--Encrypted Boundary"
 SPNEGO_ENC = "application/HTTP-SPNEGO-session-encrypted"
+CREDSSP_ENC = "application/HTTP-CredSSP-session-encrypted"
+CREDSSP_CHUNK = 16384   # MS-WSMV 2.2.9.1.3: CredSSP messages are sealed in 16 KiB pieces
+# Authorization scheme -> pyspnego acceptor protocol
+SCHEMES = {"Negotiate": "negotiate", "NTLM": "negotiate", "Kerberos": "kerberos", "CredSSP": "credssp"}
 
 for _p, _u in NS.items():
     ET.register_namespace(_p, _u)
@@ -80,6 +84,7 @@ class Shell:
 @dataclass
 class ServerConfig:
     users: dict[str, str]                     # user -> password (Basic; NTLM reads NTLM_USER_FILE)
+    # "negotiate" (NTLM, or Kerberos when KRB5_KTNAME holds HTTP/<host>), "kerberos", "credssp", "basic"
     auth: tuple[str, ...] = ("basic", "negotiate")
     psrp_configurations: tuple[str, ...] = ("Microsoft.PowerShell",)
     fault_on_create: str | None = None        # answer Create with HTTP 500 + this WSManFault message
@@ -99,6 +104,10 @@ class State:
         self.requests: list[str] = []         # actions seen
         self.encrypted_bodies = 0              # MS-WSMV encrypted requests decrypted
         self.auth_schemes: list[str] = []      # Basic / Negotiate, per authenticated request
+        self.auth_protocols: list[str] = []    # what the acceptor negotiated: ntlm / kerberos / credssp
+        self.client_principals: list[str] = []
+        self.delegated: list[str] = []         # users whose credentials CredSSP delegated to the "guest"
+        self.encryption_protocols: set[str] = set()
 
 
 def _fault_xml(relates_to: str, f: Fault) -> bytes:
@@ -148,8 +157,11 @@ class WsmanHandler(http.server.BaseHTTPRequestHandler):
         if not self._authenticate():
             return
         ctype = self.headers.get("Content-Type", "")
-        encrypted = "multipart/encrypted" in ctype
+        encrypted = "multipart/encrypted" in ctype or "multipart/x-multi-encrypted" in ctype
         if encrypted:
+            m = re.search(r'protocol="([^"]+)"', ctype)
+            self._enc_protocol = m.group(1) if m else SPNEGO_ENC
+            self.server.state.encryption_protocols.add(self._enc_protocol)
             try:
                 body = self._decrypt(body)
                 self.server.state.encrypted_bodies += 1
@@ -174,8 +186,8 @@ class WsmanHandler(http.server.BaseHTTPRequestHandler):
                 pass
             return
         if encrypted:
-            payload = self._encrypt(reply)
-            return self._send(status, payload, f'multipart/encrypted;protocol="{SPNEGO_ENC}";boundary="Encrypted Boundary"',
+            payload, kind = self._encrypt(reply)
+            return self._send(status, payload, f'{kind};protocol="{self._enc_protocol}";boundary="Encrypted Boundary"',
                               extra)
         self._send(status, reply, "application/soap+xml;charset=UTF-8", extra)
 
@@ -192,8 +204,13 @@ class WsmanHandler(http.server.BaseHTTPRequestHandler):
     # ------------------------------------------------------------------ auth
     def _challenge(self) -> None:
         hdrs = []
-        if "negotiate" in self.server.state.config.auth:
+        cfg_auth = self.server.state.config.auth
+        if "negotiate" in cfg_auth:
             hdrs.append("Negotiate")
+        if "kerberos" in cfg_auth:
+            hdrs.append("Kerberos")
+        if "credssp" in cfg_auth:
+            hdrs.append("CredSSP")
         if "basic" in self.server.state.config.auth and self.server.scheme == "https":
             hdrs.append('Basic realm="WSMAN"')
         self.send_response(401)
@@ -218,11 +235,12 @@ class WsmanHandler(http.server.BaseHTTPRequestHandler):
                 return True
             self._challenge()
             return False
-        m = re.match(r"(Negotiate|NTLM) (.+)", header)
-        if m and "negotiate" in cfg.auth:
+        m = re.match(r"(Negotiate|NTLM|Kerberos|CredSSP) (.+)", header)
+        protocol = SCHEMES.get(m.group(1)) if m else None
+        if m and (protocol in cfg.auth or (protocol == "kerberos" and "negotiate" in cfg.auth)):
             token = base64.b64decode(m.group(2))
             if self.auth_ctx is None or self.auth_ctx.complete:
-                self.auth_ctx = spnego.server(protocol="negotiate")
+                self.auth_ctx = spnego.server(protocol=protocol)
             try:
                 out = self.auth_ctx.step(token)
             except Exception:
@@ -236,7 +254,7 @@ class WsmanHandler(http.server.BaseHTTPRequestHandler):
                 self.end_headers()
                 # drain: the client resends the body with the next leg
                 return False
-            self.authed_user = str(self.auth_ctx.client_principal)
+            self._record_auth(protocol)
             if out:
                 self._final_token = f"{m.group(1)} {base64.b64encode(out).decode()}"
             return True
@@ -246,6 +264,20 @@ class WsmanHandler(http.server.BaseHTTPRequestHandler):
             return False
         self._challenge()
         return False
+
+    def _record_auth(self, protocol: str) -> None:
+        ctx, state = self.auth_ctx, self.server.state
+        negotiated = protocol if protocol == "credssp" else str(getattr(ctx, "negotiated_protocol", protocol))
+        principal = getattr(ctx, "client_principal", None)
+        if protocol == "credssp":
+            # CredSSP's point: the guest receives the user's credentials (double hop)
+            cred = ctx.get_extra_info("client_credential")
+            principal = f"{getattr(cred, 'domain_name', '') or ''}\\{getattr(cred, 'username', '')}".lstrip("\\")
+            state.delegated.append(principal)
+        self.authed_user = str(principal)
+        with state.lock:
+            state.auth_protocols.append(negotiated)
+            state.client_principals.append(str(principal))
 
     # ------------------------------------------------------------------ MS-WSMV encryption
     def _decrypt(self, body: bytes) -> bytes:
@@ -258,6 +290,7 @@ class WsmanHandler(http.server.BaseHTTPRequestHandler):
                 payload = payload[: -len(BOUNDARY + b"--\r\n")]
             payload = payload.replace(b"\tContent-Type: application/octet-stream\r\n", b"", 1)
             sig_len = struct.unpack("<i", payload[:4])[0]
+            # for CredSSP the "signature" is the TLS trailer: header + data is the whole record
             sig, data = payload[4:4 + sig_len], payload[4 + sig_len:]
             plain = self.auth_ctx.unwrap_winrm(sig, data)
             if len(plain) != expected:
@@ -265,13 +298,19 @@ class WsmanHandler(http.server.BaseHTTPRequestHandler):
             out += plain
         return out
 
-    def _encrypt(self, plain: bytes) -> bytes:
-        res = self.auth_ctx.wrap_winrm(plain)
-        stream = struct.pack("<i", len(res.header)) + res.header + res.data
-        return (BOUNDARY + b"\r\n\tContent-Type: " + SPNEGO_ENC.encode() + b"\r\n"
-                b"\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length=" + str(len(plain)).encode()
-                + b"\r\n" + BOUNDARY + b"\r\n\tContent-Type: application/octet-stream\r\n" + stream
-                + BOUNDARY + b"--\r\n")
+    def _encrypt(self, plain: bytes) -> tuple[bytes, str]:
+        credssp = self._enc_protocol == CREDSSP_ENC
+        step = CREDSSP_CHUNK if credssp else max(1, len(plain))
+        chunks = [plain[i:i + step] for i in range(0, len(plain), step)] or [b""]
+        out = b""
+        for chunk in chunks:
+            res = self.auth_ctx.wrap_winrm(chunk)
+            stream = struct.pack("<i", len(res.header)) + res.header + res.data
+            out += (BOUNDARY + b"\r\n\tContent-Type: " + self._enc_protocol.encode() + b"\r\n"
+                    b"\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length=" + str(len(chunk)).encode()
+                    + b"\r\n" + BOUNDARY + b"\r\n\tContent-Type: application/octet-stream\r\n" + stream)
+        kind = "multipart/x-multi-encrypted" if len(chunks) > 1 else "multipart/encrypted"
+        return out + BOUNDARY + b"--\r\n", kind
 
 
 class WsmanHTTPServer(http.server.ThreadingHTTPServer):
