@@ -117,6 +117,16 @@ class EfiFacts:
             return False
         return None  # equal sizes without hashes prove nothing
 
+    def copy_of(self, f: EfiFile, candidates: list[EfiFile]) -> tuple[str, EfiFile | None]:
+        """Is ``f`` (a fallback loader) a copy of one of ``candidates``? The one comparer of the
+        Linux and Windows "fallback stale" checks: ``("copy", source)``, ``("differs", None)``, or
+        ``("undecided", None)`` when no hash settles it and the sizes do not rule a candidate out."""
+        verdicts = [(c, self.same(f, c)) for c in candidates]
+        source = next((c for c, v in verdicts if v), None)
+        if source is not None:
+            return "copy", source
+        return ("undecided" if any(v is None for _, v in verdicts) else "differs"), None
+
     def matches(self, f: EfiFile | None) -> list[EfiFile]:
         """Loaders outside \\EFI\\BOOT with exactly this content (sha256)."""
         if f is None or not f.sha256:

@@ -10,31 +10,22 @@ from __future__ import annotations
 from typing import Iterable
 
 from guestprep.checks.base import Outcome, error, fail, ok, skip
+from guestprep.checks.efi_common import REFS, efi_or_reason, loader_evidence, on_efi
 from guestprep.checks.registry import check
 from guestprep.facts.efi import FALLBACK_PATH, MOK_NAMES, SECOND_STAGE, SHIM_NAMES, EfiFacts, basename, parent
 from guestprep.facts.linux_model import LinuxFacts
 from guestprep.models import Severity
 
-REFS = ("seed: UEFI vs BIOS, 'erro número um'", "issue 8: UEFI guests boot after the move")
 
 
 def evidence(efi: EfiFacts) -> dict:
-    return {
-        "esp": efi.esp_mount, "active_loader": efi.active_loader(), "boot_current": efi.boot_current,
-        "loaders": [f"{f.path} ({f.size} bytes)" for f in efi.loaders()],
-        "boot_entries": [f"Boot{e.id} {e.label}: {e.path or e.device}" for e in efi.entries or []],
-    }
+    return {"esp": efi.esp_mount, "active_loader": efi.active_loader(), "boot_current": efi.boot_current,
+            **loader_evidence(efi, entry_prefix="Boot")}
 
 
 def _efi_or_reason(facts: LinuxFacts) -> tuple[EfiFacts | None, Outcome | None]:
-    if facts.boot_mode != "uefi":
-        return None, skip("guest boots via BIOS: no EFI loader is involved")
-    efi = facts.efi
-    if efi is None:
-        return None, error("the collector reported no 'efi' section (an older collect.sh?): cannot tell", "ESP")
-    if efi.files is None:
-        return None, error(f"cannot read the ESP: {efi.unknown.get('esp', 'not mounted')}; mount it and re-run", "ESP")
-    return efi, None
+    return efi_or_reason(facts.boot_mode == "uefi", facts.efi, "reported no 'efi' section (an older collect.sh?)",
+                         unreadable="not mounted", advice="; mount it and re-run")
 
 
 @check(
@@ -48,11 +39,8 @@ def _efi_or_reason(facts: LinuxFacts) -> tuple[EfiFacts | None, Outcome | None]:
                 "loader set, backing up whatever was there.",
     fixed_by="linux.efi_fallback", references=REFS,
 )
-def efi_fallback_present(facts: LinuxFacts) -> Iterable[Outcome]:
-    efi, why = _efi_or_reason(facts)
-    if why:
-        yield why
-        return
+@on_efi(_efi_or_reason)
+def efi_fallback_present(efi: EfiFacts) -> Iterable[Outcome]:
     fb = efi.fallback
     if fb is None:
         via = efi.active_loader() or "an NVRAM entry"
@@ -84,30 +72,25 @@ def expected_set(efi: EfiFacts) -> tuple[str | None, list]:
                 "(the old files are backed up and journaled).",
     fixed_by="linux.efi_fallback", references=REFS,
 )
-def efi_fallback_current(facts: LinuxFacts) -> Iterable[Outcome]:
-    efi, why = _efi_or_reason(facts)
-    if why:
-        yield why
-        return
+@on_efi(_efi_or_reason)
+def efi_fallback_current(efi: EfiFacts) -> Iterable[Outcome]:
     fb = efi.fallback
     if fb is None:
         yield skip("no fallback loader (LNX-EFI-FALLBACK reports it)", FALLBACK_PATH)
         return
     vendor_dir, candidates = expected_set(efi)
-    verdicts = [(c, efi.same(fb, c)) for c in candidates]
-    same = [c for c, v in verdicts if v]
-    if not same and fb.sha256 is None:
-        if any(v is None for _, v in verdicts):
-            yield ok(FALLBACK_PATH, "sizes match an active loader (no sha256sum on the guest to compare content)")
-        else:
-            yield fail(FALLBACK_PATH, f"{FALLBACK_PATH} has the size of no loader in {vendor_dir or 'the ESP'}",
-                       **evidence(efi))
+    verdict, src = efi.copy_of(fb, candidates)
+    if verdict == "undecided" and fb.sha256 is None:
+        yield ok(FALLBACK_PATH, "sizes match an active loader (no sha256sum on the guest to compare content)")
         return
-    if not same:
+    if src is None and fb.sha256 is None:
+        yield fail(FALLBACK_PATH, f"{FALLBACK_PATH} has the size of no loader in {vendor_dir or 'the ESP'}",
+                   **evidence(efi))
+        return
+    if src is None:
         yield fail(FALLBACK_PATH, f"{FALLBACK_PATH} matches none of the loaders in {vendor_dir or 'the ESP'}: it is "
                                   "stale or another system's", fallback_sha256=fb.sha256, **evidence(efi))
         return
-    src = same[0]
     if basename(src.path).lower() in SHIM_NAMES and not efi.shim_fallback_set():
         # shim in the fallback path loads grubx64.efi (and mmx64.efi) from its own directory
         stale = []
@@ -132,11 +115,8 @@ def efi_fallback_current(facts: LinuxFacts) -> Iterable[Outcome]:
                 "and mmx64.efi beside it (or switch Secure Boot off on the target VM knowingly).",
     fixed_by="linux.efi_fallback", references=REFS,
 )
-def efi_shim_in_fallback(facts: LinuxFacts) -> Iterable[Outcome]:
-    efi, why = _efi_or_reason(facts)
-    if why:
-        yield why
-        return
+@on_efi(_efi_or_reason)
+def efi_shim_in_fallback(efi: EfiFacts) -> Iterable[Outcome]:
     if efi.secure_boot is None:
         yield error("Secure Boot state unknown (SecureBoot EFI variable not readable)", "secure-boot")
         return

@@ -10,30 +10,18 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from guestprep.checks.base import Outcome, error, fail, ok, skip
+from guestprep.checks.efi_common import REFS, efi_or_reason, loader_evidence, on_efi
 from guestprep.checks.registry import check
 from guestprep.facts.efi import EfiFacts, windows_efi
 from guestprep.models import Severity
 
 FALLBACK = "\\EFI\\Boot\\bootx64.efi"
 BOOTMGFW = "\\EFI\\Microsoft\\Boot\\bootmgfw.efi"
-REFS = ("seed: UEFI vs BIOS, 'erro número um'", "issue 8: UEFI guests boot after the move")
 
 
 def _efi_or_reason(facts: Any) -> tuple[EfiFacts | None, Outcome | None]:
-    if getattr(facts, "firmware", None) != "uefi":
-        return None, skip("guest boots via BIOS: no EFI loader is involved")
-    efi = windows_efi(facts)
-    if efi is None:
-        return None, error("the collector document has no 'efi' section (an older collect.ps1?): "
-                           "cannot tell", "ESP")
-    if efi.files is None:
-        return None, error(f"cannot read the ESP: {efi.unknown.get('esp', 'not readable')}", "ESP")
-    return efi, None
-
-
-def _evidence(efi: EfiFacts) -> dict:
-    return {"loaders": [f"{f.path} ({f.size} bytes)" for f in efi.loaders()],
-            "boot_entries": [f"{e.id} {e.label}: {e.path or e.device}" for e in efi.entries or []]}
+    return efi_or_reason(getattr(facts, "firmware", None) == "uefi", windows_efi(facts),
+                         "document has no 'efi' section (an older collect.ps1?)", unreadable="not readable")
 
 
 @check(
@@ -46,15 +34,12 @@ def _evidence(efi: EfiFacts) -> dict:
                 "and verifies the copy (or run `bcdboot C:\\Windows /f UEFI` yourself).",
     fixed_by="windows.efi_fallback", references=REFS,
 )
-def win_efi_fallback(facts: Any) -> Iterable[Outcome]:
-    efi, why = _efi_or_reason(facts)
-    if why:
-        yield why
-        return
+@on_efi(_efi_or_reason)
+def win_efi_fallback(efi: EfiFacts) -> Iterable[Outcome]:
     fb = efi.file(FALLBACK)
     if fb is None or not fb.size:
         yield fail(FALLBACK, f"no {FALLBACK} on the ESP" + (" (empty file)" if fb else "") +
-                   ": only the NVRAM entry points at Windows Boot Manager", **_evidence(efi))
+                   ": only the NVRAM entry points at Windows Boot Manager", **loader_evidence(efi))
     else:
         yield ok(FALLBACK, f"{FALLBACK} present ({fb.size} bytes)", sha256=fb.sha256)
 
@@ -68,11 +53,8 @@ def win_efi_fallback(facts: Any) -> Iterable[Outcome]:
                 "is backed up).",
     fixed_by="windows.efi_fallback", references=REFS,
 )
-def win_efi_fallback_current(facts: Any) -> Iterable[Outcome]:
-    efi, why = _efi_or_reason(facts)
-    if why:
-        yield why
-        return
+@on_efi(_efi_or_reason)
+def win_efi_fallback_current(efi: EfiFacts) -> Iterable[Outcome]:
     fb = efi.file(FALLBACK)
     if fb is None:
         yield skip("no fallback loader (WIN-EFI-FALLBACK reports it)", FALLBACK)
@@ -83,10 +65,10 @@ def win_efi_fallback_current(facts: Any) -> Iterable[Outcome]:
     if src is None:
         yield error(f"{BOOTMGFW} not found on the ESP: cannot tell what the fallback should be", FALLBACK)
         return
-    same = efi.same(fb, src)
-    if same is None:
+    verdict, _ = efi.copy_of(fb, [src])
+    if verdict == "undecided":
         yield error("no SHA-256 of the loaders: cannot compare", FALLBACK)
-    elif same:
+    elif verdict == "copy":
         yield ok(FALLBACK, f"{FALLBACK} is a copy of {src.path}", source=src.path)
     else:
         yield fail(FALLBACK, f"{FALLBACK} differs from {src.path} (the boot manager Windows uses)",
