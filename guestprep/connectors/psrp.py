@@ -198,6 +198,11 @@ class PSRPConnector:
         if argv_mode and lines and lines[-1].startswith(RC_PREFIX):
             rc = int(lines.pop()[len(RC_PREFIX):] or 0)
         errors = "\n".join(_error_text(e) for e in ps.streams.error)
+        if "no-language mode" in errors:
+            # JEA RestrictedRemoteServer endpoints refuse every script: a setup problem, not a guest finding
+            raise ConfigError(f"PSRP endpoint {self.settings.configuration!r} runs in NoLanguage mode (a JEA "
+                              "RestrictedRemoteServer); guestprep sends PowerShell scripts and needs a "
+                              "FullLanguage endpoint for its account (see docs/windows.md, 'JEA')", where=self._where)
         out = ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8")
         return CommandResult(rc=rc, stdout=out, stderr=errors.encode("utf-8"), duration=time.monotonic() - start)
 

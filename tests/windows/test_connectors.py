@@ -225,6 +225,18 @@ def test_psrp_jea_configuration_name(wsman):
         open_connector(run.make_guest("psrp", ansible_psrp_configuration_name="NoSuchEndpoint"), run.options())
 
 
+def test_psrp_no_language_jea_endpoint_is_a_clear_setup_error(wsman):
+    run = wsman(psrp_configurations=("Microsoft.PowerShell", "RestrictedJEA"),
+                no_language_configurations=("RestrictedJEA",))
+    conn = open_connector(run.make_guest("psrp", ansible_psrp_configuration_name="RestrictedJEA"), run.options())
+    try:
+        with pytest.raises(ConfigError, match="'RestrictedJEA' runs in NoLanguage mode.*FullLanguage"):
+            wf.collect(conn, timeout=20)
+    finally:
+        conn.close()
+    assert run.guest.ran == []   # nothing executed on the guest
+
+
 @pytest.mark.parametrize("output,what", [
     (b"Get-CimInstance : Zugriff verweigert\r\n", "not JSON"),
     (b'{"schema":"guestprep.windows.facts/1","supported":true,"hostname":"X","os":{"capt', "truncated JSON"),

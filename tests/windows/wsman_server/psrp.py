@@ -63,6 +63,10 @@ class Pipeline:
     drop: bool = False
 
 
+NO_LANGUAGE = ("The syntax is not supported by this runspace. This can occur if the runspace is in no-language "
+               "mode.")
+
+
 class PsrpSession:
     def __init__(self, state: Any, configuration: str, creation: bytes):
         self.state = state
@@ -145,6 +149,12 @@ class PsrpSession:
             is_script = first.find("B[@N='IsScript']") if first is not None else None
             if first is None or is_script is None or is_script.text != "true":
                 pl.outbox += self._error_record("test server: only script pipelines are supported", pl.pid)
+                pl.outbox += self._pack(PipelineState(state=FAILED), pl.pid)
+                pl.done = True
+                return
+            if self.configuration in self.state.config.no_language_configurations:
+                # a JEA RestrictedRemoteServer endpoint: scripts are refused before they run
+                pl.outbox += self._error_record(NO_LANGUAGE, pl.pid)
                 pl.outbox += self._pack(PipelineState(state=FAILED), pl.pid)
                 pl.done = True
                 return

@@ -87,6 +87,7 @@ class ServerConfig:
     # "negotiate" (NTLM, or Kerberos when KRB5_KTNAME holds HTTP/<host>), "kerberos", "credssp", "basic"
     auth: tuple[str, ...] = ("basic", "negotiate")
     psrp_configurations: tuple[str, ...] = ("Microsoft.PowerShell",)
+    no_language_configurations: tuple[str, ...] = ()   # JEA endpoints in NoLanguage mode
     fault_on_create: str | None = None        # answer Create with HTTP 500 + this WSManFault message
     drop_after_marker: str | None = None      # close the socket instead of answering this script's output
     drop_count: int = 0
