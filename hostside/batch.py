@@ -47,7 +47,8 @@ class Ready:
 
 def _with_disk(exc: GuestprepError, job: DiskJob, single: bool) -> GuestprepError:
     if not single:
-        exc.message = f"disk {job.label!r} ({job.where}): {exc.message}"
+        disk = f"disk {job.label!r} ({job.where})"
+        exc.where = f"{disk}: {exc.where}" if exc.where else disk
     return exc
 
 

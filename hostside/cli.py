@@ -222,7 +222,8 @@ def _convert_jobs(args):
                     if v]
     if args.handoff is None:
         if handoff_only:
-            raise ConfigError(f"{', '.join(handoff_only)} only apply with --handoff", "arguments")
+            verb = "apply" if len(handoff_only) > 1 else "applies"
+            raise ConfigError(f"{', '.join(handoff_only)} only {verb} with --handoff", "arguments")
         missing = [n for n, v in (("SRC", args.src), ("--to", args.to), ("--dest", args.dest))
                    if not v]
         if missing:

@@ -348,10 +348,10 @@ def _target(doc: HandoffDoc, d: DocDisk, job: DiskJob, ov: Overrides, storages: 
             number += 1
         used.add(f"vm-{doc.vmid}-disk-{number}")
         volname = pvestorage.volname_for(st, doc.vmid, number, fmt or "qcow2")
-    elif st.is_file and "/" not in volname:   # a block-storage name re-homed by --storage
+    elif ov.storage and st.is_file and "/" not in volname:   # block name re-homed to files
         vmid = volname.split("-")[1] if volname.startswith("vm-") else ""
         volname = f"{vmid}/{volname}.{fmt or doc.fmt or 'qcow2'}"
-    elif not st.is_file and "/" in volname:   # a file name re-homed onto block storage
+    elif ov.storage and not st.is_file and "/" in volname:   # file name re-homed to a block
         volname = volname.split("/", 1)[1].rsplit(".", 1)[0]
     p = pvestorage.place(st, volname, fmt, where)
     job.kind, job.dest, job.volid = p.kind, p.dest, p.volid
