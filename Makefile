@@ -29,6 +29,7 @@ $(STAMP): pyproject.toml
 	@if ! $(PYTHON) -c 'import venv, ensurepip' 2>/dev/null; then \
 		if [ "$$(id -u)" -eq 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; \
 		else echo "python3-venv is missing: run as root: apt-get install python3-venv" >&2; exit 2; fi; fi
+	@./scripts/ensure-system-packages.sh scripts/build-packages.txt
 	@$(PYTHON) -m venv $(VENV)
 	@$(VENV)/bin/pip install -q --upgrade pip >/dev/null
 	@$(VENV)/bin/pip install -q -e '.[test,bench]'
