@@ -109,11 +109,11 @@ def run_guests(guests: list[Guest], job: Callable[[Guest, Interrupt], R], parall
         while len(handled) < len(futures):
             try:
                 for fut in [f for f in futures if f.done() and f not in handled]:
+                    handled.add(fut)
                     if not fut.cancelled():
                         results[futures[fut].name] = fut.result()
                         if on_done:
                             on_done(results[futures[fut].name])
-                    handled.add(fut)
                 waiting = [f for f in futures if f not in handled and not f.done()]
                 if waiting:
                     wait(waiting, timeout=0.5, return_when=FIRST_COMPLETED)

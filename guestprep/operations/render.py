@@ -80,7 +80,7 @@ def prepare_table(doc: dict[str, Any]) -> Table:
     for g in doc["guests"]:
         table.add_row(escape(g["guest"]), g["os"], _status(g["status"]), str(len(g["planned"])),
                       str(len(g["applied"])), str(len(g["verified"])), f"{g['seconds']:.1f}",
-                      _text(g["failure"] or "")[:100])
+                      _text(g["failure"] or "")[:160])
     return table
 
 
@@ -91,7 +91,7 @@ def rollback_table(doc: dict[str, Any]) -> Table:
     for g in doc["guests"]:
         problem = g["error"] or ("not started: interrupted (Ctrl-C)" if g["status"] == "not_run" else "")
         table.add_row(escape(g["guest"]), g["os"], _status(g["status"]), str(len(g["restored"])),
-                      f"{g['seconds']:.1f}", _text(problem)[:100])
+                      f"{g['seconds']:.1f}", _text(problem)[:160])
     return table
 
 
