@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from guestprep.checks.base import Outcome, fail, ok, skip
-from guestprep.checks.windows._common import load_matrix, unknown, version_key, windows_check
+from guestprep.checks.base import Outcome, fail, ok
+from guestprep.checks.windows._common import (
+    StateCheck, load_matrix, register_state_checks, unknown, version_key, windows_check,
+)
 from guestprep.models import Severity
 
 STORAGE_INFS = ("vioscsi.inf", "viostor.inf")
@@ -51,22 +53,6 @@ def vioscsi_bootstart(facts: Any) -> Iterable[Outcome]:
             yield ok(name, f"{name} is boot-start")
         else:
             yield fail(name, f"{name} Start={svc.start} ({svc.start_mode}), needs 0 (boot)", start=svc.start)
-
-
-@windows_check(
-    id="WIN-QEMU-GA", severity=Severity.WARNING,
-    title="QEMU guest agent is installed",
-    rationale="Without qemu-ga Proxmox cannot freeze filesystems for backups, read IPs or shut the guest down cleanly.",
-    remediation="guestprep prepare --apply installs qemu-ga with virtio-win (guest-tools MSI or qemu-ga MSI).",
-    fixed_by="windows.virtio_drivers",
-)
-def qemu_ga(facts: Any) -> Iterable[Outcome]:
-    if facts.qemu_ga is None:
-        yield unknown(facts, "qemu_ga")
-    elif facts.qemu_ga.get("installed"):
-        yield ok("QEMU-GA", "qemu-ga service present (it starts once the virtio-serial device exists)")
-    else:
-        yield fail("QEMU-GA", "qemu-ga service is not installed")
 
 
 @windows_check(
@@ -168,3 +154,18 @@ def vmware_tools(facts: Any) -> Iterable[Outcome]:
     else:
         yield fail("VMware Tools", f"VMware Tools {tools.get('version')} installed; no removal scheduled",
                    product_code=tools.get("product_code"))
+
+
+# One fact each: unknown -> skipped with the collector's reason, bad -> fail, else pass.
+register_state_checks(__name__, (
+    StateCheck(
+        dict(id="WIN-QEMU-GA", severity=Severity.WARNING,
+             title="QEMU guest agent is installed",
+             rationale="Without qemu-ga Proxmox cannot freeze filesystems for backups, read IPs or shut the guest "
+                       "down cleanly.",
+             remediation="guestprep prepare --apply installs qemu-ga with virtio-win (guest-tools MSI or qemu-ga MSI).",
+             fixed_by="windows.virtio_drivers"),
+        section="qemu_ga", resource="QEMU-GA", read=lambda f: f.qemu_ga, bad=lambda v: not v.get("installed"),
+        fail_message=lambda f: "qemu-ga service is not installed",
+        ok_message="qemu-ga service present (it starts once the virtio-serial device exists)"),
+))
