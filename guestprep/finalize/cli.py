@@ -43,10 +43,49 @@ def _pick_source_vm(vm_name: str, vmx: Optional[Path], source_vm: Optional[Path]
     return match[0], origin
 
 
+def _fetch_source_vm(server: str, ident: str, user: Optional[str], password_env: str, ca_bundle: Optional[Path],
+                     thumbprint: Optional[str], insecure: bool, timeout: float):
+    """The SourceVM read from vCenter/ESXi now (the same code as `guestprep vm facts`)."""
+    from datetime import datetime, timezone
+
+    from guestprep.handoff import source_vm_from_dict
+    from guestprep.vsphere.actions import find_vm
+    from guestprep.vsphere.cli import open_session
+    from guestprep.vsphere.inventory import fetch_one
+
+    if not user:
+        raise ConfigError("--user is required with --server", where="--user")
+    if insecure:
+        err.print("[yellow]warning:[/] --insecure: the vCenter certificate is NOT verified")
+    where = f"vsphere {server}"
+    session = open_session(server, user, password_env, ca_bundle, thumbprint, insecure, timeout)
+    try:
+        record = fetch_one(session, find_vm(session, ident), where=where)
+    finally:
+        session.close()
+    # the same checks a --source-vm file gets: the hand-off never holds a VM it could not read back
+    vm = source_vm_from_dict(record.to_dict(), f"{where}: {ident}")
+    origin = {"kind": "vsphere", "server": server, "moref": vm.moref,
+              "fetched": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return vm, origin
+
+
 def handoff(
-    vm: str = typer.Argument(..., help="VM name (as vSphere / the .vmx displayName knows it)."),
+    vm: Optional[str] = typer.Argument(None, help="VM name (as vSphere / the .vmx displayName knows it)."),
+    vm_opt: Optional[str] = typer.Option(None, "--vm", help="VM name, moref (vm-42) or BIOS/instance UUID "
+                                                            "(same as the argument)."),
     vmx: Optional[Path] = typer.Option(None, "--vmx", help="VMware .vmx file (standalone ESXi, datastore over NFS)."),
     source_vm: Optional[Path] = typer.Option(None, "--source-vm", help="SourceVM JSON (object or list) from vSphere."),
+    server: Optional[str] = typer.Option(None, "--server", "-s", help="Read the VM from this vCenter/ESXi host[:port]."),
+    user: Optional[str] = typer.Option(None, "--user", "-u", help="vSphere user (with --server)."),
+    password_env: str = typer.Option("GUESTPREP_VSPHERE_PASSWORD", "--password-env",
+                                     help="Environment variable holding the vSphere password (else stdin, else a "
+                                          "prompt); never an argument."),
+    ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle", dir_okay=False,
+                                             help="PEM CA bundle that signs the vCenter certificate."),
+    thumbprint: Optional[str] = typer.Option(None, "--thumbprint", help="Pin the vCenter certificate (SHA-256)."),
+    insecure: bool = typer.Option(False, "--insecure", help="Do not verify the vCenter certificate. Never the default."),
+    timeout: float = typer.Option(60.0, "--timeout", min=1.0, help="Seconds to wait for each vSphere request."),
     guest_facts: Optional[Path] = typer.Option(None, "--guest-facts", help="guestprep facts/report JSON for this guest."),
     policy: Optional[Path] = typer.Option(None, "--policy", help="Target policy YAML (node, storage, network map...)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Hand-off file to create (never overwritten)."),
@@ -55,11 +94,32 @@ def handoff(
     from guestprep.finalize.policy import TargetPolicy, load_policy
     from guestprep.handoff import build_handoff, guest_facts_ref, write_handoff
 
-    source, origin = _pick_source_vm(vm, vmx, source_vm)
+    if vm and vm_opt and vm != vm_opt:
+        raise ConfigError(f"the VM is given twice ({vm!r} and --vm {vm_opt!r})", where="arguments")
+    name = vm or vm_opt
+    if not name:
+        raise ConfigError("which VM? give its name (argument or --vm)", where="arguments")
+    if sum(1 for x in (vmx, source_vm, server) if x) != 1:
+        raise ConfigError("give exactly one of --vmx FILE.vmx, --source-vm FILE.json or --server HOST",
+                          where="arguments")
+    if not server:
+        stray = [flag for flag, given in (("--user", user), ("--ca-bundle", ca_bundle), ("--thumbprint", thumbprint),
+                                          ("--insecure", insecure)) if given]
+        if stray:
+            verb = "apply" if len(stray) > 1 else "applies"
+            raise ConfigError(f"{', '.join(stray)} only {verb} with --server", where="arguments")
+    # everything read from local files is checked before vCenter is asked anything
     pol = load_policy(policy) if policy else TargetPolicy()
+    target = out
+    if target is not None and target.exists():
+        raise ConfigError("already exists; refusing to overwrite", where=str(target))
+    if server:
+        source, origin = _fetch_source_vm(server, name, user, password_env, ca_bundle, thumbprint, insecure, timeout)
+    else:
+        source, origin = _pick_source_vm(name, vmx, source_vm)
     facts = guest_facts_ref(guest_facts, source.name) if guest_facts else None
     h = build_handoff(source, pol, origin=origin, guest_facts=facts)
-    target = out or Path(f"{source.name.replace('/', '_')}.handoff.json")
+    target = target or Path(f"{source.name.replace('/', '_')}.handoff.json")
     write_handoff(h, target)
     console.print(f"hand-off for [bold]{source.name}[/] written to {target}: {len(h.disks)} disk(s), "
                   f"{len(source.nics)} NIC(s), firmware {source.firmware}"
