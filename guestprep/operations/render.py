@@ -52,9 +52,14 @@ def prepare_block(r: Any, applied: bool) -> Group:
             out.append(f"    [yellow]warning:[/] {_text(w)}")
         for prob in o.problems:
             out.append(f"    [red]verify:[/] {_text(prob)}")
-    if not r.error:
-        verb = "applied" if applied else "planned (run with --apply to change the guest)"
-        out.append(f"{r.changes} change(s) {verb}" if r.changes else "nothing to change")
+    if not r.changes:
+        if not r.error:
+            out.append("nothing to change")
+    elif not applied:
+        out.append(f"{r.changes} change(s) planned (run with --apply to change the guest)")
+    else:
+        done = sum(len(o.plan.changes) for o in r.ops if o.plan and o.applied is not None)
+        out.append(f"{done} change(s) applied" + (f", {r.changes - done} not applied" if done < r.changes else ""))
     return Group(*out)
 
 

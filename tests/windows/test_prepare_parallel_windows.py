@@ -201,3 +201,36 @@ def test_ctrl_c_stops_new_guests_and_leaves_a_journal_to_roll_back(fleet, tmp_pa
     rb = cli("rollback", "sql19", "-i", str(inv))
     assert rb.returncode == 0, rb.stdout + rb.stderr
     assert first.facts["storage"]["san_policy"] == original_policy
+
+
+def test_second_ctrl_c_closes_connections_of_a_hung_guest(fleet, tmp_path):
+    servers, inv, _ = fleet("abort")
+    first = servers["sql19"].guest
+    first.hang_markers.add("set-san-policy")     # the guest never answers this step
+    out = tmp_path / "aborted.json"
+    env = {**os.environ, PW_ENV: PASSWORD, "WRONG_PW": "nope-nope", "COLUMNS": "200"}
+    proc = subprocess.Popen([GUESTPREP, "prepare", "sql19", "web22", "-i", str(inv), "--apply", "-p", "1",
+                             "--json-out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while "set-san-policy" not in first.ran and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert "set-san-policy" in first.ran
+        proc.send_signal(signal.SIGINT)
+        time.sleep(2)
+        assert proc.poll() is None, "a hung guest keeps the run waiting after one Ctrl-C"
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        stdout, stderr = proc.communicate(timeout=90)
+        print(f"ended {time.monotonic() - started:.1f}s after the second Ctrl-C")
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stdout + stderr
+    assert "Traceback" not in stderr and "aborting" in stderr
+    doc = json.loads(out.read_text())
+    g = {x["guest"]: x for x in doc["guests"]}
+    assert doc["complete"] is False and doc["not_run"] == ["web22"]
+    assert g["sql19"]["interrupted"] is True and g["sql19"]["status"] in ("error", "failed", "interrupted"), g["sql19"]
+    assert "windows.san_policy" not in g["sql19"]["verified"]
+    assert "set-san-policy" not in servers["web22"].guest.ran
