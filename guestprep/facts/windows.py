@@ -9,9 +9,12 @@ Windows Server 2012 / PowerShell 3.0 reports ``supported: false`` and a reason.
 
 from __future__ import annotations
 
+import functools
 import json
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Iterator, Mapping
 
 from guestprep.connectors.base import Script
 from guestprep.errors import CollectorError, CommandTimeout, ConnectionFailed
@@ -219,6 +222,11 @@ class _Reader:
             raise self.bad(path, f"expected a list, got {type(d).__name__}")
         return d
 
+    def each(self, items: list[Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(path, object) for every element of a JSON list that must hold objects."""
+        for n, item in enumerate(items):
+            yield f"{path}[{n}]", self.obj(item, f"{path}[{n}]")  # type: ignore[misc]
+
     def s(self, d: Any, path: str, optional: bool = True) -> str | None:
         if d is None and optional:
             return None
@@ -236,7 +244,7 @@ class _Reader:
         except ValueError:
             raise self.bad(path, f"expected an integer, got {d!r}") from None
 
-    def b(self, d: Any, path: str) -> bool | None:
+    def b(self, d: Any, path: str, optional: bool = True) -> bool | None:
         if d is None:
             return None
         if isinstance(d, bool):
@@ -244,6 +252,35 @@ class _Reader:
         if isinstance(d, int) and d in (0, 1):
             return bool(d)
         raise self.bad(path, f"expected true/false, got {d!r}")
+
+    def record(self, cls: type, d: dict[str, Any], path: str, *, required: tuple[str, ...] = (),
+               keys: Mapping[str, str] | None = None, **given: Any) -> Any:
+        """``cls`` from the JSON object ``d``: each field read by its declared type (str, int, bool;
+        anything else as is) under its name (or ``keys[name]``), fields in ``given`` taken as passed.
+        A missing required field is an error; a missing or empty non-optional one takes its default."""
+        values = dict(given)
+        for f in fields(cls):
+            if f.name in given or not f.init:
+                continue
+            key = (keys or {}).get(f.name, f.name)
+            base, nullable = _declared(cls, f.name)
+            reader = {str: self.s, int: self.i, bool: self.b}.get(base)
+            value = reader(d.get(key), f"{path}.{key}", optional=f.name not in required) if reader else d.get(key)
+            if not nullable and not value:
+                value = f.default if f.default is not MISSING else (base() if reader else value)
+            values[f.name] = value
+        return cls(**values)
+
+
+@functools.lru_cache(maxsize=None)
+def _declared(cls: type, name: str) -> tuple[Any, bool]:
+    """A dataclass field's type without ``None``, and whether ``None`` is allowed."""
+    hint = typing.get_type_hints(cls)[name]
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else ()
+    if type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else Any), True
+    return hint, False
 
 
 def normalise_mac(mac: str) -> str:
@@ -271,18 +308,7 @@ def parse(raw: Mapping[str, Any], where: str = "windows collector") -> WindowsFa
     )
     os_d = r.obj(raw.get("os"), "os", optional=True)
     if os_d is not None:
-        facts.os = OSInfo(
-            caption=r.s(os_d.get("caption"), "os.caption", optional=False) or "",
-            version=r.s(os_d.get("version"), "os.version", optional=False) or "",
-            build=r.i(os_d.get("build"), "os.build", optional=False) or 0,
-            ubr=r.i(os_d.get("ubr"), "os.ubr"),
-            edition=r.s(os_d.get("edition"), "os.edition"),
-            product_type=r.i(os_d.get("product_type"), "os.product_type"),
-            installation_type=r.s(os_d.get("installation_type"), "os.installation_type"),
-            locale=r.s(os_d.get("locale"), "os.locale"),
-            architecture=r.s(os_d.get("architecture"), "os.architecture"),
-            system_drive=r.s(os_d.get("system_drive"), "os.system_drive") or "C:",
-        )
+        facts.os = r.record(OSInfo, os_d, "os", required=("caption", "version", "build"))
     if not supported:
         return facts
 
@@ -299,89 +325,39 @@ def parse(raw: Mapping[str, Any], where: str = "windows collector") -> WindowsFa
 
     bl = r.lst(raw.get("bitlocker"), "bitlocker", optional=True)
     if bl is not None:
-        facts.bitlocker = []
-        for n, v in enumerate(bl):
-            p = f"bitlocker[{n}]"
-            r.obj(v, p)
-            facts.bitlocker.append(BitLockerVolume(
-                mount=r.s(v.get("mount"), p + ".mount", optional=False) or "",
-                protection_status=(r.s(v.get("protection_status"), p + ".protection_status") or "unknown").lower(),
-                volume_status=r.s(v.get("volume_status"), p + ".volume_status"),
-                encryption_percentage=v.get("encryption_percentage"),
-                protectors=[str(x) for x in r.lst(v.get("protectors") or [], p + ".protectors") or []],
-                recovery_key_escrowed=r.b(v.get("recovery_key_escrowed"), p + ".recovery_key_escrowed"),
-            ))
+        facts.bitlocker = [r.record(
+            BitLockerVolume, v, p, required=("mount",),
+            protection_status=(r.s(v.get("protection_status"), p + ".protection_status") or "unknown").lower(),
+            protectors=[str(x) for x in r.lst(v.get("protectors") or [], p + ".protectors") or []],
+        ) for p, v in r.each(bl, "bitlocker")]
 
     disks = r.obj(raw.get("storage"), "storage", optional=True)
     if disks is not None:
         facts.san_policy = r.s(disks.get("san_policy"), "storage.san_policy")
         items = r.lst(disks.get("disks"), "storage.disks", optional=True)
         if items is not None:
-            facts.disks = []
-            for n, d in enumerate(items):
-                p = f"storage.disks[{n}]"
-                r.obj(d, p)
-                parts = []
-                for m, pt in enumerate(r.lst(d.get("partitions") or [], p + ".partitions") or []):
-                    pp = f"{p}.partitions[{m}]"
-                    r.obj(pt, pp)
-                    parts.append(Partition(
-                        number=r.i(pt.get("number"), pp + ".number", optional=False) or 0,
-                        offset=r.i(pt.get("offset"), pp + ".offset", optional=False) or 0,
-                        size=r.i(pt.get("size"), pp + ".size") or 0,
-                        drive_letter=r.s(pt.get("drive_letter"), pp + ".drive_letter") or None,
-                        type=r.s(pt.get("type"), pp + ".type"),
-                    ))
-                facts.disks.append(Disk(
-                    number=r.i(d.get("number"), p + ".number", optional=False) or 0,
-                    size=r.i(d.get("size"), p + ".size") or 0,
-                    friendly_name=r.s(d.get("friendly_name"), p + ".friendly_name") or "",
-                    bus_type=r.s(d.get("bus_type"), p + ".bus_type"),
-                    partition_style=r.s(d.get("partition_style"), p + ".partition_style"),
-                    is_boot=bool(r.b(d.get("is_boot"), p + ".is_boot")),
-                    is_system=bool(r.b(d.get("is_system"), p + ".is_system")),
-                    is_offline=bool(r.b(d.get("is_offline"), p + ".is_offline")),
-                    is_read_only=bool(r.b(d.get("is_read_only"), p + ".is_read_only")),
-                    logical_sector_size=r.i(d.get("logical_sector_size"), p + ".logical_sector_size"),
-                    partitions=parts,
-                ))
+            facts.disks = [r.record(Disk, d, p, required=("number",), partitions=[
+                r.record(Partition, pt, pp, required=("number", "offset"),
+                         drive_letter=r.s(pt.get("drive_letter"), pp + ".drive_letter") or None)
+                for pp, pt in r.each(r.lst(d.get("partitions") or [], p + ".partitions") or [], p + ".partitions")
+            ]) for p, d in r.each(items, "storage.disks")]
 
     vols = r.lst(raw.get("volumes"), "volumes", optional=True)
     if vols is not None:
-        facts.volumes = []
-        for n, v in enumerate(vols):
-            p = f"volumes[{n}]"
-            r.obj(v, p)
-            facts.volumes.append(Volume(
-                drive_letter=(r.s(v.get("drive_letter"), p + ".drive_letter", optional=False) or "").rstrip(":"),
-                size=r.i(v.get("size"), p + ".size", optional=False) or 0,
-                free=r.i(v.get("free"), p + ".free", optional=False) or 0,
-                file_system=r.s(v.get("file_system"), p + ".file_system"),
-                label=r.s(v.get("label"), p + ".label"),
-            ))
+        facts.volumes = [r.record(
+            Volume, v, p, required=("size", "free"),
+            drive_letter=(r.s(v.get("drive_letter"), p + ".drive_letter", optional=False) or "").rstrip(":"),
+        ) for p, v in r.each(vols, "volumes")]
 
     store = r.lst(raw.get("driver_store"), "driver_store", optional=True)
     if store is not None:
-        facts.driver_store = []
-        for n, d in enumerate(store):
-            p = f"driver_store[{n}]"
-            r.obj(d, p)
-            facts.driver_store.append(StoreDriver(
-                inf=r.s(d.get("inf"), p + ".inf") or "",
-                original_name=r.s(d.get("original_name"), p + ".original_name", optional=False) or "",
-                provider=r.s(d.get("provider"), p + ".provider"),
-                version=r.s(d.get("version"), p + ".version"),
-                class_name=r.s(d.get("class"), p + ".class"),
-            ))
+        facts.driver_store = [r.record(StoreDriver, d, p, required=("original_name",), keys={"class_name": "class"})
+                              for p, d in r.each(store, "driver_store")]
 
     services = r.obj(raw.get("services") or {}, "services") or {}
     for name in VIRTIO_SERVICES:
         s = r.obj(services.get(name), f"services.{name}", optional=True)
-        facts.services[name] = None if s is None else ServiceInfo(
-            name=name, start=r.i(s.get("start"), f"services.{name}.start"),
-            image_path=r.s(s.get("image_path"), f"services.{name}.image_path"),
-            group=r.s(s.get("group"), f"services.{name}.group"),
-        )
+        facts.services[name] = None if s is None else r.record(ServiceInfo, s, f"services.{name}", name=name)
 
     facts.qemu_ga = r.obj(raw.get("qemu_ga"), "qemu_ga", optional=True)
     facts.vmware_tools = r.obj(raw.get("vmware_tools"), "vmware_tools", optional=True)
@@ -395,45 +371,10 @@ def parse(raw: Mapping[str, Any], where: str = "windows collector") -> WindowsFa
 
     net = r.obj(raw.get("network"), "network", optional=True)
     if net is not None:
-        facts.adapters = []
-        for n, a in enumerate(r.lst(net.get("adapters") or [], "network.adapters") or []):
-            p = f"network.adapters[{n}]"
-            r.obj(a, p)
-            try:
-                mac = normalise_mac(r.s(a.get("mac"), p + ".mac", optional=False) or "")
-            except ValueError:
-                raise r.bad(p + ".mac", f"not a MAC address: {a.get('mac')!r}") from None
-
-            def ips(key: str) -> list[IPAddress]:
-                out = []
-                for m, ip in enumerate(r.lst(a.get(key) or [], f"{p}.{key}") or []):
-                    r.obj(ip, f"{p}.{key}[{m}]")
-                    out.append(IPAddress(r.s(ip.get("address"), f"{p}.{key}[{m}].address", optional=False) or "",
-                                         r.i(ip.get("prefix"), f"{p}.{key}[{m}].prefix", optional=False) or 0))
-                return out
-
-            facts.adapters.append(NetAdapter(
-                name=r.s(a.get("name"), p + ".name", optional=False) or "", mac=mac,
-                description=r.s(a.get("description"), p + ".description") or "",
-                interface_index=r.i(a.get("interface_index"), p + ".interface_index"),
-                dhcp=r.b(a.get("dhcp"), p + ".dhcp"), ipv4=ips("ipv4"), ipv6=ips("ipv6"),
-                gateways=[str(g) for g in r.lst(a.get("gateways") or [], p + ".gateways") or []],
-                dns=[str(g) for g in r.lst(a.get("dns") or [], p + ".dns") or []],
-                dns_suffix=r.s(a.get("dns_suffix"), p + ".dns_suffix"),
-                profile=r.s(a.get("profile"), p + ".profile"),
-                network_name=r.s(a.get("network_name"), p + ".network_name"),
-            ))
-        facts.routes = []
-        for n, rt in enumerate(r.lst(net.get("routes") or [], "network.routes") or []):
-            p = f"network.routes[{n}]"
-            r.obj(rt, p)
-            facts.routes.append(Route(
-                destination=r.s(rt.get("destination"), p + ".destination", optional=False) or "",
-                next_hop=r.s(rt.get("next_hop"), p + ".next_hop", optional=False) or "",
-                interface_index=r.i(rt.get("interface_index"), p + ".interface_index"),
-                metric=r.i(rt.get("metric"), p + ".metric"),
-                persistent=bool(r.b(rt.get("persistent"), p + ".persistent")),
-            ))
+        facts.adapters = [_adapter(r, a, p) for p, a in r.each(r.lst(net.get("adapters") or [], "network.adapters")
+                                                                 or [], "network.adapters")]
+        facts.routes = [r.record(Route, rt, p, required=("destination", "next_hop"))
+                        for p, rt in r.each(r.lst(net.get("routes") or [], "network.routes") or [], "network.routes")]
     fw_profiles = r.obj(raw.get("firewall"), "firewall", optional=True)
     if fw_profiles is not None:
         facts.firewall_profiles = {str(k): bool(r.b(v, f"firewall.{k}")) for k, v in fw_profiles.items()}
@@ -448,6 +389,23 @@ def parse(raw: Mapping[str, Any], where: str = "windows collector") -> WindowsFa
         if isinstance(escrow, dict) and escrow.get(v.mount) is True:
             v.recovery_key_escrowed = True
     return facts
+
+
+def _adapter(r: _Reader, a: dict[str, Any], p: str) -> NetAdapter:
+    try:
+        mac = normalise_mac(r.s(a.get("mac"), p + ".mac", optional=False) or "")
+    except ValueError:
+        raise r.bad(p + ".mac", f"not a MAC address: {a.get('mac')!r}") from None
+
+    def ips(key: str) -> list[IPAddress]:
+        return [r.record(IPAddress, ip, ipp, required=("address", "prefix"))
+                for ipp, ip in r.each(r.lst(a.get(key) or [], f"{p}.{key}") or [], f"{p}.{key}")]
+
+    def strings(key: str) -> list[str]:
+        return [str(g) for g in r.lst(a.get(key) or [], f"{p}.{key}") or []]
+
+    return r.record(NetAdapter, a, p, required=("name",), mac=mac, ipv4=ips("ipv4"), ipv6=ips("ipv6"),
+                    gateways=strings("gateways"), dns=strings("dns"))
 
 
 def parse_output(stdout: bytes, where: str) -> dict[str, Any]:

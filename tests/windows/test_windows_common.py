@@ -57,6 +57,14 @@ def test_script_marker():
     (lambda d: d["firmware"].__setitem__("type", "coreboot"), "firmware.type"),
     (lambda d: d.__setitem__("supported", "yes"), "supported"),
     (lambda d: d["pending_reboot"].__setitem__("pending", "maybe"), "pending_reboot.pending"),
+    (lambda d: d["storage"]["disks"][0].__setitem__("is_boot", "yes"), "storage.disks[0].is_boot"),
+    (lambda d: d["network"]["routes"][0].pop("destination"), "network.routes[0].destination"),
+    (lambda d: d["network"]["adapters"][0]["ipv4"][0].__setitem__("prefix", [24]), "network.adapters[0].ipv4[0].prefix"),
+    (lambda d: d["volumes"][0].__setitem__("free", None), "volumes[0].free"),
+    (lambda d: d.__setitem__("driver_store", [{"original_name": "vioscsi.inf", "class": {}}]), "driver_store[0].class"),
+    (lambda d: d["services"].__setitem__("vioscsi", {"start": "boot"}), "services.vioscsi.start"),
+    (lambda d: d.__setitem__("bitlocker", [{"protection_status": "On"}]), "bitlocker[0].mount"),
+    (lambda d: d["efi"].__setitem__("files", [{"size": 1}]), "efi"),   # the UEFI member, parsed with the rest
 ])
 def test_parse_names_the_bad_field(mutate, where):
     doc = load_profile("ws2019-en-US")
