@@ -29,11 +29,6 @@ JsonOutOpt = typer.Option(None, "--json-out", dir_okay=False,
                                "as JSON, atomically.")
 
 
-def render(results, applied: bool) -> None:
-    for r in results:
-        console.print(prepare_block(r, applied))
-
-
 def _on_interrupt(presses: int) -> None:
     if presses == 1:
         err_console.print("[yellow]interrupted:[/] no new guest starts; running guests stop after the operation in "
