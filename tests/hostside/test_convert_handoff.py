@@ -87,12 +87,13 @@ class Node:
         assert r.returncode == 0, r.stderr
         return out
 
-    def host(self, *args):
+    def host(self, *args, env=None):
         cfg = ["--storage-cfg", str(self.cfg)] if "--handoff" in args else []
         return subprocess.run([sys.executable, "-m", "hostside.cli", "convert", *map(str, args), *cfg,
                                "--progress", "none"],
                               capture_output=True, text=True, timeout=600, cwd=self.cwd,
-                              env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])))
+                              env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]),
+                                       **(env or {})))
 
     def written(self) -> list[str]:
         """Everything a run could have created: files on the dir storage, zvols, manifests."""
@@ -224,6 +225,44 @@ def test_import_from_disks_are_left_to_finalize_unless_selected(disks, node):
     # named like Proxmox does, skipping the number the document already uses
     assert job["volid"] == "local:120/vm-120-disk-1.qcow2"
     assert any("names no volume for this disk" in w for w in job["warnings"])
+
+
+def test_a_failing_second_disk_keeps_the_first_and_says_so(disks, node, datastore):
+    """Disk 2 streams from an HTTPS datastore that starts failing once disk 1 is done."""
+    import threading
+    import time
+
+    doc = node.handoff(disks)
+    sh("cp", "--sparse=always", disks["gpt.raw"], datastore.root / "app01_1-flat.vmdk")
+    first_manifest = node.dir_storage / "images/120/vm-120-disk-0.qcow2.guestprep-manifest.json"
+    stop = threading.Event()
+
+    def break_datastore_after_disk_1():
+        while not stop.is_set():
+            if first_manifest.exists():
+                datastore.fail_after = 0
+                return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=break_datastore_after_disk_1, daemon=True)
+    watcher.start()
+    try:
+        r = node.host("--handoff", doc, "--source", f"Hard disk 2={datastore.url('app01_1-flat.vmdk')}",
+                      "--cookie-env", "VC_COOKIE", "--insecure", env={"VC_COOKIE": datastore.cookie})
+    finally:
+        stop.set()
+        watcher.join()
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert "disk 'Hard disk 2'" in r.stderr and "qemu-img convert failed" in r.stderr
+    assert "converted before this failure (complete, verified, manifests kept): Hard disk 1" in r.stderr
+    assert datastore.cookie.split("=", 1)[1].strip('"') not in r.stdout + r.stderr
+    # disk 1 complete and verified; disk 2's zvol created and removed again; no manifest for it
+    assert _same(disks["mbr.raw"], node.dir_storage / "images/120/vm-120-disk-0.qcow2", "qcow2")
+    assert json.loads(first_manifest.read_text())["verification"]["ok"]
+    assert len(node.zfs_creates()) == 1
+    assert [c for c in node.standins.calls() if c[:2] == ["zfs", "destroy"]]
+    assert not (node.standins.dev / "zvol/rpool/data/vm-120-disk-1").exists()
+    assert list(node.cwd.iterdir()) == []
 
 
 # --------------------------------------------------------------------------- bad documents
