@@ -278,6 +278,8 @@ def plan(doc: HandoffDoc, ov: Overrides, storages: StorageLoader, cfg_path: str)
     if not active:
         raise InputError("no disk to convert (every selected disk is excluded)", doc.path)
     if ov.dest is not None:
+        if ov.storage:
+            raise InputError("--storage and --dest both name the target: give one", "--dest")
         if len(active) != 1:
             raise InputError(f"--dest names one target but {len(active)} disks are selected: "
                              "choose one with --disk LABEL", "--dest")
