@@ -23,6 +23,7 @@ def base(hostname: str, caption: str, version: str, build: int, **os_extra) -> d
                "product_type": 3, "installation_type": "Server", "locale": "en-US", "architecture": "64-bit",
                "system_drive": "C:", **os_extra},
         "firmware": {"type": "bios", "secure_boot": False},
+        "efi": None,   # collect.ps1 prints the ESP member for UEFI guests only (see esp())
         "tpm": {"present": False, "version": None},
         "bitlocker": [],
         "storage": {"san_policy": "OfflineShared", "disks": [
