@@ -1,5 +1,5 @@
 # guestprep-library: lib
-# Shared helpers prepended to every guestprep operation script (never run alone).
+# Shared helpers prepended to every guestprep operation script and to collect.ps1 (never run alone).
 # The journal (C:\ProgramData\guestprep\journal.json) records every change with its
 # previous value so rollback.ps1 can restore it.
 Set-StrictMode -Version 2.0
