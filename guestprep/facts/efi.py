@@ -208,12 +208,18 @@ def parse_efibootmgr(text: str) -> tuple[list[BootEntry], str | None, list[str]]
     return entries, current, order
 
 
-def parse_linux_efi(raw: Any, where: str = "collector document: efi") -> EfiFacts:
+def _firmware_of(raw: Any, where: str) -> str:
+    """The ``firmware`` of an efi member (either collector's), which must be an object."""
     if not isinstance(raw, Mapping):
         raise CollectorError(f"expected an object, got {type(raw).__name__}", where=where)
     firmware = raw.get("firmware")
     if firmware not in ("uefi", "bios"):
         raise CollectorError(f"firmware is {firmware!r}, expected 'uefi' or 'bios'", where=where)
+    return firmware
+
+
+def parse_linux_efi(raw: Any, where: str = "collector document: efi") -> EfiFacts:
+    firmware = _firmware_of(raw, where)
     sb = str(raw.get("secure_boot") or "").strip()
     facts = EfiFacts(firmware=firmware, secure_boot=None if not sb else sb == "1")
     if firmware == "uefi" and not sb:
@@ -281,11 +287,7 @@ def parse_bcdedit_firmware(text: str) -> tuple[list[BootEntry], list[str]]:
 
 
 def parse_windows_efi(raw: Any, where: str = "windows collector: efi") -> EfiFacts:
-    if not isinstance(raw, Mapping):
-        raise CollectorError(f"expected an object, got {type(raw).__name__}", where=where)
-    firmware = raw.get("firmware")
-    if firmware not in ("uefi", "bios"):
-        raise CollectorError(f"firmware is {firmware!r}, expected 'uefi' or 'bios'", where=where)
+    firmware = _firmware_of(raw, where)
     sb = raw.get("secure_boot")
     if sb is not None and not isinstance(sb, bool):
         raise CollectorError(f"secure_boot is {sb!r}, expected true, false or null", where=where)
