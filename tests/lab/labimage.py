@@ -13,6 +13,7 @@ Run directly to warm the cache:  python tests/lab/labimage.py
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -23,7 +24,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests.support, also when run directly
 from qemu_vm import LabVM, ssh  # noqa: E402
+
+from tests.support.cachelock import exclusive  # noqa: E402
 
 CACHE_ROOT = Path(os.environ.get("GUESTPREP_LAB_CACHE", "/var/tmp/guestprep-cache"))
 MIRROR = "http://deb.debian.org/debian"
@@ -35,7 +39,9 @@ INCLUDE = ["dracut", "openssh-server", "sudo", "ifupdown", "iproute2", "ca-certi
 CHROOT_PACKAGES = ["linux-image-amd64", "grub-pc", "open-vm-tools"]
 # rd.retry/rd.timeout only shorten the initqueue wait so a failed boot reaches the
 # emergency shell in seconds, not three minutes; they change nothing else.
-KERNEL_CMDLINE = "console=ttyS0,115200 rd.retry=20 rd.timeout=40"
+# (The UEFI lab lengthens exactly this string again: tests/lab_uefi/uefiimage.py.)
+ROOT_WAIT = "rd.retry=20 rd.timeout=40"
+KERNEL_CMDLINE = f"console=ttyS0,115200 {ROOT_WAIT}"
 SUDO_USER = "labadmin"
 SUDO_PASSWORD = "lab-sudo-pw-7"   # a throwaway lab secret: the guest only listens on 127.0.0.1
 
@@ -61,6 +67,7 @@ FILES = {
 }
 
 
+@functools.cache  # read once: an edit to this file during a run must not change the cache entry mid-run
 def recipe_hash() -> str:
     import inspect
 
@@ -219,8 +226,17 @@ def build(artifacts: Path) -> Path:
     if os.geteuid() != 0:
         raise PermissionError("building the lab image needs root (loop devices, mount, chroot)")
     CACHE_ROOT.mkdir(parents=True, exist_ok=True)
+    # parallel test workers (the BIOS and the UEFI lab) must not build the same image twice at once
+    with exclusive(CACHE_ROOT / f"{final.name}.lock", f"the lab image {final.name}", log):
+        if (final / "meta.json").is_file():  # built while we waited
+            return final
+        return _build_locked(final, artifacts)
+
+
+def _build_locked(final: Path, artifacts: Path) -> Path:
     t0 = time.monotonic()
-    # a finished stage 1 of an interrupted build is reused (it is the slow, network-bound part)
+    # a finished stage 1 of an interrupted build is reused (it is the slow, network-bound part);
+    # under the lock no other builder is using it
     done = sorted(CACHE_ROOT.glob(f"{final.name}.building-*/stage1.done"))
     if done:
         work = done[-1].parent
@@ -246,6 +262,9 @@ def build(artifacts: Path) -> Path:
         shutil.rmtree(work, ignore_errors=True)
     log(f"lab image ready: {final} ({meta['build_seconds']}s)")
     return final
+
+
+recipe_hash()  # fixed at import time, while the sources match the loaded code
 
 
 if __name__ == "__main__":

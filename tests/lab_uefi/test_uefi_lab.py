@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+import uefiimage
 from uefi_vm import OVMF_VARS, REACHED_OS_RE, UefiVM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab"))
@@ -96,6 +97,7 @@ def test_prepared_guest_boots_from_a_fresh_vars_store_on_virtio(uefi_image, uefi
     vm.start()
     try:
         assert vm.wait_boot(900) == "multi-user" and vm.wait_ssh_banner(180), f"see {vm.serial_log}"
+        assert uefiimage.booted_with_long_root_wait(vm.serial_log), f"root-device wait not lengthened; see {vm.serial_log}"
         # positive control for the negative one: on its own NVRAM the guest boots through \EFI\debian
         efi = ssh(vm.ssh_port, key, ["efibootmgr", "-v"]).stdout.decode()
         current = next(l.split(":", 1)[1].strip() for l in efi.splitlines() if l.startswith("BootCurrent"))

@@ -25,6 +25,7 @@ Run directly to warm the cache:  python tests/lab_uefi/uefiimage.py
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -39,6 +40,7 @@ sys.path.insert(0, str(LAB_DIR))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import labimage  # noqa: E402  (the BIOS lab's builder: cache root, run/chroot helpers)
 from labimage import chroot, log, run  # noqa: E402
+from tests.support.cachelock import exclusive  # noqa: E402
 from qemu_vm import ssh  # noqa: E402
 from uefi_vm import OVMF_VARS, UefiVM  # noqa: E402
 
@@ -51,7 +53,7 @@ Q35_PROXMOX_NIC = "enp0s18"          # virtio-net at slot 0x12 on q35
 # virtio already in, so the UEFI lab isolates the bootloader (the BIOS lab proves the initramfs).
 INITRAMFS_DRIVERS = ["ahci", "libahci", "libata", "sd_mod", "scsi_mod", "ext4", "crc32c_generic",
                      "virtio_scsi", "virtio_blk", "virtio_pci"]
-SHORT_ROOT_WAIT = "rd.retry=20 rd.timeout=40"
+SHORT_ROOT_WAIT = labimage.ROOT_WAIT   # what stage 1 replaces in the BIOS image's grub config
 LONG_ROOT_WAIT = "rd.retry=60 rd.timeout=300"
 EFI_PACKAGES = ["grub-efi-amd64-bin", "efibootmgr", "dosfstools"]
 GRUB_MODULES = ["part_gpt", "part_msdos", "fat", "ext2", "search_fs_uuid", "search", "normal", "configfile",
@@ -59,6 +61,7 @@ GRUB_MODULES = ["part_gpt", "part_msdos", "fat", "ext2", "search_fs_uuid", "sear
 ESP_LINE = f"UUID={ESP_VOLID[:4]}-{ESP_VOLID[4:]} /boot/efi vfat umask=0077 0 0\n"
 
 
+@functools.cache  # read once: an edit to this file during a run must not change the cache entry mid-run
 def recipe_hash() -> str:
     import inspect
 
@@ -214,38 +217,28 @@ def stage2(work: Path, raw: Path, artifacts: Path) -> dict:
     return {"kver": kver, "nic": Q35_VMWARE_NIC, "virt": virt, "efibootmgr": entries}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-def bios_image(timeout: float = 3600) -> Path:
-    """The BIOS lab's image; when another process (the BIOS lab) is building it right now, wait for
-    that build instead of starting a second one on the same stage-1 disk (2 cores, one debootstrap)."""
-    final = labimage.cache_dir()
-    deadline = time.monotonic() + timeout
-    while not (final / "meta.json").is_file() and time.monotonic() < deadline:
-        builders = [int(d.name.rsplit("-", 1)[1]) for d in labimage.CACHE_ROOT.glob(f"{final.name}.building-*")
-                    if d.name.rsplit("-", 1)[1].isdigit()]
-        if not any(_alive(pid) and pid != os.getpid() for pid in builders):
-            break
-        log(f"waiting for the BIOS lab image another process is building ({final.name})")
-        time.sleep(15)
-    return labimage.build(LAB_DIR.parent / "artifacts" / "lab")
-
-
 def build(artifacts: Path) -> Path:
     final = cache_dir()
     if (final / "meta.json").is_file():
         return final
     if os.geteuid() != 0:
         raise PermissionError("building the UEFI lab image needs root (loop mount, chroot)")
-    bios = bios_image()
+    # the BIOS image: built here, or awaited when the BIOS lab (another worker) is building it
+    bios = labimage.build(LAB_DIR.parent / "artifacts" / "lab")
+    with exclusive(labimage.CACHE_ROOT / f"{final.name}.lock", f"the UEFI lab image {final.name}", log):
+        if (final / "meta.json").is_file():  # built while we waited
+            return final
+        return _build_locked(final, bios, artifacts)
+
+
+def booted_with_long_root_wait(serial_log: Path) -> bool:
+    """Did the kernel on this serial console get LONG_ROOT_WAIT? (Stage 1 patches the BIOS
+    image's command line by string: this catches a patch that silently matched nothing.)"""
+    cmdlines = [line for line in serial_log.read_text(errors="replace").splitlines() if "Command line:" in line]
+    return bool(cmdlines) and all(LONG_ROOT_WAIT in line and SHORT_ROOT_WAIT not in line for line in cmdlines)
+
+
+def _build_locked(final: Path, bios: Path, artifacts: Path) -> Path:
     t0 = time.monotonic()
     # a finished stage 1 of an interrupted build is reused (the chroot part needs the network)
     done = sorted(labimage.CACHE_ROOT.glob(f"{final.name}.building-*/stage1.done"))
@@ -266,6 +259,10 @@ def build(artifacts: Path) -> Path:
     booted = work / "disk-stage2.raw"
     run(["cp", "--sparse=always", str(raw), str(booted)])
     meta = stage2(work, booted, artifacts)
+    first_boot = artifacts / "build-uefi-vmware-first-boot.log"
+    if not booted_with_long_root_wait(first_boot):
+        raise RuntimeError(f"the UEFI image did not boot with {LONG_ROOT_WAIT!r}: stage 1's replacement of "
+                           f"{SHORT_ROOT_WAIT!r} in the grub config matched nothing; see {first_boot}")
     run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(booted), str(work / "vmware-guest.vmdk")])
     for f in (raw, booted, work / "stage1.done"):
         f.unlink()
@@ -279,6 +276,9 @@ def build(artifacts: Path) -> Path:
         shutil.rmtree(work, ignore_errors=True)
     log(f"UEFI lab image ready: {final} ({meta['build_seconds']}s)")
     return final
+
+
+recipe_hash()  # fixed at import time, while the sources match the loaded code
 
 
 if __name__ == "__main__":

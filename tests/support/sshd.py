@@ -6,9 +6,12 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.cachelock import exclusive
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 TEST_USER = "guestprep-test"
@@ -50,9 +53,11 @@ def ensure_password_user() -> bool:
     """Create a local test user with a password (root only); used for password and sudo tests."""
     if os.geteuid() != 0:
         return False
-    if subprocess.run(["id", TEST_USER], capture_output=True).returncode != 0:
-        subprocess.run(["useradd", "-m", "-s", "/bin/sh", TEST_USER], check=True, capture_output=True)
-    subprocess.run(["chpasswd"], input=f"{TEST_USER}:{TEST_PASSWORD}\n".encode(), check=True)
+    # parallel test workers each start an sshd: one useradd/chpasswd at a time (both lock /etc/shadow)
+    with exclusive(Path(tempfile.gettempdir()) / "guestprep-test-user.lock", f"the user {TEST_USER}"):
+        if subprocess.run(["id", TEST_USER], capture_output=True).returncode != 0:
+            subprocess.run(["useradd", "-m", "-s", "/bin/sh", TEST_USER], check=True, capture_output=True)
+        subprocess.run(["chpasswd"], input=f"{TEST_USER}:{TEST_PASSWORD}\n".encode(), check=True)
     return True
 
 

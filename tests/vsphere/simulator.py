@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests.support, also from benchmarks/
+from tests.support.cachelock import exclusive  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 GO_MAIN = HERE / "vcsim" / "main.go"
@@ -61,6 +65,14 @@ def build() -> Path:
     if not (Path(GOPATH) / "src/github.com/vmware/govmomi/simulator").is_dir():
         raise SimulatorUnavailable("govmomi sources missing: apt-get install golang-github-vmware-govmomi-dev")
     out_dir.mkdir(parents=True, exist_ok=True)
+    # parallel test workers each need the binary: one Go build, the others wait for it
+    with exclusive(out_dir.with_name(out_dir.name + ".lock"), "the vCenter simulator"):
+        if not binary.exists():
+            _go_build(out_dir, binary, cache)
+    return binary
+
+
+def _go_build(out_dir: Path, binary: Path, cache: Path) -> None:
     work = Path(tempfile.mkdtemp(prefix="vcsim-build-", dir=out_dir))
     try:
         shutil.copy(GO_MAIN, work / "main.go")
@@ -74,7 +86,6 @@ def build() -> Path:
         os.replace(tmp_bin, binary)  # atomic: a concurrent build never sees half a binary
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return binary
 
 
 def _name(cn: str) -> x509.Name:
