@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -13,6 +14,14 @@ SHARED = REPO.parent / "shared"
 sys.path.insert(0, str(REPO))  # tests.support is importable from every test directory
 
 from tests.support.sshd import SSHServer, start_sshd  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Parallel runs (scripts/run-tests.sh: pytest-xdist --dist loadscope, a module per worker at a
+    time): on the workers the QEMU lab modules (minutes each, one TCG core per guest) come first,
+    so with --no-loadscope-reorder they are handed out first, start at once, and the rest runs beside them."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.get_closest_marker("lab") is None)  # stable: order kept otherwise
 
 
 @pytest.fixture(scope="session")

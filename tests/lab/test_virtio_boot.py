@@ -48,6 +48,20 @@ def guestprep(*args: str, timeout: float = 1800, env: dict | None = None) -> sub
     return subprocess.run([GUESTPREP, *args], capture_output=True, timeout=timeout, env=env)
 
 
+class StepClock:
+    """Seconds per lab step, appended to tests/artifacts/lab/timings.txt (measured, never asserted)."""
+
+    def __init__(self, path: Path):
+        self.path, self.t0, self.last = path, time.monotonic(), time.monotonic()
+        self.path.write_text(f"# lab run {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+
+    def __call__(self, step: str) -> None:
+        now = time.monotonic()
+        with self.path.open("a") as f:
+            f.write(f"{step:32} {now - self.last:6.0f} s   (total {now - self.t0:5.0f} s)\n")
+        self.last = now
+
+
 @pytest.fixture(scope="module")
 def lab(lab_image, lab_artifacts, tmp_path_factory):
     meta = json.loads((lab_image / "meta.json").read_text())
@@ -56,6 +70,7 @@ def lab(lab_image, lab_artifacts, tmp_path_factory):
     shutil.copy(lab_image / "id_ed25519", key)
     key.chmod(0o600)
     started = time.monotonic()
+    clock = StepClock(lab_artifacts / "timings.txt")
     state = {"meta": meta, "work": work, "key": key, "vms": [], "started": started}
 
     # negative control, in parallel with the VMware-side boot (each TCG guest uses one core)
@@ -71,6 +86,7 @@ def lab(lab_image, lab_artifacts, tmp_path_factory):
     state["vms"].append(vm)
     state["vmware_boot"] = vm.wait_boot(BOOT_TIMEOUT)
     state["vmware_ssh"] = vm.wait_ssh_banner(180)
+    clock("vmware-shaped boot + ssh")
     if state["vmware_boot"] != "multi-user" or not state["vmware_ssh"]:
         for v in state["vms"]:
             v.kill()
@@ -81,6 +97,7 @@ def lab(lab_image, lab_artifacts, tmp_path_factory):
     state["negative_ssh"] = state["negative_state"] == "multi-user" and neg.wait_ssh_banner(60)
     state["negative_log"] = neg.console()
     neg.kill()
+    clock("negative control verdict")
 
     fleet = work / "fleet.yaml"
     fleet.write_text(
@@ -95,10 +112,13 @@ def lab(lab_image, lab_artifacts, tmp_path_factory):
 
     plan_only = guestprep("prepare", *common, "--json")
     state["plan_only"] = plan_only
+    clock("prepare (plan only)")
     state["after_plan_only"] = digests(vm.ssh_port, key, state["restore_paths"])
     t0 = time.monotonic()
     state["apply1"] = guestprep("prepare", *common, "--apply", "--json")
     state["apply1_seconds"] = time.monotonic() - t0
+    (lab_artifacts / "prepare-apply.json").write_bytes(state["apply1"].stdout)  # seconds per step, for profiling
+    clock("prepare --apply")
     state["after_apply"] = digests(vm.ssh_port, key, state["restore_paths"])
     # the second run goes through a non-root admin and sudo (password from an env var, on stdin)
     sudo_fleet = work / "fleet-sudo.yaml"
@@ -108,17 +128,22 @@ def lab(lab_image, lab_artifacts, tmp_path_factory):
         "    os: linux\n    sudo: true\n    sudo_password_env: LAB_SUDO_PASSWORD\n")
     env = {**os.environ, "LAB_SUDO_PASSWORD": labimage.SUDO_PASSWORD}
     state["apply2"] = guestprep("prepare", "-i", str(sudo_fleet), "--known-hosts", str(kh), "--apply", "--json", env=env)
+    clock("prepare --apply again (sudo)")
     state["sudo_refused"] = guestprep("prepare", "-i", str(sudo_fleet), "--known-hosts", str(kh), "--apply", "--json",
                                       env={**os.environ, "LAB_SUDO_PASSWORD": "not-the-password"})
     state["after_sudo_refused"] = digests(vm.ssh_port, key, state["restore_paths"])
+    clock("wrong sudo password")
     state["vmware_lsinitrd"] = ssh(vm.ssh_port, key, ["lsinitrd", f"/boot/initrd.img-{kver}"]).stdout.decode()
+    clock("lsinitrd")
 
     ssh(vm.ssh_port, key, ["systemctl", "poweroff"], timeout=60)
     state["vmware_poweroff"] = vm.wait_exit(240)
     vm.kill()
+    clock("poweroff")
 
     qcow2 = work / "prepared.qcow2"
     convert(vmdk, qcow2)
+    clock("vmdk -> qcow2")
     qga_sock = work / "qga.sock"
     pve = LabVM(qcow2, "qcow2", "proxmox", lab_artifacts / "prepared-virtio-boot.log", qga_socket=qga_sock).start()
     state["vms"].append(pve)
@@ -126,11 +151,13 @@ def lab(lab_image, lab_artifacts, tmp_path_factory):
     state["qga_sock"] = qga_sock
     state["pve_boot"] = pve.wait_boot(BOOT_TIMEOUT)
     state["pve_ssh"] = pve.wait_ssh_banner(240)
+    clock("virtio boot + ssh")
     if state["pve_ssh"]:
         fleet.write_text(fleet.read_text().replace(f"port: {vm.ssh_port}", f"port: {pve.ssh_port}"))
     yield state
     for v in state["vms"]:
         v.kill()
+    clock("tests")
     print(f"\nlab wall time: {time.monotonic() - started:.0f} s (apply: {state['apply1_seconds']:.0f} s)")
 
 
