@@ -30,6 +30,7 @@ from guestprep.models import CommandResult, Guest
 logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 MAX_OUTPUT = 64 * 1024 * 1024  # per stream; a guest flooding us is stopped, not buffered forever
+EOF_GRACE = 5.0   # seconds to wait for output after the exit status when EOF has not come
 _known_hosts_lock = threading.Lock()
 
 
@@ -181,6 +182,7 @@ class SSHConnector:
                 chan.sendall(stdin)
             chan.shutdown_write()
             out, err = bytearray(), bytearray()
+            exited_at = 0.0
             while True:
                 progressed = False
                 while chan.recv_ready():
@@ -194,7 +196,11 @@ class SSHConnector:
                     raise GuestprepError(f"command output exceeded {MAX_OUTPUT // (1024 * 1024)} MiB; stopped it",
                                          where=self._where)
                 if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    break
+                    # sshd may report the exit status before the last output leaves its pipe: wait for
+                    # the channel's EOF too, but not forever (a background child can hold stdout open)
+                    exited_at = exited_at or time.monotonic()
+                    if chan.eof_received or time.monotonic() - exited_at > EOF_GRACE:
+                        break
                 if time.monotonic() > deadline:
                     chan.close()
                     raise CommandTimeout(f"command did not finish within {timeout:g} s", where=self._where)
