@@ -87,20 +87,40 @@ def _private_collection(gssapi) -> str:
     return collection
 
 
+CLOCK_SKEW = ("Clock skew", "the controller's clock differs too much from the KDC's")
+
+
+def _explain(text: str, table: tuple[tuple[str, str], ...]) -> str | None:
+    return next((reason for needle, reason in table if needle.lower() in text.lower()), None)
+
+
 def _kdc_reason(exc: Exception, principal: str) -> str:
+    """Why the KDC would not give ``principal`` a ticket-granting ticket."""
     text = str(exc)
     realm = principal.rpartition("@")[2] or "the default realm"
-    for needle, reason in (
+    reason = _explain(text, (
         ("Decrypt integrity check failed", "wrong password"),
         ("Preauthentication failed", "wrong password"),
         ("not found in Kerberos database", f"unknown principal {principal}"),
         ("Cannot find KDC", f"no KDC known for realm {realm} (check krb5.conf [realms] or DNS SRV records)"),
         ("Cannot contact any KDC", f"no KDC of realm {realm} answered"),
-        ("Clock skew too great", "the controller's clock differs too much from the KDC's"),
+        CLOCK_SKEW,
         ("password has expired", "the password has expired"),
         ("revoked", "the account is disabled or locked"),
-    ):
-        if needle.lower() in text.lower():
-            return reason
-    minor = text.rsplit("Minor", 1)[-1].split(":", 1)[-1].strip()
-    return minor or text
+    ))
+    return reason or text.rsplit("Minor", 1)[-1].split(":", 1)[-1].strip() or text
+
+
+def service_ticket_reason(exc: Exception) -> str | None:
+    """Why a service ticket for the guest failed (pykerberos raises inside requests); None if not Kerberos."""
+    if type(exc).__module__ != "kerberos" and type(exc).__name__ not in ("GSSError", "KerberosExchangeError"):
+        return None
+    text = str(exc)
+    reason = _explain(text, (
+        ("not found in Kerberos database", "the KDC has no service principal for this host: address the guest by "
+         "the DNS name its HTTP/<name> SPN uses, or set ansible_winrm_kerberos_hostname_override"),
+        CLOCK_SKEW,
+        ("No credentials", "no ticket for the principal (set credentials.password_env, or run kinit first)"),
+        ("credentials cache", "no ticket for the principal (set credentials.password_env, or run kinit first)"),
+    ))
+    return reason or (text if len(text) < 200 else text[:200] + "...")

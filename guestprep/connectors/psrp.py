@@ -77,9 +77,8 @@ class PSRPSettings:
             user=guest.credentials.user or "", verify=verify, ca=ca, encryption=enc, configuration=conf,
             operation_timeout=op, read_timeout=int(v.get("ansible_psrp_read_timeout", op + 10)),
             connection_timeout=int(v.get("ansible_psrp_connection_timeout", options.connect_timeout)),
-            hostname_override=(str(v["ansible_psrp_negotiate_hostname_override"])
-                               if v.get("ansible_psrp_negotiate_hostname_override") else None),
-            service=str(v["ansible_psrp_negotiate_service"]) if v.get("ansible_psrp_negotiate_service") else None,
+            hostname_override=wc.optional_text(v, "ansible_psrp_negotiate_hostname_override"),
+            service=wc.optional_text(v, "ansible_psrp_negotiate_service"),
             delegate=wc.truthy(v.get("ansible_psrp_negotiate_delegate", False)),
             credssp_mechanism=_credssp_mechanism(v.get("ansible_psrp_credssp_auth_mechanism", "auto"), where),
         )

@@ -126,6 +126,12 @@ def truthy(value: object) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
+def optional_text(guest_vars: object, key: str) -> str | None:
+    """A guest var as text, or None when unset or empty."""
+    value = guest_vars.get(key)  # type: ignore[attr-defined]
+    return str(value) if value else None
+
+
 # --------------------------------------------------------------------------- scripts with JSON results
 
 

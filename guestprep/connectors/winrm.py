@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 from guestprep.connectors import ConnectOptions
 from guestprep.connectors.base import Script
 from guestprep.connectors import windows_common as wc
+from guestprep.connectors.kerberos import service_ticket_reason as kerberos_reason
 from guestprep.errors import CommandTimeout, ConfigError, ConnectionFailed, GuestprepError
 from guestprep.models import CommandResult, Guest
 
@@ -66,8 +67,7 @@ class WinRMSettings:
             read_timeout=int(v.get("ansible_winrm_read_timeout_sec", op + 10)),
             retries=int(v.get("guestprep_winrm_retries", 2)),
             kerberos_delegation=wc.truthy(v.get("ansible_winrm_kerberos_delegation", False)),
-            kerberos_hostname_override=(str(v["ansible_winrm_kerberos_hostname_override"])
-                                        if v.get("ansible_winrm_kerberos_hostname_override") else None),
+            kerberos_hostname_override=wc.optional_text(v, "ansible_winrm_kerberos_hostname_override"),
         )
 
 
@@ -204,12 +204,9 @@ class WinRMConnector:
         if isinstance(exc, wex.WinRMTransportError):
             return ConnectionFailed(redact(f"HTTP {exc.code} while {doing}: {_fault_text(exc.response_text)}",
                                            self._secret), where=self._where)
-        gss = _gss_reason(exc)
+        gss = kerberos_reason(exc)
         if gss is not None:
             return ConnectionFailed(f"Kerberos authentication failed while {doing}: {gss}", where=self._where)
-        if isinstance(exc, wex.WinRMError) and "not installed" in str(exc):
-            # a missing optional client library is a setup problem here, not an unreachable guest
-            return ConfigError(f"{exc} (install pywinrm[{s.transport}] on the controller)", where=self._where)
         if isinstance(exc, wex.WinRMError):
             return ConnectionFailed(redact(f"WinRM error while {doing}: {exc}", self._secret), where=self._where)
         return ConnectionFailed(redact(f"{type(exc).__name__} while {doing}: {exc}", self._secret), where=self._where)
@@ -287,21 +284,6 @@ class WinRMConnector:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def _gss_reason(exc: Exception) -> str | None:
-    """pykerberos raises its GSSError from inside requests; name what the admin can fix."""
-    if type(exc).__module__ != "kerberos" and type(exc).__name__ not in ("GSSError", "KerberosExchangeError"):
-        return None
-    text = str(exc)
-    if "not found in Kerberos database" in text:
-        return ("the KDC has no service principal for this host: address the guest by the DNS name its "
-                "HTTP/<name> SPN uses, or set ansible_winrm_kerberos_hostname_override")
-    if "Clock skew" in text:
-        return "the controller's clock differs too much from the KDC's"
-    if "No credentials" in text or "credentials cache" in text.lower():
-        return "no ticket for the principal (set credentials.password_env, or run kinit first)"
-    return _short(exc)
 
 
 def _transient(exc: Exception) -> bool:
