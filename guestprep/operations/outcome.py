@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from guestprep.errors import EXIT_FINDINGS, EXIT_OK, EXIT_UNREACHABLE, ConfigError
+from guestprep.errors import EXIT_UNREACHABLE, ConfigError
 from guestprep.operations.engine import GuestResult, exit_code as prepare_exit_code
 from guestprep.secrets import redact
 
@@ -90,6 +90,10 @@ class RollbackResult:
     seconds: float = 0.0
 
     @property
+    def failed(self) -> bool:   # what engine.exit_code reads
+        return bool(self.error)
+
+    @property
     def status(self) -> str:
         if self.error:
             return "unreachable" if self.error_code == EXIT_UNREACHABLE else "failed"
@@ -102,11 +106,8 @@ class RollbackResult:
 
 
 def rollback_exit(results: list[RollbackResult], interrupted: bool) -> int:
-    if interrupted:
-        return EXIT_INTERRUPTED
-    if any(r.error and r.error_code == EXIT_UNREACHABLE for r in results):
-        return EXIT_UNREACHABLE
-    return EXIT_FINDINGS if any(r.error for r in results) else EXIT_OK
+    # the same rule as prepare: unreachable (3) before failed (1)
+    return EXIT_INTERRUPTED if interrupted else prepare_exit_code(results)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- the document
@@ -145,8 +146,10 @@ def redacted(value: Any) -> Any:
 
 
 def write_json(path: Path, doc: dict[str, Any]) -> None:
-    """Temp file beside the target, then rename: readers see the old file or the whole new one."""
-    text = json.dumps(redacted(doc), indent=2, ensure_ascii=False) + "\n"
+    """Temp file beside the target, then rename: readers see the old file or the whole new one.
+
+    ``doc`` is already redacted by its one caller (cli._emit)."""
+    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
     fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

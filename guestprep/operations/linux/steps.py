@@ -10,23 +10,17 @@ from __future__ import annotations
 
 import base64
 from functools import lru_cache
-from importlib import resources
-from pathlib import Path
 from typing import Any, Sequence
 
 from guestprep.connectors.base import Script
 from guestprep.errors import OperationError
-
-OPS_DIR = Path(__file__).resolve().parents[3] / "guest_scripts" / "linux" / "ops"
+from guestprep.scripts import read_script
 
 
 @lru_cache(maxsize=None)
 def script_text(step: str) -> str:
     def read(name: str) -> str:
-        path = OPS_DIR / name
-        if path.is_file():
-            return path.read_text()
-        return resources.files("guestprep").joinpath(f"guest_scripts/linux/ops/{name}").read_text()
+        return read_script("linux", "ops", name)
 
     return read("lib.sh") + "\n# ---- step: " + step + "\n" + read(f"{step}.sh")
 
