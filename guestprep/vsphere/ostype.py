@@ -11,10 +11,6 @@ import re
 
 from guestprep.ostype import lookup
 
-PROXMOX_OSTYPES = ("other", "wxp", "w2k", "w2k3", "w2k8", "wvista", "win7", "win8", "win10", "win11",
-                   "l24", "l26", "solaris")
-
-
 def proxmox_ostype(guest_id: str) -> str | None:
     """The Proxmox ostype for a vSphere guestId (the shared data table), or None when the OS is unknown."""
     found = lookup(guest_id)
@@ -23,11 +19,9 @@ def proxmox_ostype(guest_id: str) -> str | None:
 
 def os_family(guest_id: str, full_name: str = "") -> str | None:
     """'windows' | 'linux' | None (unknown: e.g. otherGuest, freebsd)."""
-    ostype = proxmox_ostype(guest_id)
-    if ostype and (ostype.startswith("win") or ostype.startswith("w2k") or ostype in ("wxp", "wvista")):
-        return "windows"
-    if ostype in ("l24", "l26"):
-        return "linux"
+    found = lookup(guest_id)   # the shared table already says the family
+    if found and found.family in ("windows", "linux"):
+        return found.family
     name = (full_name or "").lower()
     if "windows" in name:
         return "windows"
