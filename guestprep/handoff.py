@@ -93,10 +93,6 @@ def read_json_file(path: str | Path) -> Any:
         raise ConfigError(f"not JSON: {e}", where=str(p)) from e
 
 
-def load_source_vm_json(path: str | Path) -> SourceVM:
-    return source_vm_from_dict(read_json_file(path), str(path))
-
-
 def source_vm_from_dict(data: Any, where: str) -> SourceVM:
     if not isinstance(data, Mapping):
         raise ConfigError("a SourceVM must be a JSON object", where=where)
@@ -121,12 +117,7 @@ def source_vm_from_dict(data: Any, where: str) -> SourceVM:
 def guest_facts_ref(path: str | Path, vm_name: str) -> GuestFactsRef:
     """Digest of a guest facts/report JSON and the readiness verdict found in it."""
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"cannot read: {e.strerror}", where=str(p)) from e
-    except ValueError as e:
-        raise ConfigError(f"not JSON: {e}", where=str(p)) from e
+    data = read_json_file(p)
     if not isinstance(data, Mapping):
         raise ConfigError("guest facts must be a JSON object", where=str(p))
     readiness, note = None, ""

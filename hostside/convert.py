@@ -120,11 +120,6 @@ def prepare(source: Source, target: Target, opts: ConvertOptions) -> Prepared:
                     {"preflight_s": round(time.monotonic() - t0, 3)})
 
 
-def run_convert(source: Source, target: Target, opts: ConvertOptions,
-                progress: ProgressFn | None = None, extra: dict | None = None) -> dict:
-    return execute(prepare(source, target, opts), progress, extra)
-
-
 def execute(prep: Prepared, progress: ProgressFn | None = None,
             extra: dict | None = None) -> dict:
     """Create the target, convert, verify, write the manifest (`extra` adds sections)."""

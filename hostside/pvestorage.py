@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 from hostside.errors import InputError, TargetRefused
 
-DEFAULT_STORAGE_CFG = "/etc/pve/storage.cfg"
 FILE_TYPES = ("dir", "nfs", "cifs", "cephfs")   # volumes are files under <path>/images/
 _HEADER_RE = re.compile(r"^([a-z][a-z0-9]*):\s*([A-Za-z][A-Za-z0-9._-]*)\s*$")
 _STORAGE_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]*$")

@@ -52,8 +52,8 @@ class SecretDir:
         return cls(tempfile.mkdtemp(prefix="guestprep-secret-"))  # mkdtemp is 0700
 
     def write(self, name: str, value: str) -> str:
-        path = os.path.join(self.path, name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        """A new 0600 file ending in ``name``; unique, so several disks of one run can share the dir."""
+        fd, path = tempfile.mkstemp(dir=self.path, suffix=f"-{name}")
         with os.fdopen(fd, "w") as f:
             f.write(value)
         return path

@@ -17,22 +17,15 @@ err = Console(stderr=True)
 
 
 def _pick_source_vm(vm_name: str, vmx: Optional[Path], source_vm: Optional[Path]):
-    from guestprep.handoff import source_vm_from_dict
+    from guestprep.handoff import read_json_file, source_vm_from_dict
     from guestprep.vmx import parse_vmx_file
 
-    if bool(vmx) == bool(source_vm):
-        raise ConfigError("give exactly one of --vmx FILE.vmx or --source-vm FILE.json", where="arguments")
     if vmx:
         vm, origin = parse_vmx_file(vmx), {"kind": "vmx", "path": str(vmx)}
         candidates = [vm]
     else:
-        assert source_vm is not None
-        try:
-            data = json.loads(source_vm.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise ConfigError(f"cannot read: {e.strerror}", where=str(source_vm)) from e
-        except ValueError as e:
-            raise ConfigError(f"not JSON: {e}", where=str(source_vm)) from e
+        assert source_vm is not None   # the command checked: exactly one of --vmx/--source-vm/--server
+        data = read_json_file(source_vm)
         items = data if isinstance(data, list) else [data]
         candidates = [source_vm_from_dict(x, f"{source_vm}[{i}]") for i, x in enumerate(items)]
         origin = {"kind": "source-vm", "path": str(source_vm)}
