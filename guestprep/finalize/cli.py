@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from guestprep.errors import ConfigError
+from guestprep.vsphere import cli as vs
 
 console = Console()
 err = Console(stderr=True)
@@ -71,14 +72,12 @@ def handoff(
     source_vm: Optional[Path] = typer.Option(None, "--source-vm", help="SourceVM JSON (object or list) from vSphere."),
     server: Optional[str] = typer.Option(None, "--server", "-s", help="Read the VM from this vCenter/ESXi host[:port]."),
     user: Optional[str] = typer.Option(None, "--user", "-u", help="vSphere user (with --server)."),
-    password_env: str = typer.Option("GUESTPREP_VSPHERE_PASSWORD", "--password-env",
-                                     help="Environment variable holding the vSphere password (else stdin, else a "
-                                          "prompt); never an argument."),
-    ca_bundle: Optional[Path] = typer.Option(None, "--ca-bundle", dir_okay=False,
-                                             help="PEM CA bundle that signs the vCenter certificate."),
-    thumbprint: Optional[str] = typer.Option(None, "--thumbprint", help="Pin the vCenter certificate (SHA-256)."),
-    insecure: bool = typer.Option(False, "--insecure", help="Do not verify the vCenter certificate. Never the default."),
-    timeout: float = typer.Option(60.0, "--timeout", min=1.0, help="Seconds to wait for each vSphere request."),
+    # the same connection options as the vsphere commands (password from env/stdin/prompt, never argv)
+    password_env: str = vs.PasswordEnvOpt,
+    ca_bundle: Optional[Path] = vs.CaOpt,
+    thumbprint: Optional[str] = vs.ThumbOpt,
+    insecure: bool = vs.InsecureOpt,
+    timeout: float = vs.TimeoutOpt,
     guest_facts: Optional[Path] = typer.Option(None, "--guest-facts", help="guestprep facts/report JSON for this guest."),
     policy: Optional[Path] = typer.Option(None, "--policy", help="Target policy YAML (node, storage, network map...)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Hand-off file to create (never overwritten)."),
