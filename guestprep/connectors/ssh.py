@@ -30,7 +30,7 @@ from guestprep.models import CommandResult, Guest
 logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 MAX_OUTPUT = 64 * 1024 * 1024  # per stream; a guest flooding us is stopped, not buffered forever
-EOF_GRACE = 5.0   # seconds to wait for output after the exit status when EOF has not come
+EOF_GRACE = 15.0  # seconds without new output, after the exit status, before giving up on EOF
 _known_hosts_lock = threading.Lock()
 
 
@@ -182,7 +182,7 @@ class SSHConnector:
                 chan.sendall(stdin)
             chan.shutdown_write()
             out, err = bytearray(), bytearray()
-            exited_at = 0.0
+            exited_at = last_data = 0.0
             while True:
                 progressed = False
                 while chan.recv_ready():
@@ -191,15 +191,19 @@ class SSHConnector:
                 while chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
                     progressed = True
+                if progressed:
+                    last_data = time.monotonic()
                 if len(out) > MAX_OUTPUT or len(err) > MAX_OUTPUT:
                     chan.close()
                     raise GuestprepError(f"command output exceeded {MAX_OUTPUT // (1024 * 1024)} MiB; stopped it",
                                          where=self._where)
                 if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
                     # sshd may report the exit status before the last output leaves its pipe: wait for
-                    # the channel's EOF too, but not forever (a background child can hold stdout open)
+                    # the channel's EOF too, but not forever (a background child can hold stdout open);
+                    # a starved sshd can take seconds to drain, so the grace counts from the last data
                     exited_at = exited_at or time.monotonic()
-                    if chan.eof_received or time.monotonic() - exited_at > EOF_GRACE:
+                    quiet_since = max(exited_at, last_data)
+                    if chan.eof_received or time.monotonic() - quiet_since > EOF_GRACE:
                         break
                 if time.monotonic() > deadline:
                     chan.close()
