@@ -18,6 +18,7 @@ from guestprep.models import Credentials, Guest, Transport
 pytestmark = pytest.mark.integration
 
 # many small writes, the last ones right before exit: the shape of read_state's output
+# (stderr may carry the shell's own "fork: ... temporarily unavailable" retries on a loaded host: only its tail counts)
 SCRIPT = 'i=0; while [ $i -lt 3000 ]; do printf "rec\\t%s\\n" "$i"; i=$((i+1)); done; printf "END\\n" >&2; printf "LAST\\n"'
 
 
@@ -35,7 +36,7 @@ def test_output_tail_is_never_lost_under_concurrency(sshd):
             for _ in range(10):
                 res = conn.run(["sh", "-c", SCRIPT], timeout=60)
                 lines = res.stdout.decode().splitlines()
-                if len(lines) != 3001 or lines[-1] != "LAST" or res.stderr != b"END\n" or res.rc != 0:
+                if len(lines) != 3001 or lines[-1] != "LAST" or not res.stderr.endswith(b"END\n") or res.rc != 0:
                     bad.append((len(lines), lines[-1:], res.stderr[-8:], res.rc, round(res.duration, 1)))
             return bad
 
