@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from guestprep.connectors.windows_common import decode_command, parse_payload_line, script_marker
+from tests.windows.wsman_server import powershell_model
 
 GUESTS_DIR = Path(__file__).resolve().parents[1] / "guests"
 JOURNAL = "C:\\ProgramData\\guestprep\\journal.json"
@@ -79,6 +80,11 @@ class FakeWindowsGuest:
                 return ScriptResult(b"", clixml_error(f"fake guest: no handler for script {marker}"), 1)
             params = json.loads(args[0]) if args else {}
             self._stdin = stdin
+            # How Windows PowerShell itself would fail on this script text before or while the
+            # modelled commands run (5.1 native stderr under Stop, remote OutputEncoding, ...).
+            fault = powershell_model.script_fault(text, self)
+            if fault is not None:
+                return ScriptResult(b"", clixml_error(fault), 1)
             try:
                 out = handler(params)
             except GuestError as exc:
@@ -380,6 +386,9 @@ def run_winrs(state: Any, argv: list[str], stdin: bytes) -> ScriptResult | None:
         return ScriptResult(b"", clixml_error("fake guest: only -EncodedCommand is supported"), 1)
     if "# guestprep-bootstrap/1" not in boot:
         return ScriptResult(b"", clixml_error("fake guest: unknown encoded command"), 1)
+    fault = powershell_model.bootstrap_fault(boot, state.guest)
+    if fault is not None:
+        return fault if isinstance(fault, ScriptResult) else ScriptResult(b"", clixml_error(fault), 1)
     line = stdin.split(b"\n", 1)[0]
     payload = parse_payload_line(line)
     res = state.guest.run_script(payload["script"], payload["args"], payload.get("stdin"))
