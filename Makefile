@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench setup system-deps venv clean
+.PHONY: demo test fuzz bench setup system-deps venv clean
 
 demo: venv
 	@mkdir -p reports/demo
@@ -14,6 +14,10 @@ demo: venv
 
 test: system-deps venv
 	@VENV=$(VENV) ./scripts/run-tests.sh
+
+# The fuzz properties of `make test`, run long (GUESTPREP_FUZZ_EXAMPLES examples each).
+fuzz: venv
+	@GUESTPREP_FUZZ_EXAMPLES=$${GUESTPREP_FUZZ_EXAMPLES:-5000} $(VENV)/bin/python -m pytest -p no:xdist -m fuzz -q tests/fuzz
 
 bench: system-deps venv
 	@for b in benchmarks/*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done

@@ -29,8 +29,11 @@ VMWARE_SMBIOS = [
 ]
 
 MULTI_USER_RE = re.compile(r"Reached target .*Multi-User System|login: ?$", re.M)
+# Only the shell's own words are a verdict. dracut-initqueue's "starting timeout scripts" is a
+# precursor printed while the root device may still appear: taking it as the verdict read the
+# log before dracut said why (seen once in CI: state "emergency", log ending at that line).
 EMERGENCY_RE = re.compile(
-    r"Entering emergency mode|emergency shell|dracut-initqueue.*timeout|Could not boot|"
+    r"Entering emergency mode|emergency shell|Could not boot|"
     r"Cannot open access to console|Give root password for maintenance|You are in emergency mode",
     re.I,
 )
@@ -102,6 +105,7 @@ class LabVM:
         while time.monotonic() < deadline:
             log = self.console()
             if EMERGENCY_RE.search(log):
+                self.settle_console(quiet=5.0, limit=min(60.0, max(0.0, deadline - time.monotonic())))
                 return "emergency"
             if MULTI_USER_RE.search(log):
                 return "multi-user"
@@ -109,6 +113,17 @@ class LabVM:
                 return "exited"
             time.sleep(1)
         return "timeout"
+
+    def settle_console(self, quiet: float, limit: float) -> None:
+        """Wait until the serial log has not grown for ``quiet`` seconds (at most ``limit``):
+        the lines that say why a boot stopped come after the line that says it stopped."""
+        end = time.monotonic() + limit
+        size, still = len(self.console()), time.monotonic()
+        while time.monotonic() < end and time.monotonic() - still < quiet and self.running():
+            time.sleep(1)
+            now = len(self.console())
+            if now != size:
+                size, still = now, time.monotonic()
 
     def wait_ssh_banner(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
