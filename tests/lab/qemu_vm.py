@@ -33,7 +33,7 @@ MULTI_USER_RE = re.compile(r"Reached target .*Multi-User System|login: ?$", re.M
 # precursor printed while the root device may still appear: taking it as the verdict read the
 # log before dracut said why (seen once in CI: state "emergency", log ending at that line).
 EMERGENCY_RE = re.compile(
-    r"Entering emergency mode|emergency shell|Could not boot|"
+    r"Entering emergency mode|emergency shell|Could not boot|Dropping to a shell|"
     r"Cannot open access to console|Give root password for maintenance|You are in emergency mode",
     re.I,
 )
