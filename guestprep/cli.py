@@ -11,13 +11,14 @@ from typing import List, Optional
 
 import functools
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from guestprep import __version__, inventory
+from guestprep.console import make_console, safe
 from guestprep.errors import EXIT_USAGE, ConfigError, GuestprepError
 from guestprep.models import Credentials, Guest, OSFamily, Transport
+from guestprep.secrets import redact_doc
 
 app = typer.Typer(
     name="guestprep",
@@ -29,8 +30,8 @@ app = typer.Typer(
 checks_app = typer.Typer(help="The readiness checks guestprep knows.", no_args_is_help=True)
 app.add_typer(checks_app, name="checks")
 
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
 
 ADHOC_RE = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s]+)(?::(?P<port>\d+))?$")
 
@@ -140,23 +141,24 @@ def preflight(
                   TextColumn("{task.description}"), console=err_console, disable=not show, transient=True) as progress:
         task = progress.add_task("", total=len(selected))
         result = run_preflight(selected, options,
-                               on_done=lambda r: progress.update(task, advance=1, description=r.guest))
+                               on_done=lambda r: progress.update(task, advance=1, description=safe(r.guest)))
     expired = waivers.apply(result.findings(), waiver_list)
-    doc = result.to_dict()
+    doc = redact_doc(result.to_dict())  # the files and the summary below show the same, redacted, data
     written = report.write_reports(doc, fmt_list, out)
     if not quiet:
         print_summary(doc)
     for w in expired:
-        err_console.print(f"[yellow]waiver expired[/] {w.where}: {w.check} ({w.reason}), expired {w.expires}")
+        err_console.print(f"[yellow]waiver expired[/] {safe(w.where)}: {safe(w.check)} ({safe(w.reason)}), "
+                          f"expired {safe(w.expires)}")
     if not result.complete:
         err_console.print(f"[yellow]interrupted:[/] {len(result.not_run)} guest(s) not checked; report marked incomplete")
-    err_console.print("reports: " + ", ".join(str(p) for p in written))
+    err_console.print("reports: " + ", ".join(safe(p) for p in written))
     code = report.exit_code(result.findings(), fail_on)
     return 130 if not result.complete else code
 
 
 def print_summary(doc: dict) -> None:
-    table = Table(title=f"guestprep preflight ({doc['phase']})", show_lines=False)
+    table = Table(title=f"guestprep preflight ({safe(doc['phase'])})", show_lines=False)
     for col in ("guest", "os", "readiness", "blockers", "warnings", "top finding"):
         table.add_column(col)
     style = {"ready": "green", "warnings": "yellow", "blocked": "red", "unknown": "magenta"}
@@ -165,8 +167,9 @@ def print_summary(doc: dict) -> None:
         blockers = sum(1 for f in open_ if f["severity"] == "blocker")
         warnings = sum(1 for f in open_ if f["severity"] == "warning")
         top = sorted(open_, key=lambda f: f["severity"] != "blocker")
-        table.add_row(g["guest"], g["os"], f"[{style.get(g['readiness'], '')}]{g['readiness']}[/]", str(blockers),
-                      str(warnings), f"{top[0]['check_id']}: {top[0]['message']}"[:90] if top else "")
+        top_text = f"{top[0]['check_id']}: {top[0]['message']}"[:90] if top else ""  # cut before escaping
+        table.add_row(safe(g["guest"]), safe(g["os"]), f"[{style.get(g['readiness'], '')}]{safe(g['readiness'])}[/]",
+                      str(blockers), str(warnings), safe(top_text))
     console.print(table)
     s = doc["summary"]
     console.print(f"{s['total']} guest(s): {s['ready']} ready, {s['warnings']} with warnings, {s['blocked']} blocked, "
@@ -209,7 +212,7 @@ def facts(
             doc = linux.decode_output(res.stdout, res.rc, res.stderr)
         else:
             doc = to_jsonable(collect(conn, os_name, timeout=timeout, sudo=g.credentials.sudo))
-    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    sys.stdout.write(json.dumps(redact_doc(doc), indent=2, sort_keys=True) + "\n")
     return 0
 
 
@@ -244,7 +247,7 @@ def checks_list(
         table.add_column(col)
     for c in checks:
         m = c.meta
-        table.add_row(m.id, m.severity.value, m.os, m.phase, m.title, m.fixed_by or "")
+        table.add_row(*(safe(v) for v in (m.id, m.severity.value, m.os, m.phase, m.title, m.fixed_by or "")))
     console.print(table)
     return 0
 
@@ -324,20 +327,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="guestprep")  # standalone: usage errors exit 2 with Typer's message
     except GuestprepError as exc:
-        err_console.print(f"[red]error:[/] {_escape(str(exc))}")
+        err_console.print(f"[red]error:[/] {safe(exc, multiline=True)}")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
     except OSError as exc:  # a file we were told to read or write: name it, no traceback
-        err_console.print(f"[red]error:[/] {_escape(str(exc))}")
+        err_console.print(f"[red]error:[/] {safe(exc, multiline=True)}")
         sys.exit(EXIT_USAGE)
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ never placed in argv, logs, reports or exceptions.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
+from typing import Any
 
 from guestprep.errors import ConfigError
 
@@ -45,10 +45,16 @@ def redact(text: str) -> str:
     return text
 
 
-class RedactingFilter(logging.Filter):
-    """Installed on guestprep's log handlers: secrets never reach a log line."""
+def redact_doc(value: Any) -> Any:
+    """A copy of a JSON-like document with every known secret masked in every string, keys included.
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(str(record.getMessage()))
-        record.args = ()
-        return True
+    The one redaction pass for documents: report files (report.write_reports), the preflight summary,
+    ``facts`` and prepare/rollback JSON. Terminal text goes through guestprep.console.safe, which
+    calls :func:`redact` too. (guestprep logs nothing through ``logging``; there is no log filter.)"""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact_doc(k): redact_doc(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_doc(v) for v in value]
+    return value

@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
-
+from guestprep.console import make_console, safe
 from guestprep.errors import ConfigError, GuestprepError
+from guestprep.secrets import redact_doc
 from guestprep.operations.render import prepare_block
 
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
 
 # Plans only read guests, like preflight. Apply and rollback change guests: at most 8 at once keeps
 # a mistake (bad package source, wrong inventory group) to a few guests before Ctrl-C, and keeps
@@ -168,7 +168,7 @@ def _emit(doc: dict, as_json: bool, json_out: Optional[Path], table) -> None:
     from guestprep.operations import outcome
     from guestprep.operations.render import summary_line
 
-    doc = outcome.redacted(doc)
+    doc = redact_doc(doc)  # the one redaction pass for the file and stdout
     if json_out is not None:
         outcome.write_json(json_out, doc)
     if as_json:
@@ -180,4 +180,4 @@ def _emit(doc: dict, as_json: bool, json_out: Optional[Path], table) -> None:
         err_console.print(f"[yellow]interrupted:[/] {len(doc['not_run'])} guest(s) not started; results marked "
                           "\"complete\": false")
     if json_out is not None:
-        err_console.print(f"results: {json_out}")
+        err_console.print(f"results: {safe(json_out)}")

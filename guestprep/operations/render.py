@@ -5,34 +5,38 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Group, RenderableType
-from rich.markup import escape
+from rich.constrain import Constrain
 from rich.rule import Rule
 from rich.syntax import Syntax
 from rich.table import Table
 
-from guestprep.secrets import redact
+from guestprep.console import RULE_WIDTH, safe, visible
 
 STATUS_STYLE = {"planned": "yellow", "applied": "green", "unchanged": "green", "rolled_back": "green",
                 "nothing": "green", "failed": "red", "not_verified": "red", "error": "red", "unreachable": "magenta",
                 "interrupted": "yellow", "not_run": "dim"}
 
 
-def _text(s: str) -> str:
-    return escape(redact(s))
+_text = safe  # every guest/journal/plan value passes guestprep.console.safe before rich sees it
+
+
+def _rule(title: str) -> RenderableType:
+    return Constrain(Rule(title), RULE_WIDTH)  # piped consoles are unbounded; a header rule is not
 
 
 def prepare_block(r: Any, applied: bool) -> Group:
     """Everything about one guest's plan/apply, as one renderable."""
-    out: list[RenderableType] = [Rule(f"[bold]{escape(r.guest)}[/] ({r.os})" + (f"  run {r.run_id}" if applied else ""))]
+    out: list[RenderableType] = [_rule(f"[bold]{_text(r.guest)}[/] ({_text(r.os)})"
+                                       + (f"  run {_text(r.run_id)}" if applied else ""))]
     if r.error:
         out.append(f"[red]error:[/] {_text(r.error)}")
     for o in r.ops:
         if o.error:
-            out.append(f"[red]✗ {o.operation}[/]: {_text(o.error)}")
+            out.append(f"[red]✗ {_text(o.operation)}[/]: {_text(o.error)}")
             continue
         p = o.plan
         if p.empty:
-            out.append(f"[green]✓ {o.operation}[/]: nothing to do ({_text(p.reason)})")
+            out.append(f"[green]✓ {_text(o.operation)}[/]: nothing to do ({_text(p.reason)})")
         else:
             state = ""
             if o.verified is True:
@@ -43,11 +47,12 @@ def prepare_block(r: Any, applied: bool) -> Group:
                 state = " [yellow]applied, not verified (interrupted)[/]"
             elif applied and r.interrupted:
                 state = " [yellow]not applied (interrupted)[/]"
-            out.append(f"[yellow]● {o.operation}[/]: {_text(p.reason)}{state}")
+            out.append(f"[yellow]● {_text(o.operation)}[/]: {_text(p.reason)}{state}")
             for c in p.changes:
-                out.append(f"    {c.kind:18} {_text(c.target)}")
-                if c.diff:
-                    out.append(Syntax(c.diff.rstrip("\n"), "diff", theme="ansi_dark", background_color="default"))
+                out.append(f"    {_text(c.kind):18} {_text(c.target)}")
+                if c.diff:  # Syntax does not parse markup, but guest file content may hold escape sequences
+                    out.append(Syntax(visible(c.diff.rstrip("\n"), multiline=True), "diff", theme="ansi_dark",
+                                      background_color="default"))
         for w in p.warnings:
             out.append(f"    [yellow]warning:[/] {_text(w)}")
         for prob in o.problems:
@@ -64,7 +69,7 @@ def prepare_block(r: Any, applied: bool) -> Group:
 
 
 def rollback_block(r: Any) -> Group:
-    out: list[RenderableType] = [Rule(f"[bold]{escape(r.guest)}[/] ({r.os})")]
+    out: list[RenderableType] = [_rule(f"[bold]{_text(r.guest)}[/] ({_text(r.os)})")]
     if r.error:
         out.append(f"[red]error:[/] {_text(r.error)}")
     elif not r.restored:
@@ -75,7 +80,7 @@ def rollback_block(r: Any) -> Group:
 
 
 def _status(s: str) -> str:
-    return f"[{STATUS_STYLE.get(s, '')}]{s}[/]"
+    return f"[{STATUS_STYLE.get(s, '')}]{_text(s)}[/]"
 
 
 def prepare_table(doc: dict[str, Any]) -> Table:
@@ -83,9 +88,9 @@ def prepare_table(doc: dict[str, Any]) -> Table:
     for col in ("guest", "os", "status", "planned", "applied", "verified", "seconds", "problem"):
         table.add_column(col)
     for g in doc["guests"]:
-        table.add_row(escape(g["guest"]), g["os"], _status(g["status"]), str(len(g["planned"])),
+        table.add_row(_text(g["guest"]), _text(g["os"]), _status(g["status"]), str(len(g["planned"])),
                       str(len(g["applied"])), str(len(g["verified"])), f"{g['seconds']:.1f}",
-                      _text(g["failure"] or "")[:160])
+                      _text((g["failure"] or "")[:160]))  # cut before escaping: a cut escape is markup again
     return table
 
 
@@ -95,11 +100,11 @@ def rollback_table(doc: dict[str, Any]) -> Table:
         table.add_column(col)
     for g in doc["guests"]:
         problem = g["error"] or ("not started: interrupted (Ctrl-C)" if g["status"] == "not_run" else "")
-        table.add_row(escape(g["guest"]), g["os"], _status(g["status"]), str(len(g["restored"])),
-                      f"{g['seconds']:.1f}", _text(problem)[:160])
+        table.add_row(_text(g["guest"]), _text(g["os"]), _status(g["status"]), str(len(g["restored"])),
+                      f"{g['seconds']:.1f}", _text(problem[:160]))
     return table
 
 
 def summary_line(doc: dict[str, Any]) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in doc["summary"].items() if s != "total")
-    return f"{doc['summary']['total']} guest(s): {counts}"
+    return _text(f"{doc['summary']['total']} guest(s): {counts}")

@@ -9,6 +9,7 @@ from typing import Any, Iterable
 
 from guestprep.errors import EXIT_FINDINGS, EXIT_OK, EXIT_UNREACHABLE, ConfigError
 from guestprep.models import Finding, Severity, Status
+from guestprep.secrets import redact_doc
 
 FORMATS = {"json": "report.json", "html": "report.html", "junit": "junit.xml", "csv": "findings.csv"}
 
@@ -29,8 +30,11 @@ def render(fmt: str, doc: dict[str, Any]) -> str:
 
 
 def write_reports(doc: dict[str, Any], formats: Iterable[str], out_dir: str | Path) -> list[Path]:
-    """Render every format first, then write each through a temp file + rename: no half-written reports."""
+    """Render every format first, then write each through a temp file + rename: no half-written reports.
+
+    Every format renders from one redacted copy: a secret a guest echoed back reaches no file."""
     out = Path(out_dir)
+    doc = redact_doc(doc)
     rendered = {fmt: render(fmt, doc) for fmt in formats}
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -41,7 +45,8 @@ def write_reports(doc: dict[str, Any], formats: Iterable[str], out_dir: str | Pa
         target = out / FORMATS[fmt]
         fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{target.name}.", suffix=".tmp")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            # a lone surrogate (a JSON "\\ud800" from a guest) must not abort the write halfway
+            with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
                 fh.write(text)
             os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, target)

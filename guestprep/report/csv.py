@@ -11,14 +11,23 @@ COLUMNS = ["guest", "address", "os", "readiness", "check_id", "severity", "statu
            "message", "remediation", "fixed_by", "evidence"]
 
 
+# Formula triggers (OWASP "CSV Injection", https://owasp.org/www-community/attacks/CSV_Injection):
+# = + - @ tab CR; spreadsheets skip leading blanks before them, and some accept the full-width forms.
+_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
 def _cell(value: str) -> str:
-    # Spreadsheet formula injection: a cell from guest data must never start with = + - @.
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+    """Spreadsheet formula injection: a cell from guest data never starts a formula.
+
+    OWASP: prefix a single quote when the cell, after any leading whitespace, starts with a
+    trigger; and quote every cell (QUOTE_ALL in render) so a separator inside a value (``x;=1+1``
+    in a locale whose separator is ``;``) cannot start a new cell that begins with a trigger."""
+    return "'" + value if value.lstrip(" \n\x0b\x0c\xa0").startswith(_TRIGGERS) else value
 
 
 def render(doc: dict[str, Any]) -> str:
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
     w.writerow(COLUMNS)
     for g in doc["guests"]:
         for f in g["findings"]:

@@ -3,11 +3,33 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from xml.etree import ElementTree as ET
 
+# Characters XML 1.0 forbids (C0 controls but tab/LF/CR, lone surrogates, U+FFFE/U+FFFF): ElementTree
+# writes them as they are and the file stops being XML. They are shown as escapes instead.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _x(value: Any) -> str:
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}",
+                        str(value))
+
+
+def _clean(node: Any) -> Any:
+    """Every string of the document made XML-safe, once, before any element is built."""
+    if isinstance(node, str):
+        return _x(node)
+    if isinstance(node, dict):
+        return {_clean(k): _clean(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_clean(v) for v in node]
+    return node
+
 
 def render(doc: dict[str, Any]) -> str:
+    doc = _clean(doc)
     suites = ET.Element("testsuites", name="guestprep preflight")
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for g in doc["guests"]:
