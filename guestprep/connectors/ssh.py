@@ -38,11 +38,119 @@ def default_known_hosts() -> str:
     return os.path.expanduser("~/.ssh/known_hosts")
 
 
-class _RejectUnknown(paramiko.MissingHostKeyPolicy):
+class KnownHosts:
+    """What a known_hosts file says, read without losing anything paramiko cannot model.
+
+    paramiko's loader raises on ``@cert-authority``/``@revoked`` lines (every guest became
+    unreachable) and its ``save`` rewrites the file without comments, markers or key types it
+    does not know (``sk-*``). Here: plain entries go to paramiko; ``@revoked`` keys are refused
+    wherever they appear; a host covered by ``@cert-authority`` is reported precisely (paramiko
+    cannot verify host certificates); the file itself is only ever appended to.
+    """
+
     def __init__(self, path: str):
         self.path = path
+        self.entries: list[paramiko.hostkeys.HostKeyEntry] = []
+        self.revoked: dict[bytes, int] = {}                # key blob -> line number
+        self.cert_authorities: list[tuple[list[str], int]] = []  # host patterns, line number
+        if os.path.exists(path):
+            self._load()
+
+    def _load(self) -> None:
+        import base64
+
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as fh:
+                lines = fh.read().splitlines()
+        except OSError as exc:
+            raise ConnectionFailed(f"cannot read known_hosts {self.path}: {exc.strerror or exc}") from None
+        for n, raw in enumerate(lines, start=1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            fields = line.split()
+            marker = fields.pop(0) if fields[0].startswith("@") else None
+            if len(fields) < 3:
+                continue  # OpenSSH ignores malformed lines too
+            if marker == "@revoked":
+                try:
+                    self.revoked[base64.b64decode(fields[2], validate=True)] = n
+                except ValueError:
+                    pass
+                continue
+            if marker == "@cert-authority":
+                self.cert_authorities.append((fields[0].split(","), n))
+                continue
+            if marker is not None:
+                continue  # an unknown marker: OpenSSH ignores the line, so do we
+            try:
+                entry = paramiko.hostkeys.HostKeyEntry.from_line(" ".join(fields[:3]), n)
+            except (paramiko.hostkeys.InvalidHostKey, paramiko.SSHException, ValueError):
+                entry = None
+            if entry is not None:  # None: a key type paramiko does not know (sk-*, certificates)
+                self.entries.append(entry)
+
+    def install(self, client: paramiko.SSHClient) -> None:
+        hk = client.get_host_keys()
+        hk._entries.extend(self.entries)  # noqa: SLF001 - paramiko has no public add for hashed names
+
+    def revoked_line(self, key: paramiko.PKey) -> int | None:
+        return self.revoked.get(key.asbytes())
+
+    def ca_line(self, hostname: str) -> int | None:
+        """The line of a @cert-authority entry whose host patterns match ``hostname``."""
+        for patterns, n in self.cert_authorities:
+            if _host_matches(hostname, patterns):
+                return n
+        return None
+
+
+def _ssh_pattern(pat: str, name: str) -> bool:
+    """OpenSSH host patterns know only * and ? (fnmatch would read "[host]:*" as a character class)."""
+    import re
+
+    rx = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pat.lower())
+    return re.fullmatch(rx, name.lower()) is not None
+
+
+def _host_matches(hostname: str, patterns: list[str]) -> bool:
+    names = {hostname}
+    if hostname.startswith("[") and hostname.endswith("]:22"):
+        names.add(hostname[1:-4])
+    hit = False
+    for pat in patterns:
+        negated = pat.startswith("!")
+        pat = pat[1:] if negated else pat
+        if pat.startswith("|1|"):
+            matched = any(paramiko.HostKeys.hash_host(h, pat) == pat for h in names)
+        else:
+            matched = any(_ssh_pattern(pat, h) for h in names)
+        if matched and negated:
+            return False
+        hit = hit or matched
+    return hit
+
+
+def _refuse_marked(known: KnownHosts, hostname: str, key: paramiko.PKey) -> None:
+    n = known.revoked_line(key)
+    if n is not None:
+        raise HostKeyError(f"host key {key.get_name()} SHA256:{_fingerprint(key)} of {hostname} is marked @revoked "
+                           f"in {known.path}:{n}; refusing")
+    n = known.ca_line(hostname)
+    if n is not None:
+        raise HostKeyError(
+            f"{known.path}:{n} trusts a @cert-authority for {hostname}, but guestprep (paramiko) cannot verify SSH "
+            f"host certificates; add the host's own key ({key.get_name()} SHA256:{_fingerprint(key)}, after "
+            "verifying it) to known_hosts")
+
+
+class _RejectUnknown(paramiko.MissingHostKeyPolicy):
+    def __init__(self, known: KnownHosts):
+        self.known = known
+        self.path = known.path
 
     def missing_host_key(self, client, hostname, key):
+        _refuse_marked(self.known, hostname, key)
         raise HostKeyError(
             f"host key for {hostname} is not in {self.path} ({key.get_name()} "
             f"SHA256:{_fingerprint(key)}); verify it and add it, or pass --accept-new-host-keys to trust it on first use"
@@ -50,22 +158,40 @@ class _RejectUnknown(paramiko.MissingHostKeyPolicy):
 
 
 class _AcceptAndSave(paramiko.MissingHostKeyPolicy):
-    """Trust on first use: record the key in known_hosts (under a lock: fleet runs are parallel)."""
+    """Trust on first use: append the key to known_hosts (under a lock: fleet runs are parallel).
 
-    def __init__(self, path: str):
-        self.path = path
+    Append only: the file's comments, markers and entries paramiko cannot parse stay as they are."""
+
+    def __init__(self, known: KnownHosts):
+        self.known = known
+        self.path = known.path
 
     def missing_host_key(self, client, hostname, key):
+        import fcntl
+
+        _refuse_marked(self.known, hostname, key)
+        line = paramiko.hostkeys.HostKeyEntry([hostname], key).to_line()
         with _known_hosts_lock:
             p = Path(self.path)
             p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            hk = paramiko.HostKeys()
-            if p.exists():
-                hk.load(str(p))
-            hk.add(hostname, key.get_name(), key)
-            tmp = p.with_name(p.name + f".tmp{os.getpid()}.{threading.get_ident()}")
-            hk.save(str(tmp))
-            os.replace(tmp, p)
+            fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "r+b") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)  # other guestprep processes append to the same file
+                # another thread or process may have saved this host meanwhile: never a second, different key
+                current = KnownHosts(self.path)
+                saved = [e.key for e in current.entries if _host_matches(hostname, e.hostnames)]
+                if saved and not any(k.asbytes() == key.asbytes() for k in saved):
+                    raise HostKeyError(f"host key for {hostname} was just saved to {self.path} by another run with a "
+                                       f"different key ({key.get_name()} SHA256:{_fingerprint(key)}); refusing")
+                if not saved:
+                    size = fh.seek(0, os.SEEK_END)
+                    if size:
+                        fh.seek(size - 1)
+                        if fh.read(1) != b"\n":
+                            line = "\n" + line
+                    fh.write(line.encode())
+                    fh.flush()
+                    os.fsync(fh.fileno())
         client.get_host_keys().add(hostname, key.get_name(), key)
 
 
@@ -93,12 +219,12 @@ class SSHConnector:
         creds = self.guest.credentials
         known_hosts = self.options.known_hosts or default_known_hosts()
         client = paramiko.SSHClient()
-        if os.path.exists(known_hosts):
-            try:
-                client.load_host_keys(known_hosts)
-            except Exception as exc:
-                raise ConnectionFailed(f"cannot read known_hosts {known_hosts}: {exc}", where=self._where) from None
-        policy = _AcceptAndSave(known_hosts) if self.options.accept_new_host_keys else _RejectUnknown(known_hosts)
+        try:
+            known = KnownHosts(known_hosts)
+        except ConnectionFailed as exc:
+            raise ConnectionFailed(exc.message, where=self._where) from None
+        known.install(client)
+        policy = _AcceptAndSave(known) if self.options.accept_new_host_keys else _RejectUnknown(known)
         client.set_missing_host_key_policy(policy)
         password = secrets.from_env(creds.password_env, "SSH password", self._where)
         passphrase = secrets.from_env(creds.key_passphrase_env, "key passphrase", self._where)
@@ -133,6 +259,12 @@ class SSHConnector:
             client.close()
             raise ConnectionFailed(f"cannot connect: {exc or type(exc).__name__}", where=self._where) from None
         transport = client.get_transport()
+        server_key = transport.get_remote_server_key() if transport is not None else None
+        if server_key is not None and known.revoked_line(server_key) is not None:
+            # listed as a plain entry too: paramiko accepted it, OpenSSH would not
+            client.close()
+            raise HostKeyError(f"host key {server_key.get_name()} SHA256:{_fingerprint(server_key)} is marked @revoked "
+                               f"in {known_hosts}:{known.revoked_line(server_key)}; refusing", where=self._where)
         if transport is not None and self.options.keepalive:
             transport.set_keepalive(self.options.keepalive)
         return client

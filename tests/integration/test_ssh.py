@@ -174,3 +174,57 @@ def test_put_and_get(sshd, tmp_path):
         conn.get(remote, str(tmp_path / "back.txt"))
         conn.run(["rm", "-f", remote])
     assert (tmp_path / "back.txt").read_text() == "hello"
+
+
+# --------------------------------------------------------------------------- known_hosts markers (issue 13, item 11)
+
+CA_PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+SK_PUB = ("sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5QG9wZW5zc2guY29tAAAAIJH4zUGbnKk0yVGNHP7"
+          "ABJv/aNnmg1fgqYuwL4qVCqF5AAAABHNzaDo=")
+OTHER_LINES = ["# fleet keys, reviewed 2024-05", "@cert-authority *.corp.example " + CA_PUB,
+               "@revoked * ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC7", "bastion.corp.example " + SK_PUB,
+               "|1|JfKTdBh7rNbXkVAQCRp4OQoPfmI=|USECr3SWf1JUPsms5AqfD5QfxkM= " + CA_PUB]
+
+
+def test_accept_new_host_keys_appends_and_keeps_every_other_line(sshd, tmp_path):
+    kh = tmp_path / "kh"
+    kh.write_text("\n".join(OTHER_LINES))  # no final newline: the new key must still start its own line
+    with open_connector(guest_for(sshd), ConnectOptions(known_hosts=str(kh), accept_new_host_keys=True)) as conn:
+        assert conn.run(["true"]).rc == 0  # a @cert-authority line made every guest unreachable before
+    lines = kh.read_text().splitlines()
+    assert lines[:len(OTHER_LINES)] == OTHER_LINES  # comments, markers, sk- and hashed entries untouched
+    assert lines[len(OTHER_LINES):] == [f"[{sshd.host}]:{sshd.port} {sshd.host_pubkey.split()[0]} "
+                                        f"{sshd.host_pubkey.split()[1]}"]
+    with open_connector(guest_for(sshd), ConnectOptions(known_hosts=str(kh))) as conn:
+        assert conn.run(["true"]).rc == 0
+    assert len(kh.read_text().splitlines()) == len(OTHER_LINES) + 1  # known now: nothing appended
+
+
+def test_a_revoked_host_key_is_refused_even_when_also_listed(sshd, tmp_path):
+    kh = tmp_path / "kh"
+    kh.write_text(f"{sshd.known_hosts.read_text().strip()}\n@revoked * {sshd.host_pubkey.split()[0]} "
+                  f"{sshd.host_pubkey.split()[1]}\n")
+    before = kh.read_text()
+    with pytest.raises(HostKeyError, match=r"@revoked in .*kh:2"):
+        open_connector(guest_for(sshd), ConnectOptions(known_hosts=str(kh)))
+    kh.write_text(f"@revoked * {sshd.host_pubkey.split()[0]} {sshd.host_pubkey.split()[1]}\n")
+    with pytest.raises(HostKeyError, match=r"@revoked in .*kh:1"):
+        open_connector(guest_for(sshd), ConnectOptions(known_hosts=str(kh), accept_new_host_keys=True))
+    assert kh.read_text().count("\n") == 1  # not saved
+    assert before  # (the first file is unchanged by the refusal)
+
+
+def test_a_cert_authority_for_the_host_is_reported_precisely(sshd, tmp_path):
+    kh = tmp_path / "kh"
+    kh.write_text(f"# ca\n@cert-authority {sshd.host},[{sshd.host}]:* {CA_PUB}\n")
+    for accept in (False, True):
+        with pytest.raises(HostKeyError, match=r"kh:2 trusts a @cert-authority .*cannot verify SSH host certificates"):
+            open_connector(guest_for(sshd), ConnectOptions(known_hosts=str(kh), accept_new_host_keys=accept))
+    assert kh.read_text().count("\n") == 2
+
+
+def test_a_cert_authority_for_other_hosts_does_not_hide_plain_entries(sshd, tmp_path):
+    kh = tmp_path / "kh"
+    kh.write_text(f"@cert-authority *.corp.example {CA_PUB}\n{sshd.known_hosts.read_text().strip()}\n")
+    with open_connector(guest_for(sshd), ConnectOptions(known_hosts=str(kh))) as conn:
+        assert conn.run(["true"]).rc == 0
