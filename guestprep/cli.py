@@ -33,7 +33,7 @@ app.add_typer(checks_app, name="checks")
 console = make_console()
 err_console = make_console(stderr=True)
 
-ADHOC_RE = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s]+)(?::(?P<port>\d+))?$")
+ADHOC_RE = re.compile(r"(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s]+)(?::(?P<port>\d+))?")  # fullmatch
 
 
 # --------------------------------------------------------------------------- guest selection
@@ -48,12 +48,11 @@ def select_guests(names: list[str], inventory_file: Optional[Path], local: bool)
         return [inventory.local_guest()]
     if inventory_file:
         guests = inventory.load(inventory_file)
-        if not names:
-            return guests
-        chosen = [g for g in guests if any(fnmatch.fnmatchcase(g.name, n) or n in g.groups for n in names)]
+        chosen = [g for g in guests if not names or any(fnmatch.fnmatchcase(g.name, n) or n in g.groups for n in names)]
         missing = [n for n in names if not any(fnmatch.fnmatchcase(g.name, n) or n in g.groups for g in guests)]
         if missing:
             raise ConfigError(f"no guest or group named {', '.join(missing)} in the inventory", where=str(inventory_file))
+        inventory.check_secret_refs(chosen)
         return chosen
     if not names:
         raise ConfigError("name guests with an --inventory file, ad-hoc [user@]host[:port] targets, or use --local",
@@ -62,14 +61,14 @@ def select_guests(names: list[str], inventory_file: Optional[Path], local: bool)
 
 
 def adhoc_guest(target: str) -> Guest:
-    m = ADHOC_RE.match(target)
+    m = ADHOC_RE.fullmatch(target)
     if not m:
         raise ConfigError(f"{target!r} is not [user@]host[:port]", where="arguments")
     host = m.group("host").strip("[]")
-    if not inventory.ADDRESS_RE.match(host):
+    if not inventory.ADDRESS_RE.fullmatch(host):
         raise ConfigError(f"{host!r} is not a host name or IP address", where="arguments")
     user = m.group("user")
-    if user is not None and not inventory.USER_RE.match(user):
+    if user is not None and not inventory.USER_RE.fullmatch(user):
         raise ConfigError(f"user {user!r} contains characters not allowed in a user name", where="arguments")
     port = int(m.group("port")) if m.group("port") else None
     if port is not None and not 0 < port < 65536:

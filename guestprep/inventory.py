@@ -17,10 +17,18 @@ import yaml
 from guestprep.errors import ConfigError
 from guestprep.models import Credentials, Guest, OSFamily, Transport
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,252}$")
-ADDRESS_RE = re.compile(r"^(\[[0-9A-Fa-f:.%A-Za-z]+\]|[A-Za-z0-9][A-Za-z0-9._:%-]{0,252})$")
-USER_RE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@-]{0,63}(\\[A-Za-z0-9_.@$-]{1,64})?\$?$")
-ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# Use with .fullmatch(): "$" also matches before a final newline, so "web1\n" passed a .match().
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,252}")
+ADDRESS_RE = re.compile(r"(\[[0-9A-Fa-f:.%A-Za-z]+\]|[A-Za-z0-9][A-Za-z0-9._:%-]{0,252})")
+USER_RE = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.@-]{0,63}(\\[A-Za-z0-9_.@$-]{1,64})?\$?")
+ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+# An inventory of thousands of guests is well under 1 MiB; a bigger file is a mistake or an
+# attack (a 25 MB file took minutes and 1.3 GB), refused before it is parsed.
+MAX_INVENTORY_BYTES = 16 * 1024 * 1024
+# Windows connection settings that must be whole numbers (the connectors call int() on them).
+NUMERIC_VARS = ("ansible_winrm_operation_timeout_sec", "ansible_winrm_read_timeout_sec", "guestprep_winrm_retries",
+                "ansible_psrp_operation_timeout", "ansible_psrp_read_timeout", "ansible_psrp_connection_timeout")
 
 GUEST_FIELDS = {
     "name", "address", "port", "os", "transport", "user", "password_env", "key_file", "key_passphrase_env",
@@ -69,6 +77,8 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 def _load_yaml(path: Path, text: str) -> Any:
     try:
         return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+    except RecursionError:  # PyYAML composes nested nodes recursively
+        raise ConfigError("invalid YAML: nested too deeply", where=str(path)) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -84,11 +94,18 @@ def load(path: str | Path) -> list[Guest]:
     """Load a fleet YAML or an Ansible inventory (YAML or INI); guests in file order."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_INVENTORY_BYTES + 1)  # bounded: also for /dev/zero or a FIFO
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError("inventory file not found", where=str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError("inventory is a directory, not a file", where=str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read inventory: {exc}", where=str(path)) from None
+    if len(data) > MAX_INVENTORY_BYTES:
+        raise ConfigError(f"inventory is larger than {MAX_INVENTORY_BYTES // (1024 * 1024)} MiB; split the fleet "
+                          "into several inventories", where=str(path))
     if not text.strip():
         raise ConfigError("inventory is empty", where=str(path))
     if path.suffix.lower() in (".ini", ".cfg") or _looks_like_ini(text):
@@ -198,21 +215,21 @@ def _guest_from(d: dict, path: Path, line: int, entry: dict) -> Guest:
         return _field_where(path, entry, key, line) + f" (field {key!r})"
 
     name = d.get("name")
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise ConfigError(f"guest name {name!r} is missing or invalid (letters, digits, . _ @ -)", where=where("name"))
     transport = _enum(Transport, d.get("transport", "ssh"), where("transport"))
     address = d.get("address", "localhost" if transport is Transport.LOCAL else None)
-    if not isinstance(address, str) or not ADDRESS_RE.match(address):
+    if not isinstance(address, str) or not ADDRESS_RE.fullmatch(address):
         raise ConfigError(f"address {address!r} is missing or not a host name / IP address", where=where("address"))
     port = d.get("port")
     if port is not None and (not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536):
         raise ConfigError(f"port {port!r} must be an integer 1-65535", where=where("port"))
     user = d.get("user")
-    if user is not None and (not isinstance(user, str) or not USER_RE.match(user)):
+    if user is not None and (not isinstance(user, str) or not USER_RE.fullmatch(user)):
         raise ConfigError(f"user {user!r} contains characters not allowed in a user name", where=where("user"))
     for key in ("password_env", "key_passphrase_env", "sudo_password_env"):
         val = d.get(key)
-        if val is not None and (not isinstance(val, str) or not ENV_RE.match(val)):
+        if val is not None and (not isinstance(val, str) or not ENV_RE.fullmatch(val)):
             raise ConfigError(f"{key} must name an environment variable (not hold the secret itself)", where=where(key))
     for key in ("agent", "sudo"):
         if key in d and not isinstance(d[key], bool):
@@ -261,6 +278,12 @@ def _from_ansible(host: str, hv: dict[str, Any], groups: list[str], source: str)
             port = int(port)
         except (TypeError, ValueError):
             raise ConfigError(f"ansible_port {port!r} is not a number", where=f"{source} (host {host!r})") from None
+    for key in NUMERIC_VARS:
+        val = hv.get(key)
+        number = val if isinstance(val, int) and not isinstance(val, bool) else (
+            int(val) if isinstance(val, str) and re.fullmatch(r"[0-9]{1,6}", val.strip()) else None)
+        if val is not None and (number is None or not 0 <= number <= 86400):
+            raise ConfigError(f"{key} must be a whole number (0-86400), got {val!r}", where=f"{source} (host {host!r})")
     d: dict[str, Any] = {
         "name": host,
         "address": str(hv.get("ansible_host", host)),
@@ -290,37 +313,84 @@ def _from_ansible(host: str, hv: dict[str, Any], groups: list[str], source: str)
 
 
 def _load_ansible_yaml(path: Path, doc: dict) -> list[Guest]:
-    hosts: dict[str, dict[str, Any]] = {}
-    host_groups: dict[str, list[str]] = {}
-    host_line: dict[str, int] = {}
+    """Ansible YAML as a graph of groups, each group read once.
 
-    def walk(gname: str, gdef: Any, inherited: dict[str, Any], line: int) -> None:
-        if gdef is None:
-            return
+    Walking every path of the tree (the old way) expanded YAML aliases that reuse a group
+    exponentially (a 1.5 KB file took 48 s) and recursed once per level (20,000 levels:
+    RecursionError). Here each group node is visited once (a visited set, iteratively); a
+    host's variables then merge its groups in Ansible's order (shallower groups first, then
+    by name), then its own host variables.
+    """
+    group_vars: dict[str, dict[str, Any]] = {}
+    parents: dict[str, set[str]] = {}
+    depth: dict[str, int] = {}
+    hosts: dict[str, dict[str, Any]] = {}
+    host_direct: dict[str, list[str]] = {}
+    host_line: dict[str, int] = {}
+    seen_nodes: set[tuple[str, int]] = set()
+    stack: list[tuple[str, Any, int, str | None, int]] = [
+        (str(g), d, doc.line_of(g) if isinstance(doc, _Located) else 1, None, 0) for g, d in reversed(list(doc.items()))]
+    while stack:
+        gname, gdef, line, parent, level = stack.pop()
+        if parent is not None and parent != gname:
+            parents.setdefault(gname, set()).add(parent)
+        depth[gname] = min(depth.get(gname, level), level)
+        group_vars.setdefault(gname, {})
+        if gdef is None or (gname, id(gdef)) in seen_nodes:
+            continue  # the same node again (a YAML alias): its content is already known
+        seen_nodes.add((gname, id(gdef)))
         if not isinstance(gdef, dict):
             raise ConfigError(f"group {gname!r} must be a mapping with hosts/children/vars", where=f"{path}:{line}")
         for key in gdef:
             if key not in ("hosts", "children", "vars"):
                 raise ConfigError(f"unknown key {key!r} in Ansible group {gname!r} (hosts, children, vars)",
                                   where=f"{path}:{gdef.line_of(key) if isinstance(gdef, _Located) else line}")
-        gvars = {**inherited, **(gdef.get("vars") or {})}
-        for host, hv in (gdef.get("hosts") or {}).items():
+        gv, hs, ch = gdef.get("vars") or {}, gdef.get("hosts") or {}, gdef.get("children") or {}
+        for what, val in (("vars", gv), ("hosts", hs), ("children", ch)):
+            if not isinstance(val, dict):
+                raise ConfigError(f"group {gname!r}: {what!r} must be a mapping",
+                                  where=f"{path}:{gdef.line_of(what) if isinstance(gdef, _Located) else line}")
+        group_vars[gname].update({str(k): v for k, v in gv.items()})
+        for host, hv in hs.items():
+            hl = hs.line_of(host) if isinstance(hs, _Located) else line
             hv = hv or {}
             if not isinstance(hv, dict):
-                raise ConfigError(f"host {host!r} vars must be a mapping", where=f"{path}:{line}")
-            hosts[str(host)] = {**gvars, **hosts.get(str(host), {}), **hv}
-            host_groups.setdefault(str(host), [])
-            if gname != "all" and gname not in host_groups[str(host)]:
-                host_groups[str(host)].append(gname)
-            hl = gdef["hosts"].line_of(host) if isinstance(gdef["hosts"], _Located) else line
-            host_line.setdefault(str(host), hl)
-        for child, cdef in (gdef.get("children") or {}).items():
-            cl = gdef["children"].line_of(child) if isinstance(gdef["children"], _Located) else line
-            walk(str(child), cdef, gvars, cl)
+                raise ConfigError(f"host {host!r} vars must be a mapping", where=f"{path}:{hl}")
+            host = str(host)
+            hosts[host] = {**hosts.get(host, {}), **{str(k): v for k, v in hv.items()}}
+            direct = host_direct.setdefault(host, [])
+            if gname not in direct:
+                direct.append(gname)
+            host_line.setdefault(host, hl)
+        for child, cdef in reversed(list(ch.items())):  # reversed: popped in file order
+            cl = ch.line_of(child) if isinstance(ch, _Located) else line
+            stack.append((str(child), cdef, cl, gname, level + 1))
 
-    for gname, gdef in doc.items():
-        walk(str(gname), gdef, {}, doc.line_of(gname) if isinstance(doc, _Located) else 1)
-    return [_from_ansible(h, hv, host_groups[h], f"{path}:{host_line[h]}") for h, hv in hosts.items()]
+    guests = []
+    for host, hv in hosts.items():
+        groups = _with_ancestors(host_direct[host], parents)
+        merged: dict[str, Any] = {}
+        for g in sorted(set(groups) | {"all"} & set(group_vars), key=lambda g: (depth.get(g, 0), g)):
+            merged.update(group_vars.get(g, {}))
+        merged.update(hv)
+        guests.append(_from_ansible(host, merged, [g for g in groups if g not in ("all", "ungrouped")],
+                                    f"{path}:{host_line[host]}"))
+    return guests
+
+
+def _with_ancestors(direct: list[str], parents: dict[str, set[str]]) -> list[str]:
+    """``direct`` then every group above them, each once (iterative: no recursion limit, cycles end)."""
+    out: list[str] = []
+    seen: set[str] = set()
+    queue = list(direct)
+    while queue:
+        g = queue.pop(0)
+        if g in seen:
+            continue
+        seen.add(g)
+        out.append(g)
+        queue.extend(sorted(parents.get(g, ())))
+    return out
 
 
 def _load_ansible_ini(path: Path, text: str) -> list[Guest]:
@@ -366,29 +436,20 @@ def _load_ansible_ini(path: Path, text: str) -> list[Guest]:
             hosts.setdefault(host, {}).update(hv)
             host_line.setdefault(host, n)
             members.setdefault(section, []).append(host)
-    # groups a host belongs to, following :children transitively
+    # groups a host belongs to, following :children transitively (each group once)
     parents: dict[str, set[str]] = {}
     for parent, kids in children.items():
         for kid in kids:
             parents.setdefault(kid, set()).add(parent)
-
-    def ancestry(group: str, seen: set[str] | None = None) -> list[str]:
-        seen = seen or set()
-        out = [group]
-        for p in sorted(parents.get(group, ())):
-            if p not in seen:
-                seen.add(p)
-                out += ancestry(p, seen)
-        return out
+    direct: dict[str, list[str]] = {}
+    for g, hs in members.items():
+        for h in hs:
+            if g not in direct.setdefault(h, []):
+                direct[h].append(g)
 
     guests = []
     for host, hv in hosts.items():
-        groups = []
-        for g, hs in members.items():
-            if host in hs:
-                for a in ancestry(g):
-                    if a not in groups:
-                        groups.append(a)
+        groups = _with_ancestors(direct.get(host, []), parents)
         merged: dict[str, Any] = dict(group_vars.get("all", {}))
         for g in reversed(groups):  # parents first, own group last wins
             merged.update(group_vars.get(g, {}))
@@ -406,6 +467,22 @@ def _ini_value(v: str) -> Any:
     if re.fullmatch(r"\d+", v):
         return int(v)
     return v.strip("'\"")
+
+
+def check_secret_refs(guests: Iterable[Guest]) -> None:
+    """Every environment variable the selected guests name for a secret is set.
+
+    Checked before any guest is touched, so a typo is bad input (exit 2, with the inventory
+    file:line) rather than one unreachable guest per entry found halfway through a run."""
+    import os
+
+    for g in guests:
+        c = g.credentials
+        for field_name, var in (("password_env", c.password_env), ("key_passphrase_env", c.key_passphrase_env),
+                                ("sudo_password_env", c.sudo_password_env)):
+            if var and os.environ.get(var) is None:
+                raise ConfigError(f"environment variable {var} ({field_name} of guest {g.name}) is not set",
+                                  where=g.source)
 
 
 def local_guest() -> Guest:

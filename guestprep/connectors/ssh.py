@@ -215,6 +215,12 @@ class SSHConnector:
     def _where(self) -> str:
         return f"guest {self.guest.name} ({self.guest.address}:{self.port})"
 
+    @property
+    def _where_defined(self) -> str:
+        """For input errors: also the inventory file:line the guest came from."""
+        src = self.guest.source
+        return f"{src} ({self._where})" if src and src != "arguments" else self._where
+
     def _connect(self) -> paramiko.SSHClient:
         creds = self.guest.credentials
         known_hosts = self.options.known_hosts or default_known_hosts()
@@ -226,8 +232,8 @@ class SSHConnector:
         known.install(client)
         policy = _AcceptAndSave(known) if self.options.accept_new_host_keys else _RejectUnknown(known)
         client.set_missing_host_key_policy(policy)
-        password = secrets.from_env(creds.password_env, "SSH password", self._where)
-        passphrase = secrets.from_env(creds.key_passphrase_env, "key passphrase", self._where)
+        password = secrets.from_env(creds.password_env, "SSH password", self._where_defined)
+        passphrase = secrets.from_env(creds.key_passphrase_env, "key passphrase", self._where_defined)
         key_file = os.path.expanduser(creds.key_file) if creds.key_file else None
         if key_file and not os.path.isfile(key_file):
             raise ConnectionFailed(f"key file {key_file} does not exist", where=self._where)
@@ -279,7 +285,8 @@ class SSHConnector:
         password = None
         if not self._nopasswd:
             creds = self.guest.credentials
-            password = secrets.from_env(creds.sudo_password_env or creds.password_env, "sudo password", self._where)
+            password = secrets.from_env(creds.sudo_password_env or creds.password_env, "sudo password",
+                                        self._where_defined)
             if password is None:
                 raise GuestprepError("sudo needs a password: set sudo_password_env (or password_env) in the inventory",
                                      where=self._where)
