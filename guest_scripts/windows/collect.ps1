@@ -190,11 +190,23 @@ foreach ($ld in @(Get-CimInstance -ClassName Win32_LogicalDisk -Filter 'DriveTyp
 # ---------------------------------------------------------------- drivers and services
 $driverStore = Invoke-Guarded -Section 'driver_store' -Requires @() -Body {
     # The FileRepository folder names are <inf>_<arch>_<hash>: locale independent, no DISM needed.
+    # The published name (oemNN.inf) is DriverDatabase\DriverPackages\<folder>'s default value;
+    # the version is the INF's DriverVer line (the virtio-win release actually staged).
     $out = @()
     $repo = Join-Path -Path $env:SystemRoot -ChildPath 'System32\DriverStore\FileRepository'
     foreach ($dir in @(Get-ChildItem -Path $repo -Directory -ErrorAction SilentlyContinue)) {
-        if ($dir.Name -match '^(vioscsi|viostor|netkvm|vioser|balloon|pvpanic|qemupciserial|viorng|vioinput|viofs)\.inf_') {
-            $out += [ordered]@{ inf = $null; original_name = ($Matches[1] + '.inf'); provider = $null; version = $null; class = $null; folder = $dir.Name }
+        if ($dir.Name -match '^(vioscsi|viostor|netkvm|vioser|balloon|pvpanic|qemupciserial|viorng|vioinput|viofs)\.inf_([a-z0-9]+)_') {
+            $infName = $Matches[1] + '.inf'
+            $arch = $Matches[2]
+            $published = Get-RegValue -Path ('HKLM:\SYSTEM\DriverDatabase\DriverPackages\' + $dir.Name) -Name '(default)'
+            $ver = $null
+            $infPath = Join-Path -Path $dir.FullName -ChildPath $infName
+            if (Test-Path -LiteralPath $infPath) {
+                foreach ($line in [System.IO.File]::ReadAllLines($infPath)) {
+                    if ($line -match '^\s*DriverVer\s*=\s*[^,]*,\s*([0-9.]+)') { $ver = $Matches[1]; break }
+                }
+            }
+            $out += [ordered]@{ inf = $published; original_name = $infName; provider = $null; version = $ver; class = $null; folder = $dir.Name; arch = $arch }
         }
     }
     , $out
@@ -205,6 +217,43 @@ foreach ($name in @('vioscsi', 'viostor', 'netkvm', 'vioser', 'balloon')) {
     if (Test-Path -Path $key) {
         $services[$name] = [ordered]@{ start = Get-RegValue -Path $key -Name 'Start'; image_path = Get-RegValue -Path $key -Name 'ImagePath'; group = Get-RegValue -Path $key -Name 'Group' }
     } else { $services[$name] = $null }
+}
+
+# Everything Windows needs to boot from a VirtIO disk, per storage driver (read back by
+# set-boot-critical.ps1's verification): the service key, the .sys, the staged package and
+# the PCI ID mappings (DriverDatabase from Windows 8 on, CriticalDeviceDatabase before).
+$bootIds = @{
+    vioscsi = @('PCI\VEN_1AF4&DEV_1004&SUBSYS_00081AF4&REV_00', 'PCI\VEN_1AF4&DEV_1048&SUBSYS_11001AF4&REV_01')
+    viostor = @('PCI\VEN_1AF4&DEV_1001&SUBSYS_00021AF4&REV_00', 'PCI\VEN_1AF4&DEV_1042&SUBSYS_11001AF4&REV_01')
+}
+$bootStorage = Invoke-Guarded -Section 'boot_storage' -Requires @() -Body {
+    $out = [ordered]@{}
+    foreach ($name in @('vioscsi', 'viostor')) {
+        $key = 'HKLM:\SYSTEM\CurrentControlSet\Services\' + $name
+        $svc = $null
+        if (Test-Path -Path $key) {
+            $svc = [ordered]@{ type = Get-RegValue -Path $key -Name 'Type'; start = Get-RegValue -Path $key -Name 'Start'; error_control = Get-RegValue -Path $key -Name 'ErrorControl'; group = Get-RegValue -Path $key -Name 'Group'; image_path = Get-RegValue -Path $key -Name 'ImagePath' }
+        }
+        $sys = Join-Path -Path $env:SystemRoot -ChildPath ('System32\drivers\' + $name + '.sys')
+        $file = [ordered]@{ path = $sys; present = (Test-Path -LiteralPath $sys); sha256 = $null }
+        if ($file.present) { $file.sha256 = ([string](Get-Sha256 -Path $sys)).ToLowerInvariant() }
+        $ids = @()
+        $cdd = @()
+        foreach ($id in $bootIds[$name]) {
+            $rest = $id.Substring(4)
+            $idKey = 'HKLM:\SYSTEM\DriverDatabase\DeviceIds\PCI\' + $rest
+            if (Test-Path -LiteralPath $idKey) {
+                $item = Get-Item -LiteralPath $idKey
+                $ids += [ordered]@{ id = $id; infs = @($item.GetValueNames() | Where-Object -FilterScript { $_ }) }
+            }
+            $cddKey = 'HKLM:\SYSTEM\CurrentControlSet\Control\CriticalDeviceDatabase\PCI#' + $rest
+            if (Test-Path -LiteralPath $cddKey) {
+                $cdd += [ordered]@{ id = $id; service = Get-RegValue -Path $cddKey -Name 'Service'; class_guid = Get-RegValue -Path $cddKey -Name 'ClassGUID' }
+            }
+        }
+        $out[$name] = [ordered]@{ service = $svc; file = $file; device_ids = $ids; critical_device_database = $cdd }
+    }
+    $out
 }
 $qga = Get-CimInstance -ClassName Win32_Service -Filter "Name = 'QEMU-GA'"
 $qemuGa = [ordered]@{ installed = ($null -ne $qga); state = $null; start_mode = $null }
@@ -310,7 +359,7 @@ $doc = [ordered]@{
     firmware = [ordered]@{ type = $fwType; secure_boot = $secureBoot }; efi = $efi
     tpm = $tpm; bitlocker = $bitlocker
     storage = [ordered]@{ san_policy = $sanPolicy; disks = $disks }
-    volumes = $volumes; driver_store = $driverStore; services = $services
+    volumes = $volumes; driver_store = $driverStore; services = $services; boot_storage = $bootStorage
     qemu_ga = $qemuGa; vmware_tools = $tools
     pending_reboot = [ordered]@{ pending = ($reasons.Count -gt 0); reasons = $reasons }
     power = $power

@@ -25,6 +25,16 @@ WINDOWS_FACTS_SCHEMA = "guestprep.windows.facts/1"
 VIRTIO_SERVICES = ("vioscsi", "viostor", "netkvm", "vioser", "balloon")
 # Start values of HKLM\SYSTEM\CurrentControlSet\Services\<name>\Start
 START_MODES = {0: "boot", 1: "system", 2: "auto", 3: "demand", 4: "disabled"}
+BOOT_STORAGE = ("vioscsi", "viostor")
+# The PCI hardware IDs a VirtIO controller presents (transitional, then modern), as mapped by
+# virt-v2v (libguestfs/virt-v2v convert/windows_virtio.ml: vioscsi_legacy_pciid, ...).
+VIRTIO_PCI_IDS = {
+    "vioscsi": ("PCI\\VEN_1AF4&DEV_1004&SUBSYS_00081AF4&REV_00", "PCI\\VEN_1AF4&DEV_1048&SUBSYS_11001AF4&REV_01"),
+    "viostor": ("PCI\\VEN_1AF4&DEV_1001&SUBSYS_00021AF4&REV_00", "PCI\\VEN_1AF4&DEV_1042&SUBSYS_11001AF4&REV_01"),
+}
+SCSI_CLASS_GUID = "{4D36E97B-E325-11CE-BFC1-08002BE10318}"
+# Windows 8 / Server 2012 (6.2, build 9200) replaced the CriticalDeviceDatabase with the DriverDatabase
+DRIVER_DATABASE_BUILD = 9200
 
 
 @dataclass
@@ -95,6 +105,87 @@ class StoreDriver:
     provider: str | None = None
     version: str | None = None
     class_name: str | None = None
+    folder: str | None = None        # FileRepository\\vioscsi.inf_amd64_<hash>
+    arch: str | None = None          # amd64 | x86 (from the folder name)
+
+
+@dataclass
+class BootService:
+    """HKLM\\SYSTEM\\CurrentControlSet\\Services\\<driver> as read back."""
+    type: int | None = None
+    start: int | None = None
+    error_control: int | None = None
+    group: str | None = None
+    image_path: str | None = None
+
+
+@dataclass
+class DriverFile:
+    path: str
+    present: bool = False
+    sha256: str | None = None
+
+
+@dataclass
+class DeviceIdMapping:
+    id: str                                   # PCI\VEN_1AF4&DEV_1004&SUBSYS_00081AF4&REV_00
+    infs: list[str] = field(default_factory=list)   # DriverDatabase\DeviceIds value names (oemNN.inf)
+
+
+@dataclass
+class CddMapping:
+    id: str
+    service: str | None = None
+    class_guid: str | None = None
+
+
+@dataclass
+class BootStorageState:
+    """Everything Windows needs to boot from a disk on this VirtIO storage driver."""
+    name: str
+    service: BootService | None
+    file: DriverFile
+    device_ids: list[DeviceIdMapping] = field(default_factory=list)
+    critical_device_database: list[CddMapping] = field(default_factory=list)
+
+    def missing(self, build: int, package: "StoreDriver | None") -> list[str]:
+        """What is missing for a boot from this driver's disk ([] = complete), in the terms of
+        the Services registry tree and virt-v2v's add_guestor_to_registry."""
+        out = []
+        s = self.service
+        sys_name = f"{self.name}.sys"
+        if s is None:
+            out.append(f"service key Services\\{self.name}")
+        else:
+            if s.type != 1:
+                out.append(f"Type=1 (kernel driver; is {s.type})")
+            if s.start != 0:
+                out.append(f"Start=0 (boot; is {s.start})")
+            if s.error_control is None:
+                out.append("ErrorControl")
+            if (s.group or "").lower() != "scsi miniport":
+                out.append(f"Group=SCSI miniport (is {s.group!r})")
+            image = (s.image_path or "").lower()
+            if image not in (f"system32\\drivers\\{sys_name}", f"\\systemroot\\system32\\drivers\\{sys_name}"):
+                out.append(f"ImagePath=System32\\drivers\\{sys_name} (is {s.image_path!r})")
+        if not self.file.present:
+            out.append(f"{self.file.path} (file absent)")
+        ids = VIRTIO_PCI_IDS.get(self.name, ())
+        if build >= DRIVER_DATABASE_BUILD:
+            if package is None or not package.inf:
+                out.append(f"{self.name}.inf staged in the driver store (published oemNN.inf)")
+            else:
+                mapped = {m.id.upper() for m in self.device_ids if package.inf.lower() in {i.lower() for i in m.infs}}
+                lacking = [i for i in ids if i.upper() not in mapped]
+                if lacking:
+                    out.append(f"DriverDatabase\\DeviceIds mapping to {package.inf} for {', '.join(lacking)}")
+        else:
+            good = {m.id.upper() for m in self.critical_device_database
+                    if (m.service or "").lower() == self.name and (m.class_guid or "").upper() == SCSI_CLASS_GUID}
+            lacking = [i for i in ids if i.upper() not in good]
+            if lacking:
+                out.append(f"CriticalDeviceDatabase entries (Service={self.name}) for {', '.join(lacking)}")
+        return out
 
 
 @dataclass
@@ -163,6 +254,7 @@ class WindowsFacts:
     volumes: list[Volume] | None = None
     driver_store: list[StoreDriver] | None = None
     services: dict[str, ServiceInfo | None] = field(default_factory=dict)  # absent service -> None
+    boot_storage: dict[str, BootStorageState] | None = None   # vioscsi/viostor boot-start state
     qemu_ga: dict[str, Any] | None = None
     vmware_tools: dict[str, Any] | None = None
     pending_reboot: bool | None = None
@@ -185,6 +277,23 @@ class WindowsFacts:
         if self.driver_store is None:
             return None
         return any(d.original_name.lower() == inf_name.lower() for d in self.driver_store)
+
+    def staged(self, inf_name: str) -> "StoreDriver | None":
+        """The staged package of ``inf_name`` with a published name (the newest listed last)."""
+        found = [d for d in self.driver_store or [] if d.original_name.lower() == inf_name.lower() and d.inf]
+        return found[-1] if found else None
+
+    def boot_missing(self, name: str) -> list[str] | None:
+        """What ``name`` (vioscsi/viostor) lacks to boot a disk; None when not collected."""
+        if self.boot_storage is None or self.os is None or name not in self.boot_storage:
+            return None
+        return self.boot_storage[name].missing(self.os.build, self.staged(f"{name}.inf"))
+
+    @property
+    def virtio_win_used(self) -> dict[str, Any] | None:
+        """The virtio-win release install-virtio.ps1 read from the media ({version, source, ...})."""
+        v = self.guestprep_state.get("virtio_win")
+        return v if isinstance(v, dict) and v.get("version") else None
 
     def service(self, name: str) -> ServiceInfo | None:
         return self.services.get(name)
@@ -359,6 +468,25 @@ def parse(raw: Mapping[str, Any], where: str = "windows collector") -> WindowsFa
         s = r.obj(services.get(name), f"services.{name}", optional=True)
         facts.services[name] = None if s is None else r.record(ServiceInfo, s, f"services.{name}", name=name)
 
+    boot = r.obj(raw.get("boot_storage"), "boot_storage", optional=True)
+    if boot is not None:
+        facts.boot_storage = {}
+        for name in BOOT_STORAGE:
+            p = f"boot_storage.{name}"
+            b = r.obj(boot.get(name), p)
+            svc = r.obj(b.get("service"), p + ".service", optional=True)
+            file = r.obj(b.get("file"), p + ".file")
+            facts.boot_storage[name] = BootStorageState(
+                name=name,
+                service=None if svc is None else r.record(BootService, svc, p + ".service"),
+                file=r.record(DriverFile, file, p + ".file", required=("path",)),
+                device_ids=[r.record(DeviceIdMapping, m, mp, required=("id",), infs=[
+                    str(r.s(i, f"{mp}.infs[{n}]", optional=False)) for n, i in enumerate(r.lst(m.get("infs") or [], mp + ".infs") or [])])
+                    for mp, m in r.each(r.lst(b.get("device_ids") or [], p + ".device_ids") or [], p + ".device_ids")],
+                critical_device_database=[r.record(CddMapping, m, mp, required=("id",)) for mp, m in r.each(
+                    r.lst(b.get("critical_device_database") or [], p + ".critical_device_database") or [],
+                    p + ".critical_device_database")],
+            )
     facts.qemu_ga = r.obj(raw.get("qemu_ga"), "qemu_ga", optional=True)
     facts.vmware_tools = r.obj(raw.get("vmware_tools"), "vmware_tools", optional=True)
     pr = r.obj(raw.get("pending_reboot"), "pending_reboot", optional=True)

@@ -48,13 +48,20 @@ def test_plan_for_a_vmware_only_server_2019(media):
     p = plans(facts_of("ws2019-en-US", virtio_win_media=str(path), virtio_win_sha256=sha))
     kinds = [(c.kind, c.target) for c in p["windows.virtio_drivers"].plan.changes]
     assert kinds[0] == ("upload", "C:\\ProgramData\\guestprep\\media\\virtio-win-gt-x64.msi")
-    assert ("driver_install", "vioscsi.inf") in kinds and ("package", "qemu-ga") in kinds
+    assert ("driver_stage", "vioscsi.inf") in kinds and ("package", "qemu-ga") not in kinds
     assert ("registry_set", "HKLM:\\SYSTEM\\CurrentControlSet\\Services\\vioscsi\\Start") in kinds
-    assert kinds[-1] == ("script", "install-virtio.ps1")
-    script = p["windows.virtio_drivers"].plan.changes[-1].detail["params"]
-    assert script == {"media": "C:\\ProgramData\\guestprep\\media\\virtio-win-gt-x64.msi", "sha256": sha,
-                      "boot_critical": ["vioscsi", "viostor"], "os_dir": "2k19"}
-    assert p["windows.boot_critical"].plan.empty and "virtio_drivers installs" in p["windows.boot_critical"].plan.reason
+    assert ("registry_set", "HKLM:\\SYSTEM\\CurrentControlSet\\Services\\vioscsi\\ImagePath") in kinds
+    scripts = [c for c in p["windows.virtio_drivers"].plan.changes if c.kind == "script"]
+    assert [c.target for c in scripts] == ["install-virtio.ps1", "set-boot-critical.ps1"]
+    assert scripts[0].detail["params"] == {"media": "C:\\ProgramData\\guestprep\\media\\virtio-win-gt-x64.msi",
+                                           "sha256": sha, "kind": "msi", "arch": "amd64", "pnputil_syntax": "add-driver"}
+    boot = scripts[1].detail["params"]
+    assert boot["mapping"] == "driver_database" and [s["name"] for s in boot["services"]] == ["vioscsi", "viostor"]
+    assert "PCI\\VEN_1AF4&DEV_1048&SUBSYS_11001AF4&REV_01" in boot["services"][0]["hardware_ids"]
+    assert p["windows.boot_critical"].plan.empty and "virtio_drivers stages" in p["windows.boot_critical"].plan.reason
+    # the drivers MSI holds no qemu-ga: the agent needs its own MSI
+    ga = p["windows.qemu_ga"].plan
+    assert ga.empty and "qemu_ga_media" in ga.reason and "qemu-ga-x86_64.msi" in ga.reason
     assert p["windows.fast_startup"].plan.empty
     san = p["windows.san_policy"].plan.changes[0]
     assert san.detail == {"before": 2, "after": 1} and "- SanPolicy = 2\n+ SanPolicy = 1" in san.diff
@@ -101,7 +108,8 @@ def test_plans_on_client_with_fast_startup_and_iso_dir():
     p = plans(f)
     assert [c.kind for c in p["windows.fast_startup"].plan.changes] == ["registry_set", "registry_set", "script"]
     vd = p["windows.virtio_drivers"].plan
-    assert vd.changes[0].kind == "fetch" and vd.changes[-1].detail["params"]["os_dir"] == "w10"
+    install = next(c for c in vd.changes if c.target == "install-virtio.ps1").detail["params"]
+    assert vd.changes[0].kind == "fetch" and install["drivers"][0]["folder"] == "vioscsi\\w10\\amd64"
 
 
 @pytest.mark.unit
@@ -154,46 +162,48 @@ def test_prepare_apply_verifies_is_idempotent_and_rolls_back(wsman, transport, m
     res = engine.prepare_guest(g, {"timeout": 60}, connect, apply=True)
     assert res.error is None, res.error
     applied = {o.operation: o for o in res.ops if o.applied}
-    assert set(applied) == {"windows.virtio_drivers", "windows.san_policy", "windows.network_capture",
-                            "windows.vmware_tools_removal"}
-    assert all(o.verified for o in applied.values()), {k: o.problems for k, o in applied.items()}
+    mine = {"windows.virtio_drivers", "windows.san_policy"}
+    assert mine <= set(applied)
+    assert all(applied[o].verified for o in mine), {k: (o.error, o.problems) for k, o in applied.items()}
 
-    # the guest changed as the scripts say; VMware Tools is still installed (removal only at first KVM boot)
+    # the guest changed as the scripts say: staged, then made boot-capable; no agent from the drivers MSI
     f = run.guest.facts
     assert f["services"]["vioscsi"]["start"] == 0 and f["storage"]["san_policy"] == "OnlineAll"
+    assert f["boot_storage"]["vioscsi"]["file"]["present"] and f["qemu_ga"]["installed"] is False
+    assert run.guest.boots_on("virtio-scsi") == "ok" and run.guest.boots_on("virtio-blk") == "ok"
     assert f["vmware_tools"]["installed"] is True
-    assert set(run.guest.tasks) == {"guestprep-restore-network", "guestprep-remove-vmware-tools"}
     kinds = [e["kind"] for e in run.guest.journal]
-    assert kinds.count("registry_set") == 3 and "driver_install" in kinds
-    captures = list((tmp_path / "captures").iterdir())
-    assert len(captures) == 1 and "00:50:56:9A:10:01".lower() in json.dumps(json.loads(captures[0].read_text())).lower()
+    assert "msi_install" in kinds and "registry_key_create" in kinds and "file_write" in kinds
 
-    # every WIN check those operations fix now passes after a fresh collect
     conn = connect(g)
     facts = wf.collect(conn, timeout=30)
     conn.close()
-    fixed = {"WIN-VIRTIO-STORAGE-DRIVER", "WIN-VIOSCSI-BOOTSTART", "WIN-QEMU-GA", "WIN-SAN-POLICY", "WIN-STATIC-IP",
-             "WIN-VMWARE-TOOLS"}
-    for f_ in registry.evaluate("windows", facts, g.name):
-        if f_.check_id in fixed:
-            assert f_.status.value == "pass", (f_.check_id, f_.message)
+    status = {f_.check_id: f_.status.value for f_ in registry.evaluate("windows", facts, g.name)
+              if f_.resource in ("vioscsi", "vioscsi.inf", "san-policy", "QEMU-GA")}
+    assert status["WIN-VIRTIO-STORAGE-DRIVER"] == status["WIN-VIOSCSI-BOOTSTART"] == status["WIN-SAN-POLICY"] == "pass"
+    assert status["WIN-QEMU-GA"] == "fail"     # needs qemu_ga_media: the drivers MSI has no agent
 
-    # second run: nothing planned, nothing ran
+    # second run: nothing of mine planned, the drivers MSI is not run again
     ran_before = len(run.guest.ran)
     again = engine.prepare_guest(g, {"timeout": 60}, connect, apply=True)
-    assert again.changes == 0 and not any(o.applied for o in again.ops)
-    assert [m for m in run.guest.ran[ran_before:] if m != "collect"] == []  # read-only only
+    assert not any(o.applied for o in again.ops if o.operation in mine | {"windows.boot_critical", "windows.qemu_ga"})
+    assert "install-virtio" not in run.guest.ran[ran_before:] and "set-boot-critical" not in run.guest.ran[ran_before:]
 
-    # rollback restores the journaled values, newest first, and says what it did not reverse
+    # rollback restores everything the journal recorded, newest first (the MSI removed last)
     restored = engine.rollback_guest(g, {"timeout": 60}, connect)
-    assert [r["kind"] for r in restored][-1] == "driver_install" and restored[-1]["skipped"] == "not reversible"
-    assert f["services"]["vioscsi"]["start"] == 3 and f["storage"]["san_policy"] == "OfflineShared"
-    assert run.guest.tasks == {}
-    assert engine.rollback_guest(g, {"timeout": 60}, connect) == [restored[-1]]  # second rollback: nothing left
+    assert restored[-1]["kind"] == "msi_install" and restored[-1]["removed"]
+    f = run.guest.facts
+    assert f["services"]["vioscsi"] is None and f["driver_store"] == [] and f["storage"]["san_policy"] == "OfflineShared"
+    assert run.guest.boots_on("virtio-scsi").startswith("INACCESSIBLE_BOOT_DEVICE")
+    assert engine.rollback_guest(g, {"timeout": 60}, connect) == []  # second rollback: nothing left
 
 
 def test_dropped_connection_mid_apply_then_rerun_converges(wsman, media, tmp_path):
     path, sha = media
+    from tests.windows.wsman_server.guest import make_media
+
+    path.write_bytes(make_media("drivers-msi", "0.1.240"))   # 0.1.266 has no Windows Server 2012 R2 drivers
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
     run = wsman("ws2012r2-en-US", drop_after_marker="install-virtio", drop_count=1)
     g = _guest(run, "winrm", path, sha, tmp_path, guestprep_virtio_win_version="0.1.240")
     connect = lambda g: open_connector(g, run.options())  # noqa: E731
@@ -203,10 +213,14 @@ def test_dropped_connection_mid_apply_then_rerun_converges(wsman, media, tmp_pat
     # the guest did the work before the connection dropped; a re-run plans only what is left
     second = engine.prepare_guest(g, {"timeout": 60}, connect, apply=True)
     assert second.error is None
-    assert not any(o.error or o.verified is False for o in second.ops), [(o.operation, o.error, o.problems) for o in second.ops]
+    mine = ("windows.virtio_drivers", "windows.boot_critical")
+    assert not any(o.error or o.verified is False for o in second.ops if o.operation in mine), \
+        [(o.operation, o.error, o.problems) for o in second.ops]
+    # the staged drivers were there already: boot_critical completed the boot-start state
+    assert any(o.applied for o in second.ops if o.operation == "windows.boot_critical")
     third = engine.prepare_guest(g, {"timeout": 60}, connect, apply=False)
-    assert third.changes == 0
-    assert run.guest.ran.count("install-virtio") == 1
+    assert not any(o.plan and not o.plan.empty for o in third.ops if o.operation in mine)
+    assert run.guest.ran.count("install-virtio") == 1 and run.guest.boots_on("virtio-scsi") == "ok"
 
 
 def test_guest_refuses_media_whose_checksum_differs(wsman, tmp_path):
@@ -217,7 +231,7 @@ def test_guest_refuses_media_whose_checksum_differs(wsman, tmp_path):
     res = engine.prepare_guest(g, {"timeout": 60}, lambda g: open_connector(g, run.options()), apply=True)
     vd = next(o for o in res.ops if o.operation == "windows.virtio_drivers")
     assert "SHA-256 of" in vd.error and "not installing" in vd.error
-    assert run.guest.facts["driver_store"] == [] and not any(e["kind"] == "driver_install" for e in run.guest.journal)
+    assert run.guest.facts["driver_store"] == [] and not any(e["kind"] == "msi_install" for e in run.guest.journal)
 
 
 def test_bitlocker_cutover_step_suspends_and_check_passes(wsman):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from guestprep.checks.base import Outcome, fail, ok
+from guestprep.checks.base import Outcome, fail, ok, skip
 from guestprep.checks.windows._common import (
     StateCheck, load_matrix, register_state_checks, unknown, version_key, windows_check,
 )
@@ -38,51 +38,67 @@ def virtio_storage_driver(facts: Any) -> Iterable[Outcome]:
 
 @windows_check(
     id="WIN-VIOSCSI-BOOTSTART", severity=Severity.BLOCKER,
-    title="vioscsi and viostor start at boot (Start=0)",
-    rationale="The boot disk's controller driver must be boot-start. A driver installed without a device "
-              "stays demand-start (3) and is not loaded early enough: INACCESSIBLE_BOOT_DEVICE.",
-    remediation="guestprep prepare --apply sets Services\\vioscsi and \\viostor Start=0 and reads it back.",
+    title="vioscsi can boot the system disk: complete boot-start service, driver file, PCI ID mapping",
+    rationale="Staging a driver creates no service and copies no .sys while no VirtIO device exists (as on "
+              "VMware); a key holding only Start=0 does not boot either. Windows boots from a VirtIO SCSI disk "
+              "only with Services\\vioscsi complete (Type=1, Start=0, ErrorControl, Group 'SCSI miniport', "
+              "ImagePath), System32\\drivers\\vioscsi.sys present and the VirtIO PCI IDs mapped to the staged "
+              "package (DriverDatabase\\DeviceIds from Windows 8 on, CriticalDeviceDatabase before), as virt-v2v "
+              "writes offline. Otherwise: INACCESSIBLE_BOOT_DEVICE (0x7B).",
+    remediation="guestprep prepare --apply stages virtio-win and makes vioscsi/viostor boot-capable from the staged "
+                "package (set-boot-critical.ps1), each piece journaled and read back.",
     fixed_by="windows.boot_critical",
+    references=("https://github.com/libguestfs/virt-v2v/blob/master/convert/windows_virtio.ml",
+                "https://learn.microsoft.com/windows-hardware/drivers/install/hklm-system-currentcontrolset-services-registry-tree"),
 )
 def vioscsi_bootstart(facts: Any) -> Iterable[Outcome]:
+    if facts.boot_storage is None:
+        yield unknown(facts, "boot_storage")
+        return
+    # Proxmox's default controller is VirtIO SCSI: vioscsi must be complete; viostor is for a VirtIO Block disk.
     for name in ("vioscsi", "viostor"):
-        svc = facts.service(name)
-        if svc is None:
-            yield fail(name, f"service {name} is not installed")
-        elif svc.start == 0:
-            yield ok(name, f"{name} is boot-start")
+        missing = facts.boot_missing(name)
+        state = facts.boot_storage[name]
+        evidence = {"service": None if state.service is None else vars(state.service), "file": vars(state.file),
+                    "device_ids": [vars(m) for m in state.device_ids]}
+        if not missing:
+            yield ok(name, f"{name} boot-start state complete (service key, {state.file.path}, PCI ID mapping)")
+        elif name == "vioscsi":
+            yield fail(name, f"{name} cannot boot the system disk; missing: {'; '.join(missing)}", **evidence)
         else:
-            yield fail(name, f"{name} Start={svc.start} ({svc.start_mode}), needs 0 (boot)", start=svc.start)
+            yield skip(f"{name} not boot-capable (needed only for a VirtIO Block boot disk); missing: "
+                       f"{'; '.join(missing)}", name)
 
 
 @windows_check(
-    id="WIN-VIRTIO-WIN-SUPPORT", severity=Severity.BLOCKER,
-    title="The configured virtio-win version supports this Windows build",
-    rationale="virtio-win drops old Windows releases and adds new ones; drivers for the wrong build do not "
-              "install or do not load.",
-    remediation="Pick a virtio-win version whose matrix entry covers the build (guest var "
-                "guestprep_virtio_win_version), see guestprep/data/virtio_win_matrix.json.",
+    id="WIN-VIRTIO-MEDIA", severity=Severity.WARNING,
+    title="The virtio-win release on the guest is known and consistent",
+    rationale="The release that matters is the one actually staged, read from the media (ISO volume label, MSI "
+              "ProductVersion) and from the staged drivers' DriverVer, not a declared default. Storage drivers "
+              "from two releases mean an earlier install left packages behind.",
+    remediation="Install vioscsi and viostor from one virtio-win release (guestprep prepare --apply with the "
+                "media set in virtio_win_media).",
+    fixed_by="windows.virtio_drivers",
 )
-def virtio_win_support(facts: Any) -> Iterable[Outcome]:
-    if facts.os is None:
-        yield unknown(facts, "os")
+def virtio_media(facts: Any) -> Iterable[Outcome]:
+    if facts.driver_store is None:
+        yield unknown(facts, "driver_store")
         return
-    matrix = load_matrix()
-    target = facts.virtio_win_target or matrix["default_version"]
-    build = facts.os.build
-    entry = next((e for e in matrix["os"] if e["builds"][0] <= build <= e["builds"][1]), None)
-    res = f"virtio-win {target}"
-    if entry is None:
-        yield fail(res, f"build {build} ({facts.os.caption}) is not in the virtio-win matrix", build=build)
+    staged = {n: facts.staged(n) for n in STORAGE_INFS}
+    versions = {n: d.version for n, d in staged.items() if d is not None and d.version}
+    used = facts.virtio_win_used
+    res = "virtio-win"
+    if not versions and used is None:
+        yield skip("no virtio-win storage driver staged yet: WIN-VIRTIO-WIN-SUPPORT judges the declared version", res)
         return
-    too_old = version_key(target) < version_key(entry["first"])
-    too_new = entry["last"] is not None and version_key(target) > version_key(entry["last"])
-    if too_old:
-        yield fail(res, f"{entry['name']} needs virtio-win >= {entry['first']}", build=build, target=target)
-    elif too_new:
-        yield fail(res, f"{entry['name']} was dropped after virtio-win {entry['last']}", build=build, target=target)
-    else:
-        yield ok(res, f"{entry['name']} (build {build}) is supported by virtio-win {target}")
+    if len(set(versions.values())) > 1:
+        yield fail(res, "storage drivers from different releases: " + ", ".join(f"{n} DriverVer {v}"
+                                                                               for n, v in sorted(versions.items())),
+                   driver_versions=versions)
+        return
+    what = f"virtio-win {used['version']} (read from {used.get('source') or 'the media'})" if used else "virtio-win"
+    driver = f"; staged DriverVer {next(iter(versions.values()))}" if versions else ""
+    yield ok(res, f"{what}{driver}")
 
 
 @windows_check(
@@ -160,12 +176,15 @@ def vmware_tools(facts: Any) -> Iterable[Outcome]:
 register_state_checks(__name__, (
     StateCheck(
         dict(id="WIN-QEMU-GA", severity=Severity.WARNING,
-             title="QEMU guest agent is installed",
+             title="QEMU guest agent is installed and starts automatically",
              rationale="Without qemu-ga Proxmox cannot freeze filesystems for backups, read IPs or shut the guest "
                        "down cleanly.",
-             remediation="guestprep prepare --apply installs qemu-ga with virtio-win (guest-tools MSI or qemu-ga MSI).",
-             fixed_by="windows.virtio_drivers"),
-        section="qemu_ga", resource="QEMU-GA", read=lambda f: f.qemu_ga, bad=lambda v: not v.get("installed"),
-        fail_message=lambda f: "qemu-ga service is not installed",
-        ok_message="qemu-ga service present (it starts once the virtio-serial device exists)"),
+             remediation="guestprep prepare --apply installs qemu-ga from its own MSI (guest-agent\\qemu-ga-x86_64.msi "
+                         "on the virtio-win ISO, or qemu_ga_media); the drivers MSI does not contain it.",
+             fixed_by="windows.qemu_ga"),
+        section="qemu_ga", resource="QEMU-GA", read=lambda f: f.qemu_ga,
+        bad=lambda v: not v.get("installed") or str(v.get("start_mode") or "").lower() not in ("auto", "automatic"),
+        fail_message=lambda f: ("qemu-ga service is not installed" if not f.qemu_ga.get("installed")
+                                else f"QEMU-GA start mode is {f.qemu_ga.get('start_mode')}, needs Auto"),
+        ok_message="QEMU-GA installed, automatic start (it runs once the virtio-serial device exists)"),
 ))

@@ -28,17 +28,37 @@ def set_path(doc, path, value):
 
 
 P, F, S = "pass", "fail", "skipped"
+
+
+def _stub(d: dict) -> None:
+    """install-virtio.ps1 before the fix: vioscsi/viostor staged, Services\\vioscsi created by
+    New-Item -Force with Start=0 only, no .sys, no PCI ID mapping."""
+    d["driver_store"] = [{"inf": "oem7.inf", "original_name": "vioscsi.inf", "provider": None, "version": "100.95.104.26600",
+                          "class": None, "folder": "vioscsi.inf_amd64_0000000000000007", "arch": "amd64"},
+                         {"inf": "oem8.inf", "original_name": "viostor.inf", "provider": None, "version": "100.95.104.26600",
+                          "class": None, "folder": "viostor.inf_amd64_0000000000000008", "arch": "amd64"}]
+    d["services"]["vioscsi"] = {"start": 0, "image_path": None, "group": None}
+    d["boot_storage"]["vioscsi"]["service"] = {"type": None, "start": 0, "error_control": None, "group": None, "image_path": None}
 CASES = [
     # (check, fixture, profile, mutations {path: value} or callable, expect [(status, resource)])
     ("WIN-VIRTIO-STORAGE-DRIVER", "ws2019-vmware-only", "ws2019-en-US", {}, [(F, "vioscsi.inf"), (F, "viostor.inf")]),
     ("WIN-VIRTIO-STORAGE-DRIVER", "ws2025-prepared", "ws2025-en-US", {}, [(P, "vioscsi.inf"), (P, "viostor.inf")]),
     ("WIN-VIRTIO-STORAGE-DRIVER", "only-viostor", "ws2025-en-US", lambda d: d.__setitem__("driver_store", [x for x in d["driver_store"] if x["original_name"] != "vioscsi.inf"]), [(F, "vioscsi.inf"), (P, "viostor.inf")]),
     ("WIN-VIRTIO-STORAGE-DRIVER", "store-unreadable", "ws2016-de-DE", {"driver_store": None, "unknown": {"driver_store": "access denied"}}, [(S, "")]),
-    ("WIN-VIOSCSI-BOOTSTART", "demand-start", "ws2025-en-US", {"services.vioscsi.start": 3}, [(F, "vioscsi"), (P, "viostor")]),
+    ("WIN-VIOSCSI-BOOTSTART", "demand-start", "ws2025-en-US", {"services.vioscsi.start": 3, "boot_storage.vioscsi.service.start": 3}, [(F, "vioscsi"), (P, "viostor")]),
     ("WIN-VIOSCSI-BOOTSTART", "boot-start", "ws2025-en-US", {}, [(P, "vioscsi"), (P, "viostor")]),
-    ("WIN-VIOSCSI-BOOTSTART", "not-installed-2012r2", "ws2012r2-en-US", {}, [(F, "vioscsi"), (F, "viostor")]),
+    ("WIN-VIOSCSI-BOOTSTART", "not-installed-2012r2", "ws2012r2-en-US", {}, [(F, "vioscsi"), (S, "viostor")]),
+    # what the pre-fix install-virtio.ps1 left: the package staged, a key holding only Start=0
+    ("WIN-VIOSCSI-BOOTSTART", "stub-key-start-only", "ws2019-en-US", lambda d: _stub(d), [(F, "vioscsi"), (S, "viostor")]),
+    ("WIN-VIOSCSI-BOOTSTART", "no-device-id-mapping", "ws2025-en-US", {"boot_storage.vioscsi.device_ids": []}, [(F, "vioscsi"), (P, "viostor")]),
+    ("WIN-VIOSCSI-BOOTSTART", "sys-file-missing", "ws2025-en-US", {"boot_storage.vioscsi.file.present": False, "boot_storage.vioscsi.file.sha256": None}, [(F, "vioscsi"), (P, "viostor")]),
+    ("WIN-VIOSCSI-BOOTSTART", "collector-could-not-read", "ws2019-en-US", {"boot_storage": None, "unknown": {"boot_storage": "access denied"}}, [(S, "")]),
     ("WIN-QEMU-GA", "missing-win11", "win11-en-US", {}, [(F, "QEMU-GA")]),
     ("WIN-QEMU-GA", "installed", "ws2025-en-US", {}, [(P, "QEMU-GA")]),
+    ("WIN-QEMU-GA", "installed-manual-start", "ws2025-en-US", {"qemu_ga.start_mode": "Manual"}, [(F, "QEMU-GA")]),
+    ("WIN-VIRTIO-MEDIA", "prepared-0.1.262", "ws2025-en-US", {}, [(P, "virtio-win")]),
+    ("WIN-VIRTIO-MEDIA", "mixed-releases", "ws2025-en-US", {"driver_store.1.version": "100.94.104.24000"}, [(F, "virtio-win")]),
+    ("WIN-VIRTIO-MEDIA", "nothing-staged", "ws2019-en-US", {}, [(S, "virtio-win")]),
     ("WIN-STATIC-IP", "two-static-nics", "ws2019-en-US", {}, [(F, "00:50:56:9a:10:01"), (F, "00:50:56:9a:10:02")]),
     ("WIN-STATIC-IP", "dhcp-de", "ws2016-de-DE", {}, [(P, "00:50:56:9a:20:02")]),
     ("WIN-STATIC-IP", "captured", "ws2025-en-US", {}, [(P, "00:50:56:9a:10:01")]),
@@ -76,7 +96,9 @@ CASES = [
     ("WIN-SAN-POLICY", "data-disk-offline-now", "ws2012r2-en-US", {"storage.san_policy": "OnlineAll", "storage.disks.1.is_offline": True}, [(F, "disk1"), (P, "san-policy")]),
     ("WIN-VIRTIO-WIN-SUPPORT", "2012r2-on-current", "ws2012r2-en-US", {}, [(F, "virtio-win 0.1.266")]),
     ("WIN-VIRTIO-WIN-SUPPORT", "2019-on-current", "ws2019-en-US", {}, [(P, "virtio-win 0.1.266")]),
-    ("WIN-VIRTIO-WIN-SUPPORT", "2025-unknown-build", "ws2025-en-US", {"os.build": 27000}, [(F, "virtio-win 0.1.266")]),
+    ("WIN-VIRTIO-WIN-SUPPORT", "2025-unknown-build", "ws2025-en-US", {"os.build": 27000}, [(F, "virtio-win 0.1.262")]),
+    # the version read from the media (state.json) beats the default
+    ("WIN-VIRTIO-WIN-SUPPORT", "2012r2-media-0.1.240", "ws2012r2-en-US", {"guestprep": {"virtio_win": {"version": "0.1.240", "source": "iso volume label virtio-win-0.1.240"}}}, [(P, "virtio-win 0.1.240")]),
     ("WIN-VMWARE-TOOLS", "installed-no-removal", "ws2016-de-DE", {}, [(F, "VMware Tools")]),
     ("WIN-VMWARE-TOOLS", "removal-scheduled", "ws2025-en-US", {}, [(P, "VMware Tools")]),
     ("WIN-VMWARE-TOOLS", "not-installed", "ws2025-en-US", {"vmware_tools": {"installed": False, "product_code": None, "version": None, "service_state": None}}, [(P, "VMware Tools")]),

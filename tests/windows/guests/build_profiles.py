@@ -8,10 +8,15 @@ values follow the shapes Windows returns (Win32_* classes, Get-Disk, registry va
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE.parents[2]))
+# the prepared profile's driver files are the model's bytes, so their SHA-256 match what it renders
+from tests.windows.wsman_server.guest import driver_file_bytes, driver_ver  # noqa: E402
 MiB, GiB = 1 << 20, 1 << 30
 
 
@@ -35,6 +40,9 @@ def base(hostname: str, caption: str, version: str, build: int, **os_extra) -> d
         "volumes": [{"drive_letter": "C", "size": 60 * GiB - 502 * MiB, "free": 21 * GiB, "file_system": "NTFS", "label": ""}],
         "driver_store": [],
         "services": {"vioscsi": None, "viostor": None, "netkvm": None, "vioser": None, "balloon": None},
+        "boot_storage": {n: {"service": None, "file": {"path": f"C:\\Windows\\System32\\drivers\\{n}.sys", "present": False,
+                                                       "sha256": None}, "device_ids": [], "critical_device_database": []}
+                         for n in ("vioscsi", "viostor")},
         "qemu_ga": {"installed": False, "state": None, "start_mode": None},
         "vmware_tools": {"installed": True, "product_code": "{A0BB5E85-0D37-4D2D-B1CB-F41E1B0D2A7F}",
                          "version": "12.3.5.22544099", "service_state": "Running"},
@@ -85,12 +93,24 @@ def esp(p: dict, sha: str) -> None:
     }
 
 
-def prepared(p: dict) -> None:
-    """What a guest looks like after `guestprep prepare --apply`."""
-    p["driver_store"] = [{"inf": f"oem{n}.inf", "original_name": f"{name}.inf", "provider": "Red Hat, Inc.",
-                          "version": "100.95.104.26200", "class": cls}
-                         for n, (name, cls) in enumerate([("vioscsi", "SCSIAdapter"), ("viostor", "SCSIAdapter"),
-                                                          ("netkvm", "Net"), ("vioser", "System"), ("balloon", "System")], 3)]
+def prepared(p: dict, version: str = "0.1.262", os_dir: str = "2k25") -> None:
+    """What a guest looks like after `guestprep prepare --apply` (collect.ps1's view)."""
+    ver = driver_ver(version)
+    p["driver_store"] = [{"inf": f"oem{n}.inf", "original_name": f"{name}.inf", "provider": None,
+                          "version": ver, "class": None, "folder": f"{name}.inf_amd64_{n:016x}", "arch": "amd64"}
+                         for n, name in enumerate(["vioscsi", "viostor", "netkvm", "vioser", "balloon"], 3)]
+    ids = {"vioscsi": ["PCI\\VEN_1AF4&DEV_1004&SUBSYS_00081AF4&REV_00", "PCI\\VEN_1AF4&DEV_1048&SUBSYS_11001AF4&REV_01"],
+           "viostor": ["PCI\\VEN_1AF4&DEV_1001&SUBSYS_00021AF4&REV_00", "PCI\\VEN_1AF4&DEV_1042&SUBSYS_11001AF4&REV_01"]}
+    for n, name in enumerate(("vioscsi", "viostor"), 3):
+        sys_ = driver_file_bytes(name, "amd64", os_dir, version)
+        p["boot_storage"][name] = {
+            "service": {"type": 1, "start": 0, "error_control": 1, "group": "SCSI miniport",
+                        "image_path": f"System32\\drivers\\{name}.sys"},
+            "file": {"path": f"C:\\Windows\\System32\\drivers\\{name}.sys", "present": True,
+                     "sha256": hashlib.sha256(sys_).hexdigest()},
+            "device_ids": [{"id": i, "infs": [f"oem{n}.inf"]} for i in ids[name]], "critical_device_database": []}
+    p["guestprep"] = {"virtio_win": {"version": version, "source": f"iso volume label virtio-win-{version}",
+                                     "media": "C:\\ProgramData\\guestprep\\media\\virtio-win.iso", "sha256": "ab" * 32}}
     p["services"] = {
         "vioscsi": {"start": 0, "image_path": "System32\\drivers\\vioscsi.sys", "group": "SCSI miniport"},
         "viostor": {"start": 0, "image_path": "System32\\drivers\\viostor.sys", "group": "SCSI miniport"},
@@ -100,9 +120,9 @@ def prepared(p: dict) -> None:
     p["qemu_ga"] = {"installed": True, "state": "Stopped", "start_mode": "Auto"}
     p["storage"]["san_policy"] = "OnlineAll"
     mac = p["network"]["adapters"][0]["mac"].lower()
-    p["guestprep"] = {"network_capture": {"macs": [mac], "task": "guestprep-restore-network"},
+    p["guestprep"].update({"network_capture": {"macs": [mac], "task": "guestprep-restore-network"},
                       "vmware_tools_removal": {"task": "guestprep-remove-vmware-tools",
-                                               "product_code": p["vmware_tools"]["product_code"]}}
+                                               "product_code": p["vmware_tools"]["product_code"]}})
 
 
 def profiles() -> dict[str, dict]:
@@ -186,6 +206,16 @@ def profiles() -> dict[str, dict]:
     p["power"] = {"fast_startup": True, "hibernation": False}
     p["network"]["adapters"][0].update({"dhcp": True, "mac": "00:50:56:9a:40:04"})
     out["win11-en-US"] = p
+
+    # a 32-bit Windows 10 (x86 drivers: <driver>\\w10\\x86, guest-agent\\qemu-ga-i386.msi)
+    p = base("POS-W10-X86", "Microsoft Windows 10 Enterprise LTSC", "10.0.17763", 17763, edition="EnterpriseS",
+             product_type=1, installation_type="Client", architecture="32-bit")
+    p["ps_version"] = "5.1.17763.6414"
+    p["storage"]["san_policy"] = "OnlineAll"
+    p["network"]["adapters"][0].update({"dhcp": True, "mac": "00:50:56:9a:50:05", "profile": "Private"})
+    p["domain"] = {"part_of_domain": False, "domain": None, "workgroup": "WORKGROUP", "role": 0,
+                   "manufacturer": "VMware, Inc.", "model": "VMware7,1"}
+    out["win10x86-en-US"] = p
 
     out["ws2008r2-en-US"] = {
         "schema": "guestprep.windows.facts/1", "supported": False,
