@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -22,10 +23,16 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from guestprep.errors import ConfigError
-from guestprep.finalize.policy import TargetPolicy
+from guestprep.finalize.policy import VOLID_RE, TargetPolicy, check_root_path, is_system_path
 from guestprep.models import HANDOFF_SCHEMA, Readiness, SourceVM
+from guestprep.vmx import check_hardware
 
-_DS_PATH = re.compile(r"^\[(?P<ds>[^\]]+)\]\s*(?P<rel>.+)$")
+_DS_PATH = re.compile(r"\[(?P<ds>[^\]]+)\]\s*(?P<rel>.+)")
+_VMFS_PATH = re.compile(r"/vmfs/volumes/(?P<ds>[^/]+)/(?P<rel>.+)")
+VMX_FOLDER = "(vmx folder)"      # the implicit datastore of a .vmx: its own folder
+# Proxmox 'import' volumes are flat files with safe names (PVE::Storage path_to_volume_id:
+# $importdir/(SAFE_CHAR_CLASS+ IMPORT_EXT)); anything else cannot be named by a volume id.
+_IMPORT_NAME = re.compile(r"[a-zA-Z0-9\-.+=_]+\.(?:qcow2|raw|vmdk)")
 
 
 @dataclass
@@ -33,10 +40,45 @@ class DiskLocator:
     label: str                    # source disk label ("scsi0:0", "Hard disk 1")
     source: str                   # datastore path or file path as the source knows it
     volid: str | None = None      # an existing Proxmox volume (made by hostside)
-    import_from: str | None = None  # absolute path Proxmox imports from
+    import_from: str | None = None  # absolute path Proxmox imports from (root@pam only)
+    datastore: str | None = None  # the mapped datastore import_from was confined to
+    import_volid: str | None = None  # the same file as a volume of an 'import' storage (token-safe)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "source": self.source, "volid": self.volid, "import_from": self.import_from}
+        return {"label": self.label, "source": self.source, "volid": self.volid, "import_from": self.import_from,
+                "datastore": self.datastore, "import_volid": self.import_volid}
+
+
+@dataclass
+class BootEvidence:
+    """Whether the guest's facts PROVE a direct boot on VirtIO SCSI (see finalize/evidence.py)."""
+
+    os: str | None
+    check: str | None
+    proven: bool
+    reason: str = ""
+    outcomes: list[dict[str, str]] = field(default_factory=list)
+    agent_installed: bool | None = None
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"os": self.os, "check": self.check, "proven": self.proven, "reason": self.reason,
+                "outcomes": self.outcomes, "agent_installed": self.agent_installed, "source": self.source}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> "BootEvidence":
+        if not isinstance(d, Mapping):
+            raise ConfigError("boot_evidence must be an object", where=where)
+        for k, types in (("os", (str, type(None))), ("check", (str, type(None))), ("proven", (bool,)),
+                         ("reason", (str,)), ("agent_installed", (bool, type(None))), ("source", (str,))):
+            if not isinstance(d.get(k, "" if k in ("reason", "source") else None), types):
+                raise ConfigError(f"boot_evidence.{k} has the wrong type: {d.get(k)!r}", where=where)
+        outs = d.get("outcomes") or []
+        if not isinstance(outs, list) or not all(isinstance(o, Mapping) for o in outs):
+            raise ConfigError("boot_evidence.outcomes must be a list of objects", where=where)
+        return cls(os=d.get("os"), check=d.get("check"), proven=d["proven"], reason=d.get("reason", ""),
+                   outcomes=[{str(k): str(v) for k, v in o.items()} for o in outs],
+                   agent_installed=d.get("agent_installed"), source=d.get("source", ""))
 
 
 @dataclass
@@ -58,6 +100,7 @@ class Handoff:
     guest_facts: GuestFactsRef | None = None
     origin: dict[str, Any] = field(default_factory=dict)
     created: str = ""
+    boot_evidence: BootEvidence | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +110,7 @@ class Handoff:
             "source_vm": self.vm.to_dict(),
             "disks": [d.to_dict() for d in self.disks],
             "guest_facts": self.guest_facts.to_dict() if self.guest_facts else None,
+            "boot_evidence": self.boot_evidence.to_dict() if self.boot_evidence else None,
             "policy": self.policy.to_dict(),
         }
 
@@ -93,6 +137,32 @@ def read_json_file(path: str | Path) -> Any:
         raise ConfigError(f"not JSON: {e}", where=str(p)) from e
 
 
+_SIMPLE = {"str": str, "int": int, "bool": bool, "None": type(None)}
+
+
+def _check_record_types(obj: Any, where: str) -> None:
+    """Every scalar field holds its declared type (str / int / bool / None): a JSON document
+    may carry anything, and a list where a label belongs would crash a later stage."""
+    import dataclasses
+
+    for f in dataclasses.fields(obj):
+        ann = str(f.type).replace(" ", "")
+        if ann.startswith(("list", "dict")):
+            value = getattr(obj, f.name)
+            if not isinstance(value, list if ann.startswith("list") else dict):
+                raise ConfigError(f"{f.name} must be a {'list' if ann.startswith('list') else 'JSON object'}", where=where)
+            if ann in ("list[str]",) and not all(isinstance(x, str) for x in value):
+                raise ConfigError(f"{f.name} must be a list of strings", where=where)
+            continue
+        allowed = tuple(_SIMPLE[t] for t in ann.split("|") if t in _SIMPLE)
+        if not allowed:
+            continue
+        value = getattr(obj, f.name)
+        ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+        if not ok:
+            raise ConfigError(f"{f.name} must be {ann.replace('|', ' or ')}, got {value!r}"[:200], where=where)
+
+
 def source_vm_from_dict(data: Any, where: str) -> SourceVM:
     if not isinstance(data, Mapping):
         raise ConfigError("a SourceVM must be a JSON object", where=where)
@@ -100,12 +170,17 @@ def source_vm_from_dict(data: Any, where: str) -> SourceVM:
         raise ConfigError("SourceVM has no name", where=where)
     try:
         vm = SourceVM.from_dict(data)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"not a SourceVM: {e}", where=where) from e
-    for what, value, typ in [("num_cpu", vm.num_cpu, int), ("cores_per_socket", vm.cores_per_socket, int),
-                             ("memory_mb", vm.memory_mb, int)]:
-        if not isinstance(value, typ) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{what} must be a positive integer, got {value!r}", where=where)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise ConfigError(f"not a SourceVM: {e}", where=where) from None
+    for kind, items in (("controllers", vm.controllers), ("disks", vm.disks), ("nics", vm.nics)):
+        for i, item in enumerate(items):
+            _check_record_types(item, f"{where}: {kind}[{i}]")
+    if not all(isinstance(c, Mapping) for c in vm.cdroms):
+        raise ConfigError("cdroms must be a list of objects", where=where)
+    _check_record_types(vm, where)
+    if any(ord(c) < 32 or c == "\x7f" for c in vm.name):
+        raise ConfigError(f"name {vm.name!r} contains control characters", where=where)
+    check_hardware(vm.num_cpu, vm.cores_per_socket, vm.memory_mb, where)
     if vm.firmware not in ("bios", "efi"):
         raise ConfigError(f"firmware must be bios or efi, got {vm.firmware!r}", where=where)
     for d in vm.disks:
@@ -141,27 +216,98 @@ def guest_facts_ref(path: str | Path, vm_name: str) -> GuestFactsRef:
     return GuestFactsRef(path=str(p), sha256=sha256_file(p), readiness=readiness, note=note)
 
 
+def datastore_roots(vm: SourceVM, policy: TargetPolicy) -> dict[str, str]:
+    """Mapped datastores (name or VMFS uuid -> path) plus, for a .vmx, its own folder."""
+    roots = dict(policy.datastores)
+    vmx_dir = vm.extra.get("vmx_dir") if isinstance(vm.extra, Mapping) else None
+    if vm.source == "vmx" and isinstance(vmx_dir, str) and vmx_dir.startswith("/"):
+        roots.setdefault(VMX_FOLDER, os.path.normpath(vmx_dir))
+    return roots
+
+
+def _inside(path: str, root: str) -> bool:
+    return path != root and os.path.commonpath([path, root]) == root
+
+
+def confine_disk_path(raw: str, roots: Mapping[str, str], where: str) -> tuple[str, str] | None:
+    """A disk path as the source names it -> (datastore, absolute path), confined to that datastore.
+
+    ``[ds] rel`` and ``/vmfs/volumes/<name-or-uuid>/rel`` map through the datastore table; an
+    absolute path must already lie in a mapped datastore. The path is checked twice: lexically
+    (``..`` removed) and resolved (symlinks followed), and it must be a regular file when it
+    exists here. ``None``: the datastore is not mapped (no import path; finalize says so).
+    """
+    if not raw or any(ord(c) < 32 for c in raw):
+        raise ConfigError(f"disk path {raw!r} is empty or contains control characters", where=where)
+    m = _DS_PATH.fullmatch(raw) or _VMFS_PATH.fullmatch(raw)
+    if m:
+        ds, rel = m.group("ds"), m.group("rel")
+        if ds not in roots:
+            return None
+        if rel.startswith("/"):
+            raise ConfigError(f"disk path {raw!r}: the part after the datastore must be relative", where=where)
+        candidate, named = os.path.join(roots[ds], rel), [ds]
+    elif raw.startswith("/"):
+        candidate, named = raw, list(roots)
+    else:
+        raise ConfigError(f"disk path {raw!r} is neither '[datastore] path', /vmfs/volumes/... nor absolute",
+                          where=where)
+    lexical = os.path.normpath(candidate)
+    real = os.path.realpath(candidate)
+    for ds in named:
+        root = roots[ds]
+        if _inside(lexical, root) and _inside(real, os.path.realpath(root)):
+            break
+    else:
+        mapped = ", ".join(f"{k}={v}" for k, v in roots.items()) or "none"
+        raise ConfigError(f"disk path {raw!r} resolves to {real}, outside every mapped datastore ({mapped}): refused",
+                          where=where)
+    if is_system_path(lexical) or is_system_path(real):
+        raise ConfigError(f"disk path {raw!r} resolves to the system path {real}: refused", where=where)
+    try:
+        st = os.stat(real)
+    except OSError:
+        st = None                  # not mounted here: Proxmox reports a missing file at create
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        kind = "a device node" if stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode) else "not a regular file"
+        raise ConfigError(f"disk path {raw!r} ({real}) is {kind}: refused", where=where)
+    return ds, lexical
+
+
+def import_volid_for(path: str, datastore: str, policy: TargetPolicy) -> str | None:
+    """``<root>/import/<name>.vmdk`` of a datastore mapped to an 'import' storage -> ``sid:import/<name>``."""
+    sid = policy.import_storages.get(datastore)
+    root = policy.datastores.get(datastore)
+    if not sid or not root:
+        return None
+    parent, name = os.path.split(path)
+    if parent != os.path.join(root, "import") or not _IMPORT_NAME.fullmatch(name):
+        return None
+    return f"{sid}:import/{name}"
+
+
 def locate_disks(vm: SourceVM, policy: TargetPolicy) -> list[DiskLocator]:
-    out = []
-    for d in vm.disks:
-        loc = DiskLocator(label=d.label, source=d.datastore_path, volid=policy.volumes.get(d.label))
-        if loc.volid is None:
-            m = _DS_PATH.match(d.datastore_path or "")
-            if m and m.group("ds") in policy.datastores:
-                loc.import_from = str(Path(policy.datastores[m.group("ds")]) / m.group("rel"))
-            elif (d.datastore_path or "").startswith("/"):
-                loc.import_from = d.datastore_path
-        out.append(loc)
     unknown = set(policy.volumes) - {d.label for d in vm.disks}
     if unknown:
         raise ConfigError(f"policy volumes name disk(s) the VM does not have: {', '.join(sorted(unknown))}", where="policy: volumes")
+    roots = datastore_roots(vm, policy)
+    out = []
+    for d in vm.disks:
+        loc = DiskLocator(label=d.label, source=d.datastore_path, volid=policy.volumes.get(d.label))
+        if loc.volid is None and not d.rdm_mode:
+            found = confine_disk_path(d.datastore_path or "", roots, f"disk {d.label}")
+            if found:
+                loc.datastore, loc.import_from = found
+                loc.import_volid = import_volid_for(loc.import_from, loc.datastore, policy)
+        out.append(loc)
     return out
 
 
 def build_handoff(vm: SourceVM, policy: TargetPolicy, *, origin: Mapping[str, Any],
-                  guest_facts: GuestFactsRef | None = None) -> Handoff:
+                  guest_facts: GuestFactsRef | None = None, boot_evidence: BootEvidence | None = None) -> Handoff:
     return Handoff(vm=vm, disks=locate_disks(vm, policy), policy=policy, guest_facts=guest_facts,
-                   origin=dict(origin), created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                   origin=dict(origin), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   boot_evidence=boot_evidence)
 
 
 def write_exclusive(path: str | Path, text: str) -> None:
@@ -211,25 +357,42 @@ def handoff_from_dict(data: Any, where: str) -> Handoff:
         raise ConfigError("disks must be a list", where=where)
     disks = []
     labels = {d.label for d in vm.disks}
+    roots = datastore_roots(vm, policy)
     for i, d in enumerate(data["disks"]):
         at = f"{where}: disks[{i}]"
         if not isinstance(d, Mapping) or not isinstance(d.get("label"), str):
             raise ConfigError("each disk needs a label", where=at)
         if d["label"] not in labels:
             raise ConfigError(f"disk {d['label']!r} is not a disk of source_vm", where=at)
-        for k in ("volid", "import_from"):
+        for k in ("volid", "import_from", "datastore", "import_volid", "source"):
             if d.get(k) is not None and not isinstance(d[k], str):
                 raise ConfigError(f"{k} must be a string", where=at)
-        if d.get("import_from") and not d["import_from"].startswith("/"):
-            raise ConfigError(f"import_from must be an absolute path, got {d['import_from']!r}", where=at)
+        for k in ("volid", "import_volid"):
+            if d.get(k) is not None and not VOLID_RE.fullmatch(d[k]):
+                raise ConfigError(f"{k} {d[k]!r} is not a volume id (storage:name, no ',', '=' or whitespace)", where=at)
+        if d.get("import_from") is not None:
+            # a document is reviewed, not trusted: the path must still lie in its declared datastore
+            path = check_root_path(d["import_from"], "import_from", at)
+            root = roots.get(d.get("datastore") or "")
+            if root is None or not _inside(path, root):
+                raise ConfigError(f"import_from {path!r} is not inside its datastore "
+                                  f"{d.get('datastore')!r} ({root or 'not mapped'})", where=at)
         disks.append(DiskLocator(label=d["label"], source=str(d.get("source") or ""),
-                                 volid=d.get("volid"), import_from=d.get("import_from")))
+                                 volid=d.get("volid"), import_from=d.get("import_from"),
+                                 datastore=d.get("datastore"), import_volid=d.get("import_volid")))
     gf = data.get("guest_facts")
     facts = None
     if gf is not None:
         if not isinstance(gf, Mapping) or not isinstance(gf.get("sha256"), str):
             raise ConfigError("guest_facts must be an object with sha256", where=where)
+        if gf.get("readiness") is not None and gf.get("readiness") not in {r.value for r in Readiness}:
+            raise ConfigError(f"guest_facts.readiness {gf.get('readiness')!r} is not a readiness verdict", where=where)
         facts = GuestFactsRef(path=str(gf.get("path", "")), sha256=gf["sha256"], readiness=gf.get("readiness"),
                               note=str(gf.get("note", "")))
+    evidence = data.get("boot_evidence")
+    origin = data.get("origin") or {}
+    if not isinstance(origin, Mapping):
+        raise ConfigError("origin must be an object", where=where)
     return Handoff(vm=vm, disks=disks, policy=policy, guest_facts=facts,
-                   origin=dict(data.get("origin") or {}), created=str(data.get("created", "")))
+                   origin=dict(origin), created=str(data.get("created", "")),
+                   boot_evidence=BootEvidence.from_dict(evidence, f"{where}: boot_evidence") if evidence is not None else None)

@@ -13,8 +13,8 @@ from rich.console import Console
 from guestprep.errors import ConfigError
 from guestprep.vsphere import cli as vs
 
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)   # never wrap a message mid-phrase when piped
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _pick_source_vm(vm_name: str, vmx: Optional[Path], source_vm: Optional[Path]):
@@ -110,12 +110,22 @@ def handoff(
     else:
         source, origin = _pick_source_vm(name, vmx, source_vm)
     facts = guest_facts_ref(guest_facts, source.name) if guest_facts else None
-    h = build_handoff(source, pol, origin=origin, guest_facts=facts)
+    evidence = None
+    if guest_facts:
+        from guestprep.finalize.evidence import boot_evidence
+        from guestprep.handoff import read_json_file
+        evidence = boot_evidence(read_json_file(guest_facts), source.name, str(guest_facts))
+    for w in source.extra.get("vmx_warnings") or []:
+        err.print(f"warning: {w}", markup=False)
+    h = build_handoff(source, pol, origin=origin, guest_facts=facts, boot_evidence=evidence)
     target = target or Path(f"{source.name.replace('/', '_')}.handoff.json")
     write_handoff(h, target)
-    console.print(f"hand-off for [bold]{source.name}[/] written to {target}: {len(h.disks)} disk(s), "
+    console.print(f"hand-off for {source.name} written to {target}: {len(h.disks)} disk(s), "
                   f"{len(source.nics)} NIC(s), firmware {source.firmware}"
-                  + (f", readiness {facts.readiness or 'unknown'}" if facts else ", no guest facts"))
+                  + (f", readiness {facts.readiness or 'unknown'}" if facts else ", no guest facts"), markup=False)
+    if evidence is not None:
+        err.print(f"boot evidence: direct VirtIO SCSI boot {'PROVEN' if evidence.proven else 'not proven'}: "
+                  f"{evidence.reason}", markup=False)
     missing = [d.label for d in h.disks if not (d.volid or d.import_from)]
     if missing:
         err.print(f"[yellow]note:[/] no volume or import path yet for {', '.join(missing)} "
@@ -138,7 +148,11 @@ def finalize(
     dry_run: bool = typer.Option(False, "--dry-run", help="Read and check, print the exact write calls, send none."),
     keep_failed: bool = typer.Option(False, "--keep-failed", help="On failure keep the VM for inspection."),
     accept_blocked: bool = typer.Option(False, "--accept-blocked", help="Proceed although guest facts say BLOCKED."),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="direct | sata-first: override the choice made "
+                                           "from the hand-off's boot evidence (a warning says when it contradicts it)."),
     agent_timeout: float = typer.Option(600.0, "--agent-timeout", help="Seconds to wait for the guest agent."),
+    boot_settle: float = typer.Option(180.0, "--boot-settle", min=0.0, help="sata-first without a known guest agent: "
+                                      "seconds the VM must run before its first boot counts as done."),
     poll: float = typer.Option(1.0, "--poll", help="Seconds between task/agent polls."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result as JSON (never overwritten)."),
 ) -> int:
@@ -148,6 +162,8 @@ def finalize(
     from guestprep.handoff import load_handoff, write_exclusive
 
     h = load_handoff(handoff_file)
+    if strategy is not None and strategy not in ("direct", "sata-first"):
+        raise ConfigError(f"must be direct or sata-first, got {strategy!r}", where="--strategy")
     if not host:
         raise ConfigError("--host is required (the Proxmox VE API host)", where="arguments")
     password = secret_from_env(password_env, "password")
@@ -164,7 +180,8 @@ def finalize(
         err.print("[yellow]warning:[/] --insecure: the API certificate is NOT verified")
     client = PveClient(conn, dry_run=dry_run, poll_interval=poll)
     flow = Finalizer(client, FlowOptions(dry_run=dry_run, keep_failed=keep_failed, accept_blocked=accept_blocked,
-                                         agent_timeout=agent_timeout, agent_poll=poll),
+                                         agent_timeout=agent_timeout, agent_poll=poll, strategy=strategy,
+                                         boot_settle=boot_settle),
                      say=lambda s: err.print(f"[cyan]finalize:[/] {s}"))
     try:
         result = flow.run(h)
@@ -174,14 +191,18 @@ def finalize(
             for call in client.calls:
                 console.print(("  would " if call.method != "GET" else "  sent  ") + call.render(), markup=False)
     for f in result.build.findings:
-        err.print(f"[{'yellow' if f.level == 'warning' else 'blue'}]{f.level}:[/] {f.message}")
+        # findings carry names and paths from the source: never rich markup
+        err.print(f"{f.level}: {f.message}", markup=False, style="yellow" if f.level == "warning" else "blue")
     if json_out:
         write_exclusive(json_out, json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
     if dry_run:
         console.print(f"dry run: VM {result.vmid} on {result.node} would be created; nothing was changed")
-    elif result.verified:
+    elif result.verified.get("agent") == "ok":
         console.print(f"[green]VM {result.vmid} created on {result.node}, started and verified[/] "
                       f"(agent ok, MACs {', '.join(result.verified['macs'])})")
+    elif result.verified:
+        console.print(f"VM {result.vmid} created on {result.node} and started; {result.verified['boot']} "
+                      f"(guest agent {result.verified['agent']}: MACs and addresses NOT verified)", markup=False)
     else:
         console.print(f"VM {result.vmid} created on {result.node} (not started: policy start=false)")
     return 0

@@ -16,8 +16,16 @@ from typing import Any
 from guestprep.errors import ConfigError
 from guestprep.ostype import ostype_for
 from guestprep.finalize.policy import WRITEBACK_WARNING
+from guestprep.finalize.strategy import StrategyDecision, decide
 from guestprep.handoff import DiskLocator, Handoff
 from guestprep.models import Readiness
+
+# Proxmox (PVE::Storage::check_volume_access, pve-storage src/PVE/Storage.pm) refuses a
+# filesystem path (import-from=/...) to anyone but root@pam: an API token, even
+# root@pam!name, gets "Only root can pass arbitrary filesystem paths."
+PATH_IMPORT_USER = "root@pam"
+SOURCE_BUS = {"lsilogic": "LSI Logic SCSI", "lsisas": "LSI Logic SAS", "pvscsi": "VMware Paravirtual SCSI",
+              "buslogic": "BusLogic SCSI", "sata": "SATA", "nvme": "NVMe", "ide": "IDE"}
 
 MAX_SCSI = 31
 LEGACY_NO_Q35 = {"wxp", "w2k", "w2k3", "w2k8", "wvista", "win7", "l24", "other", "solaris"}
@@ -58,6 +66,8 @@ class VmBuild:
     switch: SataFirstSwitch | None = None
     expected_macs: list[str] = field(default_factory=list)
     expected_addresses: list[str] = field(default_factory=list)
+    strategy: StrategyDecision | None = None
+    bus_changes: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def blocked(self) -> list[str]:
@@ -70,6 +80,7 @@ class VmBuild:
             "switch": self.switch.to_dict() if self.switch else None,
             "foreign_volumes": self.foreign_volumes,
             "expected_macs": self.expected_macs, "expected_addresses": self.expected_addresses,
+            "strategy": self.strategy.to_dict() if self.strategy else None, "bus_changes": self.bus_changes,
         }
 
 
@@ -101,7 +112,11 @@ def _description(h: Handoff) -> str:
     return "\n".join(lines)
 
 
-def build_config(h: Handoff, vmid: int) -> VmBuild:
+def build_config(h: Handoff, vmid: int, *, strategy: str | None = None,
+                 import_volids: dict[str, str] | None = None, auth_user: str | None = None) -> VmBuild:
+    """``strategy``: an explicit --strategy (else the policy's, else from the evidence).
+    ``import_volids``: disk label -> an 'import' volume found on the node for its import path.
+    ``auth_user``: the API identity; anyone but root@pam cannot import from a path."""
     vm, pol = h.vm, h.policy
     if not pol.node:
         raise ConfigError("policy has no node (the Proxmox node to create the VM on)", where="policy: node")
@@ -174,30 +189,57 @@ def build_config(h: Handoff, vmid: int) -> VmBuild:
         raise ConfigError(f"{len(ordered)} disks exceed Proxmox's {MAX_SCSI} SCSI slots", where="source_vm: disks")
 
     disk_opts = f"discard=on,iothread=1,ssd=1,cache={cache}"
-    sata_first = pol.strategy == "sata-first"
+    decision = decide(h, os_t.family, strategy)
+    findings.append(Finding("info", f"strategy {decision.reason}"))
+    findings.extend(Finding("warning", w) for w in decision.warnings)
+    sata_first = decision.strategy == "sata-first"
     if sata_first and os_t.family != "windows":
         findings.append(Finding("warning", "sata-first is a Windows strategy; applied anyway as configured"))
     slots: dict[str, DiskLocator] = {}
     created, foreign = [], []
+    bus_changes: list[dict[str, str]] = []
+    path_refused: list[str] = []
     for i, d in enumerate(ordered):
         loc = locators.get(d.label)
-        if loc is None or not (loc.volid or loc.import_from):
+        import_volid = (import_volids or {}).get(d.label) or (loc.import_volid if loc else None)
+        if loc is None or not (loc.volid or import_volid or loc.import_from):
             raise ConfigError(f"disk {d.label} ({d.datastore_path or '?'}) has neither a converted volume (volid) "
                               "nor a path to import from: set policy volumes/datastores", where="hand-off: disks")
         slot = "sata0" if (sata_first and i == 0) else f"scsi{i}"
         opts = f"discard=on,ssd=1,cache={cache}" if slot.startswith("sata") else disk_opts
+        fmt = f",format={pol.format}" if pol.format else ""
         if loc.volid:
             value = f"{loc.volid},{opts}"
             foreign.append(loc.volid)
+        elif import_volid:            # a volume id works for API tokens too
+            value = f"{pol.storage}:0,import-from={import_volid}{fmt},{opts}"
+            created.append(slot)
         else:
-            if "," in loc.import_from:
-                raise ConfigError(f"import path {loc.import_from!r} contains ',', which a Proxmox "
+            assert loc.import_from is not None
+            if auth_user is not None and auth_user != PATH_IMPORT_USER:
+                path_refused.append(f"{d.label} ({loc.import_from})")
+            if "," in loc.import_from or "=" in loc.import_from:
+                raise ConfigError(f"import path {loc.import_from!r} contains ',' or '=', which a Proxmox "
                                   "property string cannot carry: rename or symlink it", where=f"hand-off: disks: {d.label}")
-            fmt = f",format={pol.format}" if pol.format else ""
             value = f"{pol.storage}:0,import-from={loc.import_from}{fmt},{opts}"
             created.append(slot)
         params[slot] = value
         slots[slot] = loc
+        ctl = vm.controller(d.controller_key)
+        kind = ctl.kind if ctl else "unknown"
+        final = "scsi0" if slot == "sata0" else slot
+        bus_changes.append({"disk": d.label, "from": f"{SOURCE_BUS.get(kind, kind)} ({ctl.label if ctl and ctl.label else kind})",
+                            "to": f"VirtIO SCSI single ({final})" + (" after a first boot on sata0" if slot == "sata0" else "")})
+    if path_refused:
+        raise ConfigError(
+            f"Proxmox lets only root@pam (password login) import from a filesystem path "
+            f"(PVE::Storage::check_volume_access: \"Only root can pass arbitrary filesystem paths\"); you log in as "
+            f"{auth_user}. Disk(s) {', '.join(path_refused)} have no volume id: put the file in the import/ "
+            f"directory of an 'import'-content storage (policy import_storages, or a datastore mounted at "
+            f"/mnt/pve/<storage>), convert it with guestprep-host convert (policy volumes), or log in as root@pam "
+            f"with --password-env", where="hand-off: disks")
+    for c in bus_changes:
+        findings.append(Finding("info", f"bus change: {c['disk']} {c['from']} -> {c['to']}"))
     switch = None
     if sata_first:
         dummy = f"scsi{len(ordered)}"
@@ -231,4 +273,5 @@ def build_config(h: Handoff, vmid: int) -> VmBuild:
             findings.append(Finding("info", f"{len(items)} {what} device(s) not carried over"))
     return VmBuild(vmid=vmid, node=pol.node, params=params, disk_slots=slots, created_volumes=created,
                    foreign_volumes=foreign, findings=findings, switch=switch, expected_macs=macs,
-                   expected_addresses=list(pol.expect_addresses or vm.guest_ips))
+                   expected_addresses=list(pol.expect_addresses or vm.guest_ips), strategy=decision,
+                   bus_changes=bus_changes)

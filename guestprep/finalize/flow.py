@@ -9,6 +9,7 @@ by ``hostside`` is stopped and left in place, because destroying it would free t
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -16,7 +17,8 @@ from typing import Any, Callable
 from guestprep.errors import ConfigError, GuestprepError
 from guestprep.finalize.client import PveApiError, PveClient
 from guestprep.finalize.config_builder import VmBuild, build_config
-from guestprep.handoff import Handoff
+from guestprep.finalize.policy import BLOCK_STORAGE_TYPES
+from guestprep.handoff import _IMPORT_NAME, Handoff
 
 QEMU = "/nodes/{node}/qemu"
 VM = "/nodes/{node}/qemu/{vmid}"
@@ -51,6 +53,8 @@ class FlowOptions:
     task_timeout: float = 6 * 3600.0
     agent_timeout: float = 600.0
     agent_poll: float = 2.0
+    strategy: str | None = None       # explicit --strategy; None: policy, else the evidence decides
+    boot_settle: float = 180.0        # without a known agent: seconds of uptime taken as "booted"
 
 
 class Finalizer:
@@ -67,13 +71,60 @@ class Finalizer:
             return want
         return int(self.c.get("/cluster/nextid"))
 
-    def _check_target(self, b: VmBuild, h: Handoff) -> None:
-        node = b.node
+    def _check_node(self, node: str) -> None:
         nodes = {n.get("node"): n for n in self.c.get("/nodes")}
         if node not in nodes:
             raise ConfigError(f"node {node!r} is not in the cluster (nodes: {', '.join(sorted(nodes))})", where="policy: node")
         if nodes[node].get("status") not in (None, "online"):
             raise ConfigError(f"node {node!r} is {nodes[node].get('status')}", where="policy: node")
+
+    @property
+    def auth_user(self) -> str:
+        """The identity Proxmox checks: a token is user@realm!name, never plain root@pam."""
+        conn = self.c.conn
+        return f"{conn.user}!{conn.token_name}" if conn.token_name else conn.user
+
+    def _import_volumes(self, h: Handoff, node: str) -> dict[str, str]:
+        """Disk label -> an existing 'import' volume holding the disk's import path.
+
+        Recorded in the hand-off (policy import_storages), or found by Proxmox's own mount
+        convention: a datastore mapped to /mnt/pve/<sid> where <sid> has content 'import'
+        and the file sits in its import/ directory. Volume ids need no root@pam."""
+        storages = {s["storage"]: s for s in self.c.get("/nodes/{node}/storage", {"node": node})}
+        importable = {sid for sid, st in storages.items()
+                      if st.get("active", 1) and "import" in str(st.get("content", "")).split(",")}
+        listed: dict[str, set[str]] = {}
+
+        def exists(volid: str) -> bool:
+            sid = volid.split(":")[0]
+            if sid not in listed:
+                listed[sid] = {v.get("volid") for v in self.c.get("/nodes/{node}/storage/{storage}/content",
+                                                                  {"node": node, "storage": sid}, content="import")}
+            return volid in listed[sid]
+
+        out: dict[str, str] = {}
+        for loc in h.disks:
+            if loc.volid or not loc.import_from:
+                continue
+            if loc.import_volid:
+                sid = loc.import_volid.split(":")[0]
+                if sid not in importable or not exists(loc.import_volid):
+                    raise ConfigError(f"disk {loc.label}: import volume {loc.import_volid!r} is not on node {node} "
+                                      f"(storage {sid!r} must be active with content 'import' and hold the file)",
+                                      where="hand-off: disks")
+                out[loc.label] = loc.import_volid
+                continue
+            root = h.policy.datastores.get(loc.datastore or "")
+            parent, name = os.path.split(loc.import_from)
+            if not root or parent != os.path.join(root, "import") or not _IMPORT_NAME.fullmatch(name):
+                continue
+            sid = os.path.basename(root)
+            if root == f"/mnt/pve/{sid}" and sid in importable and exists(f"{sid}:import/{name}"):
+                out[loc.label] = f"{sid}:import/{name}"
+        return out
+
+    def _check_target(self, b: VmBuild, h: Handoff) -> None:
+        node = b.node
         storages = {s["storage"]: s for s in self.c.get("/nodes/{node}/storage", {"node": node})}
         needed = {h.policy.storage} | {v.split(":")[0] for v in b.foreign_volumes}
         for sid in sorted(needed):
@@ -86,6 +137,11 @@ class Finalizer:
             if "images" not in str(st.get("content", "")).split(","):
                 raise ConfigError(f"storage {sid!r} does not hold VM disk images (content={st.get('content')})",
                                   where="policy: storage")
+        target = storages[h.policy.storage] if h.policy.storage in storages else {}
+        if h.policy.format == "qcow2" and target.get("type") in BLOCK_STORAGE_TYPES:
+            raise ConfigError(f"format qcow2 on storage {h.policy.storage!r} (type {target.get('type')}): it holds raw "
+                              "volumes only (and qcow2 on ZFS is copy-on-write twice); use format raw",
+                              where="policy: format")
         bridges = {n["iface"] for n in self.c.get("/nodes/{node}/network", {"node": node}, type="any_bridge")}
         for t in h.policy.network_map.values():
             if t.bridge not in bridges:
@@ -107,9 +163,12 @@ class Finalizer:
     # ------------------------------------------------------------------ run
     def run(self, h: Handoff) -> FinalizeResult:
         # Validate with a placeholder id before the first call, then for real.
-        self._validate(build_config(h, h.policy.vmid or 100))
+        first = build_config(h, h.policy.vmid or 100, strategy=self.o.strategy)
+        self._validate(first)
+        self._check_node(first.node)
         vmid = self._resolve_vmid(h)
-        b = build_config(h, vmid)
+        b = build_config(h, vmid, strategy=self.o.strategy, import_volids=self._import_volumes(h, first.node),
+                         auth_user=self.auth_user)
         if b.blocked and not self.o.accept_blocked:
             raise ConfigError("; ".join(b.blocked) + " (re-run preflight/prepare, or --accept-blocked)", where="hand-off")
         self._validate(b)
@@ -123,10 +182,21 @@ class Finalizer:
             if self.o.dry_run or not h.policy.start:
                 return res
             self._start(res)
-            res.verified = self._verify(b)
-            if b.switch:
-                self._switch_from_sata(b)
+            if not b.switch:
                 res.verified = self._verify(b)
+                return res
+            # sata-first: wait for the agent only when the facts show it installed; otherwise
+            # the Proxmox side (start task, running state, a clean ACPI shutdown) is all we have.
+            agent = bool(b.strategy and b.strategy.agent_known)
+            if agent:
+                self._verify(b)
+            else:
+                self.say("sata-first: the guest agent is not known to be installed (facts): judging the first boot "
+                         f"by the Proxmox start task and {self.o.boot_settle:.0f}s of running state, then a clean "
+                         "ACPI shutdown")
+                self._wait_running(b)
+            self._switch_from_sata(b)
+            res.verified = self._verify(b) if agent else self._wait_running(b)
             return res
         except GuestprepError as e:
             if res.created and not self.o.dry_run:
@@ -140,6 +210,25 @@ class Finalizer:
         upid = self.c.call("POST", f"{VM}/status/start", {"node": b.node, "vmid": b.vmid})
         res.started = True
         self.c.wait_task(b.node, upid, f"start VM {b.vmid}", self.o.task_timeout)
+
+    def _wait_running(self, b: VmBuild) -> dict[str, Any]:
+        """Without an agent: the VM stays running for boot_settle seconds (Proxmox's view only)."""
+        pp = {"node": b.node, "vmid": b.vmid}
+        start = time.monotonic()
+        deadline = start + self.o.boot_settle + self.o.agent_timeout
+        while True:
+            st = self.c.get(f"{VM}/status/current", pp)
+            if st.get("status") != "running":
+                raise VerificationFailed(f"VM stopped during its first boot (status {st.get('status')!r})",
+                                         where=f"VM {b.vmid}")
+            uptime = st.get("uptime")
+            up = float(uptime) if isinstance(uptime, (int, float)) else time.monotonic() - start
+            if up >= self.o.boot_settle:
+                return {"agent": "not checked (not known to be installed)", "boot": f"running for {up:.0f}s",
+                        "macs": [], "addresses": []}
+            if time.monotonic() > deadline:
+                raise VerificationFailed("VM did not reach its settle time", where=f"VM {b.vmid}")
+            self.c.sleep(self.o.agent_poll)
 
     def _verify(self, b: VmBuild) -> dict[str, Any]:
         """Guest agent answers; every source MAC is present; expected addresses are back."""

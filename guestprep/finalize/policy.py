@@ -7,6 +7,7 @@ naming the file and key.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,9 +18,37 @@ import yaml
 from guestprep.errors import ConfigError
 from guestprep.finalize.pve_schema import KNOWN_CPU_TYPES
 
-STRATEGIES = ("direct", "sata-first")
+# "auto": decided at finalize from the hand-off's boot evidence (guestprep.finalize.strategy);
+# "direct" / "sata-first" given explicitly are honoured (with a warning against the evidence).
+STRATEGIES = ("auto", "direct", "sata-first")
 CACHES = ("none", "writeback")
 FORMATS = ("raw", "qcow2")
+# Proxmox storage types that hold raw block volumes only: qcow2 there is refused (and qcow2
+# on ZFS would be copy-on-write twice, seed guide).
+BLOCK_STORAGE_TYPES = ("zfspool", "zfs", "lvm", "lvmthin", "rbd", "iscsi", "iscsidirect")
+STORAGE_TYPES = BLOCK_STORAGE_TYPES + ("dir", "nfs", "cifs", "glusterfs", "cephfs", "btrfs")
+# a volume id as hostside writes it: no ',' '=' or whitespace, which would inject drive options
+VOLID_RE = re.compile(r"[a-z][a-z0-9\-_.]*[a-z0-9]:[A-Za-z0-9_][A-Za-z0-9_.+/\-]*", re.I)
+STORAGE_ID_RE = re.compile(r"[a-z][a-z0-9\-_.]*[a-z0-9]", re.I)
+# Directories a datastore can never be mapped onto (device nodes, host secrets, the OS).
+SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/root", "/run", "/sbin",
+               "/sys", "/usr", "/var/lib/pve-cluster", "/var/log", "/var/run")
+
+
+def is_system_path(path: str) -> bool:
+    """True for ``/``, a system directory or anything below one (``path`` normalised, absolute)."""
+    if path == "/":
+        return True
+    return any(path == d or path.startswith(d + "/") for d in SYSTEM_DIRS)
+
+
+def check_root_path(path: str, what: str, where: str) -> str:
+    """An absolute, normalised directory outside the system directories, or a ConfigError."""
+    if not path.startswith("/") or os.path.normpath(path) != path.rstrip("/") or "\n" in path or "," in path:
+        raise ConfigError(f"{what} {path!r} must be an absolute, normalised path (no '..', ',' or '//')", where=where)
+    if is_system_path(path.rstrip("/") or "/"):
+        raise ConfigError(f"{what} {path!r} is a system directory: disks are never imported from there", where=where)
+    return path.rstrip("/")
 DEFAULT_CPU = "x86-64-v2-AES"  # satisfies x86-64-v2: EL9 guests panic on kvm64
 WRITEBACK_WARNING = (
     "cache=writeback keeps acknowledged writes in host RAM: only safe with a battery/flash-"
@@ -38,15 +67,17 @@ class TargetPolicy:
     node: str | None = None
     storage: str | None = None
     format: str | None = None
+    storage_type: str | None = None  # optional: lets the hand-off refuse qcow2 on a block storage
     vmid: int | None = None
     name: str | None = None
-    strategy: str = "direct"
+    strategy: str = "auto"
     cpu: str = DEFAULT_CPU
     cache: str = "none"
     balloon_mb: int | None = None
     network_map: dict[str, NetTarget] = field(default_factory=dict)
     volumes: dict[str, str] = field(default_factory=dict)      # disk label -> volid made by hostside
-    datastores: dict[str, str] = field(default_factory=dict)   # datastore name -> mounted path
+    datastores: dict[str, str] = field(default_factory=dict)   # datastore name (or VMFS uuid) -> mounted path
+    import_storages: dict[str, str] = field(default_factory=dict)  # datastore name -> Proxmox storage (content import)
     expect_addresses: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     start: bool = True
@@ -77,10 +108,21 @@ class TargetPolicy:
         p.format = want("format", (str,), f"one of {FORMATS}")
         if p.format is not None and p.format not in FORMATS:
             raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {p.format!r}", where=where)
+        if p.storage is not None and not STORAGE_ID_RE.fullmatch(p.storage):
+            raise ConfigError(f"storage {p.storage!r} is not a Proxmox storage id", where=where)
+        p.storage_type = want("storage_type", (str,), f"one of {STORAGE_TYPES}")
+        if p.storage_type is not None and p.storage_type not in STORAGE_TYPES:
+            raise ConfigError(f"storage_type must be one of {', '.join(STORAGE_TYPES)}, got {p.storage_type!r}",
+                              where=where)
+        if p.format == "qcow2" and (p.storage_type in BLOCK_STORAGE_TYPES or (
+                p.storage_type is None and p.storage and "zfs" in p.storage.lower())):
+            raise ConfigError(f"format qcow2 on storage {p.storage!r} ({p.storage_type or 'ZFS by its name'}): a block "
+                              "storage holds raw volumes only, and qcow2 on ZFS is copy-on-write twice; use format raw "
+                              "(or set storage_type if this is really a file storage)", where=where)
         p.vmid = want("vmid", (int,), "an integer 100..999999999")
         if p.vmid is not None and not 100 <= p.vmid <= 999999999:
             raise ConfigError(f"vmid must be 100..999999999, got {p.vmid}", where=where)
-        p.strategy = want("strategy", (str,), f"one of {STRATEGIES}") or "direct"
+        p.strategy = want("strategy", (str,), f"one of {STRATEGIES}") or "auto"
         if p.strategy not in STRATEGIES:
             raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {p.strategy!r}", where=where)
         p.cpu = want("cpu", (str,), "a CPU model") or DEFAULT_CPU
@@ -99,11 +141,21 @@ class TargetPolicy:
             raise ConfigError(f"start must be true or false, got {start!r}", where=where)
         p.start = start
         p.network_map = parse_network_map(d.get("network_map") or {}, f"{where}: network_map")
-        for key in ("volumes", "datastores"):
+        for key in ("volumes", "datastores", "import_storages"):
             m = d.get(key) or {}
             if not isinstance(m, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in m.items()):
                 raise ConfigError(f"{key} must map names to strings", where=where)
             setattr(p, key, dict(m))
+        for label, volid in p.volumes.items():
+            if not VOLID_RE.fullmatch(volid):
+                raise ConfigError(f"volumes: {label!r}: {volid!r} is not a volume id (storage:name, no ',', '=' "
+                                  "or whitespace)", where=where)
+        p.datastores = {ds: check_root_path(path, f"datastores: {ds!r}:", where) for ds, path in p.datastores.items()}
+        for ds, sid in p.import_storages.items():
+            if ds not in p.datastores:
+                raise ConfigError(f"import_storages: {ds!r} is not a mapped datastore", where=where)
+            if not STORAGE_ID_RE.fullmatch(sid):
+                raise ConfigError(f"import_storages: {ds!r}: {sid!r} is not a storage id", where=where)
         for key in ("expect_addresses", "tags"):
             v = d.get(key) or []
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):

@@ -9,7 +9,7 @@ import pytest
 
 from guestprep.finalize.client import PveClient, PveConnection
 from guestprep.finalize.pve_schema import load_full
-from tests.finalize.pve_server import PveTestServer
+from tests.finalize.pve_server import PveTestServer, Storage
 
 HERE = Path(__file__).resolve().parent
 
@@ -35,9 +35,15 @@ def samples_dir(repo_root) -> Path:
     return d
 
 
+IMPORT_STORAGE = "dsimport"
+
+
 @pytest.fixture
-def pve(apidata, tmp_path):
+def pve(apidata, tmp_path, source_disks):
     server = PveTestServer(apidata, tmp_path).start()
+    # the test datastore is also an 'import' storage on pve1: API tokens import by volume id
+    root = str(source_disks["boot.vmdk"].parent.parent)
+    server.state.nodes["pve1"]["storages"][IMPORT_STORAGE] = Storage(IMPORT_STORAGE, "dir", "import", path=root)
     yield server
     server.stop()
 
@@ -58,8 +64,12 @@ def client(token_conn):
 
 @pytest.fixture(scope="session")
 def source_disks(tmp_path_factory) -> dict[str, Path]:
-    """Real (tiny) vmdk files made by qemu-img, so import-from points at something real."""
-    d = tmp_path_factory.mktemp("datastore")
+    """Real (tiny) vmdk files made by qemu-img, so import-from points at something real.
+
+    They sit in ``<datastore>/import/``: the datastore is mapped in the policies, and the
+    test server serves the same directory as an 'import' storage."""
+    d = tmp_path_factory.mktemp("datastore") / "import"
+    d.mkdir()
     out = {}
     for name in ("boot.vmdk", "data1.vmdk", "data2.vmdk"):
         p = d / name

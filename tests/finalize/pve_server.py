@@ -8,6 +8,14 @@ are modelled after qemu-server: VM creation allocates/imports volumes in a task 
 removes them again if the task fails; deleting a drive slot of a VM moves the volume to
 ``unusedN``; deleting ``unusedN`` or destroying the VM frees volumes the VM owns.
 
+Who may import from a filesystem path is modelled after PVE::Storage::check_volume_access
+(proxmox/pve-storage src/PVE/Storage.pm, commit 0066560d):
+``die "Only root can pass arbitrary filesystem paths." if $user ne 'root@pam';`` — the
+user being the authenticated id, which for an API token is ``user@realm!name``, so even a
+root@pam token is refused. qemu-server calls it for ``import-from`` (PVE/API2/Qemu.pm,
+$check_storage_access). A volume of an ``import``-content storage (``sid:import/x.vmdk``,
+files directly in ``<path>/import/``, PVE::Storage path_to_volume_id) is allowed instead.
+
 Faults are injected through ``server.faults`` (see ``Faults``) so tests can drive the
 error paths: API 4xx/5xx, a task failing midway, an expired ticket, a silent agent.
 """
@@ -97,6 +105,18 @@ class Storage:
     content: str = "images,rootdir"
     active: bool = True
     volumes: dict[str, Volume] = field(default_factory=dict)
+    path: str | None = None        # file storages: <path>/import/ holds 'import' volumes
+
+    def import_file(self, volid: str) -> Path | None:
+        """``sid:import/name.vmdk`` -> the file, when this storage has content 'import'."""
+        m = re.fullmatch(r"[^:]+:import/([a-zA-Z0-9\-.+=_]+\.(?:ova|ovf|qcow2|raw|vmdk))", volid)
+        if not m or not self.path or "import" not in self.content.split(","):
+            return None
+        f = Path(self.path) / "import" / m.group(1)
+        return f if f.is_file() else None
+
+
+ROOT_ONLY_PATHS = "Only root can pass arbitrary filesystem paths."
 
 
 @dataclass
@@ -142,6 +162,7 @@ class PveState:
         self.ticket_ttl = 7200.0
         self.task_delay = 0.05
         self.agent_delay = 0.1
+        self.boot_uptime_offset = 0.0   # tests add seconds to the uptime a started VM reports
         self.faults = Faults()
         self.requests: list[tuple[str, str, dict]] = []
         self.rejected: list[tuple[str, str, dict]] = []
@@ -234,7 +255,7 @@ class PveApi:
         if m:
             if self.s.tokens.get(m.group(1)) != m.group(2):
                 raise ApiError(401, "invalid token value!")
-            return m.group(1).split("!")[0]
+            return m.group(1)   # user@realm!tokenid: what Proxmox's permission checks compare
         cookie = headers.get("Cookie", "")
         cm = re.search(r"PVEAuthCookie=([^;]+)", cookie)
         if not cm:
@@ -325,8 +346,14 @@ class PveApi:
 
     def h_get__nodes__node__storage__storage__content(self, user, params, node, storage):
         st = self.s.storage(node, storage)
-        return [{"volid": v.volid, "size": v.size, "format": v.format, "vmid": v.vmid, "content": "images"}
-                for v in st.volumes.values() if not params.get("vmid") or str(v.vmid) == params["vmid"]]
+        out = [{"volid": v.volid, "size": v.size, "format": v.format, "vmid": v.vmid, "content": "images"}
+               for v in st.volumes.values() if not params.get("vmid") or str(v.vmid) == params["vmid"]]
+        if st.path and "import" in st.content.split(",") and (Path(st.path) / "import").is_dir():
+            for f in sorted((Path(st.path) / "import").iterdir()):
+                volid = f"{st.id}:import/{f.name}"
+                if st.import_file(volid):
+                    out.append({"volid": volid, "size": f.stat().st_size, "format": f.suffix[1:], "content": "import"})
+        return [v for v in out if not params.get("content") or v["content"] == params["content"]]
 
     def h_get__nodes__node__network(self, user, params, node):
         return [{"iface": b, "type": "bridge", "active": 1, "autostart": 1} for b in self.s.nodes[node]["bridges"]
@@ -373,6 +400,8 @@ class PveApi:
                 src = opts.pop("import-from")
                 if src.startswith("/"):
                     size = self._image_size(src)
+                elif self._import_file(node, src):
+                    size = self._image_size(str(self._import_file(node, src)))
                 else:
                     sv = self.s.find_volume(node, src)
                     if sv is None:
@@ -396,6 +425,22 @@ class PveApi:
             raise ApiError(500, f"volume '{file_}' is already used by VM {users[0]}")
         return value
 
+    def _import_file(self, node: str, volid: str) -> Path | None:
+        st = self.s.nodes[node]["storages"].get(volid.partition(":")[0])
+        return st.import_file(volid) if st else None
+
+    def _check_path_access(self, user: str, cfg: dict[str, str]) -> None:
+        """PVE::Storage::check_volume_access for every path a drive names (file or import-from)."""
+        for k, v in cfg.items():
+            if not DRIVE.match(k):
+                continue
+            file_ = v.split(",")[0]
+            file_ = file_.split("=", 1)[1] if file_.startswith(("file=", "volume=")) else file_
+            src = re.search(r"(?:^|,)import-from=([^,]+)", v)
+            for path in [file_] + ([src.group(1)] if src else []):
+                if path.startswith("/") and user != "root@pam":
+                    raise ApiError(500, ROOT_ONLY_PATHS)
+
     def _image_size(self, path: str) -> int:
         if not Path(path).is_file():
             raise ApiError(500, f"import-from: '{path}' does not exist")
@@ -417,6 +462,7 @@ class PveApi:
         if vmid in self.s.vms:
             raise ApiError(500, f"unable to create VM {vmid} - VM {vmid} already exists on node '{self.s.vms[vmid]['node']}'")
         cfg = {k: v for k, v in params.items() if k not in ("vmid", "start", "node")}
+        self._check_path_access(user, cfg)
         self._check_nets(node, cfg)
         for k, v in cfg.items():  # fail fast like qemu-server's pre-checks
             if DRIVE.match(k):
@@ -428,6 +474,9 @@ class PveApi:
                     src = re.search(r"import-from=([^,]+)", v).group(1)
                     if src.startswith("/") and not Path(src).is_file():
                         raise ApiError(500, f"import-from: '{src}' does not exist")
+                    if not src.startswith("/") and self._import_file(node, src) is None \
+                            and self.s.find_volume(node, src) is None:
+                        raise ApiError(500, f"import-from: volume '{src}' does not exist")
                 elif not re.fullmatch(r"[^:]+:\d+(\.\d+)?", file_) and ":" in file_:
                     if self.s.find_volume(node, file_) is None:
                         raise ApiError(500, f"volume '{file_}' does not exist")
@@ -518,17 +567,21 @@ class PveApi:
                 cfg[k] = v
 
     def h_post__nodes__node__qemu__vmid_config(self, user, params, node, vmid):
+        self._check_path_access(user, params)
         self._update_config(node, int(vmid), params)
         return self.s.new_task(node, "qmconfig", vmid, user, lambda t: None)
 
     def h_put__nodes__node__qemu__vmid_config(self, user, params, node, vmid):
+        self._check_path_access(user, params)
         self._update_config(node, int(vmid), params)
         return None
 
     # ------------------------------------------------------------------ qemu: status
     def h_get__nodes__node__qemu__vmid_status_current(self, user, params, node, vmid):
         vm = self.s.vms[int(vmid)]
+        up = vm.get("started_at")
         return {"vmid": int(vmid), "status": vm["status"], "qmpstatus": vm["status"], "name": vm["config"].get("name", ""),
+                "uptime": int(time.time() - up) if up and vm["status"] == "running" else 0,
                 "agent": 1 if vm["config"].get("agent", "").startswith(("1", "enabled=1")) else 0}
 
     def h_post__nodes__node__qemu__vmid_status_start(self, user, params, node, vmid):
@@ -541,6 +594,7 @@ class PveApi:
             if not boot or boot.group(1) not in vm["config"]:
                 return "no bootable device"
             vm["status"] = "running"
+            vm["started_at"] = time.time() - self.s.boot_uptime_offset
             vm["agent_up_at"] = time.time() + self.s.agent_delay
             task.log.append(f"VM {vmid} started")
             return None

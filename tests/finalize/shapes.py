@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from guestprep.finalize.policy import TargetPolicy
-from guestprep.handoff import Handoff, build_handoff
+from guestprep.handoff import BootEvidence, Handoff, build_handoff
 from guestprep.models import SourceVM, VMController, VMDisk, VMNic
+from guestprep.ostype import ostype_for
 
 GIB = 1 << 30
 NETMAP = {"VM Network": {"bridge": "vmbr0"}, "prod-vlan20": {"bridge": "vmbr0", "tag": 20},
@@ -50,8 +51,17 @@ def shapes() -> dict[str, tuple[SourceVM, dict]]:
     return {k: (vm, {**base, **extra}) for k, (vm, extra) in out.items()}
 
 
+def proven(vm: SourceVM, agent: bool | None = True) -> BootEvidence:
+    """Evidence as a guest whose facts passed the proof check (the shapes are prepared guests)."""
+    os_name = ostype_for(vm.guest_id).family
+    check = "WIN-VIOSCSI-BOOTSTART" if os_name == "windows" else "LNX-INITRAMFS-VIRTIO"
+    return BootEvidence(os=os_name, check=check, proven=True, reason=f"{check} passed", agent_installed=agent,
+                        outcomes=[{"resource": "r", "status": "pass", "message": "ok"}], source="facts")
+
+
 def handoff_for(shape: str) -> Handoff:
     vm, pol = shapes()[shape]
-    h = build_handoff(vm, TargetPolicy.from_dict(pol), origin={"kind": "source-vm", "path": f"{shape}.json"})
+    h = build_handoff(vm, TargetPolicy.from_dict(pol), origin={"kind": "source-vm", "path": f"{shape}.json"},
+                      boot_evidence=proven(vm))
     h.created = "2026-01-01T00:00:00+00:00"  # golden files must not depend on the clock
     return h

@@ -24,10 +24,12 @@ def gp(*args, env=None, stdin=None):
 
 
 @pytest.fixture
-def policy(tmp_path):
+def policy(tmp_path, source_disks):
     (tmp_path / "netmap.yaml").write_text(yaml.safe_dump({"prod-vlan20": {"bridge": "vmbr0", "tag": 20}}))
     p = tmp_path / "policy.yaml"
-    p.write_text(yaml.safe_dump({"node": "pve1", "storage": "local-zfs", "network_map_file": "netmap.yaml"}))
+    p.write_text(yaml.safe_dump({"node": "pve1", "storage": "local-zfs", "network_map_file": "netmap.yaml",
+                                 "datastores": {"ds1": str(source_disks["boot.vmdk"].parent.parent)},
+                                 "import_storages": {"ds1": "dsimport"}}))
     return p
 
 
@@ -40,13 +42,19 @@ def write_vmx_with_disk(tmp_path, source_disks):
 
 def test_handoff_then_finalize(pve, tmp_path, policy, source_disks):
     facts = tmp_path / "report.json"
-    facts.write_text(json.dumps({"schema": "guestprep.report/1", "guests": [{"guest": 'Win11 "Finance"', "readiness": "ready"}]}))
+    # a preflight report: vioscsi not boot-start yet (no proof: sata-first), qemu-ga installed
+    facts.write_text(json.dumps({"schema": "guestprep.report/1", "guests": [{
+        "guest": 'Win11 "Finance"', "os": "windows", "readiness": "ready", "findings": [
+            {"check_id": "WIN-VIOSCSI-BOOTSTART", "status": "fail", "resource": "vioscsi", "message": "Start=3"},
+            {"check_id": "WIN-QEMU-GA", "status": "pass", "resource": "QEMU-GA", "message": "present"}]}]}))
     out = tmp_path / "vm.json"
     r = gp("handoff", 'Win11 "Finance"', "--vmx", write_vmx_with_disk(tmp_path, source_disks), "--policy", policy,
            "--guest-facts", facts, "--out", out)
     assert r.returncode == 0, r.stderr
     h = load_handoff(out)
     assert h.guest_facts.readiness == "ready" and len(h.guest_facts.sha256) == 64
+    assert not h.boot_evidence.proven and h.boot_evidence.agent_installed and "Start=3" in h.boot_evidence.reason
+    assert h.disks[0].import_volid == "dsimport:import/boot.vmdk"
     assert h.policy.network_map["prod-vlan20"].tag == 20 and h.disks[0].import_from == str(source_disks["boot.vmdk"])
 
     token_id, secret = next(iter(pve.state.tokens.items()))
@@ -56,6 +64,9 @@ def test_handoff_then_finalize(pve, tmp_path, policy, source_disks):
     dry = gp(*base, "--dry-run", env=env)
     assert dry.returncode == 0, dry.stderr
     assert "would POST /nodes/pve1/qemu" in dry.stdout and "efidisk0=local-zfs:1,efitype=4m,pre-enrolled-keys=1" in dry.stdout
+    assert "import-from=dsimport:import/boot.vmdk" in dry.stdout           # a volume id: the token may import it
+    assert "strategy sata-first: a direct VirtIO SCSI boot is not proven" in dry.stderr
+    assert "bus change: nvme0:0 NVMe (nvme0) -> VirtIO SCSI single (scsi0) after a first boot on sata0" in dry.stderr
     assert pve.state.vms == {} and secret not in dry.stdout + dry.stderr
     result = tmp_path / "result.json"
     r = gp(*base, "--json", result, env=env)
@@ -81,8 +92,8 @@ def test_handoff_errors_exit_2_without_traceback(tmp_path, policy, source_disks)
         assert r.returncode == 2, r.stderr
         assert "Traceback" not in r.stderr and "error:" in r.stderr
     assert not out.exists()
-    assert gp("handoff", 'Win11 "Finance"', "--vmx", vmx, "--out", out).returncode == 0
-    again = gp("handoff", 'Win11 "Finance"', "--vmx", vmx, "--out", out)
+    assert gp("handoff", 'Win11 "Finance"', "--vmx", vmx, "--policy", policy, "--out", out).returncode == 0
+    again = gp("handoff", 'Win11 "Finance"', "--vmx", vmx, "--policy", policy, "--out", out)
     assert again.returncode == 2 and "refusing to overwrite" in again.stderr
 
 
@@ -90,7 +101,7 @@ def test_finalize_errors(pve, tmp_path, policy, source_disks):
     out = tmp_path / "vm.json"
     assert gp("handoff", 'Win11 "Finance"', "--vmx", write_vmx_with_disk(tmp_path, source_disks), "--policy", policy,
               "--out", out).returncode == 0
-    common = ["finalize", "--handoff", out, "--host", pve.host, "--port", pve.port, "--poll", "0.02"]
+    common = ["finalize", "--handoff", out, "--host", pve.host, "--port", pve.port, "--poll", "0.02", "--boot-settle", "0.3"]
     no_ca = gp(*common, "--token-name", "guestprep", "--token-secret-env", "PVE_TOKEN",
                env={"PVE_TOKEN": next(iter(pve.state.tokens.values()))})
     assert no_ca.returncode == 3 and "TLS verification failed" in no_ca.stderr

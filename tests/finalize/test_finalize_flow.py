@@ -9,19 +9,24 @@ from guestprep.finalize.client import PveApiError, PveClient, PveConnection, Tas
 from guestprep.finalize.flow import Finalizer, FlowOptions, VerificationFailed
 from guestprep.finalize.policy import TargetPolicy
 from guestprep.handoff import build_handoff
-from tests.finalize.shapes import shapes
+from tests.finalize.conftest import IMPORT_STORAGE
+from tests.finalize.shapes import proven, shapes
 
 pytestmark = pytest.mark.integration
 OPTS = dict(agent_timeout=5.0, agent_poll=0.02)
 
 
-def make_handoff(shape, source_disks, **policy):
+def make_handoff(shape, source_disks, evidence=True, **policy):
+    """The shape's disks on the test datastore ([ds1] import/...), which the test server also
+    serves as the 'import' storage, so the token flow imports by volume id."""
     vm, pol = shapes()[shape]
     disks = list(source_disks.values())
     for i, d in enumerate(vm.disks):
-        d.datastore_path = str(disks[i % len(disks)])
-    pol = {**pol, "datastores": {}, **policy}
-    return build_handoff(vm, TargetPolicy.from_dict(pol), origin={"kind": "test", "path": shape})
+        d.datastore_path = f"[ds1] import/{disks[i % len(disks)].name}"
+    root = str(disks[0].parent.parent)
+    pol = {**pol, "datastores": {"ds1": root}, "import_storages": {"ds1": IMPORT_STORAGE}, **policy}
+    return build_handoff(vm, TargetPolicy.from_dict(pol), origin={"kind": "test", "path": shape},
+                         boot_evidence=proven(vm) if evidence else None)
 
 
 def run(client, h, **opts):

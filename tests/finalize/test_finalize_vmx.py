@@ -68,7 +68,7 @@ def test_own_independent_and_rdm_fixture():
 
 
 @pytest.mark.parametrize("text,match", [
-    ('displayName = "x"\nthis is not vmx\n', "line 2"),
+    ('displayName = "x"\nthis is not vmx\n', "bad.vmx:2: not"),
     ('displayName = "x"\nuuid.bios = "56 4d zz"\n', "uuid.bios"),
     ('displayName = "x"\nscsi0:0.present = "TRUE"\nscsi0:0.fileName = "a.vmdk"\n', "controller scsi0 is not"),
     ('displayName = "x"\nethernet0.present = "TRUE"\n', "ethernet0 has no MAC"),
