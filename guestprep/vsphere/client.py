@@ -24,7 +24,7 @@ from pyVmomi.Security import ThumbprintMismatchException
 from guestprep.errors import ConfigError, ConnectionFailed
 
 DEFAULT_TIMEOUT = 60
-_THUMB_RE = re.compile(r"^[0-9a-f]{64}$")
+_THUMB_RE = re.compile(r"[0-9a-f]{64}")
 
 
 def parse_server(server: str) -> tuple[str, int]:
@@ -47,7 +47,7 @@ def normalize_thumbprint(value: str) -> str:
     t = value.strip().lower().replace(":", "")
     if t.startswith("sha256:"):
         t = t[len("sha256:"):]
-    if not _THUMB_RE.match(t):
+    if not _THUMB_RE.fullmatch(t):
         raise ConfigError("must be a SHA-256 fingerprint: 64 hex digits, colons allowed", where="--thumbprint")
     return t
 

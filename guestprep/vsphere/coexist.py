@@ -53,7 +53,7 @@ def _disk_file(vm: SourceVM) -> str:
     if boot is None or not boot.datastore_path:
         raise ConfigError("the VM has no disk with a datastore path to place the coexistence disk next to",
                           where=vm.name)
-    m = re.match(r"^\[([^\]]+)\]\s*(.*)$", boot.datastore_path)
+    m = re.fullmatch(r"\[([^\]]+)\]\s*(.*)", boot.datastore_path)
     if not m:
         raise ConfigError(f"unexpected datastore path {boot.datastore_path!r}", where=vm.name)
     ds, rel = m.group(1), m.group(2)

@@ -15,11 +15,11 @@ from urllib.parse import quote, urlencode
 from guestprep.errors import ConfigError
 from guestprep.models import SourceVM
 
-_DS_PATH = re.compile(r"^\[([^\]]+)\]\s*(.+)$")
+_DS_PATH = re.compile(r"\[([^\]]+)\]\s*(.+)")
 
 
 def split_datastore_path(path: str) -> tuple[str, str]:
-    m = _DS_PATH.match(path or "")
+    m = _DS_PATH.fullmatch(path or "")  # fullmatch: "$" would let a trailing newline through
     if not m:
         raise ConfigError(f"not a datastore path: {path!r} (expected '[datastore] dir/file.vmdk')")
     return m.group(1), m.group(2)

@@ -31,12 +31,12 @@ def os_family(guest_id: str, full_name: str = "") -> str | None:
 
 
 _DNS_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
-PVE_NAME_RE = re.compile(rf"^(?:{_DNS_LABEL}\.)*{_DNS_LABEL}$")
+PVE_NAME_RE = re.compile(rf"(?:{_DNS_LABEL}\.)*{_DNS_LABEL}")
 
 
 def valid_proxmox_name(name: str) -> bool:
     """Proxmox ``name`` has format dns-name: dot-separated labels of letters, digits, hyphens."""
-    return bool(PVE_NAME_RE.match(name or "")) and all(len(p) <= 63 for p in name.split(".")) and len(name) <= 253
+    return bool(PVE_NAME_RE.fullmatch(name or "")) and all(len(p) <= 63 for p in name.split(".")) and len(name) <= 253
 
 
 def suggest_proxmox_name(name: str) -> str:
