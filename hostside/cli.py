@@ -44,6 +44,10 @@ def _source_args(p: argparse.ArgumentParser, optional: bool = False) -> None:
                         help="read the HTTPS session cookie from the first line of stdin")
     p.add_argument("--insecure", action="store_true",
                    help="HTTPS: do not verify the server certificate")
+    p.add_argument(image.RAW_OVERRIDE_FLAG, dest="raw_despite_vmdk_header",
+                   action="store_true",
+                   help="with --format raw: read a file that starts with VMware metadata "
+                        "(KDMV, COWD, seSparse, a descriptor) as raw bytes anyway")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
@@ -112,8 +116,12 @@ def _cookie(args: argparse.Namespace) -> str | None:
 
 
 def _source_options(args: argparse.Namespace) -> image.SourceOptions:
+    if args.raw_despite_vmdk_header and args.format != "raw":
+        raise ConfigError(f"{image.RAW_OVERRIDE_FLAG} only applies with --format raw",
+                          image.RAW_OVERRIDE_FLAG)
     return image.SourceOptions(format=args.format, chain=args.chain, cookie=_cookie(args),
-                               insecure=args.insecure)
+                               insecure=args.insecure,
+                               raw_despite_vmdk_header=args.raw_despite_vmdk_header)
 
 
 def _human_size(n: int | None) -> str:

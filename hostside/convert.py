@@ -1,11 +1,17 @@
 """Run one conversion: preflight target, create it, qemu-img convert, verify, manifest.
 
-Failure or Ctrl-C at any point removes the target this run created; the source
-is only ever opened read-only by qemu.
+The target is written under a temporary name and renamed to its final name only
+after verification; the manifest (written last, atomically) is the record that
+the conversion finished. Failure, Ctrl-C, SIGTERM or SIGHUP (an SSH drop) removes
+the target this run created; SIGKILL leaves at most a `.partial` /
+`guestprep-partial-` volume, never a final-named one, and qemu-img dies with us
+(PR_SET_PDEATHSIG). The source is only ever opened read-only by qemu.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import platform
@@ -22,7 +28,7 @@ from hostside import qemu
 from hostside.errors import (GuestprepError, InputError, Interrupted, TargetRefused,
                              ToolFailed, VerificationFailed)
 from hostside.image import Source
-from hostside.storage import Target
+from hostside.storage import Target, rename_noreplace
 
 MANIFEST_SCHEMA = "guestprep.host-manifest/2"  # /2 added audit and handoff
 _PROGRESS_RE = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
@@ -50,12 +56,14 @@ def manifest_path(target: Target, explicit: str | None) -> str:
 
 def convert_argv(source: Source, target: Target, opts: ConvertOptions) -> list[str]:
     """The qemu-img convert arguments (after `qemu-img`)."""
-    dest = qemu.local_spec(target.path, target.fmt)
+    dest = qemu.local_spec(target.write_path, target.fmt)
     # Block devices: O_DIRECT (cache=none) keeps the host page cache out of a
     # one-pass copy. Files: writeback, which flushes at the end; qemu-img's
     # convert default (unsafe) never flushes at all.
-    cache = "none" if _really_block(target.path) else "writeback"
-    args = ["convert", "-p", "--image-opts", "--target-image-opts", "-n", "-t", cache, "-S", "4k",
+    cache = "none" if _really_block(target.write_path) else "writeback"
+    # Sources are json: definitions (explicit, "backing": null); the target we just
+    # created ourselves, so key=value --target-image-opts is enough there.
+    args = ["convert", "-p", "--target-image-opts", "-n", "-t", cache, "-S", "4k",
         "-m", str(_coroutines(source, opts))]
     if target.fresh_zero:
         args.append("--target-is-zero")   # skip writing zeros the target already reads
@@ -64,7 +72,7 @@ def convert_argv(source: Source, target: Target, opts: ConvertOptions) -> list[s
     elif target.fmt == "raw":
         args.append("-W")   # raw has no metadata to keep in order; -W breaks -c
     # several segments (split flat extents) are concatenated by qemu-img in order
-    return args + [seg.spec.image_opts() for seg in source.segments] + [dest.image_opts()]
+    return args + [seg.spec.image_arg() for seg in source.segments] + [dest.image_opts()]
 
 
 def _coroutines(source: Source, opts: ConvertOptions) -> int:
@@ -92,6 +100,10 @@ def _on_sigterm(signum, frame):
     raise _Terminate()
 
 
+# SIGHUP is what an SSH drop delivers: treated like SIGTERM (stop, clean up, exit 130).
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
 @dataclass
 class Prepared:
     """A conversion whose checks passed and which has created nothing yet."""
@@ -114,10 +126,24 @@ def prepare(source: Source, target: Target, opts: ConvertOptions) -> Prepared:
     required = int(measured["required"])
     target.preflight(source.virtual_size, required)
     mpath = manifest_path(target, opts.manifest)
-    if os.path.lexists(mpath):
-        raise TargetRefused("manifest already exists; refusing to overwrite it", mpath)
+    check_manifest_path(mpath)
     return Prepared(source, target, opts, measured, mpath,
                     {"preflight_s": round(time.monotonic() - t0, 3)})
+
+
+def check_manifest_path(mpath: str) -> None:
+    """Every output path is checked before the conversion, not after it."""
+    if os.path.lexists(mpath):
+        raise TargetRefused("manifest already exists; refusing to overwrite it", mpath)
+    if os.path.lexists(mpath + ".partial"):
+        raise TargetRefused("a partial manifest from an interrupted run is in the way: "
+                            f"remove it and rerun, e.g. rm -- '{mpath}.partial'",
+                            mpath + ".partial")
+    parent = os.path.dirname(mpath) or "."
+    if not os.path.isdir(parent):
+        raise TargetRefused("the manifest's directory does not exist", parent)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise TargetRefused("the manifest's directory is not writable", parent)
 
 
 def execute(prep: Prepared, progress: ProgressFn | None = None,
@@ -125,7 +151,7 @@ def execute(prep: Prepared, progress: ProgressFn | None = None,
     """Create the target, convert, verify, write the manifest (`extra` adds sections)."""
     source, target, opts, timings = prep.source, prep.target, prep.opts, dict(prep.timings)
     mpath = prep.manifest_path
-    old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    old_handlers = {sig: signal.signal(sig, _on_sigterm) for sig in _STOP_SIGNALS}
     state = {"writing": False}
     try:
         t1 = time.monotonic()
@@ -141,7 +167,13 @@ def execute(prep: Prepared, progress: ProgressFn | None = None,
             t3 = time.monotonic()
             verification = verify(source, target)
             timings["verify_s"] = round(time.monotonic() - t3, 3)
+        t4 = time.monotonic()
+        digest = target_digest(target.write_path)
+        timings["digest_s"] = round(time.monotonic() - t4, 3)
+        # Only a verified target gets its final name; the manifest follows it.
+        target.commit()
         manifest = _manifest(source, target, args, prep.measured, timings, verification)
+        manifest["target"]["digest"] = digest
         manifest.update(extra or {})
         _write_exclusive(mpath, manifest)
         manifest["manifest_path"] = mpath
@@ -158,7 +190,8 @@ def execute(prep: Prepared, progress: ProgressFn | None = None,
         _cleanup(target)
         raise
     finally:
-        signal.signal(signal.SIGTERM, old_term)
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
 
 
 def _measure(source: Source) -> dict:
@@ -186,7 +219,8 @@ def _cleanup_note(target: Target, writing: bool) -> str:
         return (f"the device {target.path} may hold a partial copy" if writing
                 else "the device was not written")
     if target.created:
-        return f"could not remove the partial target {target.path}: remove it by hand"
+        name = target.path if target.committed else target.write_path
+        return f"could not remove the partial target {name}: remove it by hand"
     return "no target left behind"
 
 
@@ -198,7 +232,8 @@ def _run_with_progress(args: list[str], source: Source, progress: ProgressFn | N
     errfile = tempfile.TemporaryFile()
     with qemu.secret_objects(seg.spec for seg in source.segments) as (objects, fds):
         proc = subprocess.Popen(qemu.with_objects(args, objects), stdout=subprocess.PIPE,
-                                stderr=errfile, stdin=subprocess.DEVNULL, pass_fds=fds)
+                                stderr=errfile, stdin=subprocess.DEVNULL, pass_fds=fds,
+                                preexec_fn=qemu.die_with_parent)
     last = -1.0
     last_change = time.monotonic()
     buf = b""
@@ -240,6 +275,8 @@ def _run_with_progress(args: list[str], source: Source, progress: ProgressFn | N
         raise
     finally:
         errfile.close()
+    if rc != 0 and qemu.curl_driver_missing(stderr):
+        raise qemu.ToolMissing(qemu.CURL_PACKAGE_HINT, what)
     if rc != 0:
         lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
         msg = (lines[-1] if lines else f"exit code {rc}").removeprefix("qemu-img: ")
@@ -248,10 +285,10 @@ def _run_with_progress(args: list[str], source: Source, progress: ProgressFn | N
 
 def verify(source: Source, target: Target) -> dict:
     """qemu-img compare (content, allocation-aware) and qemu-img check for qcow2."""
-    dest = qemu.local_spec(target.path, target.fmt)
+    dest = qemu.local_spec(target.write_path, target.fmt)
     result: dict = {"performed": True}
     if target.fmt == "qcow2":
-        proc = qemu.run(["check", "--output=json", "--image-opts", dest.image_opts()],
+        proc = qemu.run(["check", "--output=json", dest.image_arg()],
                         what=target.path, ok_codes=(0, 1, 2, 3), timeout=None)
         try:
             check = json.loads(proc.stdout) if proc.stdout.strip() else {}
@@ -269,7 +306,7 @@ def verify(source: Source, target: Target) -> dict:
         # Each segment against the same window of the target; a single segment
         # against the whole target (compare then also checks the target's tail).
         other = dest if single else qemu.window_spec(dest, seg.offset, seg.size)
-        proc = qemu.run(["compare", "--image-opts", seg.spec.image_opts(), other.image_opts()],
+        proc = qemu.run(["compare", seg.spec.image_arg(), other.image_arg()],
                         what=target.path, specs=[seg.spec], ok_codes=(0, 1), timeout=None)
         result["compare"] = {"rc": proc.returncode, "segments": len(source.segments),
                              "message": proc.stdout.strip()[-200:]}
@@ -312,7 +349,70 @@ def _manifest(source: Source, target: Target, args: list[str], measured: dict,
 
 
 def _write_exclusive(path: str, data: dict) -> None:
+    """Written under `.partial`, flushed, then linked to its name: a manifest is
+    either complete or absent, and never replaces another one."""
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"  # serialised first: no half file
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+    tmp = path + ".partial"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        rename_noreplace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+DIGEST_ALGORITHM = "sha256-data-runs/1"
+_DIGEST_CHUNK = 4 << 20
+
+
+def target_digest(path: str) -> dict:
+    """sha256 over the target as stored, for finalize to recognise the volume.
+
+    Files: every data run (SEEK_DATA/SEEK_HOLE) as b"<offset>+<length>\\n" followed by
+    its bytes; holes are skipped, so a sparse 1 TiB disk costs its data, not its
+    size. Block devices (zvol, LV): one run 0+size, every byte. Recompute it with
+    this function; any write to the volume changes it.
+    """
+    h = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.lseek(fd, 0, os.SEEK_END)
+        runs: list[tuple[int, int]] = []
+        if stat_is_regular(fd):
+            pos = 0
+            while pos < size:
+                try:
+                    start = os.lseek(fd, pos, os.SEEK_DATA)
+                except OSError as exc:
+                    if exc.errno == errno.ENXIO:   # only a hole is left
+                        break
+                    raise
+                end = os.lseek(fd, start, os.SEEK_HOLE)
+                runs.append((start, end - start))
+                pos = end
+        else:
+            runs.append((0, size))
+        for start, length in runs:
+            h.update(f"{start}+{length}\n".encode())
+            done = 0
+            while done < length:
+                chunk = os.pread(fd, min(_DIGEST_CHUNK, length - done), start + done)
+                if not chunk:
+                    break
+                h.update(chunk)
+                done += len(chunk)
+    finally:
+        os.close(fd)
+    return {"algorithm": DIGEST_ALGORITHM, "sha256": h.hexdigest(), "size": size}
+
+
+def stat_is_regular(fd: int) -> bool:
+    import stat
+    return stat.S_ISREG(os.fstat(fd).st_mode)

@@ -7,7 +7,9 @@ Combines our own VMDK parsing (vmdk.py) with `qemu-img info`. The result,
 from __future__ import annotations
 
 import os
+import re
 import stat
+import struct
 from dataclasses import dataclass, field
 
 from hostside import qemu, remote, vmdk
@@ -71,24 +73,43 @@ class SourceOptions:
     chain: bool = False              # accept a snapshot chain, read through its top
     cookie: str | None = None        # HTTPS session cookie value (never logged)
     insecure: bool = False           # HTTPS without certificate verification
+    raw_despite_vmdk_header: bool = False  # --format raw on a file with VMware metadata
 
 
-def _sniff(path: str) -> str:
-    with open(path, "rb") as f:
-        head = f.read(512)
+RAW_OVERRIDE_FLAG = "--raw-despite-vmdk-header"
+MAX_CHAIN = 64
+
+
+def _sniff(head: bytes, path: str) -> str:
     if not head:
         raise InputError("file is empty", path)
+    kind = vmdk.data_file_kind(head)
+    if kind:
+        vmdk.refuse_data_file(path, kind, path)
     if head.startswith(vmdk.SPARSE_MAGIC) or vmdk.is_text_descriptor(head):
         return "vmdk"
     if head.startswith(QCOW2_MAGIC):
         return "qcow2"
-    if head.startswith(b"COWD"):
-        raise InputError("ESX 2/3 COWD sparse delta: consolidate the snapshot on ESXi first",
-                         path)
     return "raw"
 
 
-def _check_readable(path: str) -> os.stat_result:
+def _check_raw(head: bytes, opts: SourceOptions, where: str, notes: list[str]) -> None:
+    """--format raw on VMware metadata would convert the metadata as if it were the disk
+    (a 512-byte "disk" from a snapshot descriptor, skipping the snapshot refusal)."""
+    kind = vmdk.vmware_header(head)
+    if kind is None:
+        return
+    if not opts.raw_despite_vmdk_header:
+        raise InputError(f"--format raw, but this file starts with {kind}: its bytes are "
+                         "VMware metadata, not a disk. Open the .vmdk descriptor without "
+                         f"--format, or pass {RAW_OVERRIDE_FLAG} if you really want these "
+                         "bytes as a raw disk", where)
+    notes.append(f"read as raw although it starts with {kind} ({RAW_OVERRIDE_FLAG})")
+
+
+def _check_readable(path: str) -> tuple[os.stat_result, bytes]:
+    """(stat, first sector) of a regular file or block device; anything else refused by
+    type before it is opened (a FIFO would block the open, /dev/zero never ends)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -98,15 +119,24 @@ def _check_readable(path: str) -> os.stat_result:
     if stat.S_ISDIR(st.st_mode):
         raise InputError("is a directory, not a disk image", path)
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
-        raise InputError("neither a regular file nor a block device", path)
+        raise InputError("neither a regular file nor a block device (FIFO, socket or "
+                         "character device): refused", path)
     try:
-        with open(path, "rb") as f:
-            f.read(1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except PermissionError:
         raise InputError("not readable (permission denied)", path) from None
     except OSError as exc:
         raise InputError(f"not readable: {exc.strerror}", path) from None
-    return st
+    try:
+        st = os.fstat(fd)   # what we hold, not what the name pointed at a moment ago
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+            raise InputError("neither a regular file nor a block device: refused", path)
+        head = os.pread(fd, 512, 0)
+    except OSError as exc:
+        raise InputError(f"not readable: {exc.strerror}", path) from None
+    finally:
+        os.close(fd)
+    return st, head
 
 
 def inspect(src: str, opts: SourceOptions, secrets: remote.SecretDir) -> Source:
@@ -114,60 +144,227 @@ def inspect(src: str, opts: SourceOptions, secrets: remote.SecretDir) -> Source:
         raise InputError(f"unknown format {opts.format!r} (expected one of "
                          f"{', '.join(FORMATS)})", "--format")
     if remote.is_url(src):
-        spec = remote.https_spec(src, opts.format, cookie=opts.cookie, insecure=opts.insecure)
-        try:
-            data = qemu.info(spec)
-        except InputError as exc:
-            raise SourceUnreachable(exc.message + _remote_hint(exc.message), spec.label) \
-                from None
-        return Source(spec, spec.format, int(data["virtual-size"]), data.get("actual-size"),
-                      qemu_info=data, notes=["streamed through qemu's curl driver"])
+        return _inspect_remote(src, opts)
 
     path = os.path.abspath(src)
-    st = _check_readable(path)
+    st, head = _check_readable(path)
     if st.st_size == 0 and stat.S_ISREG(st.st_mode):
         raise InputError("file is empty", path)
-    fmt = opts.format or _sniff(path)
+    fmt = opts.format or _sniff(head, path)
     is_block = stat.S_ISBLK(st.st_mode)
     if fmt == "vmdk":
         return _inspect_vmdk(path, opts, secrets)
-    spec = qemu.local_spec(path, fmt)
-    data = qemu.info(spec, backing_chain=False)
     if fmt == "qcow2":
-        _check_qcow2_references(path, data, opts)
+        return _inspect_qcow2(path, opts, is_block)
+    notes: list[str] = []
+    _check_raw(head, opts, path, notes)
+    spec = qemu.local_spec(path, fmt)
+    data = qemu.info(spec)
     if data.get("format") != fmt:
         raise InputError(f"qemu reads this as {data.get('format')!r}, not {fmt!r}", path)
     return Source(spec, fmt, int(data["virtual-size"]), data.get("actual-size"),
-                  qemu_info=data, is_block_device=is_block, local_files=[path])
+                  qemu_info=data, is_block_device=is_block, local_files=[path], notes=notes)
 
 
-def _check_qcow2_references(path: str, data: dict, opts: SourceOptions) -> None:
-    """A qcow2 names other files qemu will read (backing file, external data file):
-    like VMDK extents they must sit beside it, or a crafted image reads anything."""
+def _inspect_qcow2(path: str, opts: SourceOptions, is_block: bool) -> Source:
+    """Walk the chain ourselves (each image opened with no backing), confine every
+    backing file to the top image's directory, then hand qemu the chain spelled out:
+    it never follows a name found inside an image."""
+    base = os.path.realpath(os.path.dirname(path))
+    levels: list[tuple[str, str, dict]] = []
+    seen: set[str] = set()
+    cur, fmt = path, "qcow2"
+    while True:
+        if len(levels) >= MAX_CHAIN:
+            raise InputError(f"backing chain deeper than {MAX_CHAIN} images (a loop?)", path)
+        seen.add(os.path.realpath(cur))
+        data = qemu.info(qemu.local_spec(cur, fmt))
+        if data.get("format") != fmt:
+            raise InputError(f"qemu reads this as {data.get('format')!r}, not {fmt!r}", cur)
+        levels.append((cur, fmt, data))
+        if fmt != "qcow2":
+            break
+        _check_qcow2_references(cur, data)
+        backing = data.get("backing-filename")
+        if not backing:
+            break
+        if not opts.chain:
+            raise InputError(
+                f"qcow2 has a backing file ({backing}): it is one layer of a chain. Pass "
+                "--chain to convert the whole chain through this top image", cur)
+        target = _confined_backing(cur, backing, base)
+        if target in seen:
+            raise InputError(f"backing file {backing!r} loops back into the chain", cur)
+        b_st, b_head = _check_readable(target)
+        if not stat.S_ISREG(b_st.st_mode):
+            raise InputError(f"backing file {backing!r} is not a regular file", cur)
+        declared = data.get("backing-filename-format")
+        sniffed = _sniff(b_head, target)
+        if sniffed not in ("qcow2", "raw") or (declared and declared != sniffed):
+            raise InputError(f"backing file {backing!r} is {sniffed}"
+                             + (f" but the image declares {declared}" if declared else "")
+                             + ": only qcow2 or raw backing files are accepted", cur)
+        if sniffed == "raw":
+            _check_raw(b_head, SourceOptions(), target, [])
+        cur, fmt = target, sniffed
+    spec = None
+    for p, f, _ in reversed(levels):
+        spec = qemu.local_spec(p, f, label=path if p == path else None, backing=spec)
+    assert spec is not None
+    top = levels[0][2]
+    notes = ([f"converting a {len(levels)}-image backing chain through its top image"]
+             if len(levels) > 1 else [])
+    return Source(spec, "qcow2", int(top["virtual-size"]), top.get("actual-size"),
+                  chain=[p for p, _, _ in levels] if len(levels) > 1 else [], qemu_info=top,
+                  is_block_device=is_block, local_files=[p for p, _, _ in levels], notes=notes)
+
+
+def _confined_backing(image_path: str, backing: str, base: str) -> str:
+    if "://" in backing or backing.startswith("json:") or re.match(r"^[a-z0-9+_-]+:", backing):
+        raise InputError(f"backing file {backing!r} is a protocol, not a file beside the "
+                         "image", image_path)
+    target = os.path.realpath(os.path.join(os.path.dirname(image_path), backing))
+    if os.path.commonpath([base, target]) != base:
+        raise InputError(f"backing file {backing!r} lies outside {base}", image_path)
+    return target
+
+
+def _check_qcow2_references(path: str, data: dict) -> None:
+    """A qcow2 may name an external data file: qemu would read it whatever it is."""
     specific = (data.get("format-specific") or {}).get("data") or {}
     if specific.get("data-file"):
         raise InputError("qcow2 with an external data file is not accepted as a source", path)
-    backing = data.get("full-backing-filename") or data.get("backing-filename")
-    if not backing:
-        return
-    if not opts.chain:
-        raise InputError(
-            f"qcow2 has a backing file ({data.get('backing-filename')}): it is one layer of "
-            "a chain. Pass --chain to convert the whole chain through this top image", path)
-    base = os.path.realpath(os.path.dirname(path))
-    target = os.path.realpath(os.path.join(base, backing))
-    if "://" in backing or os.path.commonpath([base, target]) != base:
-        raise InputError(f"backing file {backing!r} lies outside {base}", path)
 
 
-def _remote_hint(message: str) -> str:
+def _remote_hint(message: str, insecure: bool = False) -> str:
     low = message.lower()
     if "certificate" in low or "ssl" in low:
+        if insecure:   # verification was already off: the hint would be wrong
+            return (" (TLS failed although certificate verification is off: check the "
+                    "URL, port and the server's TLS setup)")
         return (" (the server's certificate is not trusted here: install its CA on this "
                 "node, or pass --insecure knowingly)")
     if "403" in low or "401" in low:
         return " (session cookie missing, wrong or expired: log in again and pass the new one)"
     return ""
+
+
+def _inspect_remote(url: str, opts: SourceOptions) -> Source:
+    """An https:// source gets the same validation as a local one: we fetch and parse
+    its header / descriptor / grain tables ourselves first (same TLS settings and
+    cookie as qemu), and qemu gets only what we validated, never a backing file."""
+    spec = remote.https_spec(url, opts.format, cookie=opts.cookie, insecure=opts.insecure)
+    where = spec.label
+    fmt = spec.format
+    notes = ["streamed through qemu's curl driver"]
+    segments: list[Segment] = []
+    image_info = None
+    estimate = None
+    with remote.RemoteFile(url, cookie=opts.cookie, insecure=opts.insecure,
+                           hint=_remote_hint) as rf:
+        head = rf.read_at(0, 512)
+        if not head:
+            raise InputError("remote file is empty", where)
+        if fmt == "raw":
+            _check_raw(head, opts, where, notes)
+            if head.startswith(QCOW2_MAGIC) and not opts.raw_despite_vmdk_header:
+                raise InputError("--format raw, but this is a qcow2 image: pass --format "
+                                 "qcow2", where)
+        elif fmt == "qcow2":
+            _check_remote_qcow2(head, where)
+        else:
+            image_info, spec, segments, estimate = _remote_vmdk(rf, head, url, spec, opts)
+    try:
+        data = qemu.info(spec)
+    except InputError as exc:
+        raise SourceUnreachable(exc.message + _remote_hint(exc.message, opts.insecure),
+                                spec.label) from None
+    if fmt == "qcow2":
+        _check_qcow2_references(where, data)
+        if data.get("backing-filename"):   # second opinion: we already refused these
+            raise InputError("qcow2 over https names a backing file: refused", where)
+    size = int(data["virtual-size"])
+    if image_info is not None and size != image_info.descriptor.virtual_size:
+        raise InputError(f"qemu sees {size} bytes but the descriptor says "
+                         f"{image_info.descriptor.virtual_size}", where)
+    return Source(spec, fmt, size, data.get("actual-size"), qemu_info=data, notes=notes,
+                  vmdk=image_info, segments=segments, data_estimate=estimate)
+
+
+def _check_remote_qcow2(head: bytes, where: str) -> None:
+    if not head.startswith(QCOW2_MAGIC) or len(head) < 104:
+        raise InputError("not a qcow2 image (no QFI magic)", where)
+    version, backing_offset, backing_size = struct.unpack_from(">IQI", head, 4)
+    if backing_offset or backing_size:
+        raise InputError("qcow2 over https names a backing file: a chain cannot be read "
+                         "safely over https; consolidate it, or copy the chain to the node",
+                         where)
+    if version >= 3:
+        incompatible = struct.unpack_from(">Q", head, 72)[0]
+        if incompatible & (1 << 2):
+            raise InputError("qcow2 with an external data file is not accepted as a source",
+                             where)
+
+
+def _remote_vmdk(rf, head: bytes, url: str, spec: ImageSpec, opts: SourceOptions):
+    where = spec.label
+    kind = vmdk.data_file_kind(head)
+    if kind:
+        raise InputError(f"this is {kind}, a data file of a VMware disk, not a disk on its "
+                         "own: give the URL of its descriptor (.vmdk) instead", where)
+    if head.startswith(vmdk.SPARSE_MAGIC):
+        header = vmdk.parse_sparse_header(head, where)
+        text = vmdk.read_embedded_descriptor(rf, header, rf.size, where)
+        if text is None:
+            raise InputError("this is a VMDK sparse extent without an embedded descriptor: "
+                             "give the URL of its descriptor (.vmdk) instead", where)
+        desc = vmdk.parse_descriptor(text, where)
+        _refuse_remote_parent(desc, where)
+        if len(desc.extents) != 1 or desc.extents[0].type != "SPARSE":
+            raise InputError("a sparse VMDK over https must be one self-contained file "
+                             "(monolithicSparse or streamOptimized)", where)
+        if header.capacity != desc.extents[0].sectors:
+            raise InputError(f"sparse extent holds {header.capacity} sectors but its "
+                             f"descriptor says {desc.extents[0].sectors}", where)
+        grains = vmdk.check_grain_tables(rf, header, rf.size, where)
+        image = vmdk.VmdkImage(url, desc, True, [where], [grains])
+        return image, spec, [], grains["allocated_grains"] * grains["grain_size"]
+    if not vmdk.is_text_descriptor(head):
+        raise InputError("not a VMDK: neither a descriptor nor a KDMV sparse extent", where)
+    if rf.size > vmdk.MAX_DESCRIPTOR_BYTES:
+        raise InputError(f"descriptor is {rf.size} bytes; refusing anything over "
+                         f"{vmdk.MAX_DESCRIPTOR_BYTES}", where)
+    text = rf.read_at(0, rf.size).rstrip(b"\x00").decode("utf-8", errors="replace")
+    desc = vmdk.parse_descriptor(text, where)
+    _refuse_remote_parent(desc, where)
+    data_extents = [e for e in desc.extents if e.type != "ZERO"]
+    if len(desc.extents) != 1 or data_extents[0].type not in ("FLAT", "VMFS"):
+        raise InputError("over https only a descriptor with one flat extent (ESXi vmfs / "
+                         "vmfsThin, monolithicFlat) is read; give the -flat.vmdk URL, or "
+                         "convert from the datastore mounted on this node", where)
+    ext = data_extents[0]
+    if re.search(r"[\\/]", ext.filename or ""):
+        raise InputError(f"extent {ext.filename!r} is not a file beside the descriptor",
+                         f"{where}:{ext.line}")
+    ext_url = remote.sibling_url(url, ext.filename or "")
+    # qemu never sees the descriptor: it reads the extent as a raw window we define.
+    with remote.RemoteFile(ext_url, cookie=opts.cookie, insecure=opts.insecure,
+                           hint=_remote_hint) as ef:
+        ef.read_at(0, 1)
+        need = (ext.offset + ext.sectors) * vmdk.SECTOR
+        if ef.size is None or ef.size < need:
+            raise InputError(f"extent {ext.filename!r} has {ef.size} bytes but the descriptor "
+                             f"needs {need}", f"{where}:{ext.line}")
+    flat = remote.https_spec(ext_url, "raw", cookie=opts.cookie, insecure=opts.insecure)
+    window = qemu.window_spec(flat, ext.offset * vmdk.SECTOR, ext.size, label=where)
+    image = vmdk.VmdkImage(url, desc, False, [remote.redact_url(ext_url)])
+    return image, window, [], None
+
+
+def _refuse_remote_parent(desc: vmdk.Descriptor, where: str) -> None:
+    if desc.has_parent:
+        raise InputError("this is a snapshot (delta) disk: a snapshot chain cannot be read "
+                         "over https. Consolidate the snapshots on ESXi first", where)
 
 
 def _inspect_vmdk(path: str, opts: SourceOptions, secrets: remote.SecretDir) -> Source:
@@ -182,13 +379,9 @@ def _inspect_vmdk(path: str, opts: SourceOptions, secrets: remote.SecretDir) -> 
             "--chain to convert the whole chain as seen through this top image", path)
     if len(chain) > 1:
         notes.append(f"converting a {len(chain)}-image snapshot chain through its top image")
-    if image.qemu_readable_type:
-        spec = qemu.local_spec(path, "vmdk")
-    else:
-        # qemu refuses createType=vmfsThin by name: hand it our validated copy.
-        copy = secrets.write("descriptor.vmdk", vmdk.sanitized_descriptor(image))
-        spec = qemu.local_spec(copy, "vmdk", label=path)
+    if not image.qemu_readable_type:
         notes.append(f"{image.descriptor.create_type}: read through a validated descriptor copy")
+    spec = _vmdk_spec(image, secrets)
     data = qemu.info(spec)
     size = int(data["virtual-size"])
     if size != image.descriptor.virtual_size:
@@ -202,6 +395,18 @@ def _inspect_vmdk(path: str, opts: SourceOptions, secrets: remote.SecretDir) -> 
     return Source(spec, "vmdk", size, actual, vmdk=image, chain=chain, qemu_info=data,
                   notes=notes, local_files=list(dict.fromkeys(files)),
                   segments=_flat_segments(image), data_estimate=_grain_estimate(image))
+
+
+def _vmdk_spec(image: vmdk.VmdkImage, secrets: remote.SecretDir) -> ImageSpec:
+    """How qemu opens a validated VMDK (chain): a text descriptor is handed over as our
+    validated copy (absolute, checked extent paths; qemu refuses vmfsThin by name and
+    must not re-read a descriptor that could have changed since we checked it); the
+    parent is an explicit backing node, never qemu's reading of parentFileNameHint."""
+    backing = _vmdk_spec(image.parent, secrets) if image.parent is not None else None
+    if image.embedded:
+        return qemu.local_spec(image.path, "vmdk", backing=backing)
+    copy = secrets.write("descriptor.vmdk", vmdk.sanitized_descriptor(image))
+    return qemu.local_spec(copy, "vmdk", label=image.path, backing=backing)
 
 
 def _grain_estimate(image: vmdk.VmdkImage) -> int | None:

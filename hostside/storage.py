@@ -4,10 +4,17 @@ Each target checks its storage rules before anything is created (exists? enough
 space? qcow2 on ZFS?), creates itself exclusively, and can remove what it
 created when the conversion fails or is interrupted. ZFS and LVM are driven
 through their CLIs (argv lists), found on PATH.
+
+A new target is written under a temporary name (`<file>.partial`, zvol/LV
+`guestprep-partial-<name>`) and renamed to its final name only after the
+conversion was verified (`commit`): whatever kills the run (SIGKILL, power
+loss), nothing under the final name is ever half-written. The temporary name
+does not start with `vm-`, so Proxmox never lists it as a disk of a VM.
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -28,6 +35,8 @@ DEVICE_WAIT_S = 30.0
 _DATASET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*(/[A-Za-z0-9_.:-]+)+$")
 _LVM_NAME_RE = re.compile(r"^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$")
 _SIZE_RE = re.compile(r"^(\d+)([kKmM]?)$")
+PARTIAL_SUFFIX = ".partial"
+PARTIAL_PREFIX = "guestprep-partial-"
 
 
 def dev_root() -> str:
@@ -35,8 +44,9 @@ def dev_root() -> str:
 
 
 def _run(argv: list[str], what: str, *, check: bool = True) -> subprocess.CompletedProcess:
+    from hostside.qemu import die_with_parent
     proc = subprocess.run([tool(argv[0])] + argv[1:], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=300)
+                          stdin=subprocess.DEVNULL, timeout=300, preexec_fn=die_with_parent)
     if check and proc.returncode != 0:
         err = (proc.stderr.strip().splitlines() or ["no error output"])[-1]
         raise ToolFailed(f"{argv[0]} {argv[1]} failed: {err}", what)
@@ -144,7 +154,7 @@ def parse_zpool_status(text: str) -> tuple[int, int]:
 @dataclass
 class Target:
     kind: str                  # qcow2 | raw | zvol | lvmthin
-    path: str                  # what qemu writes
+    path: str                  # the final name (what the manifest and Proxmox see)
     fmt: str                   # qcow2 | raw
     label: str                 # what the operator named
     is_block: bool = False
@@ -153,9 +163,18 @@ class Target:
     size: int = 0
     warnings: list[str] = field(default_factory=list)
     details: dict = field(default_factory=dict)
+    write_path: str = ""       # what qemu writes: the temporary name until commit()
+    committed: bool = False    # renamed to the final name
+
+    def __post_init__(self) -> None:
+        self.write_path = self.write_path or self.path
 
     def preflight(self, virtual_size: int, required: int) -> None:
         raise NotImplementedError
+
+    def commit(self) -> None:
+        """Give the verified target its final name (never replacing anything)."""
+        self.committed = True
 
     def create(self, virtual_size: int) -> None:
         raise NotImplementedError
@@ -174,12 +193,17 @@ class FileTarget(Target):
                  cluster_size: str | None = None):
         super().__init__(kind, os.path.abspath(path), "qcow2" if kind == "qcow2" else "raw",
                          path)
+        self.write_path = self.path + PARTIAL_SUFFIX
         self.allow_qcow2_on_zfs = allow_qcow2_on_zfs
         self.cluster_size = cluster_size
 
     def preflight(self, virtual_size: int, required: int) -> None:
         if os.path.lexists(self.path):
             raise TargetRefused("target already exists; refusing to overwrite it", self.path)
+        if os.path.lexists(self.write_path):
+            raise TargetRefused("a partial target from an interrupted run is in the way (it "
+                                "was never verified): remove it and rerun, e.g. "
+                                f"rm -- '{self.write_path}'", self.write_path)
         parent = os.path.dirname(self.path)
         if not os.path.isdir(parent):
             raise TargetRefused("target directory does not exist", parent)
@@ -202,13 +226,13 @@ class FileTarget(Target):
     def create(self, virtual_size: int) -> None:
         # O_EXCL claims the name atomically; from here on the file is ours to remove.
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            fd = os.open(self.write_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         except FileExistsError:  # appeared since preflight: still not ours to touch
             raise TargetRefused("target already exists; refusing to overwrite it",
-                                self.path) from None
+                                self.write_path) from None
         except OSError as exc:
-            raise TargetRefused(f"cannot create the target: {exc.strerror}", self.path) \
-                from None
+            raise TargetRefused(f"cannot create the target: {exc.strerror}",
+                                self.write_path) from None
         self.created = True
         try:
             if self.fmt == "raw":
@@ -221,18 +245,43 @@ class FileTarget(Target):
             args = ["create", "-q", "-f", "qcow2"]
             if opts:
                 args += ["-o", ",".join(opts)]
-            # self.path is absolute, so qemu cannot read it as a protocol ("json:...").
-            qemu.run(args + [self.path, str(virtual_size)], what=self.path)
+            # write_path is absolute, so qemu cannot read it as a protocol ("json:...").
+            qemu.run(args + [self.write_path, str(virtual_size)], what=self.path)
         self.size = virtual_size
         self.fresh_zero = True
+
+    def commit(self) -> None:
+        rename_noreplace(self.write_path, self.path)
+        self.committed = True
 
     def remove(self) -> None:
         if self.created:
             try:
-                os.unlink(self.path)
+                os.unlink(self.path if self.committed else self.write_path)
             except FileNotFoundError:
                 pass
             self.created = False
+
+
+def rename_noreplace(src: str, dst: str) -> None:
+    """Rename that never replaces `dst`: link + unlink (atomic no-clobber), or on a
+    filesystem without hard links (some CIFS mounts) a checked rename."""
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise TargetRefused("a file of this name appeared during the conversion; the "
+                            f"verified copy stays at {src}", dst) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK,
+                             errno.ENOSYS, errno.EACCES):
+            raise TargetRefused(f"cannot rename the verified target: {exc.strerror}",
+                                dst) from None
+        if os.path.lexists(dst):
+            raise TargetRefused("a file of this name appeared during the conversion; the "
+                                f"verified copy stays at {src}", dst) from None
+        os.rename(src, dst)
+        return
+    os.unlink(src)
 
 
 def _device_size(path: str) -> int:
@@ -301,6 +350,9 @@ class ZvolTarget(Target):
         super().__init__("zvol", os.path.join(dev_root(), "zvol", dataset), "raw", dataset,
                          is_block=True)
         self.dataset = dataset
+        parent, name = dataset.rsplit("/", 1)
+        self.tmp_dataset = f"{parent}/{PARTIAL_PREFIX}{name}"
+        self.write_path = os.path.join(dev_root(), "zvol", self.tmp_dataset)
         self.volblocksize = parse_size(volblocksize, "--volblocksize")
         if self.volblocksize < 512 or self.volblocksize & (self.volblocksize - 1) or \
                 self.volblocksize > (1 << 20):
@@ -311,6 +363,11 @@ class ZvolTarget(Target):
         if _run(["zfs", "list", "-H", "-o", "name", self.dataset], self.dataset,
                 check=False).returncode == 0:
             raise TargetRefused("zvol already exists; refusing to overwrite it", self.dataset)
+        if _run(["zfs", "list", "-H", "-o", "name", self.tmp_dataset], self.tmp_dataset,
+                check=False).returncode == 0:
+            raise TargetRefused("a partial zvol from an interrupted run is in the way (never "
+                                "verified): destroy it and rerun, e.g. "
+                                f"zfs destroy {self.tmp_dataset}", self.tmp_dataset)
         parent = self.dataset.rsplit("/", 1)[0]
         out = _run(["zfs", "get", "-H", "-p", "-o", "value", "available", parent], parent)
         try:
@@ -351,15 +408,21 @@ class ZvolTarget(Target):
     def create(self, virtual_size: int) -> None:
         size = -(-virtual_size // self.volblocksize) * self.volblocksize
         _run(["zfs", "create", "-s", "-V", str(size), "-o",
-              f"volblocksize={self.volblocksize}", self.dataset], self.dataset)
+              f"volblocksize={self.volblocksize}", self.tmp_dataset], self.dataset)
         self.created = True
         self.size = size
-        _wait_for(self.path, self.dataset)
+        _wait_for(self.write_path, self.dataset)
         self.fresh_zero = True  # a new sparse zvol reads as zeros
+
+    def commit(self) -> None:
+        # `zfs rename` refuses an existing target name: it never replaces a dataset.
+        _run(["zfs", "rename", self.tmp_dataset, self.dataset], self.dataset)
+        self.committed = True
 
     def remove(self) -> None:
         if self.created:
-            _run(["zfs", "destroy", self.dataset], self.dataset, check=False)
+            _run(["zfs", "destroy", self.dataset if self.committed else self.tmp_dataset],
+                 self.dataset, check=False)
             self.created = False
 
 
@@ -371,11 +434,17 @@ class LvmThinTarget(Target):
         self.vg, self.pool, self.name = parts
         super().__init__("lvmthin", os.path.join(dev_root(), self.vg, self.name), "raw", spec,
                          is_block=True)
+        self.tmp_name = PARTIAL_PREFIX + self.name
+        self.write_path = os.path.join(dev_root(), self.vg, self.tmp_name)
 
     def preflight(self, virtual_size: int, required: int) -> None:
         lv = f"{self.vg}/{self.name}"
         if _run(["lvs", "--noheadings", "-o", "lv_name", lv], lv, check=False).returncode == 0:
             raise TargetRefused("logical volume already exists; refusing to overwrite it", lv)
+        tmp = f"{self.vg}/{self.tmp_name}"
+        if _run(["lvs", "--noheadings", "-o", "lv_name", tmp], tmp, check=False).returncode == 0:
+            raise TargetRefused("a partial volume from an interrupted run is in the way (never "
+                                f"verified): remove it and rerun, e.g. lvremove {tmp}", tmp)
         pool = f"{self.vg}/{self.pool}"
         out = _run(["lvs", "--noheadings", "--units", "b", "--nosuffix", "--separator", "|",
                     "-o", "lv_size,data_percent,lv_attr", pool], pool)
@@ -396,17 +465,23 @@ class LvmThinTarget(Target):
     def create(self, virtual_size: int) -> None:
         size = -(-virtual_size // 512) * 512
         _run(["lvcreate", "-q", "-V", f"{size}b", "-T", f"{self.vg}/{self.pool}", "-n",
-              self.name], self.label)
+              self.tmp_name], self.label)
         self.created = True
         self.size = size
-        _wait_for(self.path, self.label)
+        _wait_for(self.write_path, self.label)
         # Unprovisioned thin blocks read as zeros; partially written new chunks only
         # do when the pool zeroes them, so without zeroing qemu must write zeros too.
         self.fresh_zero = bool(self.details.get("zeroing", False))
 
+    def commit(self) -> None:
+        # lvrename refuses an existing name: it never replaces a volume.
+        _run(["lvrename", "-q", self.vg, self.tmp_name, self.name], self.label)
+        self.committed = True
+
     def remove(self) -> None:
         if self.created:
-            _run(["lvremove", "-q", "-y", f"{self.vg}/{self.name}"], self.label, check=False)
+            name = self.name if self.committed else self.tmp_name
+            _run(["lvremove", "-q", "-y", f"{self.vg}/{name}"], self.label, check=False)
             self.created = False
 
 

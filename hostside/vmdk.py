@@ -8,9 +8,12 @@ file and line, instead of qemu reading whatever the descriptor says.
 
 from __future__ import annotations
 
+import array
 import os
 import re
+import stat
 import struct
+import sys
 from dataclasses import dataclass, field
 
 from hostside.errors import InputError
@@ -21,6 +24,14 @@ GD_AT_END = 0xFFFFFFFFFFFFFFFF
 SPARSE_MAGIC = b"KDMV"
 DESCRIPTOR_MAGIC = b"# Disk DescriptorFile"
 MAX_DESCRIPTOR_BYTES = 64 * 1024  # real descriptors are < 2 KiB
+# VMware data files that are never a disk on their own (magic numbers as in qemu's
+# block/vmdk.c: VMDK3_MAGIC 'COWD' for ESX vmfsSparse deltas, read big-endian, and
+# SESPARSE_CONST_HEADER_MAGIC 0x00000000cafebabe, a little-endian u64, for seSparse).
+COWD_MAGIC = b"COWD"
+SESPARSE_MAGIC = (0xCAFEBABE).to_bytes(8, "little")
+# A grain directory larger than this is impossible for a real disk (VMware's 62 TB
+# maximum with 64 KiB grains needs 2^21 entries); refusing it bounds memory and time.
+MAX_GD_ENTRIES = 1 << 22
 
 # createType -> what it is made of; anything else is refused by name.
 CREATE_TYPES = {
@@ -282,7 +293,10 @@ def check_grain_tables(f, header: SparseHeader, file_size: int, where: str) -> d
     """Every grain directory/table entry must point inside the file.
 
     qemu would otherwise read garbage (or fail half-way through a conversion).
-    Returns allocation counts used in the inspect output.
+    The work is bounded by the file's real size: the directory must fit in the
+    file, every table is read once (two directory entries sharing or overlapping
+    one table are refused), and the tables may not claim more grains than the
+    file can hold. Returns allocation counts used in the inspect output.
     """
     gd_offset = header.gd_offset
     if gd_offset == GD_AT_END:  # streamOptimized: the real header is the footer
@@ -294,33 +308,80 @@ def check_grain_tables(f, header: SparseHeader, file_size: int, where: str) -> d
     file_sectors = file_size // SECTOR
     sectors_per_gt = header.grain_size * header.gtes_per_gt
     n_gdes = -(-header.capacity // sectors_per_gt)
+    gt_bytes = header.gtes_per_gt * 4
+    gt_sectors = -(-gt_bytes // SECTOR)
+    if n_gdes > MAX_GD_ENTRIES:
+        raise InputError(f"impossible geometry: {header.capacity} sectors in grains of "
+                         f"{header.grain_size} sectors and tables of {header.gtes_per_gt} "
+                         f"entries need {n_gdes} grain directory entries (more than "
+                         f"{MAX_GD_ENTRIES})", where)
     if gd_offset == 0 or gd_offset == GD_AT_END or gd_offset * SECTOR + n_gdes * 4 > file_size:
         raise InputError(f"grain directory at sector {gd_offset} lies outside the file "
                          f"({file_size} bytes): truncated or corrupted", where)
     f.seek(gd_offset * SECTOR)
-    gd = struct.unpack(f"<{n_gdes}I", f.read(n_gdes * 4))
+    gd = _u32_array(f.read(n_gdes * 4), n_gdes, where, "grain directory")
+    used = [i for i, gde in enumerate(gd) if gde]
+    if len(used) * gt_bytes > file_size:
+        raise InputError(f"impossible geometry: {len(used)} grain tables of {gt_bytes} bytes "
+                         f"cannot fit in a file of {file_size} bytes", where)
+    used.sort(key=gd.__getitem__)
+    for a, b in zip(used, used[1:]):
+        if gd[b] - gd[a] < gt_sectors:
+            what = "share" if gd[a] == gd[b] else "overlap at"
+            raise InputError(f"grain directory entries {a} and {b} {what} the grain table at "
+                             f"sector {gd[b]}: corrupted grain directory", where)
+    if used and gd[used[-1]] * SECTOR + gt_bytes > file_size:
+        i = used[-1]
+        raise InputError(f"grain directory entry {i} points to sector {gd[i]}, past the end "
+                         f"of the file: corrupted grain directory", where)
+    span = 1 if header.compressed else header.grain_size
+    limit = file_sectors - span   # the last sector a grain may start at
     allocated = zero = 0
-    for i, gde in enumerate(gd):
-        if gde == 0:
-            continue
-        if gde * SECTOR + header.gtes_per_gt * 4 > file_size:
-            raise InputError(f"grain directory entry {i} points to sector {gde}, past the end "
-                             f"of the file: corrupted grain directory", where)
-        f.seek(gde * SECTOR)
-        raw = f.read(header.gtes_per_gt * 4)
-        for j, gte in enumerate(struct.unpack(f"<{header.gtes_per_gt}I", raw)):
-            if gte == 0:
-                continue
-            if gte == 1 and header.zeroed_grain_ok:
-                zero += 1
-                continue
-            end = gte + (1 if header.compressed else header.grain_size)
-            if end > file_sectors or gte < 1:
-                raise InputError(f"grain table {i} entry {j} points to sector {gte}, past the "
-                                 f"end of the file: corrupted grain table", where)
-            allocated += 1
+    for i, raw in _read_tables(f, gd, used, gt_bytes):
+        gt = _u32_array(raw, header.gtes_per_gt, where, f"grain table {i}")
+        zeros = gt.count(0)
+        ones = gt.count(1) if header.zeroed_grain_ok else 0
+        n_alloc = len(gt) - zeros - ones
+        zero += ones
+        if n_alloc and max(gt) > limit:
+            j = next(j for j, gte in enumerate(gt) if gte > limit)
+            raise InputError(f"grain table {i} entry {j} points to sector {gt[j]}, past the "
+                             f"end of the file: corrupted grain table", where)
+        allocated += n_alloc
+        if allocated * span > file_sectors:
+            raise InputError(f"impossible geometry: the grain tables claim {allocated} grains "
+                             f"of {span} sectors, more than the {file_sectors}-sector file "
+                             "holds: corrupted grain tables", where)
     return {"grain_size": header.grain_size * SECTOR, "allocated_grains": allocated,
             "zero_grains": zero}
+
+
+def _u32_array(raw: bytes, count: int, where: str, what: str) -> array.array:
+    if len(raw) < count * 4:
+        raise InputError(f"{what} is truncated (the file ends inside it)", where)
+    out = array.array("I")
+    out.frombytes(raw[:count * 4])
+    if sys.byteorder == "big":
+        out.byteswap()
+    return out
+
+
+def _read_tables(f, gd, used: list[int], gt_bytes: int, max_span: int = 1 << 20):
+    """(directory index, table bytes) in file order; tables lying close together are
+    read with one request (matters over HTTPS: one Range request per run)."""
+    k = 0
+    while k < len(used):
+        first = gd[used[k]] * SECTOR
+        last = k
+        while (last + 1 < len(used) and gd[used[last + 1]] * SECTOR + gt_bytes - first <= max_span
+               and gd[used[last + 1]] * SECTOR - (gd[used[last]] * SECTOR + gt_bytes) < 65536):
+            last += 1
+        f.seek(first)
+        blob = f.read(gd[used[last]] * SECTOR + gt_bytes - first)
+        for m in range(k, last + 1):
+            off = gd[used[m]] * SECTOR - first
+            yield used[m], blob[off:off + gt_bytes]
+        k = last + 1
 
 
 # --------------------------------------------------------------------------- loading
@@ -364,6 +425,110 @@ def is_text_descriptor(head: bytes) -> bool:
     return head.lstrip(b"\xef\xbb\xbf").startswith(DESCRIPTOR_MAGIC)
 
 
+def data_file_kind(head: bytes) -> str | None:
+    """A VMware data file (not a disk on its own), by its header; None otherwise.
+
+    A KDMV sparse extent is a disk on its own only with an embedded descriptor
+    (monolithicSparse, streamOptimized); load() tells the two apart.
+    """
+    if head.startswith(COWD_MAGIC):
+        return "an ESX vmfsSparse delta extent (COWD header)"
+    if head.startswith(SESPARSE_MAGIC):
+        return "an ESXi seSparse delta extent (seSparse header)"
+    return None
+
+
+def vmware_header(head: bytes) -> str | None:
+    """What VMware structure `head` starts with (KDMV, COWD, seSparse, descriptor)."""
+    if head.startswith(SPARSE_MAGIC):
+        return "a VMDK sparse extent (KDMV header)"
+    if is_text_descriptor(head):
+        return "a VMDK descriptor"
+    return data_file_kind(head)
+
+
+def open_regular(path: str, where: str, what: str = "file"):
+    """Open a file for reading only if it is a regular file.
+
+    A FIFO named as an extent would block open()/read() forever and a character
+    device (/dev/zero, /dev/urandom) never ends: refuse them by type. stat() first,
+    then open with O_NONBLOCK (a FIFO swapped in meanwhile cannot block the open)
+    and fstat the descriptor we actually hold.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(f"{what} is missing", where) from None
+    except OSError as exc:
+        raise InputError(f"{what} cannot be examined: {exc.strerror}", where) from None
+    _require_regular(st, what, where)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise InputError(f"{what} is missing", where) from None
+    except IsADirectoryError:
+        raise InputError(f"{what} is a directory", where) from None
+    except PermissionError:
+        raise InputError(f"{what} is not readable (permission denied)", where) from None
+    except OSError as exc:
+        raise InputError(f"{what} cannot be opened: {exc.strerror}", where) from None
+    try:
+        _require_regular(os.fstat(fd), what, where)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _require_regular(st: os.stat_result, what: str, where: str) -> None:
+    if stat.S_ISREG(st.st_mode):
+        return
+    kind = ("a directory" if stat.S_ISDIR(st.st_mode) else
+            "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else
+            "a socket" if stat.S_ISSOCK(st.st_mode) else
+            "a character device" if stat.S_ISCHR(st.st_mode) else
+            "a block device" if stat.S_ISBLK(st.st_mode) else "not a regular file")
+    raise InputError(f"{what} is {kind}, not a regular file: refused", where)
+
+
+def descriptor_naming(path: str, limit: int = 256) -> str | None:
+    """The descriptor in the same directory whose extents name this data file."""
+    directory, base = os.path.split(os.path.abspath(path))
+    try:
+        names = sorted(os.listdir(directory))[:4096]
+    except OSError:
+        return None
+    for name in names:
+        if not name.lower().endswith(".vmdk") or name == base or limit <= 0:
+            continue
+        candidate = os.path.join(directory, name)
+        try:
+            st = os.stat(candidate)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_DESCRIPTOR_BYTES:
+                continue
+            limit -= 1
+            with open_regular(candidate, candidate) as f:
+                head = f.read(MAX_DESCRIPTOR_BYTES)
+        except (OSError, InputError):
+            continue
+        if not is_text_descriptor(head):
+            continue
+        text = head.rstrip(b"\x00").decode("utf-8", errors="replace")
+        if re.search(r'^\s*(RW|RDONLY|NOACCESS)\s+\d+\s+[A-Z]+\s+"' + re.escape(base) + '"',
+                     text, re.M):
+            return candidate
+    return None
+
+
+def refuse_data_file(path: str, kind: str, where: str) -> None:
+    desc = descriptor_naming(path)
+    hint = (f"open its descriptor {desc} instead" if desc else
+            "open the descriptor (.vmdk) that names it instead")
+    raise InputError(f"this is {kind}, a data file of a VMware disk, not a disk on its own: "
+                     f"{hint}", where)
+
+
 def _confined(directory: str, name: str, where: str) -> str:
     base = os.path.realpath(directory)
     path = os.path.realpath(os.path.join(base, name))
@@ -374,12 +539,14 @@ def _confined(directory: str, name: str, where: str) -> str:
 
 def _check_flat(path: str, ext: Extent, where: str) -> None:
     try:
-        size = os.stat(path).st_size
+        st = os.stat(path)
     except FileNotFoundError:
         raise InputError(f"extent file {ext.filename!r} is missing", where) from None
     except OSError as exc:
         raise InputError(f"extent file {ext.filename!r} is unreadable: {exc.strerror}",
                          where) from None
+    _require_regular(st, f"extent file {ext.filename!r}", where)
+    size = st.st_size
     need = (ext.offset + ext.sectors) * SECTOR
     if size < need:
         raise InputError(f"extent file {ext.filename!r} has {size} bytes but the descriptor "
@@ -389,18 +556,13 @@ def _check_flat(path: str, ext: Extent, where: str) -> None:
 
 
 def _check_sparse(path: str, ext: Extent, where: str) -> tuple[SparseHeader, dict]:
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            header = parse_sparse_header(f.read(SECTOR), where)
-            if header.capacity != ext.sectors:
-                raise InputError(f"sparse extent {ext.filename!r} holds {header.capacity} "
-                                 f"sectors but the descriptor says {ext.sectors}", where)
-            grains = check_grain_tables(f, header, size, where)
-    except FileNotFoundError:
-        raise InputError(f"extent file {ext.filename!r} is missing", where) from None
-    except PermissionError:
-        raise InputError(f"extent file {ext.filename!r} is not readable", where) from None
+    with open_regular(path, where, f"extent file {ext.filename!r}") as f:
+        size = os.fstat(f.fileno()).st_size
+        header = parse_sparse_header(f.read(SECTOR), where)
+        if header.capacity != ext.sectors:
+            raise InputError(f"sparse extent {ext.filename!r} holds {header.capacity} "
+                             f"sectors but the descriptor says {ext.sectors}", where)
+        grains = check_grain_tables(f, header, size, where)
     return header, grains
 
 
@@ -409,36 +571,32 @@ def load(path: str, *, _depth: int = 0) -> VmdkImage:
     where = path
     if _depth > 64:
         raise InputError("snapshot chain deeper than 64 links (a loop?)", where)
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            head = f.read(SECTOR)
-            if not head:
-                raise InputError("file is empty", where)
-            if head.startswith(SPARSE_MAGIC):
-                header = parse_sparse_header(head, where)
-                text = read_embedded_descriptor(f, header, size, where)
-                if text is None:
-                    raise InputError("sparse extent opened directly has no embedded "
-                                     "descriptor: open its descriptor file instead", where)
-                embedded = True
-            elif is_text_descriptor(head):
-                if size > MAX_DESCRIPTOR_BYTES:
-                    raise InputError(f"descriptor is {size} bytes; refusing anything over "
-                                     f"{MAX_DESCRIPTOR_BYTES}", where)
-                f.seek(0)
-                # qemu pads descriptor files with NULs to a sector; only trailing ones.
-                text = f.read().rstrip(b"\x00").decode("utf-8", errors="replace")
-                embedded = False
-            else:
-                raise InputError("not a VMDK: neither a descriptor nor a KDMV sparse extent",
-                                 where)
-    except IsADirectoryError:
-        raise InputError("is a directory", where) from None
-    except FileNotFoundError:
-        raise InputError("no such file", where) from None
-    except PermissionError:
-        raise InputError("permission denied", where) from None
+    with open_regular(path, where, "VMDK file" if _depth == 0 else "parent disk") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(SECTOR)
+        if not head:
+            raise InputError("file is empty", where)
+        kind = data_file_kind(head)
+        if kind:
+            refuse_data_file(path, kind, where)
+        if head.startswith(SPARSE_MAGIC):
+            header = parse_sparse_header(head, where)
+            text = read_embedded_descriptor(f, header, size, where)
+            if text is None:
+                refuse_data_file(path, "a VMDK sparse extent without an embedded "
+                                 "descriptor (KDMV header)", where)
+            embedded = True
+        elif is_text_descriptor(head):
+            if size > MAX_DESCRIPTOR_BYTES:
+                raise InputError(f"descriptor is {size} bytes; refusing anything over "
+                                 f"{MAX_DESCRIPTOR_BYTES}", where)
+            f.seek(0)
+            # qemu pads descriptor files with NULs to a sector; only trailing ones.
+            text = f.read().rstrip(b"\x00").decode("utf-8", errors="replace")
+            embedded = False
+        else:
+            raise InputError("not a VMDK: neither a descriptor nor a KDMV sparse extent",
+                             where)
     desc = parse_descriptor(text, where)
     directory = os.path.dirname(os.path.abspath(path))
     paths: list[str | None] = []

@@ -199,6 +199,11 @@ if name == "zfs":
         sys.exit(0)
     if args[0] == "destroy":
         os.unlink(os.path.join(devroot, "zvol", args[-1])); sys.exit(0)
+    if args[0] == "rename":
+        old, new = (os.path.join(devroot, "zvol", a) for a in args[-2:])
+        if exists(new):
+            print(f"cannot rename to '{args[-1]}': dataset already exists", file=sys.stderr); sys.exit(1)
+        os.rename(old, new); sys.exit(0)
 if name == "zpool":
     if args[0] == "get":
         print(cfg.get("ashift", 12)); sys.exit(0)
@@ -217,6 +222,11 @@ if name == "lvcreate":
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "xb") as f: f.truncate(size)
     sys.exit(0)
+if name == "lvrename":
+    vg, old, new = args[-3:]
+    if exists(os.path.join(devroot, vg, new)):
+        print(f"Logical Volume \"{new}\" already exists in volume group \"{vg}\"", file=sys.stderr); sys.exit(5)
+    os.rename(os.path.join(devroot, vg, old), os.path.join(devroot, vg, new)); sys.exit(0)
 if name == "lvremove":
     vg, lv = args[-1].split("/"); os.unlink(os.path.join(devroot, vg, lv)); sys.exit(0)
 print(f"stand-in {name}: unexpected {args}", file=sys.stderr)
@@ -232,7 +242,7 @@ class Standins:
         self.dev = root / "dev"
         for d in (self.bin, self.state, self.dev):
             d.mkdir(parents=True)
-        for name in ("zfs", "zpool", "lvs", "lvcreate", "lvremove"):
+        for name in ("zfs", "zpool", "lvs", "lvcreate", "lvremove", "lvrename"):
             p = self.bin / name
             p.write_text(STANDIN.replace("{name}", name).replace(
                 "#!/usr/bin/env python3", f"#!{sys.executable}"))

@@ -148,9 +148,11 @@ def test_verify_catches_a_different_target(images, tmp_path):
             f.seek(30 * MiB)
             f.write(b"bit rot")
         target = storage.FileTarget("raw", str(other))
+        target.write_path = target.path   # verify reads what qemu wrote (before the rename)
         with pytest.raises(VerificationFailed, match="differs"):
             convert.verify(src, target)
         target = storage.FileTarget("raw", str(images["mbr.raw"]))  # negative control
+        target.write_path = target.path
         assert convert.verify(src, target)["ok"]
     finally:
         secrets.close()
@@ -205,11 +207,15 @@ def test_zvol_through_recording_zfs(images, standins):
     assert r.returncode == 0, r.stderr
     calls = standins.calls()
     create = [c for c in calls if c[:2] == ["zfs", "create"]]
+    # written under a temporary name, renamed only after verification
     assert create == [["zfs", "create", "-s", "-V", str(64 * MiB), "-o",
-                       "volblocksize=16384", "rpool/data/vm-100-disk-0"]]
+                       "volblocksize=16384", "rpool/data/guestprep-partial-vm-100-disk-0"]]
+    assert [c for c in calls if c[:2] == ["zfs", "rename"]] == [
+        ["zfs", "rename", "rpool/data/guestprep-partial-vm-100-disk-0", "rpool/data/vm-100-disk-0"]]
     # checks happen before the create: existence, space, pool layout
     names = [" ".join(c[:2]) for c in calls]
-    assert names.index("zfs list") < names.index("zfs get") < names.index("zfs create")
+    assert names.index("zfs list") < names.index("zfs get") < names.index("zfs create") \
+        < names.index("zfs rename")
     assert "zpool get" in names and "zpool status" in names
     dev = standins.dev / "zvol/rpool/data/vm-100-disk-0"
     assert _same(images["mbr.raw"], dev, "raw")
@@ -256,7 +262,9 @@ def test_lvmthin_through_recording_lvm(images, standins):
     assert r.returncode == 0, r.stderr
     create = [c for c in standins.calls() if c[0] == "lvcreate"]
     assert create == [["lvcreate", "-q", "-V", f"{400 * MiB}b", "-T", "pve/data", "-n",
-                       "vm-101-disk-0"]]
+                       "guestprep-partial-vm-101-disk-0"]]
+    assert [c for c in standins.calls() if c[0] == "lvrename"] == [
+        ["lvrename", "-q", "pve", "guestprep-partial-vm-101-disk-0", "vm-101-disk-0"]]
     assert _same(images["gpt.raw"], standins.dev / "pve/vm-101-disk-0", "raw")
     m = json.loads(r.stdout)
     assert "--target-is-zero" in m["command"] and m["target"]["details"]["zeroing"]

@@ -153,7 +153,7 @@ def test_convert_from_handoff_end_to_end(disks, node):
     assert by_disk["Hard disk 1"]["target"]["format"] == "qcow2"
     # zvol blocksize from storage.cfg (8k), not hostside's 16k default
     assert node.zfs_creates() == [["zfs", "create", "-s", "-V", str(400 * MiB), "-o", "volblocksize=8192",
-                                   "rpool/data/vm-120-disk-1"]]
+                                   "rpool/data/guestprep-partial-vm-120-disk-1"]]
 
     # manifests on disk: the audit per disk and the document's identity
     sha = hashlib.sha256(doc.read_bytes()).hexdigest()
@@ -262,6 +262,7 @@ def test_a_failing_second_disk_keeps_the_first_and_says_so(disks, node, datastor
     assert len(node.zfs_creates()) == 1
     assert [c for c in node.standins.calls() if c[:2] == ["zfs", "destroy"]]
     assert not (node.standins.dev / "zvol/rpool/data/vm-120-disk-1").exists()
+    assert not (node.standins.dev / "zvol/rpool/data/guestprep-partial-vm-120-disk-1").exists()
     assert list(node.cwd.iterdir()) == []
 
 
