@@ -146,6 +146,7 @@ def _load_fleet(path: Path, doc: _Located) -> list[Guest]:
     if not isinstance(defaults, dict):
         raise ConfigError("'defaults' must be a mapping", where=f"{path}:{doc.line_of('defaults')}")
     _reject_unknown(path, defaults, VAR_FIELDS, "defaults")
+    _need_mapping_vars(path, defaults, "defaults", doc.line_of("defaults"))
     groups = doc.get("groups") or {}
     if not isinstance(groups, dict):
         raise ConfigError("'groups' must be a mapping of group name to settings", where=f"{path}:{doc.line_of('groups')}")
@@ -160,6 +161,7 @@ def _load_fleet(path: Path, doc: _Located) -> list[Guest]:
         if not isinstance(gv, dict):
             raise ConfigError(f"group {gname!r}: 'vars' must be a mapping", where=f"{path}:{line}")
         _reject_unknown(path, gv, VAR_FIELDS, f"group {gname!r} vars")
+        _need_mapping_vars(path, gv, f"group {gname!r}", line)
         group_vars[str(gname)] = gv
     entries = doc.get("guests")
     if not isinstance(entries, list):
@@ -173,8 +175,9 @@ def _load_fleet(path: Path, doc: _Located) -> list[Guest]:
         gnames = entry.get("groups") or []
         if isinstance(gnames, str):
             gnames = [gnames]
-        if not isinstance(gnames, list):
-            raise ConfigError("'groups' must be a list", where=f"{path}:{entry.line_of('groups')}")
+        if not isinstance(gnames, list) or not all(isinstance(gn, str) for gn in gnames):
+            raise ConfigError("'groups' must be a list of group names", where=f"{path}:{entry.line_of('groups')}")
+        _need_mapping_vars(path, entry, f"guest #{i + 1}", line)
         merged: dict[str, Any] = dict(defaults)
         merged_vars: dict[str, Any] = dict(defaults.get("vars") or {})
         for gn in gnames:
@@ -188,6 +191,12 @@ def _load_fleet(path: Path, doc: _Located) -> list[Guest]:
         merged["groups"] = gnames
         guests.append(_guest_from(merged, path, line, entry))
     return guests
+
+
+def _need_mapping_vars(path: Path, mapping: dict, what: str, line: int) -> None:
+    if not isinstance(mapping.get("vars") or {}, dict):
+        where = mapping.line_of("vars") if isinstance(mapping, _Located) else line
+        raise ConfigError(f"{what}: 'vars' must be a mapping", where=f"{path}:{where}")
 
 
 def _reject_unknown(path: Path, mapping: dict, allowed: set[str], what: str) -> None:

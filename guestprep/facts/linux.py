@@ -74,7 +74,45 @@ def _req(raw: Mapping[str, Any], key: str, typ: type) -> Any:
     return val
 
 
+def _check_shape(raw: Mapping[str, Any]) -> None:
+    """The containers the parsers walk have the types the collector promises (a guest can print anything)."""
+    def fail(what: str) -> None:
+        raise CollectorError(f"collector document: {what}")
+
+    for key, typ in (("id", dict), ("files", dict), ("cmds", dict)):
+        _req(raw, key, typ)
+    for key, typ in (("exists", dict), ("kernels", list), ("sys_block", str), ("sys_net", str)):
+        if raw.get(key) is not None and not isinstance(raw[key], typ):
+            fail(f"field {key!r} is not a {typ.__name__}")
+    if not all(isinstance(v, (str, type(None))) for v in raw["id"].values()):
+        fail("field 'id' holds a value that is not text")
+    if not all(isinstance(k, str) and isinstance(v, (str, type(None))) for k, v in raw["files"].items()):
+        fail("field 'files' holds a value that is not text")
+    for name, cmd in raw["cmds"].items():
+        if not isinstance(cmd, dict) or not isinstance(cmd.get("out", ""), (str, type(None))) \
+                or not isinstance(cmd.get("err", ""), (str, type(None))) \
+                or (cmd.get("rc") is not None and (not isinstance(cmd["rc"], int) or isinstance(cmd["rc"], bool))):
+            fail(f"command record {name!r} is not {{rc: integer, out: text, err: text}}")
+    if not all(isinstance(k, dict) for k in raw.get("kernels") or []):
+        fail("field 'kernels' holds an entry that is not an object")
+
+
 def parse(raw: Mapping[str, Any]) -> LinuxFacts:
+    if not isinstance(raw, Mapping):
+        raise CollectorError(f"collector document is a {type(raw).__name__}, expected an object")
+    if raw.get("schema") != COLLECT_SCHEMA:
+        raise CollectorError(f"collector document: schema is {raw.get('schema')!r}, expected {COLLECT_SCHEMA!r}")
+    _check_shape(raw)
+    try:
+        return _parse(raw)
+    except CollectorError:
+        raise
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError, OverflowError, RecursionError) as exc:
+        # a shape _check_shape does not cover (nested records): one clear error for this guest, not a traceback
+        raise CollectorError(f"collector document is malformed ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _parse(raw: Mapping[str, Any]) -> LinuxFacts:
     if raw.get("schema") != COLLECT_SCHEMA:
         raise CollectorError(f"collector document: schema is {raw.get('schema')!r}, expected {COLLECT_SCHEMA!r}")
     ident = _req(raw, "id", dict)
