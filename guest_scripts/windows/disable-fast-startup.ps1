@@ -11,8 +11,8 @@ if ($p.hibernate_off) {
     if ($before -ne 0) {
         Add-JournalEntry -Operation $op -Kind 'registry_set' -Target 'HKLM:\SYSTEM\CurrentControlSet\Control\Power\HibernateEnabled' -Detail @{ path = 'HKLM:\SYSTEM\CurrentControlSet\Control\Power'; name = 'HibernateEnabled'; before = $before; after = 0 }
         # powercfg also removes hiberfil.sys, which a registry write alone does not
-        $null = & powercfg.exe '/hibernate' 'off'
-        if ($LASTEXITCODE -ne 0) { throw ('powercfg /hibernate off exited ' + $LASTEXITCODE) }
+        $r = Invoke-Native -FilePath 'powercfg.exe' -ArgumentList @('/hibernate', 'off')
+        if ($r.ExitCode -ne 0) { throw ('powercfg /hibernate off exited ' + $r.ExitCode + ': ' + ($r.StdErr + $r.StdOut).Trim()) }
         $steps += [ordered]@{ target = 'HibernateEnabled'; changed = $true; before = $before; after = 0 }
     }
 }

@@ -4,7 +4,11 @@
 # previous value so rollback.ps1 can restore it.
 Set-StrictMode -Version 2.0
 $ErrorActionPreference = 'Stop'
-[Console]::OutputEncoding = New-Object -TypeName System.Text.UTF8Encoding -ArgumentList $false
+# A remote session (wsmprovhost, PSRP) has no console: setting the encoding throws
+# "The handle is invalid" (System.IO.IOException from Console.set_OutputEncoding), seen in
+# https://github.com/dahlbyk/posh-git/issues/708 and https://github.com/Azure/iotedge/issues/794.
+# Where there is a console, native programs started by Invoke-Native inherit it.
+try { [Console]::OutputEncoding = New-Object -TypeName System.Text.UTF8Encoding -ArgumentList $false } catch { $null = $_ }
 
 $GuestprepDir = Join-Path -Path $env:ProgramData -ChildPath 'guestprep'
 $JournalPath = Join-Path -Path $GuestprepDir -ChildPath 'journal.json'
@@ -14,8 +18,155 @@ function Initialize-GuestprepDir {
     if (-not (Test-Path -Path $GuestprepDir)) {
         $null = New-Item -Path $GuestprepDir -ItemType Directory
         # SYSTEM and Administrators only: the journal and captures are not for users.
-        $null = & icacls.exe $GuestprepDir '/inheritance:r' '/grant:r' '*S-1-5-18:(OI)(CI)F' '*S-1-5-32-544:(OI)(CI)F'
+        $r = Invoke-Native -FilePath 'icacls.exe' -ArgumentList @($GuestprepDir, '/inheritance:r', '/grant:r', '*S-1-5-18:(OI)(CI)F', '*S-1-5-32-544:(OI)(CI)F')
+        if ($r.ExitCode -ne 0) { throw ('icacls ' + $GuestprepDir + ' exited ' + $r.ExitCode + ': ' + $r.StdErr.Trim()) }
     }
+}
+
+# ---------------------------------------------------------------- native programs
+# Every native program runs through Invoke-Native. Never `& prog 2>$null` / `2>&1`: in
+# Windows PowerShell 5.1 (and 3.0-5.0) redirecting a native program's stderr turns each
+# stderr line into an ErrorRecord, and under $ErrorActionPreference = 'Stop' the first one
+# terminates the script (about_Redirection; https://github.com/PowerShell/PowerShell/issues/4002,
+# #3996; changed only in PowerShell 7.1+, https://github.com/MicrosoftDocs/PowerShell-Docs/issues/6466).
+# A remote session also records native stderr as errors without any redirection.
+# Never `exit $LASTEXITCODE`: Invoke-Native does not touch $LASTEXITCODE; callers decide
+# from .ExitCode which codes they tolerate and throw otherwise.
+
+function ConvertTo-NativeArgument {
+    # The one audited quoting helper: quotes one argument so that a program parsing its
+    # command line with the Microsoft C runtime rules (CommandLineToArgvW) gets it back
+    # unchanged. Rules, from "Parsing C++ command-line arguments"
+    # (https://learn.microsoft.com/cpp/cpp/main-function-command-line-args) and
+    # https://learn.microsoft.com/windows/win32/api/shellapi/nf-shellapi-commandlinetoargvw:
+    #  - space/tab separate arguments unless inside double quotes;
+    #  - backslashes are literal unless they precede a double quote;
+    #  - 2n backslashes + quote -> n backslashes and a delimiting quote;
+    #  - 2n+1 backslashes + quote -> n backslashes and a literal quote.
+    # So inside quotes: each run of backslashes before a quote (or before the closing quote)
+    # is doubled, and every literal quote gets one more backslash. An empty argument is "".
+    # Not for cmd.exe /c or msiexec PROPERTY=value, which parse their own way.
+    param([AllowEmptyString()][string]$Value)
+    if ($Value.IndexOf([char]0) -ge 0) { throw 'a native argument cannot contain a NUL character' }
+    if ($Value.Length -gt 0 -and $Value.IndexOfAny([char[]]@([char]' ', [char]"`t", [char]"`n", [char]"`v", [char]'"')) -lt 0) {
+        return $Value
+    }
+    $sb = New-Object -TypeName System.Text.StringBuilder
+    $null = $sb.Append([char]'"')
+    $slashes = 0
+    foreach ($ch in $Value.ToCharArray()) {
+        if ($ch -eq [char]'\') { $slashes++; continue }
+        if ($ch -eq [char]'"') { $null = $sb.Append([char]'\', 2 * $slashes + 1) }
+        elseif ($slashes -gt 0) { $null = $sb.Append([char]'\', $slashes) }
+        $null = $sb.Append($ch)
+        $slashes = 0
+    }
+    if ($slashes -gt 0) { $null = $sb.Append([char]'\', 2 * $slashes) }
+    $null = $sb.Append([char]'"')
+    return $sb.ToString()
+}
+
+function Join-NativeArguments {
+    param([AllowEmptyCollection()][string[]]$ArgumentList)
+    $parts = @()
+    foreach ($a in @($ArgumentList)) { $parts += (ConvertTo-NativeArgument -Value ([string]$a)) }
+    return ($parts -join ' ')
+}
+
+function Invoke-Native {
+    # Runs a program and returns [pscustomobject]@{ ExitCode; StdOut; StdErr }. Never throws
+    # on a non-zero exit code or on stderr output, whatever $ErrorActionPreference is; throws
+    # only when the program cannot be started (not found, access denied) or on timeout.
+    # Both streams are read concurrently (ReadToEndAsync, .NET 4.5: Windows Server 2012+), so
+    # a child filling one pipe while we wait on the other cannot deadlock. stdin is closed at
+    # once: over WinRM the child would otherwise inherit the payload stream.
+    param(
+        [Parameter(Mandatory = $true)][string]$FilePath,
+        [AllowEmptyCollection()][string[]]$ArgumentList = @(),
+        [int]$TimeoutSeconds = 0,
+        [System.Text.Encoding]$Encoding = $null
+    )
+    $exe = $FilePath
+    if ($FilePath.IndexOfAny([char[]]@([char]'\', [char]'/')) -lt 0) {
+        # resolve from PATH/System32 ourselves: CreateProcess would look in the current directory first
+        $cmd = @(Get-Command -Name $FilePath -CommandType Application -ErrorAction SilentlyContinue)
+        if ($cmd.Count -eq 0) { throw ('program not found: ' + $FilePath) }
+        $exe = [string]$cmd[0].Definition
+    }
+    if ($null -eq $Encoding) {
+        # what the child most likely writes: the console code page it inherits, else the OEM code page
+        try { $Encoding = [Console]::OutputEncoding } catch { $Encoding = $null }
+        if ($null -eq $Encoding) { $Encoding = [System.Text.Encoding]::GetEncoding([System.Globalization.CultureInfo]::CurrentCulture.TextInfo.OEMCodePage) }
+    }
+    $psi = New-Object -TypeName System.Diagnostics.ProcessStartInfo
+    $psi.FileName = $exe
+    $psi.Arguments = Join-NativeArguments -ArgumentList $ArgumentList
+    $psi.UseShellExecute = $false
+    $psi.CreateNoWindow = $true
+    $psi.RedirectStandardInput = $true
+    $psi.RedirectStandardOutput = $true
+    $psi.RedirectStandardError = $true
+    $psi.StandardOutputEncoding = $Encoding
+    $psi.StandardErrorEncoding = $Encoding
+    $proc = New-Object -TypeName System.Diagnostics.Process
+    $proc.StartInfo = $psi
+    try {
+        $null = $proc.Start()
+    } catch {
+        throw ('cannot start ' + $exe + ': ' + $_.Exception.Message)
+    }
+    try {
+        $proc.StandardInput.Close()
+        $outTask = $proc.StandardOutput.ReadToEndAsync()
+        $errTask = $proc.StandardError.ReadToEndAsync()
+        if ($TimeoutSeconds -gt 0) {
+            if (-not $proc.WaitForExit($TimeoutSeconds * 1000)) {
+                try { $proc.Kill() } catch { $null = $_ }
+                throw ($FilePath + ' did not finish within ' + $TimeoutSeconds + ' s (killed)')
+            }
+        }
+        $proc.WaitForExit()
+        return [pscustomobject]@{ ExitCode = [int]$proc.ExitCode; StdOut = [string]$outTask.Result; StdErr = [string]$errTask.Result }
+    } finally {
+        $proc.Dispose()
+    }
+}
+
+function Write-GuestprepLog {
+    # Timestamped line in C:\ProgramData\guestprep\<Name>.log (first-boot tasks have no other witness).
+    param([string]$Name, [string]$Message)
+    Initialize-GuestprepDir
+    $line = (Get-Date).ToUniversalTime().ToString('o') + ' ' + $Message + [Environment]::NewLine
+    [System.IO.File]::AppendAllText((Join-Path -Path $GuestprepDir -ChildPath ($Name + '.log')), $line, (New-Object -TypeName System.Text.UTF8Encoding -ArgumentList $false))
+}
+
+# ---------------------------------------------------------------- scheduled tasks (schtasks.exe: every Windows version we support)
+function Test-GuestprepTask {
+    # A missing task: schtasks /Query exits 1 and writes "ERROR: The system cannot find the file
+    # specified." to stderr (schtasks query, https://learn.microsoft.com/windows-server/administration/windows-commands/schtasks-query).
+    # That stderr line is exactly what killed `schtasks /Query ... 2>$null` under Stop in 5.1.
+    param([string]$Name)
+    $r = Invoke-Native -FilePath 'schtasks.exe' -ArgumentList @('/Query', '/TN', $Name)
+    return ($r.ExitCode -eq 0)
+}
+
+function New-GuestprepStartupTask {
+    # At startup, as SYSTEM: powershell.exe -File <script> <args>. The /TR command line is built
+    # by the audited quoting helper (powershell.exe parses it with the C runtime rules).
+    param([string]$Name, [string]$Script, [AllowEmptyCollection()][string[]]$ScriptArgs = @())
+    $tr = 'powershell.exe ' + (Join-NativeArguments -ArgumentList (@('-NoProfile', '-NonInteractive', '-ExecutionPolicy', 'Bypass', '-File', $Script) + @($ScriptArgs)))
+    if ($tr.Length -gt 261) { throw ('task ' + $Name + ': command line longer than the 261 characters schtasks /TR accepts') }
+    $r = Invoke-Native -FilePath 'schtasks.exe' -ArgumentList @('/Create', '/TN', $Name, '/SC', 'ONSTART', '/RU', 'SYSTEM', '/RL', 'HIGHEST', '/F', '/TR', $tr)
+    if ($r.ExitCode -ne 0) { throw ('schtasks /Create ' + $Name + ' exited ' + $r.ExitCode + ': ' + ($r.StdErr + $r.StdOut).Trim()) }
+}
+
+function Remove-GuestprepTask {
+    # $true: deleted; $false: there was no such task. Anything else throws with schtasks' words.
+    param([string]$Name)
+    $r = Invoke-Native -FilePath 'schtasks.exe' -ArgumentList @('/Delete', '/TN', $Name, '/F')
+    if ($r.ExitCode -eq 0) { return $true }
+    if (-not (Test-GuestprepTask -Name $Name)) { return $false }
+    throw ('schtasks /Delete ' + $Name + ' exited ' + $r.ExitCode + ': ' + ($r.StdErr + $r.StdOut).Trim())
 }
 
 function Read-JsonFile {

@@ -18,8 +18,9 @@ if ($null -ne $journal) {
                 $e.rolled_back = $true
             }
             'task_create' {
-                $null = & schtasks.exe '/Delete' '/TN' ([string]$e.target) '/F' 2>$null
-                $restored += [ordered]@{ id = $e.id; kind = $e.kind; target = $e.target; removed = $true }
+                # a task already gone (it removed itself after its first KVM boot) is fine
+                $existed = Remove-GuestprepTask -Name ([string]$e.target)
+                $restored += [ordered]@{ id = $e.id; kind = $e.kind; target = $e.target; removed = $true; existed = $existed }
                 $e.rolled_back = $true
             }
             'file_replace' {

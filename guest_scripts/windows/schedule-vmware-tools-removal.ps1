@@ -11,11 +11,10 @@ Initialize-GuestprepDir
 $script = Join-Path -Path $GuestprepDir -ChildPath 'remove-vmware-tools.ps1'
 [System.IO.File]::WriteAllText($script, [string]$p.removal_script, (New-Object -TypeName System.Text.UTF8Encoding -ArgumentList $false))
 $task = [string]$p.task
-$null = & schtasks.exe '/Query' '/TN' $task 2>$null
-if ($LASTEXITCODE -ne 0) {
+if (-not (Test-GuestprepTask -Name $task)) {
     Add-JournalEntry -Operation 'windows.vmware_tools_removal' -Kind 'task_create' -Target $task -Detail @{ script = $script; product_code = [string]$p.product_code }
-    $null = & schtasks.exe '/Create' '/TN' $task '/SC' 'ONSTART' '/RU' 'SYSTEM' '/RL' 'HIGHEST' '/F' '/TR' ('powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass -File "' + $script + '" -ProductCode ' + [string]$p.product_code)
-    if ($LASTEXITCODE -ne 0) { throw ('schtasks /Create exited ' + $LASTEXITCODE) }
+    # the product code is the script's one positional argument (a GUID, checked above)
+    New-GuestprepStartupTask -Name $task -Script $script -ScriptArgs @([string]$p.product_code)
 }
 Update-GuestprepState -Key 'vmware_tools_removal' -Value ([ordered]@{ task = $task; product_code = [string]$p.product_code })
 Write-Result -Value ([ordered]@{ ok = $true; steps = @([ordered]@{ task = $task }) })

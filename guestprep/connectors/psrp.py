@@ -167,7 +167,7 @@ class PSRPConnector:
         else:
             if not command:
                 raise ConfigError("empty command", where=self._where)
-            text = wc.windows_script("run-argv.ps1", library=False)
+            text = wc.windows_script("run-argv.ps1")  # lib.ps1 in front: Invoke-Native
             args = [json.dumps({"argv": [str(a) for a in command], "report_rc": True})]
         start = time.monotonic()
         ps = PowerShell(self.pool)

@@ -25,19 +25,54 @@ SCRIPTS_DIR = script_path("windows")
 MARKER_RE = re.compile(r"^#\s*guestprep-script:\s*(?P<name>[A-Za-z0-9_.-]+)\s*$", re.M)
 
 # The fixed bootstrap. It contains no caller input; the payload arrives on stdin.
+# Until the version check it uses PowerShell 2.0 syntax only (1.0 has no $PSVersionTable;
+# 2.0 has no ConvertFrom-Json, [ordered], [pscustomobject], -shl/-shr). An older engine gets
+# the collector's own "unsupported" document (exit 0), which the facts parser turns into the
+# WIN-OS-SUPPORTED finding; every other script gets exit code UNSUPPORTED_RC from the connector.
+# [Console]::OutputEncoding is not set: in a session without a console (wsmprovhost, and
+# processes started by WinRS without one) it throws "The handle is invalid". Output goes as
+# UTF-8 bytes straight to the stdout handle instead, whatever the OEM code page is.
+# A script's exit code is its own `exit N` or 1 for an error; $LASTEXITCODE is never relayed
+# (a native exit code the script tolerated, e.g. pnputil's 259, is not a failure).
+UNSUPPORTED_PREFIX = '{"schema":"guestprep.windows.facts/1","supported":false'
+UNSUPPORTED_RC = 126
 BOOTSTRAP = (
     "$ErrorActionPreference = 'Stop'\n"
-    "# guestprep-bootstrap/1\n"
-    "[Console]::OutputEncoding = New-Object -TypeName System.Text.UTF8Encoding -ArgumentList $false\n"
-    "$OutputEncoding = [Console]::OutputEncoding\n"
+    "# guestprep-bootstrap/1 (PowerShell 2.0 syntax until the version check)\n"
+    "$v = '1.0'\n"
+    "if (Test-Path -Path 'variable:PSVersionTable') { $v = [string]$PSVersionTable.PSVersion }\n"
+    "if ($v -eq '1.0' -or $PSVersionTable.PSVersion.Major -lt 3) {\n"
+    "    $h = $env:COMPUTERNAME -replace '[^A-Za-z0-9._-]', ''\n"
+    "    Write-Output ('" + UNSUPPORTED_PREFIX + ",\"unsupported_reason\":\"unsupported: PowerShell ' + $v"
+    " + ' (guestprep needs PowerShell 3.0 or newer: WMF 3.0+, Windows Server 2012+)\",\"hostname\":\"' + $h"
+    " + '\",\"os\":null,\"ps_version\":\"' + $v + '\"}')\n"
+    "    exit 0\n"
+    "}\n"
+    "$utf8 = New-Object -TypeName System.Text.UTF8Encoding -ArgumentList $false\n"
+    "try { $OutputEncoding = $utf8 } catch { $null = $_ }\n"
+    "$stdout = New-Object -TypeName System.IO.StreamWriter -ArgumentList ([Console]::OpenStandardOutput()), $utf8\n"
+    "$stdout.AutoFlush = $true\n"
     "$line = [Console]::In.ReadLine()\n"
     "$json = [System.Text.Encoding]::UTF8.GetString([System.Convert]::FromBase64String($line))\n"
     "$payload = ConvertFrom-Json -InputObject $json\n"
     "$block = [scriptblock]::Create([string]$payload.script)\n"
     "$argv = @($payload.args)\n"
-    "if ($null -ne $payload.stdin) { $payload.stdin | & $block @argv } else { & $block @argv }\n"
-    "if ($LASTEXITCODE) { exit $LASTEXITCODE }\n"
+    "if ($null -ne $payload.stdin) { $payload.stdin | & $block @argv | ForEach-Object -Process { $stdout.WriteLine([string]$_) } }\n"
+    "else { & $block @argv | ForEach-Object -Process { $stdout.WriteLine([string]$_) } }\n"
+    "exit 0\n"
 )
+
+
+def unsupported_reason(stdout: bytes) -> str | None:
+    """The reason when the bootstrap answered "unsupported" instead of running the script."""
+    text = stdout.decode("utf-8", errors="replace").lstrip("\ufeff").strip()
+    if not text.startswith(UNSUPPORTED_PREFIX):
+        return None
+    try:
+        doc = json.loads(text.splitlines()[0])
+    except json.JSONDecodeError:
+        return "unsupported PowerShell version"
+    return str(doc.get("unsupported_reason") or "unsupported PowerShell version")
 
 
 def encode_command(script: str) -> str:

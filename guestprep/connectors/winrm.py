@@ -222,9 +222,16 @@ class WinRMConnector:
             if not command:
                 raise ConfigError("empty command", where=self._where)
             # argv travels as data to a fixed script: no command line is built from input.
-            text = wc.windows_script("run-argv.ps1", library=False)
+            text = wc.windows_script("run-argv.ps1")  # lib.ps1 in front: Invoke-Native
             args = [json.dumps({"argv": [str(a) for a in command]})]
-        return self._run_payload(wc.payload_line(text, args, stdin), timeout)
+        res = self._run_payload(wc.payload_line(text, args, stdin), timeout)
+        reason = wc.unsupported_reason(res.stdout) if res.rc == 0 else None
+        if reason is not None and wc.script_marker(text) != "collect":
+            # the bootstrap refused an old PowerShell: the collector document is for collect.ps1
+            # (a WIN-OS-SUPPORTED finding); anything else is a failure naming the reason
+            return CommandResult(rc=wc.UNSUPPORTED_RC, stdout=b"", stderr=reason.encode("utf-8"),
+                                 duration=res.duration)
+        return res
 
     def _run_payload(self, payload: bytes, timeout: float) -> CommandResult:
         from winrm import exceptions as wex

@@ -46,7 +46,8 @@ class VmwareToolsRemoval(WindowsOperation):
     def apply(self, conn: Any, plan: Plan, options: dict[str, Any]) -> Applied:
         for c in plan.changes:
             if c.kind == "script":
-                c.detail["params"]["removal_script"] = wc.windows_script_text("remove-vmware-tools.ps1")
+                # with lib.ps1 in front: Invoke-Native and the task helpers (no native redirection)
+                c.detail["params"]["removal_script"] = wc.windows_script("remove-vmware-tools.ps1")
         return apply_plan(conn, plan, options)
 
 
