@@ -131,3 +131,208 @@ def lint(text: str, composed: str | None = None) -> list[str]:
     """All rules; ``composed`` is the text actually sent (library + script) for the strict rule."""
     return (parse_errors(text) + strict_problems(composed or text) + alias_problems(text)
             + contract_problems(text) + newer_problems(text))
+
+
+# --------------------------------------------------------------------------- Windows PowerShell pitfalls
+# Shared by the lint (test_scripts_lint.py) and the engine model (wsman_server/powershell_model.py).
+
+# Programs we run that are not cmdlets; any name ending in .exe/.com/.cmd/.bat is native too.
+NATIVE = {"schtasks", "pnputil", "icacls", "powercfg", "netsh", "msiexec", "bcdedit", "reg", "sc", "cmd",
+          "wevtutil", "dism", "route", "ipconfig", "manage-bde", "fsutil", "diskpart", "wmic", "devcon"}
+# Parsed differently (or not at all) by PowerShell 2.0: a script holding one fails to parse,
+# so not even a version check at its top runs (about_Comparison_Operators: -shl/-shr, -in/-notin
+# are PowerShell 3.0; classes/enums/using are 5.0).
+PARSE_V3 = {"-shl", "-shr", "-in", "-notin", "-cin", "-cnotin", "-iin", "-inotin"}
+# Fail when executed on 2.0 (cmdlets and type accelerators that arrived with 3.0).
+RUN_V3_COMMANDS = {"convertfrom-json", "convertto-json", "invoke-restmethod", "invoke-webrequest", "get-ciminstance",
+                   "invoke-cimmethod", "new-ciminstance", "set-ciminstance", "get-cimassociatedinstance",
+                   "register-scheduledjob", "new-cimsession"}
+RUN_V3_TYPES = {"ordered", "pscustomobject"}
+
+
+def _line(n: ts.Node) -> int:
+    return n.start_point[0] + 1
+
+
+def _ancestors(n: ts.Node):
+    p = n.parent
+    while p is not None:
+        yield p
+        p = p.parent
+
+
+def in_try_block(n: ts.Node) -> bool:
+    """Inside the protected block of a try statement (not in its catch/finally)."""
+    child = n
+    for p in _ancestors(n):
+        if p.type == "try_statement":
+            body = next((c for c in p.children if c.type == "statement_block"), None)
+            if body is not None and child.start_byte >= body.start_byte and child.end_byte <= body.end_byte:
+                return True
+        child = p
+    return False
+
+
+def _command_name(cmd: ts.Node, src: bytes) -> str | None:
+    for c in cmd.children:
+        if c.type == "command_name":
+            return _text(c, src)
+        if c.type == "command_name_expr":
+            inner = next((x for x in c.children if x.type == "command_name"), None)
+            return _text(inner or c, src)
+    return None
+
+
+def _strip_quotes(s: str) -> str:
+    return s[1:-1] if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"" else s
+
+
+def is_native(name: str) -> bool:
+    low = name.lower().strip("'\"")
+    base = low.rsplit("\\", 1)[-1]
+    return base.endswith((".exe", ".com", ".cmd", ".bat")) or base in NATIVE
+
+
+def native_calls(text: str):
+    """Each native program invocation: dict(node, name, args (literal text or None for an
+    expression), redirections (e.g. '2>$null', '2>&1'), line, start)."""
+    tree = parse(text)
+    src = text.encode("utf-8")
+    for n in _walk(tree.root_node):
+        if n.type != "command":
+            continue
+        name = _command_name(n, src)
+        if not name or not is_native(name):
+            continue
+        args: list[str | None] = []
+        redirs: list[str] = []
+        elements = next((c for c in n.children if c.type == "command_elements"), None)
+        for e in (elements.children if elements is not None else []):
+            t = _text(e, src)
+            if e.type == "command_argument_sep":
+                continue
+            if e.type == "redirection" or re.match(r"^[0-9*]?>", t):
+                redirs.append(t.replace(" ", ""))
+            elif e.type == "generic_token":
+                args.append(t)
+            else:
+                lit = [x for x in _walk(e) if x.type in ("string_literal", "generic_token")]
+                only = len(lit) == 1 and _text(lit[0], src) == t
+                args.append(_strip_quotes(t) if only and "$" not in t else None)
+        yield {"node": n, "name": name.strip("'\""), "args": args, "redirections": redirs, "line": _line(n),
+               "start": n.start_byte}
+    return
+
+
+def stderr_redirected(redirections: list[str]) -> bool:
+    """2>..., 2>&1, *>... (stream 2 of a native program) - not 1>/> (stdout only)."""
+    return any(r.startswith(("2>", "*>")) for r in redirections)
+
+
+def _preference_at(text: str, pos: int) -> str | None:
+    """The value last assigned to $ErrorActionPreference before byte ``pos`` (textually)."""
+    src = text.encode("utf-8")[:pos].decode("utf-8", "replace")
+    found = re.findall(r"\$ErrorActionPreference\s*=\s*['\"]?(\w+)", src, re.I)
+    return found[-1].lower() if found else None
+
+
+def native_stderr_problems(text: str) -> list[str]:
+    """Native stderr redirected while 'Stop' is in force: Windows PowerShell 3.0-5.1 turn each
+    stderr line into an ErrorRecord and the first one terminates the script."""
+    out = []
+    for c in native_calls(text):
+        if stderr_redirected(c["redirections"]) and _preference_at(text, c["start"]) == "stop":
+            out.append(f"line {c['line']}: {c['name']} with {' '.join(c['redirections'])} under "
+                       "$ErrorActionPreference = 'Stop' (throws in Windows PowerShell 5.1): use Invoke-Native")
+    return out
+
+
+def console_encoding_assignments(text: str):
+    """(node, guarded) for each assignment to [Console]::OutputEncoding."""
+    tree = parse(text)
+    src = text.encode("utf-8")
+    for n in _walk(tree.root_node):
+        if n.type != "assignment_expression":
+            continue
+        left = next((c for c in n.children if c.type == "left_assignment_expression"), None)
+        if left is None:
+            continue
+        lt = re.sub(r"\s+", "", _text(left, src)).lower()
+        if lt in ("[console]::outputencoding", "[system.console]::outputencoding"):
+            yield n, in_try_block(n)
+
+
+def console_encoding_problems(text: str) -> list[str]:
+    return [f"line {_line(n)}: [Console]::OutputEncoding assigned outside try/catch (throws \"The handle is "
+            "invalid\" in a remote session)" for n, guarded in console_encoding_assignments(text) if not guarded]
+
+
+def exit_lastexitcode_problems(text: str) -> list[str]:
+    """`exit $LASTEXITCODE`: relays whatever native code came last, tolerated ones included."""
+    tree = parse(text)
+    src = text.encode("utf-8")
+    out = []
+    for n in _walk(tree.root_node):
+        if n.type == "flow_control_statement" and n.children and n.children[0].type == "exit":
+            rest = re.sub(r"[\s()]", "", _text(n, src)[4:]).lower()
+            if rest in ("$lastexitcode", "$global:lastexitcode"):
+                out.append(f"line {_line(n)}: exit $LASTEXITCODE relays a native exit code the script may have "
+                           "tolerated: exit with an explicit code")
+    return out
+
+
+def version_check_end(text: str) -> int | None:
+    """End byte of the first if statement whose condition reads $PSVersionTable, or None."""
+    tree = parse(text)
+    src = text.encode("utf-8")
+    for n in _walk(tree.root_node):
+        if n.type == "if_statement":
+            cond = next((c for c in n.children if c.type == "pipeline"), None)
+            if cond is not None and "$psversiontable" in _text(cond, src).lower():
+                return n.end_byte
+    return None
+
+
+def v3_syntax(text: str, until: int | None = None):
+    """(line, what, parse_time) for PowerShell 3.0+ syntax; runtime-only items before ``until``
+    (None: anywhere). Parse-time items count anywhere: 2.0 rejects the whole script."""
+    tree = parse(text)
+    src = text.encode("utf-8")
+    for n in _walk(tree.root_node):
+        t = _text(n, src)
+        low = t.lower()
+        before = until is None or n.start_byte < until
+        if n.type == "comparison_operator" and low in PARSE_V3:
+            yield _line(n), f"operator {t}", True
+        elif n.type in ("class_statement", "enum_statement", "using_statement"):
+            yield _line(n), n.type.replace("_statement", ""), True
+        elif not before:
+            continue
+        elif n.type == "command_name" and low in RUN_V3_COMMANDS:
+            yield _line(n), f"cmdlet {t}", False
+        elif n.type == "type_literal":
+            name = re.sub(r"[\[\]\s]", "", low)
+            if name in RUN_V3_TYPES:
+                yield _line(n), f"type [{name}]", False
+        elif n.type == "member_name" and low in ("foreach", "where") and n.parent is not None \
+                and n.parent.type == "invokation_expression":
+            yield _line(n), f"method .{t}() (4.0)", False
+
+
+def pre_version_check_problems(text: str) -> list[str]:
+    """Code that must run on PowerShell 2.0 (the bootstrap, up to and including its version
+    check) uses only 2.0 syntax; 3.0 parse-time syntax is refused anywhere in it."""
+    end = version_check_end(text)
+    out = []
+    if end is None:
+        out.append("line 1: no $PSVersionTable check")
+        end = len(text.encode("utf-8"))
+    for line, what, _parse_time in v3_syntax(text, end):
+        out.append(f"line {line}: {what} is PowerShell 3.0+ and runs before (or breaks the parse of) the version check")
+    return out
+
+
+def pitfall_problems(text: str, composed: str | None = None) -> list[str]:
+    """The Windows PowerShell 5.1 pitfall rules for one guest script (``composed``: with lib.ps1)."""
+    full = composed or text
+    return native_stderr_problems(full) + console_encoding_problems(text) + exit_lastexitcode_problems(text)

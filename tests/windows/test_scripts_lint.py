@@ -12,7 +12,9 @@ from tests.windows import ps_lint
 pytestmark = pytest.mark.unit
 
 SCRIPTS = sorted(wc.SCRIPTS_DIR.glob("*.ps1")) + sorted((Path(__file__).parent / "scripts").glob("*.ps1"))
-STANDALONE = {"collect.ps1", "run-argv.ps1", "restore-network.ps1", "remove-vmware-tools.ps1", "lib.ps1"}
+STANDALONE = {"collect.ps1", "lib.ps1"}
+# Windows PowerShell 5.1 pitfalls found in scripts other engineers own (issue 12): reported, not ours to fix
+PITFALLS_OWNED_ELSEWHERE = {"collect.ps1"}
 
 
 def test_there_are_scripts():
@@ -27,6 +29,24 @@ def test_script_parses_and_lints(path: Path):
         composed = wc.windows_script(path.name)   # what the guest really receives
         assert ps_lint.parse_errors(composed) == []
     assert ps_lint.lint(text, composed) == []
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=[p.name for p in SCRIPTS])
+def test_script_has_no_windows_powershell_pitfall(path: Path, request):
+    """Native stderr redirection under Stop, bare [Console]::OutputEncoding, exit $LASTEXITCODE."""
+    if path.name in PITFALLS_OWNED_ELSEWHERE:
+        request.applymarker(pytest.mark.xfail(reason=f"{path.name}: bcdedit 2>&1 under Stop and -shr before its "
+                                              "version check; owned by the storage/collector work", strict=False))
+    text = path.read_text(encoding="utf-8")
+    composed = wc.windows_script(path.name) if path.parent == wc.SCRIPTS_DIR else None
+    assert ps_lint.pitfall_problems(text, composed) == []
+    if path.name == "collect.ps1":
+        assert ps_lint.pre_version_check_problems(text) == []
+
+
+def test_bootstrap_is_powershell_2_safe_until_its_version_check():
+    assert ps_lint.pre_version_check_problems(wc.BOOTSTRAP) == []
+    assert ps_lint.pitfall_problems(wc.BOOTSTRAP) == []
 
 
 def test_bootstrap_parses_and_is_strict_enough():
@@ -75,3 +95,35 @@ def test_every_script_has_a_fake_guest_handler_or_is_first_boot_only():
             assert p.name == "lib.ps1"
             continue
         assert marker in first_boot or hasattr(FakeWindowsGuest, "do_" + marker.replace("-", "_")), marker
+
+
+def test_native_stderr_redirection_under_stop_is_caught():
+    bad = "$ErrorActionPreference = 'Stop'\n$null = & schtasks.exe '/Query' '/TN' $t 2>$null\n$o = icacls.exe x 2>&1\n"
+    assert [p.split(":")[0] for p in ps_lint.native_stderr_problems(bad)] == ["line 2", "line 3"]
+    assert ps_lint.native_stderr_problems(bad.replace("'Stop'", "'Continue'")) == []
+    assert ps_lint.native_stderr_problems("$ErrorActionPreference = 'Stop'\n$x = Get-Item C:\\ 2>$null\n") == []
+
+
+def test_bare_console_encoding_is_caught():
+    assert ps_lint.console_encoding_problems("[Console]::OutputEncoding = $e\n")
+    assert ps_lint.console_encoding_problems("try { $a = 1 } catch { [Console]::OutputEncoding = $e }\n")
+    assert ps_lint.console_encoding_problems("try { [Console]::OutputEncoding = $e } catch { $null = $_ }\n") == []
+
+
+def test_exit_lastexitcode_is_caught():
+    assert ps_lint.exit_lastexitcode_problems("& pnputil.exe /add-driver x\nexit $LASTEXITCODE\n")
+    assert ps_lint.exit_lastexitcode_problems("if ($LASTEXITCODE) { exit $LASTEXITCODE }\n")
+    assert ps_lint.exit_lastexitcode_problems("exit $r.ExitCode\n") == []
+
+
+@pytest.mark.parametrize("snippet", ["$p = ConvertFrom-Json -InputObject $j\n", "$h = [ordered]@{ a = 1 }\n",
+                                     "$o = [pscustomobject]@{ a = 1 }\n", "$n = 8 -shr 1\n", "$n = 1 -shl 3\n",
+                                     "$b = 'a' -in @('a')\n"])
+def test_powershell_3_syntax_before_the_version_check_is_caught(snippet):
+    check = "if ($PSVersionTable.PSVersion.Major -lt 3) { exit 0 }\n"
+    assert ps_lint.pre_version_check_problems(snippet + check)
+    assert ps_lint.pre_version_check_problems(check) == []
+    if "-sh" in snippet or "-in" in snippet:      # parse-time: 2.0 cannot even read the script
+        assert ps_lint.pre_version_check_problems(check + snippet)
+    else:
+        assert ps_lint.pre_version_check_problems(check + snippet) == []
