@@ -102,6 +102,38 @@ def virtio_media(facts: Any) -> Iterable[Outcome]:
 
 
 @windows_check(
+    id="WIN-VIRTIO-WIN-SUPPORT", severity=Severity.BLOCKER,
+    title="The virtio-win version used (read from the media, else configured) supports this Windows build",
+    rationale="virtio-win drops old Windows releases and adds new ones; drivers for the wrong build do not "
+              "install or do not load.",
+    remediation="Pick a virtio-win version whose matrix entry covers the build (guest var "
+                "guestprep_virtio_win_version), see guestprep/data/virtio_win_matrix.json.",
+)
+def virtio_win_support(facts: Any) -> Iterable[Outcome]:
+    if facts.os is None:
+        yield unknown(facts, "os")
+        return
+    matrix = load_matrix()
+    # what was read from the media beats what was declared, which beats the default
+    used = facts.virtio_win_used
+    target = (used or {}).get("version") or facts.virtio_win_target or matrix["default_version"]
+    build = facts.os.build
+    entry = next((e for e in matrix["os"] if e["builds"][0] <= build <= e["builds"][1]), None)
+    res = f"virtio-win {target}"
+    if entry is None:
+        yield fail(res, f"build {build} ({facts.os.caption}) is not in the virtio-win matrix", build=build)
+        return
+    too_old = version_key(target) < version_key(entry["first"])
+    too_new = entry["last"] is not None and version_key(target) > version_key(entry["last"])
+    if too_old:
+        yield fail(res, f"{entry['name']} needs virtio-win >= {entry['first']}", build=build, target=target)
+    elif too_new:
+        yield fail(res, f"{entry['name']} was dropped after virtio-win {entry['last']}", build=build, target=target)
+    else:
+        yield ok(res, f"{entry['name']} (build {build}) is supported by virtio-win {target}")
+
+
+@windows_check(
     id="WIN-DEVICE-INSTALL-POLICY", severity=Severity.BLOCKER,
     title="No Group Policy device-installation restriction blocks the VirtIO devices",
     rationale="'Prevent installation of devices not described by other policy settings' or a deny list "

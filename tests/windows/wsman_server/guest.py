@@ -285,6 +285,14 @@ class WindowsModel:
         self.files = files                # shared with the fake guest's uploads
         self.products: dict[str, dict[str, Any]] = {}   # product code -> what msiexec installed
         self.devices: list[str] = []      # hardware IDs of present devices (VMware: no VirtIO)
+        # keys every Windows of these versions has (the DriverDatabase hive exists from Windows 8 on)
+        for key in (SVC, UNINSTALL, "HKLM\\SYSTEM\\CurrentControlSet\\Control"):
+            self.reg.create(key)
+        if build >= 9200:
+            for sub in ("DriverPackages", "DriverInfFiles", "DeviceIds\\PCI"):
+                self.reg.create(f"{DDB}\\{sub}")
+        else:
+            self.reg.create(CDD)
 
     # ------------------------------------------------------------ files
     def file_exists(self, path: str) -> bool:
