@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
+from guestprep.console import make_console, safe
 
 from guestprep.errors import ConfigError
 from guestprep.vsphere import cli as vs
 
-console = Console(soft_wrap=True)   # never wrap a message mid-phrase when piped
-err = Console(stderr=True, soft_wrap=True)
+console = make_console()
+err = make_console(stderr=True)
 
 
 def _pick_source_vm(vm_name: str, vmx: Optional[Path], source_vm: Optional[Path]):
@@ -128,7 +128,7 @@ def handoff(
                   f"{evidence.reason}", markup=False)
     missing = [d.label for d in h.disks if not (d.volid or d.import_from)]
     if missing:
-        err.print(f"[yellow]note:[/] no volume or import path yet for {', '.join(missing)} "
+        err.print(f"[yellow]note:[/] no volume or import path yet for {safe(', '.join(missing))} "
                   "(set policy volumes/datastores before finalize)")
     return 0
 
@@ -182,7 +182,7 @@ def finalize(
     flow = Finalizer(client, FlowOptions(dry_run=dry_run, keep_failed=keep_failed, accept_blocked=accept_blocked,
                                          agent_timeout=agent_timeout, agent_poll=poll, strategy=strategy,
                                          boot_settle=boot_settle),
-                     say=lambda s: err.print(f"[cyan]finalize:[/] {s}"))
+                     say=lambda s: err.print(f"[cyan]finalize:[/] {safe(s)}"))
     try:
         result = flow.run(h)
     finally:
@@ -196,7 +196,7 @@ def finalize(
     if json_out:
         write_exclusive(json_out, json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
     if dry_run:
-        console.print(f"dry run: VM {result.vmid} on {result.node} would be created; nothing was changed")
+        console.print(f"dry run: VM {result.vmid} on {safe(result.node)} would be created; nothing was changed")
     elif result.verified.get("agent") == "ok":
         console.print(f"[green]VM {result.vmid} created on {result.node}, started and verified[/] "
                       f"(agent ok, MACs {', '.join(result.verified['macs'])})")

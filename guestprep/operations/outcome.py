@@ -12,7 +12,6 @@ from typing import Any
 
 from guestprep.errors import EXIT_UNREACHABLE, ConfigError
 from guestprep.operations.engine import GuestResult, exit_code as prepare_exit_code
-from guestprep.secrets import redact
 
 EXIT_INTERRUPTED = 130
 OK_STATUSES = {"planned", "applied", "unchanged", "rolled_back", "nothing"}
@@ -132,17 +131,6 @@ def check_out_path(path: Path, where: str = "--json-out") -> None:
         raise ConfigError(f"directory {parent} does not exist", where=f"{where} {path}")
     if not os.access(parent, os.W_OK):
         raise ConfigError(f"directory {parent} is not writable", where=f"{where} {path}")
-
-
-def redacted(value: Any) -> Any:
-    """The document with every known secret masked in every string (errors quote guest output)."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {k: redacted(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redacted(v) for v in value]
-    return value
 
 
 def write_json(path: Path, doc: dict[str, Any]) -> None:

@@ -15,16 +15,16 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
+from guestprep.console import make_console, safe
+
 
 from guestprep import secrets
 from guestprep.errors import ConfigError
 from guestprep.models import Plan
 from guestprep.operations.base import Applied
 
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
 
 inventory_app = typer.Typer(help="Build fleet inventories from external sources.", no_args_is_help=True)
 vm_app = typer.Typer(help="Act on a vSphere VM: coexistence disk, power, snapshot, disk locators. "
@@ -97,10 +97,10 @@ def inventory_vsphere(
     finally:
         session.close()
     summary = write(vms, out, facts_out, server=server)
-    console.print(f"{summary['guests']} guest(s) written to [bold]{escape(str(out))}[/]"
-                  + (f", facts in {escape(str(facts_out))}" if facts_out else ""))
+    console.print(f"{summary['guests']} guest(s) written to [bold]{safe(str(out))}[/]"
+                  + (f", facts in {safe(str(facts_out))}" if facts_out else ""))
     for s in summary["skipped"]:
-        console.print(f"  skipped {escape(s['name'])}: {s['reason']}")
+        console.print(f"  skipped {safe(s['name'])}: {safe(s['reason'])}")
     return 0
 
 
@@ -127,12 +127,12 @@ def _show_plan(plan: Plan, as_json: bool) -> None:
     if as_json:
         console.print_json(json.dumps({"mode": "plan", "plan": plan.to_dict()}))
         return
-    head = f"[bold]{escape(plan.guest)}[/] {plan.operation}: "
-    console.print(head + escape(plan.reason or ("no change" if plan.empty else "")))
+    head = f"[bold]{safe(plan.guest)}[/] {plan.operation}: "
+    console.print(head + safe(plan.reason or ("no change" if plan.empty else "")))
     for c in plan.changes:
-        console.print(f"  {escape(c.diff or c.kind + ' ' + c.target)}")
+        console.print(f"  {safe(c.diff or c.kind + ' ' + c.target)}")
     for w in plan.warnings:
-        console.print(f"  [yellow]warning:[/] {escape(w)}")
+        console.print(f"  [yellow]warning:[/] {safe(w)}")
 
 
 def _run(op_id: str, vm_ident: str, options: dict[str, Any], *, apply: bool, as_json: bool,
@@ -159,7 +159,7 @@ def _run(op_id: str, vm_ident: str, options: dict[str, Any], *, apply: bool, as_
         if as_json:
             console.print_json(json.dumps({"mode": "apply", "plan": plan.to_dict(), "applied": applied.to_dict()}))
         else:
-            console.print(f"[green]done:[/] {escape(applied.message)}")
+            console.print(f"[green]done:[/] {safe(applied.message)}")
         return 0
     finally:
         session.close()
@@ -299,7 +299,7 @@ def disks(
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(json.dumps(doc, indent=1) + "\n")
             keep_session = True  # logging out would invalidate the cookie the converter needs
-            console.print(f"locators for {len(doc['disks'])} disk(s) written to {escape(str(out))} (contains the "
+            console.print(f"locators for {len(doc['disks'])} disk(s) written to {safe(str(out))} (contains the "
                           "session cookie: keep it private)")
         else:
             sys.stdout.write(json.dumps(doc, indent=1) + "\n")
