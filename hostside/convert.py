@@ -353,18 +353,23 @@ def _write_exclusive(path: str, data: dict) -> None:
     either complete or absent, and never replaces another one."""
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"  # serialised first: no half file
     tmp = path + ".partial"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    except OSError as exc:
+        raise TargetRefused(f"cannot write the manifest: {exc.strerror}", path) from None
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         rename_noreplace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise TargetRefused(f"cannot write the manifest: {exc.strerror}", path) from None
         raise
 
 

@@ -238,7 +238,7 @@ def _check_qcow2_references(path: str, data: dict) -> None:
 
 def _remote_hint(message: str, insecure: bool = False) -> str:
     low = message.lower()
-    if "certificate" in low or "ssl" in low:
+    if "certificate" in low or "ssl" in low or "tls" in low:
         if insecure:   # verification was already off: the hint would be wrong
             return (" (TLS failed although certificate verification is off: check the "
                     "URL, port and the server's TLS setup)")
