@@ -336,3 +336,50 @@ def pitfall_problems(text: str, composed: str | None = None) -> list[str]:
     """The Windows PowerShell 5.1 pitfall rules for one guest script (``composed``: with lib.ps1)."""
     full = composed or text
     return native_stderr_problems(full) + console_encoding_problems(text) + exit_lastexitcode_problems(text)
+
+
+# ---------------------------------------------------------------- journal kinds (rollback consistency)
+
+def journal_calls(text: str) -> list[tuple[int, str | None]]:
+    """(line, -Kind argument as written, None when absent) of every Add-JournalEntry call."""
+    tree = parse(text)
+    src = text.encode("utf-8")
+    out = []
+    for n in _walk(tree.root_node):
+        if n.type != "command" or (_command_name(n, src) or "").lower() != "add-journalentry":
+            continue
+        elements = next((c for c in n.children if c.type == "command_elements"), None)
+        parts = [c for c in (elements.children if elements is not None else []) if c.type != "command_argument_sep"]
+        kind = next((_text(v, src) for f, v in zip(parts, parts[1:]) if _text(f, src).lower() == "-kind"), None)
+        out.append((_line(n), kind))
+    return out
+
+
+def journal_kinds_written(text: str) -> set[str]:
+    """The journal kinds a script writes: the literal -Kind of each Add-JournalEntry call."""
+    return {_strip_quotes(k) for _line_no, k in journal_calls(text) if k is not None}
+
+
+def switch_branches(text: str, subject: str = "kind") -> dict[str, str]:
+    """label -> body text of the `switch (...<subject>...)` clauses (rollback.ps1's replay branches;
+    `default` excluded)."""
+    tree = parse(text)
+    src = text.encode("utf-8")
+    out: dict[str, str] = {}
+    for n in _walk(tree.root_node):
+        if n.type != "switch_statement":
+            continue
+        head = _text(n, src).split("{", 1)[0].lower()
+        if f".{subject}" not in head:
+            continue
+        for clause in _walk(n):
+            if clause.type != "switch_clause":
+                continue
+            cond = next((c for c in clause.children if c.type == "switch_clause_condition"), None)
+            body = next((c for c in clause.children if c.type == "statement_block"), None)
+            if cond is None or body is None:
+                continue
+            label = _strip_quotes(_text(cond, src))
+            if label.lower() != "default":
+                out[label] = _text(body, src)
+    return out

@@ -285,6 +285,7 @@ class WindowsModel:
         self.files = files                # shared with the fake guest's uploads
         self.products: dict[str, dict[str, Any]] = {}   # product code -> what msiexec installed
         self.devices: list[str] = []      # hardware IDs of present devices (VMware: no VirtIO)
+        self.in_use: set[str] = set()     # published names (oemNN.inf) a present device is using
         # keys every Windows of these versions has (the DriverDatabase hive exists from Windows 8 on)
         for key in (SVC, UNINSTALL, "HKLM\\SYSTEM\\CurrentControlSet\\Control"):
             self.reg.create(key)
@@ -347,7 +348,8 @@ class WindowsModel:
         return published
 
     def unstage(self, published: str) -> bool:
-        """pnputil /delete-driver: refused while a device uses the package (none here)."""
+        """pnputil /delete-driver: the package's files and registration go (see pnputil() for a
+        package in use)."""
         folders = self.reg.get(f"{DDB}\\DriverInfFiles\\{published}", "") or []
         if not folders:
             return False
@@ -380,6 +382,11 @@ class WindowsModel:
                 return NO_MORE_ITEMS, f"Published Name: {published}\r\nNo devices were updated.\r\n"
             return 0, f"Published Name: {published}\r\n"
         if verb in ("/delete-driver", "-d"):
+            # without /uninstall or /force pnputil refuses a package a device is using
+            # (learn.microsoft.com/windows-hardware/drivers/devtest/pnputil-command-syntax, /delete-driver)
+            if argv[1].lower() in self.in_use:
+                return 1, ("Microsoft PnP Utility\r\nFailed to delete driver package: One or more devices are "
+                           "presently installed using the specified INF.\r\n")
             return (0, "Driver package deleted successfully.\r\n") if self.unstage(argv[1]) else (2, "not found\r\n")
         return 87, "Microsoft PnP Utility usage\r\n"
 
@@ -529,6 +536,7 @@ class FakeWindowsGuest:
         self.collect_override: bytes | None = None   # garbage/truncated output tests
         self.hang_markers: set[str] = {"test-hang"}
         self.reachable_paths: dict[str, bytes] = {}   # UNC/HTTPS media the guest can read
+        self._text = self._script_text = ""            # the script being run (set by run_script)
 
     @property
     def facts(self) -> dict[str, Any]:
@@ -648,7 +656,7 @@ class FakeWindowsGuest:
                 return ScriptResult(b"", clixml_error(f"fake guest: no handler for script {marker}"), 1)
             params = json.loads(args[0]) if args else {}
             self._stdin = stdin
-            self._text = text
+            self._text = self._script_text = text   # the handlers model what this text does
             # How Windows PowerShell itself would fail on this script text before or while the
             # modelled commands run (5.1 native stderr under Stop, remote OutputEncoding, ...).
             fault = powershell_model.script_fault(text, self)
@@ -1012,11 +1020,36 @@ class FakeWindowsGuest:
             escrow[m] = True
         return {"ok": True, "steps": steps}
 
+    # What rollback.ps1's branch for a kind must call for the model to replay it (its syntax tree,
+    # tests/windows/ps_lint.switch_branches): the model never replays what the script cannot.
+    ROLLBACK_CALLS = {"registry_key_create": ("remove-item",), "driver_stage": ("pnputil", "/delete-driver", "-d"),
+                      "msi_install": ("msiexec", "/x"), "task_create": ("remove-guestpreptask",),
+                      "registry_set": ("new-itemproperty", "remove-itemproperty"), "file_write": ("remove-item",),
+                      "file_replace": ("backup",), "bitlocker_suspend": ("resume-bitlocker",)}
+
+    def _rollback_branches(self) -> dict[str, str]:
+        """The journal kinds the rollback script that was sent really replays (label -> body, lower-case)."""
+        from tests.windows import ps_lint
+
+        branches = {k: v.lower() for k, v in ps_lint.switch_branches(getattr(self, "_text", "") or "").items()}
+        return {k: body for k, body in branches.items()
+                if all(call in body for call in self.ROLLBACK_CALLS.get(k, ()))}
+
     def do_rollback(self, p: dict[str, Any]) -> dict[str, Any]:
         restored = []
+        branches = self._rollback_branches()
         for e in reversed(self.journal):
             if e["rolled_back"]:
                 continue
+            if e["kind"] not in branches:
+                # the script's `default` branch: reported, not replayed
+                restored.append({"id": e["id"], "kind": e["kind"], "target": e["target"], "skipped": "not reversible"})
+                continue
+            if e["kind"] == "registry_set" and (e.get("type") or "DWord") != "DWord" and e["before"] is not None \
+                    and not re.search(r"\$e\.type|\['type'\]", branches["registry_set"]):
+                # `[int]$e.before` on a String/Binary previous value: PowerShell's conversion error
+                raise GuestError(f'Cannot convert value "{e["before"]}" to type "System.Int32". Error: "Input string '
+                                 'was not in a correct format." (rollback.ps1 restores every value as a DWord)')
             if e["kind"] == "registry_set":
                 # rollback.ps1: before null -> Remove-ItemProperty; else New-ItemProperty with the
                 # entry's type (DWord when the entry has none, as lib.ps1's entries)
