@@ -38,6 +38,18 @@ class Status(str, enum.Enum):
     UNREACHABLE = "unreachable"
 
 
+def is_open(status: Status | str, severity: Severity | str) -> bool:
+    """The one answer to "does this finding still need someone": the check failed at blocker or
+    warning severity (a failed info check is a notice), or it could not be judged (error,
+    unreachable). Readiness, the exit code, the summary table and every report format ask this.
+
+    Takes the enums or their string values, so a rendered (redacted) report dict can ask too."""
+    status, severity = Status(status), Severity(severity)
+    if status in (Status.ERROR, Status.UNREACHABLE):
+        return True
+    return status is Status.FAIL and severity is not Severity.INFO
+
+
 class Readiness(str, enum.Enum):
     """Per-guest verdict derived from its findings."""
 
@@ -141,8 +153,8 @@ class Finding:
     waiver: dict[str, Any] | None = None
 
     @property
-    def failing(self) -> bool:
-        return self.status in (Status.FAIL, Status.ERROR, Status.UNREACHABLE)
+    def is_open(self) -> bool:
+        return is_open(self.status, self.severity)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -206,14 +218,14 @@ class GuestReport:
 
 def readiness_of(findings: Iterable[Finding], error: str | None = None) -> Readiness:
     findings = list(findings)
-    if error or any(f.status in (Status.UNREACHABLE,) for f in findings):
+    if error or any(f.status is Status.UNREACHABLE for f in findings):
         return Readiness.UNKNOWN
-    failing = [f for f in findings if f.status in (Status.FAIL, Status.ERROR)]
-    if any(f.severity is Severity.BLOCKER for f in failing):
+    open_ = [f for f in findings if f.is_open]
+    if any(f.severity is Severity.BLOCKER for f in open_):
         return Readiness.BLOCKED
-    if any(f.status is Status.ERROR for f in failing):
+    if any(f.status is Status.ERROR for f in open_):
         return Readiness.UNKNOWN
-    if any(f.severity is Severity.WARNING for f in failing):
+    if any(f.severity is Severity.WARNING for f in open_):
         return Readiness.READY_WITH_WARNINGS
     return Readiness.READY
 

@@ -7,6 +7,8 @@ import re
 from typing import Any
 from xml.etree import ElementTree as ET
 
+from guestprep.models import Status, is_open
+
 # Characters XML 1.0 forbids (C0 controls but tab/LF/CR, lone surrogates, U+FFFE/U+FFFF): ElementTree
 # writes them as they are and the file stops being XML. They are shown as escapes instead.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -44,18 +46,18 @@ def render(doc: dict[str, Any]) -> str:
             counts["tests"] += 1
             text = f"{f['message']}\nseverity: {f['severity']}\nremediation: {f['remediation']}\n" \
                    f"evidence: {json.dumps(f['evidence'], sort_keys=True)}"
-            status = f["status"]
-            if status == "fail" and f["severity"] != "info":
+            status = Status(f["status"])
+            if status is Status.FAIL and is_open(status, f["severity"]):
                 counts["failures"] += 1
                 ET.SubElement(case, "failure", message=f["message"], type=f["severity"]).text = text
-            elif status in ("error", "unreachable"):
+            elif is_open(status, f["severity"]):  # error, unreachable: not judged
                 counts["errors"] += 1
-                ET.SubElement(case, "error", message=f["message"], type=status).text = text
-            elif status in ("skipped", "waived"):
+                ET.SubElement(case, "error", message=f["message"], type=status.value).text = text
+            elif status in (Status.SKIPPED, Status.WAIVED):
                 counts["skipped"] += 1
-                msg = f["message"] if status == "skipped" else f"waived: {(f.get('waiver') or {}).get('reason', '')}"
+                msg = f["message"] if status is Status.SKIPPED else f"waived: {(f.get('waiver') or {}).get('reason', '')}"
                 ET.SubElement(case, "skipped", message=msg)
-            elif status == "fail":  # info notices are not failures
+            elif status is Status.FAIL:  # info notices are not failures
                 ET.SubElement(case, "system-out").text = text
         for k, v in counts.items():
             suite.set(k, str(v))

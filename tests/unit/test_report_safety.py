@@ -12,7 +12,7 @@ from rich.console import Console
 
 from guestprep import report, secrets
 from guestprep.console import make_console, safe
-from guestprep.fleet import FleetReport
+from guestprep.preflight import FleetReport
 from guestprep.models import Finding, GuestReport, Readiness, Severity, Status
 
 pytestmark = pytest.mark.unit
@@ -87,7 +87,7 @@ def test_the_dead_log_filter_is_gone():
 
 
 def render_summary(doc) -> str:
-    from guestprep import cli
+    from guestprep.commands import preflight as cli
 
     buf = io.StringIO()
     old = cli.console
