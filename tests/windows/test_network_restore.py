@@ -8,6 +8,8 @@ appears, possibly late. Each test fails on the scripts before the fix.
 
 from __future__ import annotations
 
+import copy
+import json
 from types import SimpleNamespace
 from typing import Any
 
@@ -107,3 +109,78 @@ def test_plan_captures_a_dhcp_adapter_the_collector_flags_with_static_dns():
     assert [c.target for c in plan.changes if c.kind == "capture"] == ["00:50:56:9a:40:04"]
     del raw["network"]["adapters"][0]["static_dns"]
     assert not NetworkCapture().plan(wf.parse(raw, where="test"), "w11", {}).changes
+
+
+# ------------------------------------------------------------------ end to end through the fake guest
+
+def _two_nics() -> dict[str, Any]:
+    """ws2019-en-US's adapters in the network model: a static dual-stack server NIC with a route,
+    and a DHCP NIC whose DNS servers were set by hand."""
+    return nm.vmware_state([
+        nm._adapter(ipv6=[{"address": "2001:db8::15", "prefix": 64}], gateways=["10.20.0.1", "2001:db8::1"],
+                    dns=["10.20.0.10", "10.20.0.11"],
+                    routes=[{"destination": "10.200.0.0/16", "next_hop": "10.20.0.254", "metric": 10}]),
+        nm._adapter(mac="00:50:56:9a:10:02", guid="{22222222-2222-2222-2222-222222222222}", dhcp=True,
+                    ipv4=[{"address": "10.99.0.15", "prefix": 24}], gateways=[], dns=["10.1.1.1", "10.1.1.2"],
+                    static_dns=True, dns_suffix="lab.example",
+                    pnp_instance_id="PCI\\VEN_15AD&DEV_07B0&SUBSYS_07B015AD&REV_01\\FF565000A6D9A4FE01"),
+    ], search_list=["corp.example", "example"])
+
+
+@pytest.mark.integration
+def test_prepare_capture_then_first_kvm_boot_restores_everything(wsman, tmp_path):
+    """prepare --apply (capture-network.ps1 through WinRM) -> first KVM boot (vmxnet3 -> ghost, the
+    NetKVM adapter appears 45 s late) -> the restore task: every setting is back, no ghost."""
+    from guestprep.connectors import open_connector
+    from guestprep.operations import engine
+    from tests.windows.wsman_server.guest import load_profile
+
+    facts = load_profile("ws2019-en-US")
+    facts["network"]["adapters"][1].update({"dhcp": True, "static_dns": True, "dns": ["10.1.1.1", "10.1.1.2"]})
+    facts["network_model"] = _two_nics()
+    run = wsman(facts)
+    g = run.make_guest("winrm", guestprep_capture_dir=str(tmp_path / "captures"))
+    res = engine.prepare_guest(g, {"timeout": 60}, lambda g: open_connector(g, run.options()), apply=True)
+    op = next(o for o in res.ops if o.operation == "windows.network_capture")
+    assert op.applied and op.verified, (op.error, op.problems)
+
+    before = copy.deepcopy(run.guest.doc["network_model"])
+    out = run.guest.first_kvm_boot(appears_after_s=45)
+    assert out is not None and out.rc == 0, out
+    after = run.guest.doc["network_model"]
+    res_ = nm.BootResult(after, run.guest.network_boot_log, task_removed=True)
+    a = nm.active(res_, MAC)
+    old = before["adapters"][0]
+    assert (a["dhcp"], a["ipv4"], a["ipv6"]) == (False, old["ipv4"], old["ipv6"])
+    assert sorted(a["gateways"]) == sorted(old["gateways"])
+    assert (a["dns"], a["dns_suffix"]) == (old["dns"], "corp.example")
+    b = nm.active(res_, "00:50:56:9a:10:02")
+    assert b["dhcp"] is True and b["dns"] == ["10.1.1.1", "10.1.1.2"] and b["dns_suffix"] == "lab.example"
+    assert after["search_list"] == ["corp.example", "example"]
+    assert nm.ghosts(res_) == []
+    assert "guestprep-restore-network" not in run.guest.tasks       # the task removed itself
+    assert a["routes"] == old["routes"]                               # interface routes re-added
+
+
+@pytest.mark.integration
+def test_first_kvm_boot_with_the_pre_fix_restore_script_loses_settings(wsman, tmp_path):
+    """Negative control: a restore script that neither waits nor applies IPv6/suffix leaves the
+    guest on DHCP with the ghost in place (the model reads what the text calls)."""
+    facts = load_profile_with_model()
+    run = wsman(facts)
+    run.guest.doc["network_model"] = _two_nics()
+    run.guest.run_script(wc.windows_script("capture-network.ps1"),
+                         [json.dumps({"task": "guestprep-restore-network",
+                                      "restore_script": "# guestprep-script: restore-network\n"
+                                                        "$c.EnableStatic($a, $m)\n"})], None)
+    out = run.guest.first_kvm_boot(appears_after_s=45)
+    assert out is not None and out.rc == 0
+    res_ = nm.BootResult(run.guest.doc["network_model"], [], True)
+    assert nm.active(res_, MAC)["dhcp"] is True and nm.ghosts(res_)
+    assert "guestprep-restore-network" in run.guest.tasks
+
+
+def load_profile_with_model() -> dict[str, Any]:
+    from tests.windows.wsman_server.guest import load_profile
+
+    return load_profile("ws2019-en-US")

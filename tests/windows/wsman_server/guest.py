@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from guestprep.connectors.windows_common import decode_command, parse_payload_line, script_marker
-from tests.windows.wsman_server import powershell_model
+from tests.windows.wsman_server import network_model, powershell_model
 
 GUESTS_DIR = Path(__file__).resolve().parents[1] / "guests"
 JOURNAL = "C:\\ProgramData\\guestprep\\journal.json"
+NETWORK_CAPTURE = "C:\\ProgramData\\guestprep\\network-capture.json"
+RESTORE_SCRIPT = "C:\\ProgramData\\guestprep\\restore-network.ps1"
 
 SERVICES_KEY = "HKLM:\\SYSTEM\\CurrentControlSet\\Services\\"
 HIBERBOOT = ("HKLM:\\SYSTEM\\CurrentControlSet\\Control\\Session Manager\\Power", "HiberbootEnabled")
@@ -537,6 +539,8 @@ class FakeWindowsGuest:
         self.hang_markers: set[str] = {"test-hang"}
         self.reachable_paths: dict[str, bytes] = {}   # UNC/HTTPS media the guest can read
         self._text = self._script_text = ""            # the script being run (set by run_script)
+        self.nic_appears_after_s = 0                   # first KVM boot: when PnP has NetKVM ready
+        self.network_boot_log: list[str] = []
 
     @property
     def facts(self) -> dict[str, Any]:
@@ -675,6 +679,7 @@ class FakeWindowsGuest:
         if self.collect_override is not None:
             return ScriptResult(self.collect_override)
         doc = copy.deepcopy(self.facts)
+        doc.pop("network_model", None)          # the model's state, not something collect.ps1 prints
         doc["efi"] = self._efi_member(doc)
         escrow = ((doc.get("guestprep") or {}).get("bitlocker_escrow") or {})
         for v in doc.get("bitlocker") or []:
@@ -982,21 +987,58 @@ class FakeWindowsGuest:
         return {"ok": True, "steps": [self._set_journaled("windows.san_policy", *SANPOLICY, code)]}
 
     def do_capture_network(self, p: dict[str, Any]) -> dict[str, Any]:
-        captured = [a for a in self.doc["network"]["adapters"] if not a["dhcp"]]
-        doc = {"schema": "guestprep.windows.network-capture/1", "hostname": self.doc["hostname"],
-               "adapters": captured, "routes": self.doc["network"]["routes"]}
-        path = "C:\\ProgramData\\guestprep\\network-capture.json"
+        state = self.doc.get("network_model")
+        if state is not None:
+            # the network model reads what the capture script text really reads (network_model.py)
+            modelled = network_model.capture(state, self._script_text)
+            captured = modelled["adapters"]
+            doc = {"schema": "guestprep.windows.network-capture/2", "hostname": self.doc["hostname"],
+                   "adapters": captured, "routes": [], "dns_search_list": modelled["dns_search_list"],
+                   "restore": {"wait_seconds": int(p.get("wait_seconds") or 600), "poll_seconds": 5}}
+        else:
+            captured = [a for a in self.doc["network"]["adapters"] if not a["dhcp"]]
+            doc = {"schema": "guestprep.windows.network-capture/1", "hostname": self.doc["hostname"],
+                   "adapters": captured, "routes": self.doc["network"]["routes"]}
+        path = NETWORK_CAPTURE
         changed = self.files.get(path) != json.dumps(doc).encode()
         if changed:
             self._journal("windows.network_capture", "file_write", path, before=None)
             self.files[path] = json.dumps(doc).encode()
+        if p.get("restore_script"):
+            self.files[RESTORE_SCRIPT] = str(p["restore_script"]).encode("utf-8")
         task = p["task"]
         if task not in self.tasks:
             self._journal("windows.network_capture", "task_create", task)
-            self.tasks[task] = {"script": "restore-network.ps1"}
+            self.tasks[task] = {"script": RESTORE_SCRIPT}
         macs = sorted({_mac(a["mac"]) for a in captured})
         self._state()["network_capture"] = {"macs": macs, "task": task}
         return {"ok": True, "capture": doc, "steps": [{"file": path, "changed": changed}, {"task": task}]}
+
+    def do_restore_network(self, p: dict[str, Any]) -> dict[str, Any]:
+        """The first-boot task on KVM (run by first_kvm_boot): the network model applies what the
+        restore script text calls to the modelled stack; the ghost vmxnet3 and the late NetKVM
+        adapter are the model's (network_model.first_kvm_boot)."""
+        state = self.doc.get("network_model")
+        if state is None or NETWORK_CAPTURE not in self.files:
+            raise GuestError("model: no network_model state or no network-capture.json on this guest")
+        cap = json.loads(self.files[NETWORK_CAPTURE])
+        wait = int((cap.get("restore") or {}).get("wait_seconds") or 600)
+        res = network_model.first_kvm_boot(state, cap, self._script_text, self.nic_appears_after_s, wait)
+        self.doc["network_model"] = res.state
+        if res.task_removed:
+            for name, t in list(self.tasks.items()):
+                if t.get("script") == RESTORE_SCRIPT:
+                    del self.tasks[name]
+        self.network_boot_log = res.log
+        return {"ok": True, "log": res.log, "task_removed": res.task_removed}
+
+    def first_kvm_boot(self, appears_after_s: int = 0) -> ScriptResult | None:
+        """Boot on Proxmox: the scheduled restore task runs the script capture-network wrote."""
+        self.nic_appears_after_s = appears_after_s
+        text = self.files.get(RESTORE_SCRIPT)
+        if text is None or not any(t.get("script") == RESTORE_SCRIPT for t in self.tasks.values()):
+            return None
+        return self.run_script(text.decode("utf-8"), [], None)
 
     def do_schedule_vmware_tools_removal(self, p: dict[str, Any]) -> dict[str, Any]:
         task = p["task"]

@@ -129,6 +129,10 @@ def first_kvm_boot(state: dict[str, Any], doc: dict[str, Any], restore_script: s
     applies_v6 = _has(f, "new-netipaddress") or ("netsh" in " ".join(f.commands) and "ipv6" in f.strings)
     applies_dns = _has(f, "setdnsserversearchorder", "set-dnsclientserveraddress")
     applies_suffix = _has(f, "setdnsdomain", "connectionspecificsuffix")
+    # interface routes: New-NetRoute (Windows 8+), else `netsh interface ipv4 add route` (netsh
+    # interface ipv4 reference, learn.microsoft.com/windows-server/networking/technologies/netsh/netsh-interface)
+    applies_routes = _has(f, "new-netroute") or ("netsh" in " ".join(f.commands) and "add" in f.strings
+                                                 and "route" in f.strings)
     dhcp_aware = "dhcp" in f.members                  # DNS-only for an adapter captured on DHCP
     removes_ghost = "/remove-device" in f.strings or "setupdicallclassinstaller" in f.strings
     pending = 0
@@ -153,6 +157,8 @@ def first_kvm_boot(state: dict[str, Any], doc: dict[str, Any], restore_script: s
             nic["static_dns"] = bool(cap["dns"])
         if applies_suffix:
             nic["dns_suffix"] = cap["dns_suffix"]
+        if applies_routes:
+            nic["routes"] = cap.get("routes") or []
         if removes_ghost and cap.get("pnp_instance_id"):
             new["adapters"] = [a for a in new["adapters"] if a["mac"] != cap["mac"] or a["present"]]
             log.append(f"{cap['mac']}: ghost {cap['pnp_instance_id']} removed")
