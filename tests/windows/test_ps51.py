@@ -53,7 +53,8 @@ def test_model_console_encoding_in_a_remote_session():
 
 
 def test_model_powershell_2():
-    assert "Unexpected token '-shr'" in pm.script_fault("# guestprep-script: x\n$a = 4 -shr 1\n", guest("2.0"))
+    assert "Unexpected token '-shr'" in pm.script_fault("# guestprep-script: x\n$a = 4 -shr 1\n",
+                                                        FakeWindowsGuest("ws2008r2-ps2"))
     assert "ConvertFrom-Json" in pm.script_fault("# guestprep-script: x\n$p = ConvertFrom-Json -InputObject '{}'\n",
                                                  guest("2.0"))
     assert pm.script_fault("# guestprep-script: x\n$p = ConvertFrom-Json -InputObject '{}'\n", guest("3.0")) is None
@@ -118,7 +119,8 @@ def test_bootstrap_runs_in_a_remote_session():
 @pytest.mark.parametrize("version", ["2.0", "1.0"])
 def test_bootstrap_answers_unsupported_on_powershell_2(version):
     """The bootstrap called ConvertFrom-Json (3.0) before any version check: a crash, not a finding."""
-    res = pm.bootstrap_fault(wc.BOOTSTRAP, guest(version, "ws2008r2-en-US"))
+    g = FakeWindowsGuest("ws2008r2-ps2") if version == "2.0" else guest(version, "ws2008r2-en-US")
+    res = pm.bootstrap_fault(wc.BOOTSTRAP, g)
     assert isinstance(res, ScriptResult) and res.rc == 0, res
     facts = wf.parse(json.loads(res.stdout), where="test")
     assert facts.supported is False and f"PowerShell {version}" in facts.unsupported_reason
@@ -127,9 +129,7 @@ def test_bootstrap_answers_unsupported_on_powershell_2(version):
 
 @pytest.mark.integration
 def test_powershell_2_guest_is_a_finding_over_winrm(wsman):
-    facts_in = load_profile("ws2008r2-en-US")
-    facts_in["ps_version"] = "2.0"
-    run = wsman(facts_in)
+    run = wsman("ws2008r2-ps2")
     conn = open_connector(run.make_guest("winrm"), run.options())
     try:
         facts = wf.collect(conn, timeout=30)

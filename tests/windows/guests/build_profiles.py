@@ -224,6 +224,9 @@ def profiles() -> dict[str, dict]:
         "os": {"caption": "Microsoft Windows Server 2008 R2 Standard", "version": "6.1.7601", "build": 7601, "ubr": None,
                "edition": "ServerStandard", "product_type": 3, "installation_type": "Server", "locale": "en-US",
                "architecture": "64-bit", "system_drive": "C:"}}
+    # the same 2008 R2 without WMF 3.0: the bootstrap (WinRM) and the PSRP guard answer
+    # "unsupported: PowerShell 2.0" before collect.ps1 could even be parsed
+    out["ws2008r2-ps2"] = {**copy.deepcopy(out["ws2008r2-en-US"]), "ps_version": "2.0"}
     for name, prof in out.items():
         if (prof.get("firmware") or {}).get("type") == "uefi":
             esp(prof, _sha(name))
