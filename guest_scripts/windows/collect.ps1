@@ -49,7 +49,9 @@ function ConvertTo-Prefix {
     $bits = 0
     foreach ($octet in $Mask.Split('.')) {
         $n = [int]$octet
-        while ($n -gt 0) { $bits += ($n -band 1); $n = $n -shr 1 }
+        # division, not -shr: PowerShell 2.0 cannot even parse -shr, and this file must reach
+        # its version check there (about_Comparison_Operators: -shl/-shr are 3.0+)
+        while ($n -gt 0) { $bits += ($n % 2); $n = [int][math]::Floor($n / 2) }
     }
     return $bits
 }
@@ -88,9 +90,10 @@ function Get-EfiFacts {
         $efiUnknown['esp'] = [string]$_.Exception.Message
     }
     try {
-        $global:LASTEXITCODE = 0
-        $out = (& bcdedit.exe '/enum' 'firmware' 2>&1) -join "`n"
-        $efi.bcdedit = [ordered]@{ rc = [int]$LASTEXITCODE; out = $out; err = '' }
+        # Invoke-Native (lib.ps1): `bcdedit 2>&1` under Stop turned its first stderr line into a
+        # terminating error in Windows PowerShell 5.1
+        $r = Invoke-Native -FilePath 'bcdedit.exe' -ArgumentList @('/enum', 'firmware')
+        $efi.bcdedit = [ordered]@{ rc = [int]$r.ExitCode; out = ([string]$r.StdOut).Replace("`r`n", "`n").TrimEnd(); err = ([string]$r.StdErr).Trim() }
     } catch {
         $efi.bcdedit = [ordered]@{ rc = -1; out = ''; err = [string]$_.Exception.Message }
     }
@@ -302,11 +305,14 @@ foreach ($cfg in @(Get-CimInstance -ClassName Win32_NetworkAdapterConfiguration 
         else { $v4 += [ordered]@{ address = [string]$addrs[$i]; prefix = (ConvertTo-Prefix -Mask ([string]$masks[$i])) } }
     }
     $prof = $profiles[[int]$cfg.InterfaceIndex]
+    # DNS servers set by hand live in the interface's NameServer value (DHCP-given ones in
+    # DhcpNameServer): a DHCP adapter with a non-empty NameServer needs its DNS captured too
+    $nameServer = Get-RegValue -Path ('HKLM:\SYSTEM\CurrentControlSet\Services\Tcpip\Parameters\Interfaces\' + [string]$cfg.SettingID) -Name 'NameServer'
     $adapters += [ordered]@{
         name = [string]$nic.NetConnectionID; description = [string]$cfg.Description; mac = [string]$cfg.MACAddress
         interface_index = [int]$cfg.InterfaceIndex; dhcp = [bool]$cfg.DHCPEnabled; ipv4 = $v4; ipv6 = $v6
         gateways = @($cfg.DefaultIPGateway | Where-Object -FilterScript { $_ }); dns = @($cfg.DNSServerSearchOrder | Where-Object -FilterScript { $_ })
-        dns_suffix = $cfg.DNSDomain; profile = $(if ($prof) { $prof[0] } else { $null }); network_name = $(if ($prof) { $prof[1] } else { $null })
+        static_dns = (-not [string]::IsNullOrEmpty(([string]$nameServer).Trim())); dns_suffix = $cfg.DNSDomain; profile = $(if ($prof) { $prof[0] } else { $null }); network_name = $(if ($prof) { $prof[1] } else { $null })
     }
 }
 $routes = @()

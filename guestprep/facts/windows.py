@@ -218,6 +218,7 @@ class NetAdapter:
     gateways: list[str] = field(default_factory=list)
     dns: list[str] = field(default_factory=list)
     dns_suffix: str | None = None
+    static_dns: bool | None = None    # DNS servers set by hand (Tcpip interface NameServer); None: not reported
     profile: str | None = None        # Public | Private | DomainAuthenticated
     network_name: str | None = None
 

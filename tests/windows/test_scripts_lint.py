@@ -13,8 +13,6 @@ pytestmark = pytest.mark.unit
 
 SCRIPTS = sorted(wc.SCRIPTS_DIR.glob("*.ps1")) + sorted((Path(__file__).parent / "scripts").glob("*.ps1"))
 STANDALONE = {"collect.ps1", "lib.ps1"}
-# Windows PowerShell 5.1 pitfalls found in scripts other engineers own (issue 12): reported, not ours to fix
-PITFALLS_OWNED_ELSEWHERE = {"collect.ps1"}
 
 
 def test_there_are_scripts():
@@ -32,11 +30,9 @@ def test_script_parses_and_lints(path: Path):
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=[p.name for p in SCRIPTS])
-def test_script_has_no_windows_powershell_pitfall(path: Path, request):
-    """Native stderr redirection under Stop, bare [Console]::OutputEncoding, exit $LASTEXITCODE."""
-    if path.name in PITFALLS_OWNED_ELSEWHERE:
-        request.applymarker(pytest.mark.xfail(reason=f"{path.name}: bcdedit 2>&1 under Stop and -shr before its "
-                                              "version check; owned by the storage/collector work", strict=False))
+def test_script_has_no_windows_powershell_pitfall(path: Path):
+    """Native stderr redirection under Stop, bare [Console]::OutputEncoding, exit $LASTEXITCODE;
+    collect.ps1 also parses on PowerShell 2.0 up to its version check (no -shr anywhere)."""
     text = path.read_text(encoding="utf-8")
     composed = wc.windows_script(path.name) if path.parent == wc.SCRIPTS_DIR else None
     assert ps_lint.pitfall_problems(text, composed) == []
@@ -127,3 +123,21 @@ def test_powershell_3_syntax_before_the_version_check_is_caught(snippet):
         assert ps_lint.pre_version_check_problems(check + snippet)
     else:
         assert ps_lint.pre_version_check_problems(check + snippet) == []
+
+
+def test_collect_reports_static_dns_per_adapter():
+    """collect.ps1 says per adapter whether its DNS servers were set by hand (the interface's
+    NameServer value); the facts carry it (before: network.py read an undocumented raw key)."""
+    from guestprep.facts import windows as wf
+    from tests.windows.wsman_server.guest import load_profile
+
+    text = wc.windows_script_text("collect.ps1")
+    assert "'NameServer'" in text and "static_dns = " in text
+    raw = load_profile("win11-en-US")
+    raw["network"]["adapters"][0]["static_dns"] = True
+    assert wf.parse(raw, where="t").adapters[0].static_dns is True
+    raw["network"]["adapters"][0].pop("static_dns")
+    assert wf.parse(raw, where="t").adapters[0].static_dns is None
+    raw["network"]["adapters"][0]["static_dns"] = "yes"
+    with pytest.raises(Exception, match=r"network.adapters\[0\].static_dns"):
+        wf.parse(raw, where="t")

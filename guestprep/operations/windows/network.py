@@ -28,15 +28,9 @@ RESTORE_WAIT_SECONDS = 600   # PnP installs NetKVM during the first boot; give i
 
 def _static_dns_on_dhcp(facts: Any) -> list[Any]:
     """DHCP adapters whose DNS servers were set by hand: the collector says so per adapter
-    (``static_dns``); a collector that does not say leaves them to the guest-side capture
-    (``guestprep_network_capture_dhcp=true`` forces a capture)."""
-    raw = ((getattr(facts, "raw", None) or {}).get("network") or {}).get("adapters") or []
-    flagged = set()
-    for r in raw:
-        if isinstance(r, dict) and r.get("static_dns") is True and r.get("mac"):
-            flagged.add("".join(c for c in str(r["mac"]).lower() if c in "0123456789abcdef"))
-    return [a for a in facts.adapters if not a.static
-            and "".join(c for c in a.mac if c in "0123456789abcdef") in flagged]
+    (``static_dns``, the interface's NameServer value); a collector that does not say leaves them
+    to the guest-side capture (``guestprep_network_capture_dhcp=true`` forces a capture)."""
+    return [a for a in facts.adapters if not a.static and a.static_dns is True]
 
 
 def default_capture_dir() -> str:
