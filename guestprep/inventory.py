@@ -499,3 +499,50 @@ def local_guest() -> Guest:
 
     name = re.sub(r"[^A-Za-z0-9._@-]", "-", socket.gethostname()) or "localhost"
     return Guest(name=name, address="localhost", transport=Transport.LOCAL, os=OSFamily.LINUX, source="--local")
+
+
+# --------------------------------------------------------------------------- selecting guests for a run
+
+ADHOC_RE = re.compile(r"(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s]+)(?::(?P<port>\d+))?")  # fullmatch
+
+
+def select_guests(names: list[str], inventory_file: str | Path | None, local: bool) -> list[Guest]:
+    """Guests from --local, an inventory (filtered by NAME globs), or ad-hoc [user@]host[:port] targets."""
+    import fnmatch
+
+    if local:
+        if inventory_file or names:
+            raise ConfigError("--local audits this machine; do not combine it with an inventory or guest names",
+                              where="--local")
+        return [local_guest()]
+    if inventory_file:
+        guests = load(inventory_file)
+        chosen = [g for g in guests if not names or any(fnmatch.fnmatchcase(g.name, n) or n in g.groups for n in names)]
+        missing = [n for n in names if not any(fnmatch.fnmatchcase(g.name, n) or n in g.groups for g in guests)]
+        if missing:
+            raise ConfigError(f"no guest or group named {', '.join(missing)} in the inventory", where=str(inventory_file))
+        check_secret_refs(chosen)
+        return chosen
+    if not names:
+        raise ConfigError("name guests with an --inventory file, ad-hoc [user@]host[:port] targets, or use --local",
+                          where="arguments")
+    return [adhoc_guest(n) for n in names]
+
+
+def adhoc_guest(target: str) -> Guest:
+    """One SSH guest from ``[user@]host[:port]``, validated like an inventory entry."""
+    m = ADHOC_RE.fullmatch(target)
+    if not m:
+        raise ConfigError(f"{target!r} is not [user@]host[:port]", where="arguments")
+    host = m.group("host").strip("[]")
+    if not ADDRESS_RE.fullmatch(host):
+        raise ConfigError(f"{host!r} is not a host name or IP address", where="arguments")
+    user = m.group("user")
+    if user is not None and not USER_RE.fullmatch(user):
+        raise ConfigError(f"user {user!r} contains characters not allowed in a user name", where="arguments")
+    port = int(m.group("port")) if m.group("port") else None
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(f"port {port} out of range", where="arguments")
+    name = re.sub(r"[^A-Za-z0-9._@-]", "-", host)
+    return Guest(name=name, address=host, transport=Transport.SSH, os=OSFamily.AUTO, port=port,
+                 credentials=Credentials(user=user), source="arguments")

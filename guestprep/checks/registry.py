@@ -22,7 +22,7 @@ class RegistryError(Exception):
 
 _REGISTRY: dict[str, Check] = {}
 _CHECK_PACKAGES = ("guestprep.checks.linux", "guestprep.checks.windows", "guestprep.checks.vm")
-_CHECK_MODULES = ("guestprep.checks.common", "guestprep.checks.firmware")
+_CHECK_MODULES = ("guestprep.checks.reachability", "guestprep.checks.firmware")
 
 
 def check(

@@ -11,7 +11,7 @@ nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from guestprep.models import Plan
 
@@ -81,5 +81,3 @@ def load_all() -> dict[str, Any]:
 def registered() -> dict[str, Any]:
     return load_all()
 
-
-PlanFunc = Callable[[Any, str, dict[str, Any]], Plan]

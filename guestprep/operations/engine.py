@@ -1,9 +1,14 @@
-"""The generic prepare engine: facts -> plans -> (apply -> re-collect -> verify), per guest.
+"""The one plan/apply engine: facts -> plans -> (apply -> journal -> re-collect -> verify).
 
-OS-neutral: an OS package ``guestprep.operations.<os>`` provides the registered
-operations and, optionally, ``state.collect(conn, options)`` (extra raw state plans
-need) and ``journal.rollback(conn, options)``. Verification re-collects the facts and
-evaluates the checks each operation ``fixes``; an operation may add ``verify_state``.
+For guests (``prepare_guest``: every operation of the guest's OS, errors reported per
+operation so a fleet run goes on) and for one operation on one target (``run_one``: the
+``vm`` commands, errors raised). OS-neutral: an OS package ``guestprep.operations.<os>``
+(linux, windows, vm) provides the registered operations and, optionally,
+``state.collect(conn, options)`` (extra raw state plans need), ``journal.record(conn, plan,
+applied, options)`` (called after every apply: the controller-side record of VM changes;
+guest operations journal on the guest themselves) and ``journal.rollback(conn, options)``.
+Verification re-collects the facts and evaluates the checks each operation ``fixes``; an
+operation may add ``verify_state``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from guestprep.errors import GuestprepError, OperationError
 from guestprep.facts import collect as collect_facts, os_of
 from guestprep.models import Guest, Plan, Status
 from guestprep.operations import base
+from guestprep.operations.base import Applied
 
 
 @dataclass
@@ -73,6 +79,15 @@ def _os_module(os: str, name: str):
         return importlib.import_module(f"guestprep.operations.{os}.{name}")
     except ModuleNotFoundError:
         return None
+
+
+def _apply(op: Any, conn: Any, plan: Plan, options: dict[str, Any]) -> Applied:
+    """Apply one plan and hand the result to the OS's journal (when it keeps one on this side)."""
+    applied = op.apply(conn, plan, options)
+    journal = _os_module(op.os, "journal")
+    if journal is not None and hasattr(journal, "record"):
+        journal.record(conn, plan, applied, options)
+    return applied
 
 
 def read_state(conn: Any, os: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -132,7 +147,7 @@ def prepare_guest(guest: Guest, options: dict[str, Any], connect: Callable[[Gues
                 res.interrupted = True
                 break
             try:
-                r.applied = by_id[r.operation].apply(conn, r.plan, opts).to_dict()
+                r.applied = _apply(by_id[r.operation], conn, r.plan, opts).to_dict()
                 touched.append(r)
             except GuestprepError as exc:
                 r.error = str(exc)
@@ -158,6 +173,29 @@ def prepare_guest(guest: Guest, options: dict[str, Any], connect: Callable[[Gues
                 pass
         res.seconds = time.monotonic() - started
     return res
+
+
+def run_one(op_id: str, conn: Any, facts: Any, target: str, options: dict[str, Any], *, apply: bool,
+            apply_options: dict[str, Any] | None = None, on_plan: Callable[[Plan], None] | None = None,
+            recollect: Callable[[], Any] | None = None) -> tuple[Plan, Applied | None]:
+    """One operation on one target (a VM): plan, then with ``apply`` apply, journal and verify.
+
+    Errors are raised, not reported: there is one target and the command says why it failed.
+    ``on_plan`` sees the plan before anything changes; ``apply_options`` add to ``options``
+    for apply only (the VM object already found); ``recollect`` re-reads the facts to verify
+    the checks the operation ``fixes``."""
+    op = base.registered()[op_id]
+    plan = op.plan(facts, target, options)
+    if on_plan is not None:
+        on_plan(plan)
+    if not apply:
+        return plan, None
+    applied = _apply(op, conn, plan, {**options, **(apply_options or {})})
+    if recollect is not None and getattr(op, "fixes", ()) and not plan.empty:
+        problems = verify(op, recollect(), target, {})
+        if problems:
+            raise OperationError(f"applied, but not verified: {'; '.join(problems)}", where=f"{target}: {op_id}")
+    return plan, applied
 
 
 def rollback_guest(guest: Guest, options: dict[str, Any], connect: Callable[[Guest], Any]) -> list[dict[str, Any]]:

@@ -14,7 +14,6 @@ from guestprep.errors import EXIT_UNREACHABLE, ConfigError
 from guestprep.operations.engine import GuestResult, exit_code as prepare_exit_code
 
 EXIT_INTERRUPTED = 130
-OK_STATUSES = {"planned", "applied", "unchanged", "rolled_back", "nothing"}
 
 
 def now() -> str:
@@ -136,7 +135,7 @@ def check_out_path(path: Path, where: str = "--json-out") -> None:
 def write_json(path: Path, doc: dict[str, Any]) -> None:
     """Temp file beside the target, then rename: readers see the old file or the whole new one.
 
-    ``doc`` is already redacted by its one caller (cli._emit)."""
+    ``doc`` is already redacted by its one caller (guestprep.commands.fleet_output.emit)."""
     text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
     fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
     try:

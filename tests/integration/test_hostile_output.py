@@ -19,7 +19,7 @@ from xml.etree import ElementTree as ET
 import pytest
 from typer.testing import CliRunner
 
-from guestprep import cli
+from guestprep.commands import app
 from guestprep.facts import linux
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,7 @@ def fake_collector(monkeypatch, *, initramfs: str, hostname: str = "deb12-app") 
 
 
 def invoke(*args) -> object:
-    return CliRunner().invoke(cli.app, [str(a) for a in args], catch_exceptions=True)
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=True)
 
 
 @pytest.fixture

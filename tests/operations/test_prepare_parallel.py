@@ -25,7 +25,7 @@ from guestprep.facts.linux_model import Kernel
 from guestprep.models import Credentials, Guest, Transport
 from guestprep.operations import engine
 from guestprep.operations.linux import journal
-from guestprep.operations.parallel import run_guests
+from guestprep.runner import run_guests
 
 from planfixtures import PLANS, load
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from guestprep import cli, inventory
+from guestprep import inventory
 from guestprep.errors import ConfigError
 
 pytestmark = pytest.mark.unit
@@ -42,7 +42,7 @@ def test_a_trailing_newline_is_not_a_valid_value(tmp_path, field, value):
 @pytest.mark.parametrize("target", ["host\n", "root@host\n", "root\n@host"])
 def test_adhoc_targets_are_full_matched(target):
     with pytest.raises(ConfigError):
-        cli.adhoc_guest(target)
+        inventory.adhoc_guest(target)
 
 
 # --------------------------------------------------------------------------- item 14: bounded work

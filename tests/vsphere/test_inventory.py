@@ -156,7 +156,7 @@ def test_one_retrieval_for_the_whole_fleet(session, shaped, monkeypatch):
 
 def test_fleet_file_loads_in_preflight(fleet, tmp_path):
     from guestprep import inventory
-    from guestprep.fleet import load_vm_facts
+    from guestprep.preflight import load_vm_facts
 
     out = tmp_path / "fleet.yaml"
     summary = write(list(fleet.values()), out, tmp_path / "facts", server="vc.test")

@@ -13,6 +13,7 @@ import requests
 
 from guestprep.errors import ConfigError, OperationError
 from guestprep.operations.base import registered
+from guestprep.operations.vm import coexistence
 from guestprep.vsphere import coexist
 from guestprep.vsphere.actions import TaskFailed, find_vm
 from guestprep.vsphere.inventory import fetch_one
@@ -65,7 +66,7 @@ def test_failing_task_leaves_the_vm_unchanged(session, vcsim):
     """The disk file already exists on the datastore: vSphere fails the reconfigure task."""
     name = "DC0_C0_RP0_VM3"
     before = facts(session, name)
-    plan = coexist.plan_attach(before)
+    plan = coexistence.plan_attach(before)
     path = plan.changes[1].target.split("] ", 1)[1]
     url = folder_url(session.host, session.port, "DC0", "LocalDS_0", path)
     r = requests.put(url, data=b"squatter", verify=str(vcsim.certs.ca_pem), timeout=10,
@@ -83,12 +84,12 @@ def test_failing_task_leaves_the_vm_unchanged(session, vcsim):
 def test_plan_errors_are_clear(session):
     f = facts(session, "DC0_C0_RP0_VM3")
     with pytest.raises(ConfigError, match="different type"):
-        coexist.plan_attach(f, controller="pvscsi")
+        coexistence.plan_attach(f, controller="pvscsi")
     with pytest.raises(ConfigError, match="unknown controller"):
-        coexist.plan_attach(f, controller="virtio")
+        coexistence.plan_attach(f, controller="virtio")
     with pytest.raises(ConfigError, match="MiB"):
-        coexist.plan_attach(f, size_bytes=100 << 30)
-    sata = coexist.plan_attach(f, controller="sata")
+        coexistence.plan_attach(f, size_bytes=100 << 30)
+    sata = coexistence.plan_attach(f, controller="sata")
     assert sata.warnings and "hot-add" in sata.warnings[0]
 
 

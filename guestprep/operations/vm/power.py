@@ -6,11 +6,8 @@ from typing import Any
 
 from guestprep.models import Change, Plan, SourceVM
 from guestprep.operations.base import Applied, operation
+from guestprep.operations.vm.target import vm_object as _vm
 from guestprep.vsphere import actions
-
-
-def _vm(conn: Any, plan: Plan, options: dict[str, Any]) -> Any:
-    return options.get("vm_object") or actions.find_vm(conn, options.get("moref") or plan.guest)
 
 
 class PowerOn:

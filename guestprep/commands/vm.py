@@ -1,13 +1,12 @@
-"""CLI for the vSphere source: ``inventory vsphere`` and the ``vm`` sub-app.
+"""`guestprep vm ...`: act on one vSphere VM (coexistence disk, power, snapshot, facts, disk locators).
 
-Every ``vm`` command that changes something plans by default and acts only with
-``--apply``. Passwords come from the environment variable named by --password-env,
-else from stdin when it is not a terminal, else from a hidden prompt; never argv.
+Every command that changes something plans by default and acts only with ``--apply``; the
+change runs through the operations engine (guestprep.operations.engine.run_one) and is
+journaled there (guestprep.operations.vm.journal).
 """
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import sys
@@ -15,18 +14,17 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+
+from guestprep.commands.options import (
+    PasswordEnvOpt, ServerOpt, ThumbOpt, UserOpt, VsphereCaOpt, VsphereInsecureOpt, VsphereTimeoutOpt,
+)
+from guestprep.commands.vsphere_login import open_session
 from guestprep.console import make_console, safe
-
-
-from guestprep import secrets
 from guestprep.errors import ConfigError
 from guestprep.models import Plan
-from guestprep.operations.base import Applied
 
 console = make_console()
-err_console = make_console(stderr=True)
 
-inventory_app = typer.Typer(help="Build fleet inventories from external sources.", no_args_is_help=True)
 vm_app = typer.Typer(help="Act on a vSphere VM: coexistence disk, power, snapshot, disk locators. "
                           "Plans by default; --apply acts.", no_args_is_help=True)
 coexist_app = typer.Typer(help="The controller-coexistence disk (attach before preparing, detach after).",
@@ -35,92 +33,12 @@ power_app = typer.Typer(help="Power control: graceful shutdown, power on (rollba
 vm_app.add_typer(coexist_app, name="coexist")
 vm_app.add_typer(power_app, name="power")
 
-DEFAULT_PASSWORD_ENV = "GUESTPREP_VSPHERE_PASSWORD"
-
-ServerOpt = typer.Option(..., "--server", "-s", help="vCenter/ESXi host[:port].")
-UserOpt = typer.Option(..., "--user", "-u", help="vSphere user, e.g. administrator@vsphere.local.")
-PasswordEnvOpt = typer.Option(DEFAULT_PASSWORD_ENV, "--password-env",
-                              help="Environment variable holding the password (else stdin, else a prompt).")
-CaOpt = typer.Option(None, "--ca-bundle", help="PEM CA bundle that signs the vCenter certificate.", dir_okay=False)
-ThumbOpt = typer.Option(None, "--thumbprint", help="Pin the server certificate by its SHA-256 fingerprint.")
-InsecureOpt = typer.Option(False, "--insecure", help="Do not verify the TLS certificate. Never the default.")
-TimeoutOpt = typer.Option(60.0, "--timeout", min=1.0, help="Seconds to wait for each vSphere HTTP request.")
 ApplyOpt = typer.Option(False, "--apply", help="Act. Without it, print the plan and change nothing.")
 JsonOpt = typer.Option(False, "--json", help="Print the plan/result as JSON.")
 JournalOpt = typer.Option(None, "--journal", dir_okay=False,
                           help="Append applied VM changes to this JSONL file "
                                "(default $GUESTPREP_STATE_DIR or ~/.local/state/guestprep, vm-journal.jsonl).")
-
-
-def read_password(env_name: str) -> str:
-    if not env_name:
-        raise ConfigError("empty environment variable name", where="--password-env")
-    value = os.environ.get(env_name)
-    if value is None:
-        if not sys.stdin.isatty():
-            value = sys.stdin.readline().rstrip("\r\n")
-            if not value:
-                raise ConfigError(f"no password: set {env_name} or pipe it on stdin", where="password")
-        else:
-            value = typer.prompt("vSphere password", hide_input=True)
-    secrets.register(value)
-    return value
-
-
-def open_session(server: str, user: str, password_env: str, ca_bundle: Optional[Path],
-                 thumbprint: Optional[str], insecure: bool, timeout: float):
-    from guestprep.vsphere.client import connect
-
-    return connect(server, user, read_password(password_env), ca_bundle=str(ca_bundle) if ca_bundle else None,
-                   thumbprint=thumbprint, insecure=insecure, timeout=timeout)
-
-
-# --------------------------------------------------------------------------- inventory
-
-
-@inventory_app.command("vsphere")
-def inventory_vsphere(
-    server: str = ServerOpt, user: str = UserOpt, password_env: str = PasswordEnvOpt,
-    ca_bundle: Optional[Path] = CaOpt, thumbprint: Optional[str] = ThumbOpt, insecure: bool = InsecureOpt,
-    timeout: float = TimeoutOpt,
-    out: Path = typer.Option(..., "--out", "-o", help="Fleet YAML to write.", dir_okay=False),
-    facts_out: Optional[Path] = typer.Option(None, "--facts-out", file_okay=False,
-                                             help="Directory for one SourceVM JSON per VM (preflight reads them)."),
-) -> int:
-    """Read every VM in one PropertyCollector retrieval and write a fleet inventory."""
-    from guestprep.vsphere.export import write
-    from guestprep.vsphere.inventory import fetch_all
-
-    session = open_session(server, user, password_env, ca_bundle, thumbprint, insecure, timeout)
-    try:
-        vms = fetch_all(session, where=f"vsphere {server}")
-    finally:
-        session.close()
-    summary = write(vms, out, facts_out, server=server)
-    console.print(f"{summary['guests']} guest(s) written to [bold]{safe(str(out))}[/]"
-                  + (f", facts in {safe(str(facts_out))}" if facts_out else ""))
-    for s in summary["skipped"]:
-        console.print(f"  skipped {safe(s['name'])}: {safe(s['reason'])}")
-    return 0
-
-
-# --------------------------------------------------------------------------- vm helpers
-
-
-def _journal_path(journal: Optional[Path]) -> Path:
-    if journal:
-        return journal
-    base = os.environ.get("GUESTPREP_STATE_DIR") or os.path.expanduser("~/.local/state/guestprep")
-    return Path(base) / "vm-journal.jsonl"
-
-
-def _record(journal: Optional[Path], server: str, moref: str | None, applied: Applied) -> None:
-    path = _journal_path(journal)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    entry = {"at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-             "server": server, "moref": moref, **applied.to_dict()}
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(entry, sort_keys=True) + "\n")
+VmArg = typer.Argument(..., help="VM name, moref (vm-42) or BIOS/instance UUID.")
 
 
 def _show_plan(plan: Plan, as_json: bool) -> None:
@@ -138,24 +56,23 @@ def _show_plan(plan: Plan, as_json: bool) -> None:
 def _run(op_id: str, vm_ident: str, options: dict[str, Any], *, apply: bool, as_json: bool,
          server: str, user: str, password_env: str, ca_bundle: Optional[Path], thumbprint: Optional[str],
          insecure: bool, timeout: float, journal: Optional[Path]) -> int:
-    from guestprep.operations.base import registered
-    from guestprep.vsphere.actions import find_vm
-    from guestprep.vsphere.inventory import fetch_one
+    """Plan one VM operation (printed before anything changes); with --apply, apply it."""
+    from guestprep.operations import engine
+    from guestprep.operations.vm import target
 
-    op = registered()[op_id]
+    where = f"vsphere {server}"
     session = open_session(server, user, password_env, ca_bundle, thumbprint, insecure, timeout)
     try:
-        vm = find_vm(session, vm_ident)
-        facts = fetch_one(session, vm, where=f"vsphere {server}")
-        plan = op.plan(facts, facts.name, options)
-        _show_plan(plan, as_json and not apply)
-        if not apply:
+        vm, facts = target.load(session, vm_ident, where)
+        plan, applied = engine.run_one(
+            op_id, session, facts, facts.name, options, apply=apply,
+            apply_options={"vm_object": vm, "server": server, "moref": facts.moref, "journal": journal},
+            on_plan=lambda p: _show_plan(p, as_json and not apply),
+            recollect=lambda: target.reread(session, vm, where))
+        if applied is None:
             if not plan.empty and not as_json:
                 console.print("plan only: nothing changed (use --apply to act)")
             return 0
-        applied = op.apply(session, plan, dict(options, vm_object=vm))
-        if not plan.empty or applied.steps and applied.steps[0].get("action") != "none":
-            _record(journal, server, facts.moref, applied)
         if as_json:
             console.print_json(json.dumps({"mode": "apply", "plan": plan.to_dict(), "applied": applied.to_dict()}))
         else:
@@ -170,12 +87,6 @@ def _conn(server, user, password_env, ca_bundle, thumbprint, insecure, timeout) 
                 thumbprint=thumbprint, insecure=insecure, timeout=timeout)
 
 
-VmArg = typer.Argument(..., help="VM name, moref (vm-42) or BIOS/instance UUID.")
-
-
-# --------------------------------------------------------------------------- vm commands
-
-
 @coexist_app.command("attach")
 def coexist_attach(
     vm: str = VmArg,
@@ -185,8 +96,8 @@ def coexist_attach(
     size_mib: int = typer.Option(1024, "--size-mib", min=1, help="Size of the thin disk."),
     apply: bool = ApplyOpt, as_json: bool = JsonOpt, journal: Optional[Path] = JournalOpt,
     server: str = ServerOpt, user: str = UserOpt, password_env: str = PasswordEnvOpt,
-    ca_bundle: Optional[Path] = CaOpt, thumbprint: Optional[str] = ThumbOpt, insecure: bool = InsecureOpt,
-    timeout: float = TimeoutOpt,
+    ca_bundle: Optional[Path] = VsphereCaOpt, thumbprint: Optional[str] = ThumbOpt,
+    insecure: bool = VsphereInsecureOpt, timeout: float = VsphereTimeoutOpt,
 ) -> int:
     """Attach a small thin disk on a new controller of another type than the boot disk's."""
     return _run("vm.coexistence_disk", vm, {"controller": controller, "size_bytes": size_mib << 20},
@@ -203,8 +114,8 @@ def power_off(
                                                     "times out. Risks data loss in the guest."),
     apply: bool = ApplyOpt, as_json: bool = JsonOpt, journal: Optional[Path] = JournalOpt,
     server: str = ServerOpt, user: str = UserOpt, password_env: str = PasswordEnvOpt,
-    ca_bundle: Optional[Path] = CaOpt, thumbprint: Optional[str] = ThumbOpt, insecure: bool = InsecureOpt,
-    timeout: float = TimeoutOpt,
+    ca_bundle: Optional[Path] = VsphereCaOpt, thumbprint: Optional[str] = ThumbOpt,
+    insecure: bool = VsphereInsecureOpt, timeout: float = VsphereTimeoutOpt,
 ) -> int:
     """Shut the guest down gracefully through VMware Tools."""
     return _run("vm.shutdown", vm, {"timeout": shutdown_timeout, "hard": hard}, apply=apply, as_json=as_json,
@@ -217,8 +128,8 @@ def _plain_vm_command(app: typer.Typer, name: str, op_id: str, help_text: str) -
     def command(
         vm: str = VmArg, apply: bool = ApplyOpt, as_json: bool = JsonOpt, journal: Optional[Path] = JournalOpt,
         server: str = ServerOpt, user: str = UserOpt, password_env: str = PasswordEnvOpt,
-        ca_bundle: Optional[Path] = CaOpt, thumbprint: Optional[str] = ThumbOpt, insecure: bool = InsecureOpt,
-        timeout: float = TimeoutOpt,
+        ca_bundle: Optional[Path] = VsphereCaOpt, thumbprint: Optional[str] = ThumbOpt,
+        insecure: bool = VsphereInsecureOpt, timeout: float = VsphereTimeoutOpt,
     ) -> int:
         return _run(op_id, vm, {}, apply=apply, as_json=as_json, journal=journal,
                     **_conn(server, user, password_env, ca_bundle, thumbprint, insecure, timeout))
@@ -244,8 +155,8 @@ def snapshot(
     quiesce: bool = typer.Option(True, "--quiesce/--no-quiesce", help="Quiesce the guest file systems via Tools."),
     apply: bool = ApplyOpt, as_json: bool = JsonOpt, journal: Optional[Path] = JournalOpt,
     server: str = ServerOpt, user: str = UserOpt, password_env: str = PasswordEnvOpt,
-    ca_bundle: Optional[Path] = CaOpt, thumbprint: Optional[str] = ThumbOpt, insecure: bool = InsecureOpt,
-    timeout: float = TimeoutOpt,
+    ca_bundle: Optional[Path] = VsphereCaOpt, thumbprint: Optional[str] = ThumbOpt,
+    insecure: bool = VsphereInsecureOpt, timeout: float = VsphereTimeoutOpt,
 ) -> int:
     """Take a pre-cutover snapshot (quiesced by default)."""
     return _run("vm.snapshot", vm, {"name": name, "quiesce": quiesce}, apply=apply, as_json=as_json,
@@ -256,16 +167,15 @@ def snapshot(
 def facts(
     vm: str = VmArg,
     server: str = ServerOpt, user: str = UserOpt, password_env: str = PasswordEnvOpt,
-    ca_bundle: Optional[Path] = CaOpt, thumbprint: Optional[str] = ThumbOpt, insecure: bool = InsecureOpt,
-    timeout: float = TimeoutOpt,
+    ca_bundle: Optional[Path] = VsphereCaOpt, thumbprint: Optional[str] = ThumbOpt,
+    insecure: bool = VsphereInsecureOpt, timeout: float = VsphereTimeoutOpt,
 ) -> int:
     """Print one VM's facts (SourceVM JSON)."""
-    from guestprep.vsphere.actions import find_vm
-    from guestprep.vsphere.inventory import fetch_one
+    from guestprep.operations.vm import target
 
     session = open_session(server, user, password_env, ca_bundle, thumbprint, insecure, timeout)
     try:
-        record = fetch_one(session, find_vm(session, vm), where=f"vsphere {server}")
+        _, record = target.load(session, vm, f"vsphere {server}")
     finally:
         session.close()
     sys.stdout.write(json.dumps(record.to_dict(), indent=1, sort_keys=True) + "\n")
@@ -279,12 +189,11 @@ def disks(
                                        help="Write the locators with the session cookie to this new file (mode "
                                             "0600); the session is left open for the converter."),
     server: str = ServerOpt, user: str = UserOpt, password_env: str = PasswordEnvOpt,
-    ca_bundle: Optional[Path] = CaOpt, thumbprint: Optional[str] = ThumbOpt, insecure: bool = InsecureOpt,
-    timeout: float = TimeoutOpt,
+    ca_bundle: Optional[Path] = VsphereCaOpt, thumbprint: Optional[str] = ThumbOpt,
+    insecure: bool = VsphereInsecureOpt, timeout: float = VsphereTimeoutOpt,
 ) -> int:
     """Disk locators: datastore path and HTTPS datastore URL of every disk (and its flat extent)."""
-    from guestprep.vsphere.actions import find_vm
-    from guestprep.vsphere.inventory import fetch_one
+    from guestprep.operations.vm import target
     from guestprep.vsphere.locator import locate
 
     if out is not None and out.exists():
@@ -292,7 +201,7 @@ def disks(
     session = open_session(server, user, password_env, ca_bundle, thumbprint, insecure, timeout)
     keep_session = False
     try:
-        record = fetch_one(session, find_vm(session, vm), where=f"vsphere {server}")
+        _, record = target.load(session, vm, f"vsphere {server}")
         doc = locate(record, session.host, session.port, session.cookie() if out else None)
         if out is not None:
             fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -307,9 +216,3 @@ def disks(
         if not keep_session:
             session.close()
     return 0
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``inventory vsphere`` and the ``vm`` sub-app to the main app."""
-    app.add_typer(inventory_app, name="inventory")
-    app.add_typer(vm_app, name="vm")

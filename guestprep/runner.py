@@ -1,11 +1,19 @@
-"""Run one job per guest (prepare, rollback) on a bounded thread pool.
+"""The one fleet runner: one job per guest (preflight, prepare, rollback) on a bounded thread pool.
 
 One guest's failure never stops the others: whatever a job raises becomes that guest's
-result. Worker threads never print; the caller's ``on_done`` runs in the main thread,
-so each guest's output comes out whole. Ctrl-C once: no new guest starts and running
-jobs stop before their next operation (``Interrupt.requested``). Ctrl-C again: their
-connections are closed so they end promptly; steps already on a guest finish there and
-the guest's journal stays valid, so ``guestprep rollback`` works.
+result (``crashed``). Worker threads never print; ``on_done`` runs in the main thread, so
+each guest's output comes out whole (and a progress bar advances there). A job opens its
+connections through ``Interrupt.tracking`` so Ctrl-C can reach them; per-guest timeouts
+are the connectors' (every command runs with one).
+
+Ctrl-C, for runs that change guests: once, no new guest starts and running jobs stop before
+their next operation (``Interrupt.requested``); again, their connections are closed so they
+end promptly. Steps already on a guest finish there and its journal stays valid, so
+``guestprep rollback`` works.
+
+Ctrl-C, for read-only runs (``read_only=True``, preflight): nothing on a guest can be left
+half-done, so the first Ctrl-C closes every connection and the run ends at once; guests
+that had not finished are reported as not run.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ class Interrupt:
         self._requested.set()
 
     def abort(self) -> None:
-        """Close every open connection (second Ctrl-C)."""
+        """Close every open connection (second Ctrl-C, or the first of a read-only run)."""
         with self._lock:
             self.aborted = True
             conns = list(self._conns)
@@ -84,7 +92,8 @@ class FleetRun(Generic[R]):
 def run_guests(guests: list[Guest], job: Callable[[Guest, Interrupt], R], parallel: int,
                crashed: Callable[[Guest, BaseException], R],
                on_done: Callable[[R], None] | None = None,
-               on_interrupt: Callable[[int], None] | None = None) -> FleetRun[R]:
+               on_interrupt: Callable[[int], None] | None = None,
+               read_only: bool = False) -> FleetRun[R]:
     """Run ``job`` for every guest, at most ``parallel`` at once.
 
     ``crashed(guest, exc)`` turns an exception a job let through into that guest's result.
@@ -122,12 +131,15 @@ def run_guests(guests: list[Guest], job: Callable[[Guest, Interrupt], R], parall
                 interrupt.request()
                 for f in futures:
                     f.cancel()  # only the ones not started yet
-                if presses > 1:
+                if presses > 1 or read_only:
                     interrupt.abort()
                 if on_interrupt:
                     on_interrupt(presses)
+                if read_only:
+                    break
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        # a read-only run that was interrupted does not wait for its (now disconnected) jobs
+        pool.shutdown(wait=not (read_only and presses), cancel_futures=True)
     ordered = [results[g.name] for g in guests if g.name in results]
     not_run = [g.name for g in guests if g.name not in results]
     return FleetRun(ordered, not_run, interrupted=presses > 0)

@@ -1,25 +1,27 @@
-"""Fleet runs: bounded parallelism, per-guest timeouts, one guest's failure never
-stops the others, Ctrl-C ends cleanly with a partial report marked incomplete."""
+"""The preflight stage: assess one guest (collect facts, evaluate the checks, add the VM's facts)
+and the fleet's report. The fleet run itself is guestprep.runner's: bounded parallelism,
+one guest's failure never stops the others, Ctrl-C ends cleanly with a partial report
+marked incomplete."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from guestprep import __version__
 from guestprep.checks import firmware, registry
+from guestprep.checks.vm.fleet import fleet_findings
 from guestprep.connectors import ConnectOptions, open_connector
 from guestprep.errors import CollectorError, CommandTimeout, ConnectionFailed, GuestprepError
 from guestprep.facts import collect, os_of, summarize
 from guestprep.models import (
     REPORT_SCHEMA, Finding, Guest, GuestReport, Readiness, Severity, SourceVM, Status, readiness_of,
 )
+from guestprep.runner import Interrupt, run_guests
 from guestprep.secrets import redact
 
 
@@ -101,66 +103,45 @@ def load_vm_facts(guest: Guest) -> SourceVM | None:
         raise GuestprepError(f"VM facts file {path} is invalid: {exc}", where=guest.source) from None
 
 
-class _OpenConnections:
-    """Connections in flight, so Ctrl-C can close them and their threads end promptly."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._conns: set[Any] = set()
-        self.closing = False
-
-    def add(self, conn: Any) -> None:
-        with self._lock:
-            self._conns.add(conn)
-            if self.closing:
-                conn.close()
-
-    def discard(self, conn: Any) -> None:
-        with self._lock:
-            self._conns.discard(conn)
-
-    def close_all(self) -> None:
-        with self._lock:
-            self.closing = True
-            for c in list(self._conns):
-                try:
-                    c.close()
-                except Exception:
-                    pass
+# Why a guest could not be assessed, most specific first: (exception type, status, message prefix).
+# A bug or an unexpected library error (the last row) costs one guest, never the fleet.
+COLLECT_FAILURES: tuple[tuple[type[BaseException], Status, str], ...] = (
+    (ConnectionFailed, Status.UNREACHABLE, ""),
+    (CommandTimeout, Status.UNREACHABLE, "collector timed out: "),
+    (CollectorError, Status.ERROR, "collector output unusable: "),
+    (GuestprepError, Status.ERROR, ""),
+    (Exception, Status.ERROR, "internal error: "),
+)
 
 
-def preflight_guest(guest: Guest, options: FleetOptions, open_conns: _OpenConnections | None = None) -> tuple[GuestReport, SourceVM | None]:
+def _failure_of(exc: BaseException) -> tuple[Status, str]:
+    for kind, status, prefix in COLLECT_FAILURES:
+        if isinstance(exc, kind):
+            detail = f"{type(exc).__name__}: {exc}" if kind is Exception else str(exc)
+            return status, prefix + detail
+    raise exc  # not an Exception (KeyboardInterrupt, SystemExit): not ours to turn into a finding
+
+
+def preflight_guest(guest: Guest, options: FleetOptions,
+                    connect: Callable[[Guest], Any] | None = None) -> tuple[GuestReport, SourceVM | None]:
+    """One guest's report (and the VM facts it was judged with). ``connect`` opens its connection
+    (the runner's tracked one, so Ctrl-C can close it); never raises for a guest's failure."""
     started = time.monotonic()
     os = os_of(guest)
     try:
         vm = load_vm_facts(guest)
     except GuestprepError as exc:
         return _failure_report(guest, os, Status.ERROR, str(exc), started), None
+    connect = connect or (lambda g: open_connector(g, options.connect))
     conn = None
     try:
-        conn = open_connector(guest, options.connect)
-        if open_conns:
-            open_conns.add(conn)
+        conn = connect(guest)
         facts = collect(conn, os, timeout=options.timeout, sudo=guest.credentials.sudo)
-    except ConnectionFailed as exc:
-        rep = _failure_report(guest, os, Status.UNREACHABLE, str(exc), started)
-        return _with_vm(rep, vm, guest), vm
-    except CommandTimeout as exc:
-        rep = _failure_report(guest, os, Status.UNREACHABLE, f"collector timed out: {exc}", started)
-        return _with_vm(rep, vm, guest), vm
-    except CollectorError as exc:
-        rep = _failure_report(guest, os, Status.ERROR, f"collector output unusable: {exc}", started)
-        return _with_vm(rep, vm, guest), vm
-    except GuestprepError as exc:
-        rep = _failure_report(guest, os, Status.ERROR, str(exc), started)
-        return _with_vm(rep, vm, guest), vm
-    except Exception as exc:  # a bug or an unexpected library error: one guest, not the fleet
-        rep = _failure_report(guest, os, Status.ERROR, f"internal error: {type(exc).__name__}: {exc}", started)
-        return _with_vm(rep, vm, guest), vm
+    except Exception as exc:
+        status, message = _failure_of(exc)
+        return _with_vm(_failure_report(guest, os, status, message, started), vm, guest), vm
     finally:
         if conn is not None:
-            if open_conns:
-                open_conns.discard(conn)
             conn.close()
     findings = registry.evaluate(os, facts, guest.name, options.phase)
     rep = GuestReport(guest=guest.name, address=guest.address, os=os, transport=guest.transport.value,
@@ -180,48 +161,35 @@ def _with_vm(rep: GuestReport, vm: SourceVM | None, guest: Guest) -> GuestReport
 
 
 def _fleet_vm_findings(vms: dict[str, SourceVM]) -> list[Finding]:
-    if not vms:
-        return []
-    try:
-        from guestprep.checks.vm.fleet import fleet_findings  # provided with the vSphere checks
-    except ImportError:
-        return []
-    return list(fleet_findings(list(vms.values())))
+    """Findings only the fleet shows (duplicate MACs, affinity between VMs being moved)."""
+    return list(fleet_findings(list(vms.values()))) if vms else []
 
 
 def run_preflight(guests: list[Guest], options: FleetOptions,
                   on_done: Callable[[GuestReport], None] | None = None) -> FleetReport:
     started = _now()
-    reports: dict[str, GuestReport] = {}
     vms: dict[str, SourceVM] = {}
-    open_conns = _OpenConnections()
-    complete = True
-    pool = ThreadPoolExecutor(max_workers=max(1, options.parallel), thread_name_prefix="guest")
-    futures: dict[Future, Guest] = {pool.submit(preflight_guest, g, options, open_conns): g for g in guests}
-    pending = set(futures)
-    try:
-        while pending:
-            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-            for fut in done:
-                rep, vm = fut.result()
-                reports[rep.guest] = rep
-                if vm is not None:
-                    vms[rep.guest] = vm
-                if on_done:
-                    on_done(rep)
-    except KeyboardInterrupt:
-        complete = False
-        for fut in pending:
-            fut.cancel()
-        open_conns.close_all()
-    finally:
-        pool.shutdown(wait=complete, cancel_futures=not complete)
-    by_guest = {r.guest: r for r in reports.values()}
+
+    def job(guest: Guest, interrupt: Interrupt) -> tuple[GuestReport, SourceVM | None]:
+        return preflight_guest(guest, options, interrupt.tracking(lambda g: open_connector(g, options.connect)))
+
+    def crashed(guest: Guest, exc: BaseException) -> tuple[GuestReport, SourceVM | None]:
+        status, message = _failure_of(exc)  # preflight_guest catches everything; this is the runner's net
+        return _failure_report(guest, os_of(guest), status, message, time.monotonic()), None
+
+    def done(result: tuple[GuestReport, SourceVM | None]) -> None:
+        rep, vm = result
+        if vm is not None:
+            vms[rep.guest] = vm
+        if on_done:
+            on_done(rep)
+
+    run = run_guests(guests, job, options.parallel, crashed, on_done=done, read_only=True)
+    by_guest = {rep.guest: rep for rep, _ in run.results}
     for f in _fleet_vm_findings(vms):
         if f.guest in by_guest:
             by_guest[f.guest].findings.append(f)
             by_guest[f.guest].readiness = readiness_of(by_guest[f.guest].findings)
     ordered = [by_guest[g.name] for g in guests if g.name in by_guest]
-    not_run = [g.name for g in guests if g.name not in by_guest]
-    return FleetReport(guests=ordered, started=started, finished=_now(), complete=complete and not not_run,
-                       phase=options.phase, not_run=not_run)
+    return FleetReport(guests=ordered, started=started, finished=_now(), complete=run.complete,
+                       phase=options.phase, not_run=run.not_run)

@@ -1,0 +1,93 @@
+"""`guestprep preflight`: check migration readiness (read-only) and write reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from guestprep import inventory
+from guestprep.commands.options import (
+    AcceptOpt, CaOpt, InsecureOpt, InventoryOpt, KnownHostsOpt, LocalOpt, TimeoutOpt, connect_options,
+)
+from guestprep.console import make_console, safe
+from guestprep.errors import ConfigError
+from guestprep.models import is_open
+from guestprep.secrets import redact_doc
+
+console = make_console()
+err_console = make_console(stderr=True)
+
+
+def preflight(
+    guests: List[str] = typer.Argument(None, help="Guest names/globs/groups from the inventory, or [user@]host[:port]."),
+    inventory_file: Optional[Path] = InventoryOpt,
+    local: bool = LocalOpt,
+    parallel: int = typer.Option(32, "--parallel", "-p", min=1, max=1024, help="Guests checked at once."),
+    timeout: float = TimeoutOpt,
+    formats: str = typer.Option("json,html", "--format", "-f", help="Comma list of json, html, junit, csv."),
+    out: Path = typer.Option(Path("reports"), "--out", "-o", help="Directory for the reports.", file_okay=False),
+    fail_on: str = typer.Option("blocker", "--fail-on", help="Exit 1 when findings at/above: blocker or warning."),
+    phase: str = typer.Option("pre", "--phase", help="pre (on VMware) or post (after the move)."),
+    waivers_file: Optional[Path] = typer.Option(None, "--waivers", help="Waivers YAML (reason and expiry required)."),
+    accept_new_host_keys: bool = AcceptOpt,
+    known_hosts: Optional[Path] = KnownHostsOpt,
+    insecure: bool = InsecureOpt,
+    ca_bundle: Optional[Path] = CaOpt,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary table."),
+) -> int:
+    """Check migration readiness (read-only) and write reports."""
+    from guestprep import report
+    from guestprep.preflight import FleetOptions, run_preflight
+    from guestprep.report import waivers
+
+    if fail_on not in ("blocker", "warning"):
+        raise ConfigError("must be 'blocker' or 'warning'", where="--fail-on")
+    if phase not in ("pre", "post"):
+        raise ConfigError("must be 'pre' or 'post'", where="--phase")
+    fmt_list = report.parse_formats(formats)
+    waiver_list = waivers.load(waivers_file) if waivers_file else []
+    selected = inventory.select_guests(guests or [], inventory_file, local)
+    options = FleetOptions(parallel=parallel, timeout=timeout, phase=phase,
+                           connect=connect_options(timeout, accept_new_host_keys, known_hosts, insecure, ca_bundle))
+    show = not quiet and err_console.is_terminal
+    with Progress(TextColumn("[bold]preflight"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=err_console, disable=not show, transient=True) as progress:
+        task = progress.add_task("", total=len(selected))
+        result = run_preflight(selected, options,
+                               on_done=lambda r: progress.update(task, advance=1, description=safe(r.guest)))
+    expired = waivers.apply(result.findings(), waiver_list)
+    doc = redact_doc(result.to_dict())  # the files and the summary below show the same, redacted, data
+    written = report.write_reports(doc, fmt_list, out)
+    if not quiet:
+        print_summary(doc)
+    for w in expired:
+        err_console.print(f"[yellow]waiver expired[/] {safe(w.where)}: {safe(w.check)} ({safe(w.reason)}), "
+                          f"expired {safe(w.expires)}")
+    if not result.complete:
+        err_console.print(f"[yellow]interrupted:[/] {len(result.not_run)} guest(s) not checked; report marked incomplete")
+    err_console.print("reports: " + ", ".join(safe(p) for p in written))
+    code = report.exit_code(result.findings(), fail_on)
+    return 130 if not result.complete else code
+
+
+def print_summary(doc: dict) -> None:
+    table = Table(title=f"guestprep preflight ({safe(doc['phase'])})", show_lines=False)
+    for col in ("guest", "os", "readiness", "blockers", "warnings", "top finding"):
+        table.add_column(col)
+    style = {"ready": "green", "warnings": "yellow", "blocked": "red", "unknown": "magenta"}
+    for g in doc["guests"]:
+        open_ = [f for f in g["findings"] if is_open(f["status"], f["severity"])]
+        blockers = sum(1 for f in open_ if f["severity"] == "blocker")
+        warnings = sum(1 for f in open_ if f["severity"] == "warning")
+        top = sorted(open_, key=lambda f: f["severity"] != "blocker")
+        top_text = f"{top[0]['check_id']}: {top[0]['message']}"[:90] if top else ""  # cut before escaping
+        table.add_row(safe(g["guest"]), safe(g["os"]), f"[{style.get(g['readiness'], '')}]{safe(g['readiness'])}[/]",
+                      str(blockers), str(warnings), safe(top_text))
+    console.print(table)
+    s = doc["summary"]
+    console.print(f"{s['total']} guest(s): {s['ready']} ready, {s['warnings']} with warnings, {s['blocked']} blocked, "
+                  f"{s['unknown']} unknown")
