@@ -16,8 +16,6 @@ from typing import Any, Mapping, Sequence
 from guestprep.connectors import ConnectOptions
 from guestprep.connectors import windows_common as wc
 from guestprep.connectors.base import Script
-from guestprep.connectors.winrm import (_host, _short, _ssl_reason, _tls_policy, check_basic_password, read_password,
-                                       redact)
 from guestprep.errors import CommandTimeout, ConfigError, ConnectionFailed, GuestprepError
 from guestprep.models import CommandResult, Guest
 
@@ -48,12 +46,12 @@ class PSRPSettings:
 
     @property
     def endpoint(self) -> str:
-        return f"{'https' if self.ssl else 'http'}://{_host(self.server)}:{self.port}/{self.path}"
+        return f"{'https' if self.ssl else 'http'}://{wc.url_host(self.server)}:{self.port}/{self.path}"
 
     @classmethod
     def from_guest(cls, guest: Guest, options: ConnectOptions) -> "PSRPSettings":
         v: Mapping[str, Any] = guest.vars or {}
-        where = f"guest {guest.name}" + (f" ({guest.source})" if guest.source else "")
+        where = wc.guest_where(guest)
         proto = str(v.get("ansible_psrp_protocol", "https")).lower()
         if proto not in ("http", "https"):
             raise ConfigError(f"ansible_psrp_protocol must be http or https, got {proto!r}", where=where)
@@ -67,16 +65,17 @@ class PSRPSettings:
         if proto == "http" and enc == "never" and not options.insecure_tls:
             raise ConfigError("ansible_psrp_message_encryption=never over HTTP sends everything in clear text; "
                               "pass --insecure to allow it explicitly", where=where)
-        verify, ca = _tls_policy(v.get("ansible_psrp_cert_validation", "validate"), v.get("ansible_psrp_ca_cert"),
+        verify, ca = wc.tls_policy(v.get("ansible_psrp_cert_validation", "validate"), v.get("ansible_psrp_ca_cert"),
                                  options, where, "ansible_psrp_cert_validation")
         conf = str(v.get("ansible_psrp_configuration_name", "Microsoft.PowerShell"))
-        op = int(v.get("ansible_psrp_operation_timeout", 20))
+        op = wc.int_var(v, "ansible_psrp_operation_timeout", 20, where, 1)
         return cls(
-            server=guest.address, port=guest.port or int(v.get("ansible_port", 5986 if proto == "https" else 5985)),
+            server=guest.address,
+            port=guest.port or wc.int_var(v, "ansible_port", 5986 if proto == "https" else 5985, where, 1, 65535),
             ssl=proto == "https", path=str(v.get("ansible_psrp_path", "wsman")).lstrip("/"), auth=auth,
             user=guest.credentials.user or "", verify=verify, ca=ca, encryption=enc, configuration=conf,
-            operation_timeout=op, read_timeout=int(v.get("ansible_psrp_read_timeout", op + 10)),
-            connection_timeout=int(v.get("ansible_psrp_connection_timeout", options.connect_timeout)),
+            operation_timeout=op, read_timeout=wc.int_var(v, "ansible_psrp_read_timeout", op + 10, where, 1),
+            connection_timeout=wc.int_var(v, "ansible_psrp_connection_timeout", options.connect_timeout, where, 1),
             hostname_override=wc.optional_text(v, "ansible_psrp_negotiate_hostname_override"),
             service=wc.optional_text(v, "ansible_psrp_negotiate_service"),
             delegate=wc.truthy(v.get("ansible_psrp_negotiate_delegate", False)),
@@ -104,7 +103,7 @@ class PSRPConnector:
         self.settings = s = PSRPSettings.from_guest(guest, options)
         self._where = f"{guest.name} ({s.endpoint}, {s.configuration})"
         # Kerberos may use the admin's existing ticket (kinit/keytab) instead of a password
-        self._secret = read_password(guest, optional=s.auth == "kerberos")
+        self._secret = wc.read_password(guest, optional=s.auth == "kerberos")
         user = s.user
         if s.auth == "kerberos":
             from guestprep.connectors.kerberos import principal_for
@@ -113,7 +112,7 @@ class PSRPConnector:
             user = principal_for(s.user, self._where)
         elif s.auth == "credssp":
             wc.require_auth_library("requests_credssp", "credssp", "pypsrp", self._where)
-        check_basic_password(s.auth, self._secret or "", self._where)
+        wc.check_basic_password(s.auth, self._secret or "", self._where)
         cert_validation: bool | str = (s.ca or True) if s.verify else False
         self.wsman = WSMan(
             s.server, port=s.port, ssl=s.ssl, path=s.path, auth=s.auth, username=user, password=self._secret,
@@ -140,19 +139,19 @@ class PSRPConnector:
             return ConnectionFailed(f"authentication failed for user {s.user!r} ({s.auth}) while {doing}",
                                     where=self._where)
         if isinstance(exc, requests.exceptions.SSLError):
-            return ConnectionFailed(f"TLS certificate verification failed: {_ssl_reason(exc)}; give the CA with "
+            return ConnectionFailed(f"TLS certificate verification failed: {wc.ssl_reason(exc)}; give the CA with "
                                     "--ca-bundle or ansible_psrp_ca_cert (or --insecure)", where=self._where)
         if isinstance(exc, requests.exceptions.ReadTimeout):
             return CommandTimeout(f"no answer within {s.read_timeout}s while {doing}", where=self._where)
         if isinstance(exc, requests.exceptions.ConnectionError):
-            return ConnectionFailed(f"connection failed while {doing}: {_short(exc)}", where=self._where)
+            return ConnectionFailed(f"connection failed while {doing}: {wc.short_error(exc)}", where=self._where)
         if isinstance(exc, pex.WSManFaultError):
-            return ConnectionFailed(redact(f"WS-Management fault {exc.code} while {doing}: "
+            return ConnectionFailed(wc.redact(f"WS-Management fault {exc.code} while {doing}: "
                                            f"{(exc.message or exc.reason or '').strip()}", self._secret), where=self._where)
         if isinstance(exc, pex.WinRMTransportError):
-            return ConnectionFailed(redact(f"HTTP {exc.code} while {doing}: {_short(exc)}", self._secret),
+            return ConnectionFailed(wc.redact(f"HTTP {exc.code} while {doing}: {wc.short_error(exc)}", self._secret),
                                     where=self._where)
-        return ConnectionFailed(redact(f"{type(exc).__name__} while {doing}: {exc}", self._secret), where=self._where)
+        return ConnectionFailed(wc.redact(f"{type(exc).__name__} while {doing}: {exc}", self._secret), where=self._where)
 
     def run(self, command: Sequence[str] | Script, *, stdin: bytes | None = None, timeout: float = 300.0,
             sudo: bool = False) -> CommandResult:
@@ -171,7 +170,9 @@ class PSRPConnector:
             args = [json.dumps({"argv": [str(a) for a in command], "report_rc": True})]
         start = time.monotonic()
         ps = PowerShell(self.pool)
-        ps.add_script(text)
+        # the fixed version guard runs first; the script travels as its first argument (data)
+        ps.add_script(wc.PSRP_GUARD)
+        ps.add_argument(text)
         for a in args:
             ps.add_argument(a)
         try:
@@ -203,7 +204,13 @@ class PSRPConnector:
                               "RestrictedRemoteServer); guestprep sends PowerShell scripts and needs a "
                               "FullLanguage endpoint for its account (see docs/windows.md, 'JEA')", where=self._where)
         out = ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8")
-        return CommandResult(rc=rc, stdout=out, stderr=errors.encode("utf-8"), duration=time.monotonic() - start)
+        duration = time.monotonic() - start
+        reason = wc.unsupported_reason(out) if rc == 0 else None
+        if reason is not None and wc.script_marker(text) != "collect":
+            # as over WinRM: the collector document is for collect.ps1 (WIN-OS-SUPPORTED);
+            # any other script fails naming the reason
+            return CommandResult(rc=wc.UNSUPPORTED_RC, stdout=b"", stderr=reason.encode("utf-8"), duration=duration)
+        return CommandResult(rc=rc, stdout=out, stderr=errors.encode("utf-8"), duration=duration)
 
     def put(self, local: str, remote: str, *, mode: int = 0o600) -> None:
         wc.put_file(self, local, remote, where=self._where)

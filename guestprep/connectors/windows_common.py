@@ -16,7 +16,7 @@ import base64
 import json
 import re
 import xml.etree.ElementTree as ET
-from typing import Sequence
+from typing import Any, Sequence
 
 from guestprep.errors import ConfigError
 from guestprep.scripts import script_path
@@ -36,9 +36,9 @@ MARKER_RE = re.compile(r"^#\s*guestprep-script:\s*(?P<name>[A-Za-z0-9_.-]+)\s*$"
 # (a native exit code the script tolerated, e.g. pnputil's 259, is not a failure).
 UNSUPPORTED_PREFIX = '{"schema":"guestprep.windows.facts/1","supported":false'
 UNSUPPORTED_RC = 126
-BOOTSTRAP = (
-    "$ErrorActionPreference = 'Stop'\n"
-    "# guestprep-bootstrap/1 (PowerShell 2.0 syntax until the version check)\n"
+# The version check both wrappers start with (PowerShell 1.0/2.0 syntax only); END_ is how the
+# wrapper stops after answering (powershell.exe: exit 0; a PSRP pipeline: return).
+_VERSION_CHECK = (
     "$v = '1.0'\n"
     "if (Test-Path -Path 'variable:PSVersionTable') { $v = [string]$PSVersionTable.PSVersion }\n"
     "if ($v -eq '1.0' -or $PSVersionTable.PSVersion.Major -lt 3) {\n"
@@ -46,8 +46,13 @@ BOOTSTRAP = (
     "    Write-Output ('" + UNSUPPORTED_PREFIX + ",\"unsupported_reason\":\"unsupported: PowerShell ' + $v"
     " + ' (guestprep needs PowerShell 3.0 or newer: WMF 3.0+, Windows Server 2012+)\",\"hostname\":\"' + $h"
     " + '\",\"os\":null,\"ps_version\":\"' + $v + '\"}')\n"
-    "    exit 0\n"
+    "    END_\n"
     "}\n"
+)
+BOOTSTRAP = (
+    "$ErrorActionPreference = 'Stop'\n"
+    "# guestprep-bootstrap/1 (PowerShell 2.0 syntax until the version check)\n"
+    + _VERSION_CHECK.replace("END_", "exit 0") +
     "$utf8 = New-Object -TypeName System.Text.UTF8Encoding -ArgumentList $false\n"
     "try { $OutputEncoding = $utf8 } catch { $null = $_ }\n"
     "$stdout = New-Object -TypeName System.IO.StreamWriter -ArgumentList ([Console]::OpenStandardOutput()), $utf8\n"
@@ -60,6 +65,20 @@ BOOTSTRAP = (
     "if ($null -ne $payload.stdin) { $payload.stdin | & $block @argv | ForEach-Object -Process { $stdout.WriteLine([string]$_) } }\n"
     "else { & $block @argv | ForEach-Object -Process { $stdout.WriteLine([string]$_) } }\n"
     "exit 0\n"
+)
+# PSRP runs a pipeline's script text as given: on a PowerShell 2.0 endpoint a script with 3.0
+# syntax (collect.ps1 before its own check, ConvertFrom-Json at the top of every operation
+# script) is a parse or command-not-found error, not a finding. So the PSRP connector sends this
+# fixed guard as the pipeline's script, the real script as its first argument (data) and the
+# script's arguments after it; the guard answers the same "unsupported" document as BOOTSTRAP.
+PSRP_GUARD_MARKER = "# guestprep-psrp-guard/1"
+PSRP_GUARD = (
+    "$ErrorActionPreference = 'Stop'\n"
+    + PSRP_GUARD_MARKER + " (PowerShell 2.0 syntax until the version check)\n"
+    + _VERSION_CHECK.replace("END_", "return") +
+    "$guestprepBlock = [scriptblock]::Create([string]$args[0])\n"
+    "$guestprepArgs = @($args | Select-Object -Skip 1)\n"
+    "$input | & $guestprepBlock @guestprepArgs\n"
 )
 
 
@@ -280,3 +299,96 @@ def require_auth_library(module: str, extra: str, client: str, where: str) -> No
     if importlib.util.find_spec(module) is None:
         raise ConfigError(f"{extra} authentication needs the {module} library, which is not installed "
                           f"(install guestprep[{extra}] or {client}[{extra}] on the controller)", where=where)
+
+
+# --------------------------------------------------------------------------- connector helpers (WinRM and PSRP)
+
+
+def url_host(address: str) -> str:
+    """An address as the host part of a URL (IPv6 in brackets)."""
+    return f"[{address}]" if ":" in address and not address.startswith("[") else address
+
+
+def guest_where(guest: Any) -> str:
+    """'guest NAME (inventory file:line)': where a bad guest var is reported."""
+    source = getattr(guest, "source", None)
+    return f"guest {guest.name}" + (f" ({source})" if source else "")
+
+
+def int_var(guest_vars: Any, key: str, default: Any, where: str, minimum: int = 0, maximum: int | None = None) -> int:
+    """A numeric guest var (port, timeout, retries). Values discovered from vSphere or typed in an
+    inventory arrive as text: a bad one is a ConfigError naming the guest and the var, not a
+    ValueError from int()."""
+    value = guest_vars.get(key, default) if guest_vars is not None else default
+    if value is None or value == "":
+        value = default
+    if isinstance(value, bool):
+        raise ConfigError(f"{key} must be a whole number, got {value!r}", where=where)
+    try:
+        n = int(value) if isinstance(value, float) and value.is_integer() else int(str(value).strip(), 10)
+    except ValueError:
+        raise ConfigError(f"{key} must be a whole number, got {str(value)[:40]!r}", where=where) from None
+    if n < minimum or (maximum is not None and n > maximum):
+        bound = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
+        raise ConfigError(f"{key} must be {bound}, got {n}", where=where)
+    return n
+
+
+def tls_policy(validation: Any, ca: Any, options: Any, where: str, var: str) -> tuple[bool, str | None]:
+    """(verify, CA bundle) from the transport's cert-validation var; 'ignore' needs --insecure."""
+    import os
+
+    ignore = str(validation).lower() == "ignore" or (isinstance(validation, bool) and not validation)
+    if ignore and not options.insecure_tls:
+        raise ConfigError(f"{var}=ignore turns TLS verification off; pass --insecure to allow it explicitly",
+                          where=where)
+    ca_path = str(ca) if ca else options.ca_bundle
+    if ca_path and not os.path.isfile(ca_path):
+        raise ConfigError(f"CA bundle {ca_path} does not exist", where=where)
+    return (not (ignore or options.insecure_tls)), ca_path
+
+
+def read_password(guest: Any, optional: bool = False) -> str | None:
+    """The password from its environment variable; ``optional`` for Kerberos, which can use a ticket."""
+    import os
+
+    env = guest.credentials.password_env
+    if not env and optional:
+        return None
+    if not env:
+        raise ConfigError("credentials.password_env is not set (passwords come from an environment variable)",
+                          where=f"guest {guest.name}")
+    value = os.environ.get(env)
+    if value is None:
+        raise ConfigError(f"environment variable {env} (credentials.password_env) is not set",
+                          where=f"guest {guest.name}")
+    return value
+
+
+def check_basic_password(auth: str, password: str, where: str) -> None:
+    """requests encodes Basic credentials as Latin-1; anything else would fail deep inside it."""
+    if auth == "basic":
+        try:
+            password.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ConfigError("the password has characters Basic authentication cannot carry (not Latin-1); "
+                              "use ntlm/negotiate or kerberos", where=where) from None
+
+
+def redact(text: str, secret: str | None) -> str:
+    return text.replace(secret, "********") if secret else text
+
+
+def ssl_reason(exc: Exception) -> str:
+    """The one phrase of a TLS verification error a user can act on."""
+    text = str(exc)
+    for key in ("certificate has expired", "self-signed certificate", "unable to get local issuer certificate",
+                "Hostname mismatch", "IP address mismatch", "certificate verify failed"):
+        if key.lower() in text.lower():
+            return key
+    return short_error(exc)
+
+
+def short_error(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) < 200 else text[:200] + "..."

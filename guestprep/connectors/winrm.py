@@ -9,7 +9,6 @@ imported Ansible inventories work) are documented in docs/windows.md and read by
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -43,11 +42,11 @@ class WinRMSettings:
     @classmethod
     def from_guest(cls, guest: Guest, options: ConnectOptions) -> "WinRMSettings":
         v: Mapping[str, Any] = guest.vars or {}
-        where = f"guest {guest.name}" + (f" ({guest.source})" if guest.source else "")
+        where = wc.guest_where(guest)
         scheme = str(v.get("ansible_winrm_scheme", "https")).lower()
         if scheme not in ("http", "https"):
             raise ConfigError(f"ansible_winrm_scheme must be http or https, got {scheme!r}", where=where)
-        port = guest.port or int(v.get("ansible_port", 5986 if scheme == "https" else 5985))
+        port = guest.port or wc.int_var(v, "ansible_port", 5986 if scheme == "https" else 5985, where, 1, 65535)
         path = str(v.get("ansible_winrm_path", "/wsman"))
         transport = _first(v.get("ansible_winrm_transport"), "ntlm")
         if transport == "plaintext":
@@ -55,17 +54,17 @@ class WinRMSettings:
         if transport not in TRANSPORTS:
             raise ConfigError(f"ansible_winrm_transport {transport!r} not supported (one of {', '.join(TRANSPORTS)})",
                               where=where)
-        verify, ca = _tls_policy(v.get("ansible_winrm_server_cert_validation", "validate"),
+        verify, ca = wc.tls_policy(v.get("ansible_winrm_server_cert_validation", "validate"),
                                  v.get("ansible_winrm_ca_trust_path"), options, where, "ansible_winrm_server_cert_validation")
         enc = str(v.get("ansible_winrm_message_encryption", "auto")).lower()
         _check_cleartext(scheme, transport, enc, options, where)
-        op = int(v.get("ansible_winrm_operation_timeout_sec", 20))
+        op = wc.int_var(v, "ansible_winrm_operation_timeout_sec", 20, where, 1)
         return cls(
-            endpoint=f"{scheme}://{_host(guest.address)}:{port}{path}", scheme=scheme, transport=transport,
+            endpoint=f"{scheme}://{wc.url_host(guest.address)}:{port}{path}", scheme=scheme, transport=transport,
             user=guest.credentials.user or "", password_env=guest.credentials.password_env, verify=verify,
             ca_trust_path=ca, message_encryption=enc, operation_timeout=op,
-            read_timeout=int(v.get("ansible_winrm_read_timeout_sec", op + 10)),
-            retries=int(v.get("guestprep_winrm_retries", 2)),
+            read_timeout=wc.int_var(v, "ansible_winrm_read_timeout_sec", op + 10, where, 1),
+            retries=wc.int_var(v, "guestprep_winrm_retries", 2, where, 0, 20),
             kerberos_delegation=wc.truthy(v.get("ansible_winrm_kerberos_delegation", False)),
             kerberos_hostname_override=wc.optional_text(v, "ansible_winrm_kerberos_hostname_override"),
         )
@@ -79,21 +78,6 @@ def _first(value: Any, default: str) -> str:
     return str(value).split(",")[0].strip().lower()
 
 
-def _host(address: str) -> str:
-    return f"[{address}]" if ":" in address and not address.startswith("[") else address
-
-
-def _tls_policy(validation: Any, ca: Any, options: ConnectOptions, where: str, var: str) -> tuple[bool, str | None]:
-    ignore = str(validation).lower() == "ignore" or (isinstance(validation, bool) and not validation)
-    if ignore and not options.insecure_tls:
-        raise ConfigError(f"{var}=ignore turns TLS verification off; pass --insecure to allow it explicitly",
-                          where=where)
-    ca_path = str(ca) if ca else options.ca_bundle
-    if ca_path and not os.path.isfile(ca_path):
-        raise ConfigError(f"CA bundle {ca_path} does not exist", where=where)
-    return (not (ignore or options.insecure_tls)), ca_path
-
-
 def _check_cleartext(scheme: str, transport: str, enc: str, options: ConnectOptions, where: str) -> None:
     if scheme != "http":
         return
@@ -103,35 +87,6 @@ def _check_cleartext(scheme: str, transport: str, enc: str, options: ConnectOpti
     if enc == "never" and not options.insecure_tls:
         raise ConfigError("ansible_winrm_message_encryption=never over HTTP sends everything in clear text; "
                           "pass --insecure to allow it explicitly", where=where)
-
-
-def read_password(guest: Guest, optional: bool = False) -> str | None:
-    """The password from its environment variable; ``optional`` for Kerberos, which can use a ticket."""
-    env = guest.credentials.password_env
-    if not env and optional:
-        return None
-    if not env:
-        raise ConfigError("credentials.password_env is not set (passwords come from an environment variable)",
-                          where=f"guest {guest.name}")
-    value = os.environ.get(env)
-    if value is None:
-        raise ConfigError(f"environment variable {env} (credentials.password_env) is not set",
-                          where=f"guest {guest.name}")
-    return value
-
-
-def check_basic_password(auth: str, password: str, where: str) -> None:
-    """requests encodes Basic credentials as Latin-1; anything else would fail deep inside it."""
-    if auth == "basic":
-        try:
-            password.encode("latin-1")
-        except UnicodeEncodeError:
-            raise ConfigError("the password has characters Basic authentication cannot carry (not Latin-1); "
-                              "use ntlm/negotiate or kerberos", where=where) from None
-
-
-def redact(text: str, secret: str | None) -> str:
-    return text.replace(secret, "********") if secret else text
 
 
 class WinRMConnector:
@@ -144,7 +99,7 @@ class WinRMConnector:
         self.options = options
         self.settings = s = WinRMSettings.from_guest(guest, options)
         self._where = f"{guest.name} ({s.endpoint})"
-        self._secret = read_password(guest, optional=s.transport == "kerberos")
+        self._secret = wc.read_password(guest, optional=s.transport == "kerberos")
         user = s.user
         if s.transport == "kerberos":
             from guestprep.connectors import kerberos
@@ -154,7 +109,7 @@ class WinRMConnector:
             kerberos.ensure_initiator_credentials(user, self._secret, self._where)
         elif s.transport == "credssp":
             wc.require_auth_library("requests_credssp", "credssp", "pywinrm", self._where)
-        check_basic_password(s.transport, self._secret or "", self._where)
+        wc.check_basic_password(s.transport, self._secret or "", self._where)
         validation = "validate" if s.verify else "ignore"
         try:
             self.protocol = winrm.protocol.Protocol(
@@ -166,7 +121,7 @@ class WinRMConnector:
                 kerberos_hostname_override=s.kerberos_hostname_override,
             )
         except Exception as exc:  # pywinrm validates its arguments here
-            raise ConfigError(redact(f"cannot set up WinRM: {exc}", self._secret), where=self._where) from None
+            raise ConfigError(wc.redact(f"cannot set up WinRM: {exc}", self._secret), where=self._where) from None
         self._shell_id: str | None = None
         self._open_shell()
 
@@ -194,22 +149,22 @@ class WinRMConnector:
             return ConnectionFailed(f"authentication failed for user {s.user!r} ({s.transport}) while {doing}",
                                     where=self._where)
         if isinstance(exc, requests.exceptions.SSLError):
-            reason = _ssl_reason(exc)
+            reason = wc.ssl_reason(exc)
             return ConnectionFailed(f"TLS certificate verification failed: {reason}; give the CA with --ca-bundle or "
                                     "ansible_winrm_ca_trust_path (or --insecure)", where=self._where)
         if isinstance(exc, (requests.exceptions.ReadTimeout,)):
             return CommandTimeout(f"no answer within {s.read_timeout}s while {doing}", where=self._where)
         if isinstance(exc, requests.exceptions.ConnectionError):
-            return ConnectionFailed(f"connection failed while {doing}: {_short(exc)}", where=self._where)
+            return ConnectionFailed(f"connection failed while {doing}: {wc.short_error(exc)}", where=self._where)
         if isinstance(exc, wex.WinRMTransportError):
-            return ConnectionFailed(redact(f"HTTP {exc.code} while {doing}: {_fault_text(exc.response_text)}",
+            return ConnectionFailed(wc.redact(f"HTTP {exc.code} while {doing}: {_fault_text(exc.response_text)}",
                                            self._secret), where=self._where)
         gss = kerberos_reason(exc)
         if gss is not None:
             return ConnectionFailed(f"Kerberos authentication failed while {doing}: {gss}", where=self._where)
         if isinstance(exc, wex.WinRMError):
-            return ConnectionFailed(redact(f"WinRM error while {doing}: {exc}", self._secret), where=self._where)
-        return ConnectionFailed(redact(f"{type(exc).__name__} while {doing}: {exc}", self._secret), where=self._where)
+            return ConnectionFailed(wc.redact(f"WinRM error while {doing}: {exc}", self._secret), where=self._where)
+        return ConnectionFailed(wc.redact(f"{type(exc).__name__} while {doing}: {exc}", self._secret), where=self._where)
 
     # ------------------------------------------------------------------ run
     def run(self, command: Sequence[str] | Script, *, stdin: bytes | None = None, timeout: float = 300.0,
@@ -302,20 +257,6 @@ def _transient(exc: Exception) -> bool:
     if isinstance(exc, wex.WinRMTransportError):
         return exc.code in (502, 503, 504)
     return isinstance(exc, (requests.exceptions.ConnectionError,))
-
-
-def _ssl_reason(exc: Exception) -> str:
-    text = str(exc)
-    for key in ("certificate has expired", "self-signed certificate", "unable to get local issuer certificate",
-                "Hostname mismatch", "IP address mismatch", "certificate verify failed"):
-        if key.lower() in text.lower():
-            return key
-    return _short(exc)
-
-
-def _short(exc: Exception) -> str:
-    text = str(exc)
-    return text if len(text) < 200 else text[:200] + "..."
 
 
 def _fault_text(xml: str | bytes | None) -> str:

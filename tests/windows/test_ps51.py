@@ -162,3 +162,42 @@ def test_first_boot_scripts_carry_the_helpers_they_call(name):
                                        "get-registryvalueornull", "test-guestpreptask"}}
     assert ours <= defined, ours - defined
     assert ps_lint.pitfall_problems(wc.windows_script_text(name), text) == []
+
+
+@pytest.mark.integration
+def test_powershell_2_guest_is_a_finding_over_psrp(wsman):
+    """PSRP ran the script text as given: on a 2.0 endpoint every operation script died on
+    ConvertFrom-Json (CommandNotFoundException) instead of the clean "unsupported" finding."""
+    run = wsman("ws2008r2-ps2")
+    conn = open_connector(run.make_guest("psrp"), run.options())
+    try:
+        facts = wf.collect(conn, timeout=30)
+        with pytest.raises(OperationError, match=r"exit 126\).*unsupported: PowerShell 2\.0"):
+            wc.call_script(conn, "file-hash.ps1", {"path": "C:\\x"}, where="guest old")
+        res = conn.run(["hostname.exe"], timeout=30)
+        assert res.rc == wc.UNSUPPORTED_RC and b"unsupported: PowerShell 2.0" in res.stderr
+    finally:
+        conn.close()
+    assert facts.supported is False and "unsupported: PowerShell 2.0" in facts.unsupported_reason
+    assert run.guest.ran == []          # no script ran: the guard answered
+
+
+@pytest.mark.integration
+def test_psrp_guard_runs_the_script_on_powershell_3_and_later(wsman):
+    run = wsman("ws2019-en-US")
+    conn = open_connector(run.make_guest("psrp"), run.options())
+    try:
+        facts = wf.collect(conn, timeout=30)
+    finally:
+        conn.close()
+    assert facts.supported is True and run.guest.ran == ["collect"]
+
+
+def test_psrp_guard_is_powershell_2_safe_until_its_version_check():
+    from tests.windows import ps_lint
+
+    assert ps_lint.pre_version_check_problems(wc.PSRP_GUARD) == []
+    assert ps_lint.parse_errors(wc.PSRP_GUARD) == []
+    assert ps_lint.pitfall_problems(wc.PSRP_GUARD) == []
+    res = pm.bootstrap_fault(wc.PSRP_GUARD, FakeWindowsGuest("ws2008r2-ps2"))
+    assert isinstance(res, ScriptResult) and wc.unsupported_reason(res.stdout).startswith("unsupported: PowerShell 2.0")

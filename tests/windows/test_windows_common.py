@@ -90,3 +90,53 @@ def test_parse_output_rejects_non_utf8():
 def test_summarize_is_json_and_small():
     s = wf.summarize(wf.parse(load_profile("ws2022-ja-JP")))
     assert json.loads(json.dumps(s, ensure_ascii=False))["locale"] == "ja-JP" and len(s) < 25
+
+
+# ------------------------------------------------------------------ numeric guest vars (issue 12, item 6)
+
+@pytest.mark.parametrize("transport,key,value", [
+    ("winrm", "ansible_port", "59 86"), ("winrm", "ansible_winrm_operation_timeout_sec", "20s"),
+    ("winrm", "ansible_winrm_read_timeout_sec", "1.5"), ("winrm", "guestprep_winrm_retries", "many"),
+    ("winrm", "ansible_port", "70000"), ("psrp", "ansible_port", "https"),
+    ("psrp", "ansible_psrp_operation_timeout", "twenty"), ("psrp", "ansible_psrp_read_timeout", True),
+    ("psrp", "ansible_psrp_connection_timeout", "-3"),
+])
+def test_bad_numeric_guest_var_is_a_config_error_naming_guest_and_var(transport, key, value):
+    """Before: int() raised ValueError (a traceback) on a value from vSphere discovery or an inventory."""
+    from guestprep.connectors import ConnectOptions
+    from guestprep.connectors.psrp import PSRPSettings
+    from guestprep.connectors.winrm import WinRMSettings
+    from guestprep.errors import ConfigError
+    from guestprep.models import Credentials, Guest, OSFamily, Transport
+
+    g = Guest(name="web01", address="10.0.0.5", os=OSFamily.WINDOWS, transport=Transport(transport),
+              credentials=Credentials(user="Administrator"), vars={key: value}, source="vsphere:dc1/web01")
+    settings = WinRMSettings if transport == "winrm" else PSRPSettings
+    with pytest.raises(ConfigError) as err:
+        settings.from_guest(g, ConnectOptions())
+    assert key in err.value.message and "web01" in str(err.value.where)
+
+
+def test_good_numeric_guest_vars_as_text_are_accepted():
+    from guestprep.connectors import ConnectOptions
+    from guestprep.connectors.winrm import WinRMSettings
+    from guestprep.models import Credentials, Guest, OSFamily, Transport
+
+    g = Guest(name="web01", address="10.0.0.5", os=OSFamily.WINDOWS, transport=Transport.WINRM,
+              credentials=Credentials(user="Administrator"),
+              vars={"ansible_port": " 5986", "ansible_winrm_operation_timeout_sec": "30"})
+    s = WinRMSettings.from_guest(g, ConnectOptions())
+    assert s.endpoint.endswith(":5986/wsman") and s.operation_timeout == 30 and s.read_timeout == 40
+
+
+def test_psrp_no_longer_borrows_winrm_private_helpers():
+    """issue 14: the shared helpers are public in windows_common; psrp imports nothing from winrm."""
+    import inspect
+
+    from guestprep.connectors import psrp
+
+    src = inspect.getsource(psrp)
+    assert "connectors.winrm" not in src and "import winrm" not in src
+    for name in ("url_host", "tls_policy", "ssl_reason", "short_error", "read_password", "check_basic_password",
+                 "redact", "int_var"):
+        assert callable(getattr(wc, name))

@@ -374,7 +374,7 @@ class WindowsModel:
             folder, inf_name = inf_path.rsplit("\\", 1)
             files = {k.rsplit("\\", 1)[1]: v for k, v in source.items() if k.rsplit("\\", 1)[0].lower() == folder.lower()}
             if inf_name not in files:
-                return 2, f"Failed to add driver package: The system cannot find the file specified.\r\n"
+                return 2, "Failed to add driver package: The system cannot find the file specified.\r\n"
             arch = folder.rsplit("\\", 1)[1].lower()
             if arch != self.arch:
                 return 0xE000022F & 0xFFFFFFFF, "Failed to add driver package: The INF is for another architecture.\r\n"
@@ -911,7 +911,7 @@ class FakeWindowsGuest:
             for hwid in d["hardware_ids"]:
                 rest = hwid[4:]
                 if p["mapping"] == "driver_database":
-                    self._new_key(op, f"HKLM:\\SYSTEM\\DriverDatabase\\DeviceIds\\PCI")
+                    self._new_key(op, "HKLM:\\SYSTEM\\DriverDatabase\\DeviceIds\\PCI")
                     idkey = f"HKLM:\\SYSTEM\\DriverDatabase\\DeviceIds\\PCI\\{rest}"
                     self._new_key(op, idkey)
                     steps.append(self._set_typed(op, idkey, pkg["published"], [1, 255, 0, 0], "Binary"))
@@ -1221,6 +1221,19 @@ def run_winrs(state: Any, argv: list[str], stdin: bytes) -> ScriptResult | None:
 
 
 def run_psrp(state: Any, script: str, args: list[str], stdin: str | None) -> ScriptResult | None:
+    """A PSRP pipeline: the connector's version guard (windows_common.PSRP_GUARD) runs first and,
+    on PowerShell 3.0+, invokes its first argument as the script with the rest as arguments.
+    The guard's own behaviour on 1.0/2.0 comes from the PowerShell engine model."""
+    from guestprep.connectors.windows_common import PSRP_GUARD_MARKER
+
+    if PSRP_GUARD_MARKER in script:
+        fault = powershell_model.bootstrap_fault(script, state.guest)
+        if fault is not None:
+            state.log.append({"transport": "psrp", "marker": "psrp-guard", "args": args[1:]})
+            return fault if isinstance(fault, ScriptResult) else ScriptResult(b"", clixml_error(fault), 1)
+        if not args:
+            return ScriptResult(b"", clixml_error("Exception calling \"Create\": the guard got no script"), 1)
+        script, args = args[0], args[1:]
     res = state.guest.run_script(script, args, stdin)
     state.log.append({"transport": "psrp", "marker": script_marker(script), "args": args})
     return None if res is None else _drop(state, script, res)
