@@ -352,6 +352,20 @@ foreach ($svc in $avServices.Keys) {
 $cs = Get-CimInstance -ClassName Win32_ComputerSystem
 $domain = [ordered]@{ part_of_domain = [bool]$cs.PartOfDomain; domain = $(if ($cs.PartOfDomain) { [string]$cs.Domain } else { $null }); workgroup = $(if ($cs.PartOfDomain) { $null } else { [string]$cs.Workgroup }); role = [int]$cs.DomainRole; manufacturer = [string]$cs.Manufacturer; model = [string]$cs.Model }
 
+# ---------------------------------------------------------------- script policy
+# Group Policy execution policy (MachinePolicy/UserPolicy scopes) overrides the
+# -ExecutionPolicy Bypass the first-boot tasks start powershell.exe with (about_Execution_Policies:
+# "policies set by Group Policy ... take precedence"); UserPolicy is the connecting account's.
+$executionPolicy = Invoke-Guarded -Section 'execution_policy' -Requires @('Get-ExecutionPolicy') -Body {
+    $out = [ordered]@{}
+    foreach ($scope in @('MachinePolicy', 'UserPolicy', 'LocalMachine')) { $out[$scope] = [string](Get-ExecutionPolicy -Scope $scope) }
+    $out
+}
+# guestprep's scripts need FullLanguage (about_Language_Modes: ConstrainedLanguage refuses
+# New-Object of most .NET types, which Invoke-Native and the journal use)
+$languageMode = $null
+try { $languageMode = [string]$ExecutionContext.SessionState.LanguageMode } catch { $unknown['language_mode'] = [string]$_.Exception.Message }
+
 # ---------------------------------------------------------------- what guestprep left here
 $state = $null
 $stateFile = Join-Path -Path $env:ProgramData -ChildPath 'guestprep\state.json'
@@ -371,6 +385,7 @@ $doc = [ordered]@{
     power = $power
     network = [ordered]@{ adapters = $adapters; routes = $routes }
     firewall = $firewall; device_install_policy = $policy; antivirus = $antivirus; domain = $domain
+    execution_policy = $executionPolicy; language_mode = $languageMode
     guestprep = $state; unknown = $unknown
 }
 Write-Output (ConvertTo-Json -InputObject $doc -Depth 8 -Compress)

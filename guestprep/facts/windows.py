@@ -54,6 +54,13 @@ class OSInfo:
     def is_server(self) -> bool:
         return self.product_type in (2, 3)
 
+    @property
+    def is_32bit(self) -> bool | None:
+        """Win32_OperatingSystem.OSArchitecture ("32-bit"/"64-bit", localised digits stay); None: not reported."""
+        if not self.architecture:
+            return None
+        return "32" in self.architecture and "64" not in self.architecture
+
 
 @dataclass
 class BitLockerVolume:
@@ -268,6 +275,8 @@ class WindowsFacts:
     device_install_policy: dict[str, Any] | None = None
     antivirus: list[dict[str, Any]] | None = None
     domain: dict[str, Any] | None = None
+    execution_policy: dict[str, str] | None = None   # scope -> policy (MachinePolicy, UserPolicy, LocalMachine)
+    language_mode: str | None = None       # FullLanguage | ConstrainedLanguage | RestrictedLanguage | NoLanguage
     guestprep_state: dict[str, Any] = field(default_factory=dict)  # what our operations left on the guest
     unknown: dict[str, str] = field(default_factory=dict)          # section -> reason it is null
     virtio_win_target: str | None = None   # configured virtio-win version (set by collect from guest vars)
@@ -511,6 +520,10 @@ def parse(raw: Mapping[str, Any], where: str = "windows collector") -> WindowsFa
     av = r.lst(raw.get("antivirus"), "antivirus", optional=True)
     facts.antivirus = None if av is None else [r.obj(x, f"antivirus[{n}]") for n, x in enumerate(av)]  # type: ignore[misc]
     facts.domain = r.obj(raw.get("domain"), "domain", optional=True)
+    ep = r.obj(raw.get("execution_policy"), "execution_policy", optional=True)
+    if ep is not None:
+        facts.execution_policy = {str(k): r.s(v, f"execution_policy.{k}") or "Undefined" for k, v in ep.items()}
+    facts.language_mode = r.s(raw.get("language_mode"), "language_mode")
     facts.guestprep_state = r.obj(raw.get("guestprep") or {}, "guestprep") or {}
     # escrow confirmed by the operator when BitLocker was suspended (recorded in state.json)
     escrow = facts.guestprep_state.get("bitlocker_escrow") or {}

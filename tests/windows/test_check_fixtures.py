@@ -14,7 +14,7 @@ pytestmark = pytest.mark.unit
 
 CHECKS_DIR = Path(__file__).resolve().parents[1] / "checks"
 # the modules of issue 4; other areas add WIN-* checks (e.g. uefi.py) with their own tests
-MODULES = {f"guestprep.checks.windows.{m}" for m in ("drivers", "boot", "storage", "network")}
+MODULES = {f"guestprep.checks.windows.{m}" for m in ("drivers", "boot", "storage", "network", "policy")}
 
 
 def windows_checks():

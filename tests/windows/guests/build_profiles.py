@@ -51,8 +51,8 @@ def base(hostname: str, caption: str, version: str, build: int, **os_extra) -> d
         "network": {"adapters": [
             {"name": "Ethernet0", "description": "vmxnet3 Ethernet Adapter", "mac": "00:50:56:9A:10:01",
              "interface_index": 4, "dhcp": False, "ipv4": [{"address": "10.20.0.15", "prefix": 24}], "ipv6": [],
-             "gateways": ["10.20.0.1"], "dns": ["10.20.0.10", "10.20.0.11"], "dns_suffix": "corp.example",
-             "profile": "DomainAuthenticated", "network_name": "corp.example"}],
+             "gateways": ["10.20.0.1"], "dns": ["10.20.0.10", "10.20.0.11"], "static_dns": True,
+             "dns_suffix": "corp.example", "profile": "DomainAuthenticated", "network_name": "corp.example"}],
             "routes": [{"destination": "0.0.0.0/0", "next_hop": "10.20.0.1", "interface_index": None, "metric": 0, "persistent": True}]},
         "firewall": {"Domain": True, "Private": True, "Public": True},
         "device_install_policy": {"deny_unspecified": False, "deny_removable": False, "deny_device_ids": [],
@@ -60,6 +60,8 @@ def base(hostname: str, caption: str, version: str, build: int, **os_extra) -> d
         "antivirus": [{"name": "Microsoft Defender Antivirus", "service": "WinDefend", "state": "Running", "vendor_microsoft": True}],
         "domain": {"part_of_domain": True, "domain": "corp.example", "workgroup": None, "role": 3,
                    "manufacturer": "VMware, Inc.", "model": "VMware7,1"},
+        "execution_policy": {"MachinePolicy": "Undefined", "UserPolicy": "Undefined", "LocalMachine": "RemoteSigned"},
+        "language_mode": "FullLanguage",
         "guestprep": None, "unknown": {},
     }
 
@@ -146,7 +148,8 @@ def profiles() -> dict[str, dict]:
     p = base("APP-DE-2016", "Microsoft Windows Server 2016 Datacenter", "10.0.14393", 14393, edition="ServerDatacenter", locale="de-DE")
     p["ps_version"] = "5.1.14393.6343"
     p["pending_reboot"] = {"pending": True, "reasons": ["windows-update", "pending-file-rename"]}
-    p["network"]["adapters"][0].update({"name": "Ethernet0", "dhcp": True, "profile": "Private", "network_name": "Netzwerk 2",
+    p["network"]["adapters"][0].update({"name": "Ethernet0", "dhcp": True, "static_dns": False, "profile": "Private",
+                                        "network_name": "Netzwerk 2",
                                         "dns_suffix": None, "ipv4": [{"address": "192.168.40.23", "prefix": 24}],
                                         "gateways": ["192.168.40.1"], "dns": ["192.168.40.1"], "mac": "00-50-56-9A-20-02"})
     p["domain"] = {"part_of_domain": False, "domain": None, "workgroup": "ARBEITSGRUPPE", "role": 2,
@@ -159,7 +162,8 @@ def profiles() -> dict[str, dict]:
                        "encryption_percentage": 100, "protectors": ["Tpm", "RecoveryPassword"], "recovery_key_escrowed": None}]
     p["network"]["adapters"].append({"name": "Ethernet1", "description": "vmxnet3 Ethernet Adapter #2", "mac": "00:50:56:9a:10:02",
                                      "interface_index": 7, "dhcp": False, "ipv4": [{"address": "10.99.0.15", "prefix": 24}],
-                                     "ipv6": [], "gateways": [], "dns": [], "dns_suffix": None, "profile": "Public",
+                                     "ipv6": [], "gateways": [], "dns": [], "static_dns": False, "dns_suffix": None,
+                                     "profile": "Public",
                                      "network_name": "Unidentified network"})
     p["network"]["routes"].append({"destination": "10.200.0.0/16", "next_hop": "10.99.0.1", "interface_index": None,
                                    "metric": 10, "persistent": True})
@@ -190,7 +194,8 @@ def profiles() -> dict[str, dict]:
     p["volumes"][0]["free"] = 80 * MiB
     p["volumes"][0]["label"] = "Системный"
     p["power"] = {"fast_startup": True, "hibernation": True}
-    p["network"]["adapters"][0].update({"dhcp": True, "profile": "Public", "network_name": "Сеть", "mac": "00:0c:29:ab:cd:ef",
+    p["network"]["adapters"][0].update({"dhcp": True, "static_dns": False, "profile": "Public", "network_name": "Сеть",
+                                        "mac": "00:0c:29:ab:cd:ef",
                                         "description": "Intel(R) 82574L Gigabit Network Connection"})
     p["domain"] = {"part_of_domain": False, "domain": None, "workgroup": "WORKGROUP", "role": 0,
                    "manufacturer": "VMware, Inc.", "model": "VMware7,1"}
@@ -204,7 +209,7 @@ def profiles() -> dict[str, dict]:
     p["bitlocker"] = [{"mount": "C:", "protection_status": "Off", "volume_status": "FullyEncrypted",
                        "encryption_percentage": 100, "protectors": ["Tpm", "RecoveryPassword"], "recovery_key_escrowed": True}]
     p["power"] = {"fast_startup": True, "hibernation": False}
-    p["network"]["adapters"][0].update({"dhcp": True, "mac": "00:50:56:9a:40:04"})
+    p["network"]["adapters"][0].update({"dhcp": True, "static_dns": False, "mac": "00:50:56:9a:40:04"})
     out["win11-en-US"] = p
 
     # a 32-bit Windows 10 (x86 drivers: <driver>\\w10\\x86, guest-agent\\qemu-ga-i386.msi)
@@ -212,7 +217,7 @@ def profiles() -> dict[str, dict]:
              product_type=1, installation_type="Client", architecture="32-bit")
     p["ps_version"] = "5.1.17763.6414"
     p["storage"]["san_policy"] = "OnlineAll"
-    p["network"]["adapters"][0].update({"dhcp": True, "mac": "00:50:56:9a:50:05", "profile": "Private"})
+    p["network"]["adapters"][0].update({"dhcp": True, "static_dns": False, "mac": "00:50:56:9a:50:05", "profile": "Private"})
     p["domain"] = {"part_of_domain": False, "domain": None, "workgroup": "WORKGROUP", "role": 0,
                    "manufacturer": "VMware, Inc.", "model": "VMware7,1"}
     out["win10x86-en-US"] = p
