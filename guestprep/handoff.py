@@ -5,34 +5,38 @@ One JSON file per VM: the SourceVM, where each disk is found (a volume converted
 and their readiness verdict, and the target policy. ``finalize`` reads only this file, so
 it can run on the Proxmox node and be reviewed before the cutover.
 
+The one reader of that document: the controller (``finalize``) and guestprep-host (the
+zipapp on the Proxmox node, ``hostside.handoff``) both parse and validate it here. Standard
+library only (plus the bundled ``guestprep.models``/``errors``/``target_policy``/``vmx``), so
+the zipapp ships this very file. Errors name the file and the field: ``h.json: disks[1].volid``.
+
 Written exclusively (an existing file is never overwritten) and atomically (a temporary
 file linked into place), so a crash never leaves half a document.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
 import stat
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
 from guestprep.errors import ConfigError
-from guestprep.finalize.policy import VOLID_RE, TargetPolicy, check_root_path, is_system_path
-from guestprep.models import HANDOFF_SCHEMA, Readiness, SourceVM
+from guestprep.models import HANDOFF_SCHEMA, Readiness, SourceVM, parse_datastore_path
+from guestprep.target_policy import VOLID_RE, TargetPolicy, check_root_path, is_system_path
 from guestprep.vmx import check_hardware
 
-_DS_PATH = re.compile(r"\[(?P<ds>[^\]]+)\]\s*(?P<rel>.+)")
 _VMFS_PATH = re.compile(r"/vmfs/volumes/(?P<ds>[^/]+)/(?P<rel>.+)")
 VMX_FOLDER = "(vmx folder)"      # the implicit datastore of a .vmx: its own folder
 # Proxmox 'import' volumes are flat files with safe names (PVE::Storage path_to_volume_id:
 # $importdir/(SAFE_CHAR_CLASS+ IMPORT_EXT)); anything else cannot be named by a volume id.
-_IMPORT_NAME = re.compile(r"[a-zA-Z0-9\-.+=_]+\.(?:qcow2|raw|vmdk)")
+IMPORT_NAME = re.compile(r"[a-zA-Z0-9\-.+=_]+\.(?:qcow2|raw|vmdk)")
 
 
 @dataclass
@@ -101,6 +105,15 @@ class Handoff:
     origin: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     boot_evidence: BootEvidence | None = None
+    path: str = ""      # set by load_handoff: the file read (absolute) ...
+    sha256: str = ""    # ... and the sha256 of its bytes: the document's identity
+
+    def identity(self) -> dict[str, Any]:
+        """What a converted volume's manifest records of the hand-off that named it."""
+        return {"path": self.path, "sha256": self.sha256, "schema": HANDOFF_SCHEMA,
+                "vm_name": self.vm.name, "vm_uuid": self.vm.uuid_bios,
+                "vm_instance_uuid": self.vm.uuid_instance, "moref": self.vm.moref,
+                "created": self.created}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -183,7 +196,11 @@ def source_vm_from_dict(data: Any, where: str) -> SourceVM:
     check_hardware(vm.num_cpu, vm.cores_per_socket, vm.memory_mb, where)
     if vm.firmware not in ("bios", "efi"):
         raise ConfigError(f"firmware must be bios or efi, got {vm.firmware!r}", where=where)
-    for d in vm.disks:
+    seen: set[str] = set()
+    for i, d in enumerate(vm.disks):
+        if d.label in seen:
+            raise ConfigError(f"disk label {d.label!r} appears twice", where=f"{where}.disks[{i}].label")
+        seen.add(d.label)
         if vm.controller(d.controller_key) is None:
             raise ConfigError(f"disk {d.label!r} refers to controller {d.controller_key}, which is not listed", where=where)
     return vm
@@ -239,9 +256,10 @@ def confine_disk_path(raw: str, roots: Mapping[str, str], where: str) -> tuple[s
     """
     if not raw or any(ord(c) < 32 for c in raw):
         raise ConfigError(f"disk path {raw!r} is empty or contains control characters", where=where)
-    m = _DS_PATH.fullmatch(raw) or _VMFS_PATH.fullmatch(raw)
-    if m:
-        ds, rel = m.group("ds"), m.group("rel")
+    m = _VMFS_PATH.fullmatch(raw)
+    parts = parse_datastore_path(raw) or ((m.group("ds"), m.group("rel")) if m else None)
+    if parts:
+        ds, rel = parts
         if ds not in roots:
             return None
         if rel.startswith("/"):
@@ -281,7 +299,7 @@ def import_volid_for(path: str, datastore: str, policy: TargetPolicy) -> str | N
     if not sid or not root:
         return None
     parent, name = os.path.split(path)
-    if parent != os.path.join(root, "import") or not _IMPORT_NAME.fullmatch(name):
+    if parent != os.path.join(root, "import") or not IMPORT_NAME.fullmatch(name):
         return None
     return f"{sid}:import/{name}"
 
@@ -310,22 +328,42 @@ def build_handoff(vm: SourceVM, policy: TargetPolicy, *, origin: Mapping[str, An
                    boot_evidence=boot_evidence)
 
 
-def write_exclusive(path: str | Path, text: str) -> None:
-    """Create ``path`` with ``text``; refuse if it exists; never leave a partial file."""
-    p = Path(path)
-    if p.exists():
-        raise ConfigError("already exists; refusing to overwrite", where=str(p))
-    fd, tmp = tempfile.mkstemp(dir=str(p.parent) if str(p.parent) else ".", prefix=f".{p.name}.", suffix=".tmp")
+def write_exclusive(path: str | Path, text: str, *, mode: int = 0o600) -> None:
+    """Create ``path`` holding ``text``, or refuse: never overwrites, never leaves half a file.
+
+    Written to ``<path>.partial`` (O_EXCL), flushed, then linked to its name (atomic, fails
+    if the name appeared meanwhile); on a filesystem without hard links (some CIFS mounts), a
+    checked rename. ConfigError when the file exists; other OSErrors go to the caller.
+    Used for hand-off documents, finalize results and guestprep-host's manifests."""
+    p = str(path)
+    if os.path.lexists(p):
+        raise ConfigError("already exists; refusing to overwrite", where=p)
+    tmp = p + ".partial"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        raise ConfigError(f"a partial file from an interrupted write is in the way ({tmp}): check it, remove it",
+                          where=p) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         try:
-            os.link(tmp, p)  # atomic and fails if the target appeared meanwhile
+            os.link(tmp, p)
         except FileExistsError:
-            raise ConfigError("already exists; refusing to overwrite", where=str(p)) from None
-    finally:
+            raise ConfigError("already exists; refusing to overwrite", where=p) from None
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS,
+                                 errno.EACCES):
+                raise
+            if os.path.lexists(p):
+                raise ConfigError("already exists; refusing to overwrite", where=p) from None
+            os.rename(tmp, p)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    if os.path.lexists(tmp):
         os.unlink(tmp)
 
 
@@ -340,46 +378,41 @@ def write_handoff(h: Handoff, path: str | Path) -> None:
 
 
 def load_handoff(path: str | Path) -> Handoff:
-    return handoff_from_dict(read_json_file(path), str(path))
+    """The document at ``path``, validated, with its absolute path and sha256 (its identity)."""
+    apath = os.path.abspath(path)
+    try:
+        with open(apath, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise ConfigError("no such hand-off document", where=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the hand-off document: {exc.strerror}", where=str(path)) from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"not a JSON document: {exc}", where=str(path)) from None
+    h = handoff_from_dict(data, str(path))
+    h.path, h.sha256 = apath, hashlib.sha256(raw).hexdigest()
+    return h
+
+
+_WHAT = {"source_vm": "an object (the SourceVM)", "disks": "a list", "policy": "an object (the target policy)"}
 
 
 def handoff_from_dict(data: Any, where: str) -> Handoff:
     if not isinstance(data, Mapping):
         raise ConfigError("a hand-off document must be a JSON object", where=where)
     if data.get("schema") != HANDOFF_SCHEMA:
-        raise ConfigError(f"schema is {data.get('schema')!r}, expected {HANDOFF_SCHEMA!r}", where=where)
-    for key in ("source_vm", "disks", "policy"):
-        if key not in data:
-            raise ConfigError(f"missing {key!r}", where=where)
+        raise ConfigError(f"unknown document schema {data.get('schema')!r}: this reader takes {HANDOFF_SCHEMA!r} "
+                          "(use a guestprep and guestprep-host of the same release)", where=f"{where}: schema")
+    for key, what in _WHAT.items():
+        if data.get(key) is None:
+            raise ConfigError(f"missing (expected {what})", where=f"{where}: {key}")
+        if not isinstance(data[key], list if key == "disks" else Mapping):
+            raise ConfigError(f"must be {what}", where=f"{where}: {key}")
     vm = source_vm_from_dict(data["source_vm"], f"{where}: source_vm")
     policy = TargetPolicy.from_dict(data["policy"], where=f"{where}: policy")
-    if not isinstance(data["disks"], list):
-        raise ConfigError("disks must be a list", where=where)
-    disks = []
-    labels = {d.label for d in vm.disks}
-    roots = datastore_roots(vm, policy)
-    for i, d in enumerate(data["disks"]):
-        at = f"{where}: disks[{i}]"
-        if not isinstance(d, Mapping) or not isinstance(d.get("label"), str):
-            raise ConfigError("each disk needs a label", where=at)
-        if d["label"] not in labels:
-            raise ConfigError(f"disk {d['label']!r} is not a disk of source_vm", where=at)
-        for k in ("volid", "import_from", "datastore", "import_volid", "source"):
-            if d.get(k) is not None and not isinstance(d[k], str):
-                raise ConfigError(f"{k} must be a string", where=at)
-        for k in ("volid", "import_volid"):
-            if d.get(k) is not None and not VOLID_RE.fullmatch(d[k]):
-                raise ConfigError(f"{k} {d[k]!r} is not a volume id (storage:name, no ',', '=' or whitespace)", where=at)
-        if d.get("import_from") is not None:
-            # a document is reviewed, not trusted: the path must still lie in its declared datastore
-            path = check_root_path(d["import_from"], "import_from", at)
-            root = roots.get(d.get("datastore") or "")
-            if root is None or not _inside(path, root):
-                raise ConfigError(f"import_from {path!r} is not inside its datastore "
-                                  f"{d.get('datastore')!r} ({root or 'not mapped'})", where=at)
-        disks.append(DiskLocator(label=d["label"], source=str(d.get("source") or ""),
-                                 volid=d.get("volid"), import_from=d.get("import_from"),
-                                 datastore=d.get("datastore"), import_volid=d.get("import_volid")))
+    disks = _disk_locators(data["disks"], vm, policy, where)
     gf = data.get("guest_facts")
     facts = None
     if gf is not None:
@@ -394,5 +427,54 @@ def handoff_from_dict(data: Any, where: str) -> Handoff:
     if not isinstance(origin, Mapping):
         raise ConfigError("origin must be an object", where=where)
     return Handoff(vm=vm, disks=disks, policy=policy, guest_facts=facts,
-                   origin=dict(origin), created=str(data.get("created", "")),
+                   origin=dict(origin), created=str(data.get("created") or ""),
                    boot_evidence=BootEvidence.from_dict(evidence, f"{where}: boot_evidence") if evidence is not None else None)
+
+
+def check_import_from(h: Handoff, index: int) -> str:
+    """The import path of disk ``index``, still inside its declared datastore, or a ConfigError.
+
+    A document is reviewed, not trusted. Asked by whoever reads the path (finalize imports it,
+    guestprep-host converts it when --disk names it), not at parse time: the node may map the
+    datastores elsewhere for the disks it converts from their datastore paths."""
+    loc = h.disks[index]
+    path = str(loc.import_from)
+    root = datastore_roots(h.vm, h.policy).get(loc.datastore or "")
+    if root is None or not _inside(path, root):
+        raise ConfigError(f"import_from {path!r} is not inside its datastore {loc.datastore!r} "
+                          f"({root or 'not mapped'})", where=f"{h.path or 'hand-off'}: disks[{index}].import_from")
+    return path
+
+
+_DISK_FIELDS = {"source": "a path or datastore path", "volid": "a Proxmox volume id", "import_from": "an absolute path",
+                "datastore": "a datastore name", "import_volid": "a Proxmox volume id"}
+
+
+def _disk_locators(items: list, vm: SourceVM, policy: TargetPolicy, where: str) -> list[DiskLocator]:
+    labels = [d.label for d in vm.disks]
+    out: list[DiskLocator] = []
+    for i, d in enumerate(items):
+        at = f"{where}: disks[{i}]"
+        if not isinstance(d, Mapping):
+            raise ConfigError("must be an object", where=at)
+        if d.get("label") is None:
+            raise ConfigError("missing (expected a disk label)", where=f"{at}.label")
+        for k, what in (("label", "a disk label"), *_DISK_FIELDS.items()):
+            if d.get(k) is not None and not isinstance(d[k], str):
+                raise ConfigError(f"must be {what}, got {type(d[k]).__name__} {d[k]!r}"[:200], where=f"{at}.{k}")
+        label = d["label"]
+        if label not in labels:
+            raise ConfigError(f"disk {label!r} is not a disk of source_vm (has: {', '.join(labels) or 'none'})",
+                              where=f"{at}.label")
+        if any(o.label == label for o in out):
+            raise ConfigError(f"disk {label!r} is listed twice", where=f"{at}.label")
+        for k in ("volid", "import_volid"):
+            if d.get(k) is not None and not VOLID_RE.fullmatch(d[k]):
+                raise ConfigError(f"{d[k]!r} is not a volume id (storage:name, no ',', '=' or whitespace)",
+                                  where=f"{at}.{k}")
+        if d.get("import_from") is not None:
+            check_root_path(d["import_from"], "import_from", f"{at}.import_from")
+        out.append(DiskLocator(label=label, source=str(d.get("source") or ""),
+                               volid=d.get("volid"), import_from=d.get("import_from"),
+                               datastore=d.get("datastore"), import_volid=d.get("import_volid")))
+    return out

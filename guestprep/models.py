@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -28,6 +30,11 @@ class Severity(str, enum.Enum):
     def rank(self) -> int:
         return {"info": 0, "warning": 1, "blocker": 2}[self.value]
 
+    @property
+    def is_notice(self) -> bool:
+        """An info finding informs; views that count problems (summary, JUnit failures) skip it."""
+        return self is Severity.INFO
+
 
 class Status(str, enum.Enum):
     PASS = "pass"
@@ -37,17 +44,20 @@ class Status(str, enum.Enum):
     WAIVED = "waived"
     UNREACHABLE = "unreachable"
 
+    @property
+    def is_open(self) -> bool:
+        """The one answer to "is this finding open": the check failed or could not be judged
+        (error, unreachable), and nobody waived or skipped it. Readiness, the exit code (with the
+        severity threshold), every report format and guestprep-host's audit ask this."""
+        return self in (Status.FAIL, Status.ERROR, Status.UNREACHABLE)
 
-def is_open(status: Status | str, severity: Severity | str) -> bool:
-    """The one answer to "does this finding still need someone": the check failed at blocker or
-    warning severity (a failed info check is a notice), or it could not be judged (error,
-    unreachable). Readiness, the exit code, the summary table and every report format ask this.
 
-    Takes the enums or their string values, so a rendered (redacted) report dict can ask too."""
-    status, severity = Status(status), Severity(severity)
-    if status in (Status.ERROR, Status.UNREACHABLE):
-        return True
-    return status is Status.FAIL and severity is not Severity.INFO
+def is_open(status: Status | str, severity: Severity | str | None = None) -> bool:
+    """``Status.is_open`` for a rendered (redacted) report dict, which holds strings.
+
+    Compatibility: guestprep/commands/preflight.py (R1) passes ``severity`` for its summary,
+    which leaves notices out; it should read ``is_open(status) and not Severity(sev).is_notice``."""
+    return Status(status).is_open and not (severity is not None and Severity(severity).is_notice)
 
 
 class Readiness(str, enum.Enum):
@@ -154,7 +164,7 @@ class Finding:
 
     @property
     def is_open(self) -> bool:
-        return is_open(self.status, self.severity)
+        return self.status.is_open
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -286,6 +296,17 @@ class VMController:
     label: str = ""
 
 
+# "[datastore1] vm/vm.vmdk": how vSphere names a file on a datastore.
+_DATASTORE_PATH = re.compile(r"\[(?P<ds>[^\]]+)\]\s*(?P<rel>.+)")
+
+
+def parse_datastore_path(path: str) -> tuple[str, str] | None:
+    """``"[ds] dir/f.vmdk"`` -> ``("ds", "dir/f.vmdk")``; None for anything else (fullmatch: no
+    trailing newline slips through)."""
+    m = _DATASTORE_PATH.fullmatch(path or "")
+    return (m.group("ds"), m.group("rel")) if m else None
+
+
 @dataclass
 class VMDisk:
     key: int
@@ -362,6 +383,18 @@ class SourceVM:
 
     def controller(self, key: int) -> VMController | None:
         return next((c for c in self.controllers if c.key == key), None)
+
+    def usable_ips(self) -> list[str]:
+        """Guest IPs a controller can try: no loopback, no link-local, no garbage."""
+        out = []
+        for raw in self.guest_ips:
+            try:
+                ip = ipaddress.ip_address(raw.split("%")[0])
+            except ValueError:
+                continue
+            if not (ip.is_loopback or ip.is_link_local or ip.is_unspecified):
+                out.append(raw)
+        return out
 
     def boot_disk(self) -> VMDisk | None:
         marked = [d for d in self.disks if d.is_boot]

@@ -161,5 +161,5 @@ def manifest_section(source: Source, guest: str | None = None) -> dict:
     d["performed"] = True
     d["failing"] = [{"check_id": f.check_id, "severity": f.severity.value,
                      "resource": f.resource, "message": f.message}
-                    for f in result.findings if f.failing]
+                    for f in result.findings if f.is_open]
     return d

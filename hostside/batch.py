@@ -13,11 +13,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
+from guestprep.handoff import Handoff
 from hostside import audit as audit_mod
 from hostside import convert as convert_mod
 from hostside import image, remote, storage
 from hostside.errors import GuestprepError, TargetRefused
-from hostside.handoff import DiskJob, HandoffDoc
+from hostside.handoff import DiskJob, boot_label
 
 
 @dataclass
@@ -52,10 +53,10 @@ def _with_disk(exc: GuestprepError, job: DiskJob, single: bool) -> GuestprepErro
     return exc
 
 
-def _firmware_note(doc: HandoffDoc | None, job: DiskJob, audit: dict) -> str | None:
-    if doc is None or job.label != doc.boot_label() or not audit.get("performed"):
+def _firmware_note(doc: Handoff | None, job: DiskJob, audit: dict) -> str | None:
+    if doc is None or job.label != boot_label(doc) or not audit.get("performed"):
         return None
-    implied, declared = audit.get("firmware"), doc.firmware
+    implied, declared = audit.get("firmware"), doc.vm.firmware
     if (implied == "uefi") != (declared == "efi") and implied in ("uefi", "bios"):
         return (f"the boot disk's layout implies {implied.upper()} but source_vm.firmware is "
                 f"{declared}: finalize builds the VM from source_vm; check before the cutover")
@@ -74,7 +75,7 @@ def _missing_dirs(path: str) -> list[str]:
     return out
 
 
-def prepare_all(jobs: list[DiskJob], doc: HandoffDoc | None, src_opts: image.SourceOptions,
+def prepare_all(jobs: list[DiskJob], doc: Handoff | None, src_opts: image.SourceOptions,
                 secrets: remote.SecretDir, topts: TargetOptions,
                 copts: convert_mod.ConvertOptions, *, dry_run: bool,
                 made_dirs: list[str]) -> list[Ready]:
@@ -93,7 +94,7 @@ def prepare_all(jobs: list[DiskJob], doc: HandoffDoc | None, src_opts: image.Sou
                 volblocksize=topts.volblocksize or job.volblocksize or "16k",
                 overwrite_device=topts.overwrite_device)
             ready = Ready(job, src, target,
-                          audit_mod.manifest_section(src, doc.vm_name if doc else None))
+                          audit_mod.manifest_section(src, doc.vm.name if doc else None))
             note = _firmware_note(doc, job, ready.audit)
             if note:
                 job.warnings.append(note)
@@ -123,7 +124,7 @@ def remove_dirs(made_dirs: list[str]) -> None:
             pass
 
 
-def execute_all(readies: list[Ready], doc: HandoffDoc | None,
+def execute_all(readies: list[Ready], doc: Handoff | None,
                 progress_for: Callable[[DiskJob], Callable]) -> list[dict]:
     single = doc is None
     manifests: list[dict] = []

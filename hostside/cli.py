@@ -165,7 +165,7 @@ def cmd_audit(args, secrets) -> int:
     src = image.inspect(args.src, _source_options(args), secrets)
     result = audit_mod.audit(src, args.guest)
     threshold = Severity(args.fail_on).rank
-    failing = [f for f in result.findings if f.failing and f.severity.rank >= threshold]
+    failing = [f for f in result.findings if f.is_open and f.severity.rank >= threshold]
     if args.json:
         _print_json(result.to_dict())
     else:
@@ -283,8 +283,8 @@ def _audit_line(audit: dict) -> str:
 def _print_plan(doc, jobs, readies) -> None:
     by_label = {r.job.label: r for r in readies}
     if doc is not None:
-        print(f"hand-off {doc.path} (sha256 {doc.sha256[:16]}): VM {doc.vm_name}, "
-              f"uuid {doc.uuid_bios or '?'}")
+        print(f"hand-off {doc.path} (sha256 {doc.sha256[:16]}): VM {doc.vm.name}, "
+              f"uuid {doc.vm.uuid_bios or '?'}")
     for job in jobs:
         if job.skipped:
             print(f"  {job.label}: skipped: {job.skipped}")

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from guestprep.errors import ConfigError
+from guestprep.handoff import write_exclusive
 from hostside import qemu
 from hostside.errors import (GuestprepError, InputError, Interrupted, TargetRefused,
                              ToolFailed, VerificationFailed)
@@ -175,7 +177,7 @@ def execute(prep: Prepared, progress: ProgressFn | None = None,
         manifest = _manifest(source, target, args, prep.measured, timings, verification)
         manifest["target"]["digest"] = digest
         manifest.update(extra or {})
-        _write_exclusive(mpath, manifest)
+        _write_manifest(mpath, manifest)
         manifest["manifest_path"] = mpath
         return manifest
     except (KeyboardInterrupt, _Terminate):
@@ -348,29 +350,15 @@ def _manifest(source: Source, target: Target, args: list[str], measured: dict,
     }
 
 
-def _write_exclusive(path: str, data: dict) -> None:
-    """Written under `.partial`, flushed, then linked to its name: a manifest is
-    either complete or absent, and never replaces another one."""
+def _write_manifest(path: str, data: dict) -> None:
+    """Complete or absent, never replacing another one (``write_exclusive``)."""
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"  # serialised first: no half file
-    tmp = path + ".partial"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        write_exclusive(path, text, mode=0o640)
+    except ConfigError as exc:
+        raise TargetRefused(f"cannot write the manifest: {exc.message}", path) from None
     except OSError as exc:
         raise TargetRefused(f"cannot write the manifest: {exc.strerror}", path) from None
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        rename_noreplace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise TargetRefused(f"cannot write the manifest: {exc.strerror}", path) from None
-        raise
 
 
 DIGEST_ALGORITHM = "sha256-data-runs/1"

@@ -1,211 +1,41 @@
-"""Read a ``guestprep handoff`` document on the Proxmox node and plan one job per disk.
+"""Plan one conversion job per disk of a ``guestprep handoff`` document, on the Proxmox node.
 
-Standard library only (the node has no pydantic/yaml): the fields this side needs are
-validated here, each error naming the file and the field. The document is the
-reviewed plan of the cutover: its disk list, each disk's source (an absolute path,
-or a datastore path mapped through ``policy.datastores``), the target volume
-(``disks[].volid``, else ``vm-<vmid>-disk-<n>`` on ``policy.storage``) and the format.
-A disk the document has finalize import itself (``import_from`` without ``volid``)
-is left alone unless ``--disk`` names it.
+The document is read and validated by ``guestprep.handoff`` (the one reader of the hand-off
+record, standard library only and bundled into this zipapp), so the node and the controller
+agree on every field. The document is the reviewed plan of the cutover: its disk list, each
+disk's source (an absolute path, or a datastore path mapped through ``policy.datastores``),
+the target volume (``disks[].volid``, else ``vm-<vmid>-disk-<n>`` on ``policy.storage``) and
+the format. A disk the document has finalize import itself (``import_from`` without
+``volid``) is left alone unless ``--disk`` names it.
 Command-line flags override, and every override that makes the target differ from
 what ``finalize`` will attach is reported as a warning.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from guestprep.models import HANDOFF_SCHEMA
+from guestprep.handoff import DiskLocator, Handoff, check_import_from, load_handoff
+from guestprep.models import parse_datastore_path
 from hostside import pvestorage
 from hostside.errors import InputError
 
-_DS_PATH = re.compile(r"^\[(?P<ds>[^\]]+)\]\s*(?P<rel>.+)$")
-FORMATS = ("raw", "qcow2")
+
+def _at(doc: Handoff, field_name: str) -> str:
+    """``FILE: disks[1].volid`` names for error messages."""
+    return f"{doc.path}: {field_name}"
 
 
-class _Where:
-    """Builds ``FILE: disks[1].volid`` names for error messages."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def __call__(self, field_name: str) -> str:
-        return f"{self.path}: {field_name}"
+def load(path: str) -> Handoff:
+    """The document at `path`, validated (ConfigError, exit 2, naming file and field)."""
+    return load_handoff(path)
 
 
-@dataclass
-class VmDisk:
-    label: str
-    datastore_path: str
-    disk_mode: str
-    rdm_mode: str | None
-    is_boot: bool
-
-
-@dataclass
-class DocDisk:
-    index: int
-    label: str
-    source: str
-    volid: str | None
-    import_from: str | None
-
-
-@dataclass
-class HandoffDoc:
-    path: str
-    sha256: str
-    vm_name: str
-    uuid_bios: str | None
-    uuid_instance: str | None
-    moref: str | None
-    firmware: str
-    vm_disks: dict[str, VmDisk]
-    disks: list[DocDisk]
-    storage: str | None
-    fmt: str | None
-    vmid: int | None
-    datastores: dict[str, str]
-    created: str = ""
-
-    def identity(self) -> dict[str, Any]:
-        return {"path": self.path, "sha256": self.sha256, "schema": HANDOFF_SCHEMA,
-                "vm_name": self.vm_name, "vm_uuid": self.uuid_bios,
-                "vm_instance_uuid": self.uuid_instance, "moref": self.moref,
-                "created": self.created}
-
-    def boot_label(self) -> str | None:
-        marked = [d.label for d in self.vm_disks.values() if d.is_boot]
-        return marked[0] if marked else next(iter(self.vm_disks), None)
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def _want(obj: dict, key: str, types: tuple, what: str, where: str, *, required: bool = False):
-    if key not in obj or obj[key] is None:
-        if required:
-            raise InputError(f"missing (expected {what})", where)
-        return None
-    value = obj[key]
-    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-        raise InputError(f"must be {what}, got {type(value).__name__} {value!r}"[:200], where)
-    return value
-
-
-def load(path: str) -> HandoffDoc:
-    """The document at `path`, validated; InputError (exit 2) naming file and field."""
-    apath = os.path.abspath(path)
-    try:
-        with open(apath, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise InputError("no such hand-off document", apath) from None
-    except OSError as exc:
-        raise InputError(f"cannot read the hand-off document: {exc.strerror}", apath) from None
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"not a JSON document: {exc}", apath) from None
-    return parse(data, apath, hashlib.sha256(raw).hexdigest())
-
-
-def parse(data: Any, path: str, sha256: str) -> HandoffDoc:
-    at = _Where(path)
-    if not isinstance(data, dict):
-        raise InputError("a hand-off document must be a JSON object", path)
-    schema = data.get("schema")
-    if schema != HANDOFF_SCHEMA:
-        raise InputError(f"unknown document schema {schema!r}: this guestprep-host reads "
-                         f"{HANDOFF_SCHEMA!r} (use a guestprep-host built from the same "
-                         "release as the controller)", at("schema"))
-    vm = _want(data, "source_vm", (dict,), "an object (the SourceVM)", at("source_vm"),
-               required=True)
-    name = _want(vm, "name", (str,), "a VM name", at("source_vm.name"), required=True)
-    if not name:
-        raise InputError("must not be empty", at("source_vm.name"))
-    vm_disks = _vm_disks(vm, at)
-    disks = _doc_disks(data, vm_disks, at)
-    policy = _want(data, "policy", (dict,), "an object (the target policy)", at("policy"),
-                   required=True)
-    fmt = _want(policy, "format", (str,), "raw or qcow2", at("policy.format"))
-    if fmt is not None and fmt not in FORMATS:
-        raise InputError(f"must be raw or qcow2, got {fmt!r}", at("policy.format"))
-    vmid = _want(policy, "vmid", (int,), "an integer 100..999999999", at("policy.vmid"))
-    if vmid is not None and not 100 <= vmid <= 999999999:
-        raise InputError(f"must be 100..999999999, got {vmid}", at("policy.vmid"))
-    datastores = _want(policy, "datastores", (dict,), "an object (datastore -> mounted path)",
-                       at("policy.datastores")) or {}
-    for ds, mounted in datastores.items():
-        if not isinstance(mounted, str) or not mounted.startswith("/"):
-            raise InputError(f"must be an absolute path, got {mounted!r}",
-                             at(f"policy.datastores[{ds!r}]"))
-    return HandoffDoc(
-        path=path, sha256=sha256, vm_name=name,
-        uuid_bios=_want(vm, "uuid_bios", (str,), "a string", at("source_vm.uuid_bios")),
-        uuid_instance=_want(vm, "uuid_instance", (str,), "a string",
-                            at("source_vm.uuid_instance")),
-        moref=_want(vm, "moref", (str,), "a string", at("source_vm.moref")),
-        firmware=_want(vm, "firmware", (str,), "bios or efi", at("source_vm.firmware")) or "bios",
-        vm_disks=vm_disks, disks=disks,
-        storage=_want(policy, "storage", (str,), "a storage id", at("policy.storage")),
-        fmt=fmt, vmid=vmid, datastores=dict(datastores),
-        created=str(data.get("created") or ""))
-
-
-def _vm_disks(vm: dict, at: _Where) -> dict[str, VmDisk]:
-    items = _want(vm, "disks", (list,), "a list", at("source_vm.disks"), required=True)
-    out: dict[str, VmDisk] = {}
-    for i, d in enumerate(items):
-        w = f"source_vm.disks[{i}]"
-        if not isinstance(d, dict):
-            raise InputError("must be an object", at(w))
-        label = _want(d, "label", (str,), "a disk label", at(f"{w}.label"), required=True)
-        if label in out:
-            raise InputError(f"disk label {label!r} appears twice", at(f"{w}.label"))
-        out[label] = VmDisk(
-            label=label,
-            datastore_path=_want(d, "datastore_path", (str,), "a string",
-                                 at(f"{w}.datastore_path")) or "",
-            disk_mode=_want(d, "disk_mode", (str,), "a string", at(f"{w}.disk_mode"))
-            or "persistent",
-            rdm_mode=_want(d, "rdm_mode", (str,), "a string", at(f"{w}.rdm_mode")),
-            is_boot=bool(_want(d, "is_boot", (bool,), "true or false", at(f"{w}.is_boot"))))
-    return out
-
-
-def _doc_disks(data: dict, vm_disks: dict[str, VmDisk], at: _Where) -> list[DocDisk]:
-    items = _want(data, "disks", (list,), "a list", at("disks"), required=True)
-    out: list[DocDisk] = []
-    seen: set[str] = set()
-    for i, d in enumerate(items):
-        w = f"disks[{i}]"
-        if not isinstance(d, dict):
-            raise InputError("must be an object", at(w))
-        label = _want(d, "label", (str,), "a disk label", at(f"{w}.label"), required=True)
-        if label not in vm_disks:
-            raise InputError(f"{label!r} is not a disk of source_vm "
-                             f"(has: {', '.join(vm_disks) or 'none'})", at(f"{w}.label"))
-        if label in seen:
-            raise InputError(f"disk {label!r} is listed twice", at(f"{w}.label"))
-        seen.add(label)
-        source = _want(d, "source", (str,), "a path or datastore path", at(f"{w}.source")) or ""
-        volid = _want(d, "volid", (str,), "a Proxmox volume id", at(f"{w}.volid"))
-        if volid is not None:
-            pvestorage.split_volid(volid, at(f"{w}.volid"))
-        import_from = _want(d, "import_from", (str,), "an absolute path", at(f"{w}.import_from"))
-        if import_from is not None and not import_from.startswith("/"):
-            raise InputError(f"must be an absolute path, got {import_from!r}",
-                             at(f"{w}.import_from"))
-        out.append(DocDisk(i, label, source, volid, import_from))
-    if not out:
-        raise InputError("the hand-off lists no disks", at("disks"))
-    return out
+def boot_label(doc: Handoff) -> str | None:
+    boot = doc.vm.boot_disk()
+    return boot.label if boot else None
 
 
 # --------------------------------------------------------------------------- planning
@@ -248,10 +78,11 @@ class DiskJob:
 StorageLoader = Callable[[], dict[str, pvestorage.Storage]]
 
 
-def plan(doc: HandoffDoc, ov: Overrides, storages: StorageLoader, cfg_path: str) -> list[DiskJob]:
+def plan(doc: Handoff, ov: Overrides, storages: StorageLoader, cfg_path: str) -> list[DiskJob]:
     """One job per selected disk of the document (excluded disks carry a reason)."""
-    at = _Where(doc.path)
     labels = [d.label for d in doc.disks]
+    if not labels:
+        raise InputError("the hand-off lists no disks", _at(doc, "disks"))
     for name in ov.disks:
         if name not in labels:
             raise InputError(f"the hand-off has no disk {name!r} (has: {', '.join(labels)})",
@@ -260,10 +91,11 @@ def plan(doc: HandoffDoc, ov: Overrides, storages: StorageLoader, cfg_path: str)
         if name not in labels:
             raise InputError(f"the hand-off has no disk {name!r} (has: {', '.join(labels)})",
                              "--source")
-    chosen = [d for d in doc.disks if not ov.disks or d.label in ov.disks]
-    jobs = [DiskJob(d.label, at(f"disks[{d.index}]"), document_volid=d.volid) for d in chosen]
-    for job, d in zip(jobs, chosen):
-        vd = doc.vm_disks[d.label]
+    chosen = [(i, d) for i, d in enumerate(doc.disks) if not ov.disks or d.label in ov.disks]
+    jobs = [DiskJob(d.label, _at(doc, f"disks[{i}]"), document_volid=d.volid) for i, d in chosen]
+    vm_disks = {d.label: d for d in doc.vm.disks}
+    for job, (i, d) in zip(jobs, chosen):
+        vd = vm_disks[d.label]
         if vd.rdm_mode or vd.disk_mode.startswith("independent"):
             why = f"RDM ({vd.rdm_mode})" if vd.rdm_mode else f"independent ({vd.disk_mode})"
             job.skipped = f"{why}: finalize excludes it, so it is not converted"
@@ -273,7 +105,7 @@ def plan(doc: HandoffDoc, ov: Overrides, storages: StorageLoader, cfg_path: str)
             job.skipped = (f"finalize imports it from {d.import_from} (no volid in the "
                            "hand-off); --disk LABEL converts it here anyway")
             continue
-        job.source, job.source_from = _source(doc, d, ov, at)
+        job.source, job.source_from = _source(doc, i, d, ov)
     active = [j for j in jobs if not j.skipped]
     if not active:
         raise InputError("no disk to convert (every selected disk is excluded)", doc.path)
@@ -291,9 +123,9 @@ def plan(doc: HandoffDoc, ov: Overrides, storages: StorageLoader, cfg_path: str)
     used = {pvestorage.split_volid(d.volid, "")[1].split("/")[-1].rsplit(".", 1)[0]
             for d in doc.disks if d.volid}
     seen: dict[str, str] = {}
-    for job, d in zip(jobs, chosen):
+    for job, (i, d) in zip(jobs, chosen):
         if not job.skipped:
-            _target(doc, d, job, ov, storages, cfg_path, used, at)
+            _target(doc, i, d, job, ov, storages, cfg_path, used)
             if job.dest in seen:
                 raise InputError(f"disks {seen[job.dest]!r} and {job.label!r} would both be "
                                  f"written to {job.volid}", job.where)
@@ -301,58 +133,60 @@ def plan(doc: HandoffDoc, ov: Overrides, storages: StorageLoader, cfg_path: str)
     return jobs
 
 
-def _source(doc: HandoffDoc, d: DocDisk, ov: Overrides, at: _Where) -> tuple[str, str]:
+def _source(doc: Handoff, i: int, d: DiskLocator, ov: Overrides) -> tuple[str, str]:
     if d.label in ov.sources:
         return ov.sources[d.label], "--source"
     if d.import_from:
-        return d.import_from, f"disks[{d.index}].import_from"
-    m = _DS_PATH.match(d.source)
-    if m:
-        ds, rel = m.group("ds"), m.group("rel")
-        if ds not in doc.datastores:
+        return check_import_from(doc, i), f"disks[{i}].import_from"
+    datastores = doc.policy.datastores
+    parts = parse_datastore_path(d.source)
+    if parts:
+        ds, rel = parts
+        if ds not in datastores:
             raise InputError(f"datastore path {d.source!r} has no local path on this node: "
                              f"policy.datastores has no {ds!r} (map it, or pass "
-                             f"--source '{d.label}=PATH')", at(f"disks[{d.index}].source"))
+                             f"--source '{d.label}=PATH')", _at(doc, f"disks[{i}].source"))
         if rel.startswith("/") or ".." in rel.split("/"):
             raise InputError(f"datastore path {d.source!r} leaves its datastore",
-                             at(f"disks[{d.index}].source"))
-        return (os.path.join(doc.datastores[ds], rel),
-                f"disks[{d.index}].source via policy.datastores[{ds!r}]")
+                             _at(doc, f"disks[{i}].source"))
+        return (os.path.join(datastores[ds], rel),
+                f"disks[{i}].source via policy.datastores[{ds!r}]")
     if d.source.startswith("/"):
-        return d.source, f"disks[{d.index}].source"
+        return d.source, f"disks[{i}].source"
     raise InputError(f"no usable source ({d.source!r} is neither an absolute path nor a "
                      f"'[datastore] path'): pass --source '{d.label}=PATH'",
-                     at(f"disks[{d.index}].source"))
+                     _at(doc, f"disks[{i}].source"))
 
 
-def _target(doc: HandoffDoc, d: DocDisk, job: DiskJob, ov: Overrides, storages: StorageLoader,
-            cfg_path: str, used: set[str], at: _Where) -> None:
+def _target(doc: Handoff, i: int, d: DiskLocator, job: DiskJob, ov: Overrides, storages: StorageLoader,
+            cfg_path: str, used: set[str]) -> None:
+    vmid, fmt_of_doc = doc.policy.vmid, doc.policy.format
     if d.volid:
-        sid, volname = pvestorage.split_volid(d.volid, at(f"disks[{d.index}].volid"))
-        fmt, where = ov.fmt, at(f"disks[{d.index}].volid")
+        sid, volname = pvestorage.split_volid(d.volid, _at(doc, f"disks[{i}].volid"))
+        fmt, where = ov.fmt, _at(doc, f"disks[{i}].volid")
         if ov.storage:
             sid, where = ov.storage, "--storage"
     else:
-        sid = ov.storage or doc.storage
+        sid = ov.storage or doc.policy.storage
         if not sid:
             raise InputError(f"disk {d.label!r} has no volid and the policy no storage: set "
                              "policy storage (or volumes), or pass --storage",
-                             at("policy.storage"))
-        if doc.vmid is None:
+                             _at(doc, "policy.storage"))
+        if vmid is None:
             raise InputError(f"disk {d.label!r} has no volid: naming vm-<vmid>-disk-<n> "
-                             "needs policy vmid (or set policy volumes)", at("policy.vmid"))
-        volname, fmt, where = None, ov.fmt or doc.fmt, "--storage" if ov.storage else \
-            at("policy.storage")
+                             "needs policy vmid (or set policy volumes)", _at(doc, "policy.vmid"))
+        volname, fmt, where = None, ov.fmt or fmt_of_doc, "--storage" if ov.storage else \
+            _at(doc, "policy.storage")
     st = pvestorage.storage_of(storages(), sid, where, cfg_path)
     if volname is None:
         number = 0
-        while f"vm-{doc.vmid}-disk-{number}" in used:
+        while f"vm-{vmid}-disk-{number}" in used:
             number += 1
-        used.add(f"vm-{doc.vmid}-disk-{number}")
-        volname = pvestorage.volname_for(st, doc.vmid, number, fmt or "qcow2")
+        used.add(f"vm-{vmid}-disk-{number}")
+        volname = pvestorage.volname_for(st, vmid, number, fmt or "qcow2")
     elif ov.storage and st.is_file and "/" not in volname:   # block name re-homed to files
-        vmid = volname.split("-")[1] if volname.startswith("vm-") else ""
-        volname = f"{vmid}/{volname}.{fmt or doc.fmt or 'qcow2'}"
+        owner = volname.split("-")[1] if volname.startswith("vm-") else ""
+        volname = f"{owner}/{volname}.{fmt or fmt_of_doc or 'qcow2'}"
     elif ov.storage and not st.is_file and "/" in volname:   # file name re-homed to a block
         volname = volname.split("/", 1)[1].rsplit(".", 1)[0]
     p = pvestorage.place(st, volname, fmt, where)

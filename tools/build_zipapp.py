@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build dist/guestprep-host.pyz: hostside + guestprep.models/errors, standard library only.
+"""Build dist/guestprep-host.pyz: hostside + the shared ground floor and hand-off record, stdlib only.
 
 The controller copies this one file to each Proxmox node and runs it with the
 node's python3; nothing is installed there. The build refuses any import that
@@ -21,9 +21,11 @@ import zipapp
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLED_SHARED = ["guestprep/models.py", "guestprep/errors.py"]
+# The ground floor and the one hand-off reader (record + policy + the .vmx hardware bounds it checks).
+BUNDLED_SHARED = ["guestprep/models.py", "guestprep/errors.py", "guestprep/handoff.py", "guestprep/target_policy.py",
+                  "guestprep/vmx.py"]
 # The real guestprep/__init__.py belongs to the controller; ship a stdlib-only stub.
-GUESTPREP_INIT = '"""guestprep subset bundled in guestprep-host.pyz (models, errors)."""\n'
+GUESTPREP_INIT = '"""guestprep subset bundled in guestprep-host.pyz (models, errors, hand-off record)."""\n'
 MAIN = ("import sys\n"
         "from hostside.cli import main\n"
         "sys.exit(main())\n")
@@ -37,7 +39,7 @@ def bundled_files() -> list[str]:
 def check_imports(root: Path) -> list[str]:
     """Imports that are neither stdlib nor bundled (empty list = fine)."""
     bundled = {"hostside", "guestprep"}
-    allowed_guestprep = {"guestprep", "guestprep.models", "guestprep.errors"}
+    allowed_guestprep = {"guestprep"} | {"guestprep." + Path(f).stem for f in BUNDLED_SHARED}
     bad = []
     for path in sorted(root.rglob("*.py")):
         tree = ast.parse(path.read_text(), str(path))

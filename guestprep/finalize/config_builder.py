@@ -15,10 +15,10 @@ from typing import Any
 
 from guestprep.errors import ConfigError
 from guestprep.ostype import ostype_for
-from guestprep.finalize.policy import WRITEBACK_WARNING
 from guestprep.finalize.strategy import StrategyDecision, decide
 from guestprep.handoff import DiskLocator, Handoff
 from guestprep.models import Readiness
+from guestprep.target_policy import WRITEBACK_WARNING, proxmox_name
 
 # Proxmox (PVE::Storage::check_volume_access, pve-storage src/PVE/Storage.pm) refuses a
 # filesystem path (import-from=/...) to anyone but root@pam: an API token, even
@@ -84,14 +84,6 @@ class VmBuild:
         }
 
 
-def sanitise_name(name: str, vmid: int) -> str:
-    """Any display name -> a valid Proxmox (DNS) name."""
-    s = re.sub(r"[^A-Za-z0-9.\-]+", "-", name.strip())
-    labels = [re.sub(r"-{2,}", "-", lab).strip("-")[:63].strip("-") for lab in s.split(".")]
-    s = ".".join(lab for lab in labels if lab)
-    return s[:253].strip(".-") or f"vm-{vmid}"
-
-
 def sanitise_tag(tag: str) -> str:
     t = re.sub(r"[^a-z0-9_\-+.]+", "-", tag.lower()).strip("-")
     return t if re.match(r"[a-z0-9_]", t or "") else ""
@@ -139,7 +131,7 @@ def build_config(h: Handoff, vmid: int, *, strategy: str | None = None,
     tags = ["migrated"] + [t for t in (sanitise_tag(x) for x in pol.tags) if t and t != "migrated"]
     params: dict[str, Any] = {
         "vmid": vmid,
-        "name": sanitise_name(pol.name or vm.name, vmid),
+        "name": proxmox_name(pol.name or vm.name) or f"vm-{vmid}",
         "description": _description(h),
         "tags": ";".join(tags),
         "ostype": os_t.ostype,

@@ -17,8 +17,8 @@ from typing import Any, Callable
 from guestprep.errors import ConfigError, GuestprepError
 from guestprep.finalize.client import PveApiError, PveClient
 from guestprep.finalize.config_builder import VmBuild, build_config
-from guestprep.finalize.policy import BLOCK_STORAGE_TYPES
-from guestprep.handoff import _IMPORT_NAME, Handoff
+from guestprep.handoff import IMPORT_NAME, Handoff, check_import_from
+from guestprep.target_policy import BLOCK_STORAGE_TYPES
 
 QEMU = "/nodes/{node}/qemu"
 VM = "/nodes/{node}/qemu/{vmid}"
@@ -116,7 +116,7 @@ class Finalizer:
                 continue
             root = h.policy.datastores.get(loc.datastore or "")
             parent, name = os.path.split(loc.import_from)
-            if not root or parent != os.path.join(root, "import") or not _IMPORT_NAME.fullmatch(name):
+            if not root or parent != os.path.join(root, "import") or not IMPORT_NAME.fullmatch(name):
                 continue
             sid = os.path.basename(root)
             if root == f"/mnt/pve/{sid}" and sid in importable and exists(f"{sid}:import/{name}"):
@@ -162,6 +162,9 @@ class Finalizer:
 
     # ------------------------------------------------------------------ run
     def run(self, h: Handoff) -> FinalizeResult:
+        for i, loc in enumerate(h.disks):
+            if loc.import_from and not loc.volid:
+                check_import_from(h, i)   # the paths this run will have Proxmox import
         # Validate with a placeholder id before the first call, then for real.
         first = build_config(h, h.policy.vmid or 100, strategy=self.o.strategy)
         self._validate(first)

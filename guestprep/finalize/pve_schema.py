@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from guestprep.errors import ConfigError
+from guestprep.target_policy import KNOWN_CPU_TYPES
 
 # Proxmox does not state these ranges in the description text (qemu-server constants).
 FALLBACK_INDEX_MAX = {
@@ -101,21 +102,6 @@ _STORAGE_ID = re.compile(r"[a-z][a-z0-9\-_.]*[a-z0-9]", re.I)
 _VOLID = re.compile(r"([a-z][a-z0-9\-_.]*[a-z0-9]):(.+)", re.I)
 _UUID = re.compile(r"[a-fA-F0-9]{8}(?:-[a-fA-F0-9]{4}){3}-[a-fA-F0-9]{12}")
 _B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
-# CPU models Proxmox VE 8 accepts as cputype (qemu-server's cpu model table).
-KNOWN_CPU_TYPES = frozenset("""
-486 athlon Broadwell Broadwell-IBRS Broadwell-noTSX Broadwell-noTSX-IBRS Cascadelake-Server
-Cascadelake-Server-noTSX Cascadelake-Server-v2 Cascadelake-Server-v4 Cascadelake-Server-v5
-Conroe Cooperlake Cooperlake-v2 core2duo coreduo EPYC EPYC-IBPB EPYC-Milan EPYC-Milan-v2
-EPYC-Rome EPYC-Rome-v2 EPYC-Rome-v3 EPYC-Rome-v4 EPYC-Genoa EPYC-v3 EPYC-v4 GraniteRapids
-Haswell Haswell-IBRS Haswell-noTSX Haswell-noTSX-IBRS host Icelake-Client Icelake-Client-noTSX
-Icelake-Server Icelake-Server-noTSX Icelake-Server-v3 Icelake-Server-v4 Icelake-Server-v5
-Icelake-Server-v6 IvyBridge IvyBridge-IBRS KnightsMill kvm32 kvm64 max Nehalem Nehalem-IBRS
-Opteron_G1 Opteron_G2 Opteron_G3 Opteron_G4 Opteron_G5 Penryn pentium pentium2 pentium3 phenom
-qemu32 qemu64 SandyBridge SandyBridge-IBRS SapphireRapids SapphireRapids-v2 Skylake-Client
-Skylake-Client-IBRS Skylake-Client-noTSX-IBRS Skylake-Client-v4 Skylake-Server
-Skylake-Server-IBRS Skylake-Server-noTSX-IBRS Skylake-Server-v4 Skylake-Server-v5 Westmere
-Westmere-IBRS x86-64-v2 x86-64-v2-AES x86-64-v3 x86-64-v4
-""".split())
 BOOT_DEVICE = re.compile(r"(?:ide|sata|scsi|virtio|net|efidisk|tpmstate)\d+|hostpci\d+|usb\d+")
 
 

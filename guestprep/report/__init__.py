@@ -70,6 +70,6 @@ def exit_code(findings: Iterable[Finding], fail_on: str) -> int:
     for f in findings:
         if f.status in (Status.UNREACHABLE, Status.ERROR):
             return EXIT_UNREACHABLE
-        if f.is_open and f.severity.rank >= threshold:
+        if f.is_open and not f.severity.is_notice and f.severity.rank >= threshold:
             code = EXIT_FINDINGS
     return code

@@ -6,7 +6,7 @@ from typing import Any
 
 import jinja2
 
-from guestprep.models import is_open
+from guestprep.models import Status
 
 _env = jinja2.Environment(
     loader=jinja2.PackageLoader("guestprep.report", "templates"),
@@ -23,5 +23,5 @@ def render(doc: dict[str, Any]) -> str:
     for g in doc["guests"]:
         findings = sorted(g["findings"], key=lambda f: (_ORDER.get(f["status"], 5), _SEV.get(f["severity"], 3), f["check_id"]))
         guests.append({**g, "findings": findings,
-                       "open": [f for f in findings if is_open(f["status"], f["severity"])]})
+                       "open": [f for f in findings if Status(f["status"]).is_open]})
     return _env.get_template("report.html.j2").render(doc=doc, guests=guests)

@@ -7,7 +7,7 @@ import re
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from guestprep.models import Status, is_open
+from guestprep.models import Severity, Status
 
 # Characters XML 1.0 forbids (C0 controls but tab/LF/CR, lone surrogates, U+FFFE/U+FFFF): ElementTree
 # writes them as they are and the file stops being XML. They are shown as escapes instead.
@@ -46,18 +46,18 @@ def render(doc: dict[str, Any]) -> str:
             counts["tests"] += 1
             text = f"{f['message']}\nseverity: {f['severity']}\nremediation: {f['remediation']}\n" \
                    f"evidence: {json.dumps(f['evidence'], sort_keys=True)}"
-            status = Status(f["status"])
-            if status is Status.FAIL and is_open(status, f["severity"]):
+            status, notice = Status(f["status"]), Severity(f["severity"]).is_notice
+            if status is Status.FAIL and not notice:
                 counts["failures"] += 1
                 ET.SubElement(case, "failure", message=f["message"], type=f["severity"]).text = text
-            elif is_open(status, f["severity"]):  # error, unreachable: not judged
+            elif status.is_open and status is not Status.FAIL:  # error, unreachable: not judged
                 counts["errors"] += 1
                 ET.SubElement(case, "error", message=f["message"], type=status.value).text = text
             elif status in (Status.SKIPPED, Status.WAIVED):
                 counts["skipped"] += 1
                 msg = f["message"] if status is Status.SKIPPED else f"waived: {(f.get('waiver') or {}).get('reason', '')}"
                 ET.SubElement(case, "skipped", message=msg)
-            elif status is Status.FAIL:  # info notices are not failures
+            elif status is Status.FAIL:  # a notice (info) is not a failure
                 ET.SubElement(case, "system-out").text = text
         for k, v in counts.items():
             suite.set(k, str(v))

@@ -16,7 +16,6 @@ from typing import Any
 
 import yaml
 
-from guestprep.checks.vm.guest import usable_ips
 from guestprep.errors import ConfigError
 from guestprep.models import SourceVM
 from guestprep.vsphere.ostype import os_family
@@ -31,7 +30,7 @@ def facts_file_name(vm: SourceVM) -> str:
 
 def pick_address(vm: SourceVM) -> tuple[str, str]:
     """(address, where it came from): IPv4 first, then global IPv6, then the guest hostname."""
-    ips = usable_ips(vm)
+    ips = vm.usable_ips()
     v4 = [ip for ip in ips if ipaddress.ip_address(ip.split("%")[0]).version == 4]
     if v4:
         return v4[0], "guest-ip"

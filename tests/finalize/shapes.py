@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from guestprep.finalize.policy import TargetPolicy
+from guestprep.target_policy import TargetPolicy
 from guestprep.handoff import BootEvidence, Handoff, build_handoff
 from guestprep.models import SourceVM, VMController, VMDisk, VMNic
 from guestprep.ostype import ostype_for

@@ -7,7 +7,7 @@ import pytest
 from guestprep.errors import ConfigError, ConnectionFailed, GuestprepError
 from guestprep.finalize.client import PveApiError, PveClient, PveConnection, TaskFailed
 from guestprep.finalize.flow import Finalizer, FlowOptions, VerificationFailed
-from guestprep.finalize.policy import TargetPolicy
+from guestprep.target_policy import TargetPolicy
 from guestprep.handoff import build_handoff
 from tests.finalize.conftest import IMPORT_STORAGE
 from tests.finalize.shapes import proven, shapes

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from guestprep.finalize.config_builder import build_config, sanitise_name
+from guestprep.finalize.config_builder import build_config
+from guestprep.target_policy import proxmox_name
 from tests.finalize.shapes import handoff_for, shapes
 
 pytestmark = pytest.mark.unit
@@ -53,7 +54,7 @@ def test_shape_decisions():
     ("win2022 dc01", "win2022-dc01"), ("W11_desk", "W11-desk"), ("--", "vm-7"), ("a..b", "a.b"),
     ("x" * 70, "x" * 63), ("Ünïcode sérver", "n-code-s-rver"),
 ])
-def test_sanitise_name(raw, expect, full_schema):
-    got = sanitise_name(raw, 7)
+def test_proxmox_name(raw, expect, full_schema):
+    got = proxmox_name(raw) or "vm-7"     # config_builder's fallback for a name with nothing usable
     assert got == expect
     assert full_schema.errors("POST", "/nodes/{node}/qemu", {"vmid": 100, "name": got}, {"node": "pve1"}) == {}

@@ -17,11 +17,11 @@ import pytest
 
 from guestprep.errors import ConfigError
 from guestprep.finalize.flow import Finalizer, FlowOptions
-from guestprep.finalize.policy import TargetPolicy
+from guestprep.target_policy import TargetPolicy
 from guestprep.handoff import build_handoff, handoff_from_dict
 from guestprep.vmx import parse_vmx, parse_vmx_file
 from guestprep.vsphere.locator import split_datastore_path
-from guestprep.vsphere.ostype import valid_proxmox_name
+from guestprep.target_policy import valid_proxmox_name
 from tests.finalize.shapes import handoff_for, proven, shapes
 
 VMX_HEAD = 'displayName = "web01"\nguestOS = "debian12-64"\nscsi0.present = "TRUE"\nscsi0.virtualDev = "pvscsi"\n'

@@ -15,7 +15,7 @@ import pytest
 from guestprep.errors import ConfigError
 from guestprep.finalize.config_builder import build_config
 from guestprep.finalize.evidence import boot_evidence
-from guestprep.finalize.policy import TargetPolicy
+from guestprep.target_policy import TargetPolicy
 from guestprep.handoff import BootEvidence, handoff_from_dict
 from tests.finalize.shapes import handoff_for
 

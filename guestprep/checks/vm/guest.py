@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Iterable
 
 from guestprep.checks.base import Outcome, fail, ok
 from guestprep.checks.registry import check
 from guestprep.models import Severity, SourceVM
-from guestprep.vsphere.ostype import proxmox_ostype, suggest_proxmox_name, valid_proxmox_name
-
-
-def usable_ips(vm: SourceVM) -> list[str]:
-    """Guest IPs a controller can try: no loopback, no link-local, no garbage."""
-    out = []
-    for raw in vm.guest_ips:
-        try:
-            ip = ipaddress.ip_address(raw.split("%")[0])
-        except ValueError:
-            continue
-        if not (ip.is_loopback or ip.is_link_local or ip.is_unspecified):
-            out.append(raw)
-    return out
+from guestprep.target_policy import proxmox_name, valid_proxmox_name
+from guestprep.vsphere.ostype import proxmox_ostype
 
 
 @check(
@@ -67,7 +54,7 @@ def tools_running(vm: SourceVM) -> Iterable[Outcome]:
     remediation="Start VMware Tools, or set the guest's address in the fleet file by hand.",
 )
 def guest_ip(vm: SourceVM) -> Iterable[Outcome]:
-    ips = usable_ips(vm)
+    ips = vm.usable_ips()
     if ips:
         yield ok(vm.name, f"guest IPs {', '.join(ips)}", ips=ips)
     else:
@@ -102,5 +89,5 @@ def name_valid(vm: SourceVM) -> Iterable[Outcome]:
     if valid_proxmox_name(vm.name):
         yield ok(vm.name, "valid")
     else:
-        yield fail(vm.name, f"not a dns-name; suggested: {suggest_proxmox_name(vm.name)}",
-                   suggested=suggest_proxmox_name(vm.name))
+        suggested = proxmox_name(vm.name) or "vm"
+        yield fail(vm.name, f"not a dns-name; suggested: {suggested}", suggested=suggested)
