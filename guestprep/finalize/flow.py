@@ -17,6 +17,7 @@ from typing import Any, Callable
 from guestprep.errors import ConfigError, GuestprepError
 from guestprep.finalize.client import PveApiError, PveClient
 from guestprep.finalize.config_builder import VmBuild, build_config
+from guestprep.finalize.manifests import check_attachable, is_partial_name, load_manifests
 from guestprep.handoff import IMPORT_NAME, Handoff, check_import_from
 from guestprep.target_policy import BLOCK_STORAGE_TYPES
 
@@ -55,6 +56,7 @@ class FlowOptions:
     agent_poll: float = 2.0
     strategy: str | None = None       # explicit --strategy; None: policy, else the evidence decides
     boot_settle: float = 180.0        # without a known agent: seconds of uptime taken as "booted"
+    manifest_dirs: list[str] = field(default_factory=list)  # guestprep-host manifests; default: the hand-off's dir
 
 
 class Finalizer:
@@ -148,6 +150,11 @@ class Finalizer:
                 raise ConfigError(f"bridge {t.bridge!r} does not exist on node {node} (has: {', '.join(sorted(bridges))})",
                                   where="policy: network_map")
         for volid in b.foreign_volumes:
+            if is_partial_name(volid):
+                check_attachable(volid, h, {}, {}, [])     # refused by name, before any lookup
+        dirs = self.o.manifest_dirs or ([os.path.dirname(h.path)] if h.path else [])
+        manifests = load_manifests(dirs) if b.foreign_volumes else {}
+        for volid in b.foreign_volumes:
             sid = volid.split(":")[0]
             content = {v["volid"]: v for v in self.c.get("/nodes/{node}/storage/{storage}/content",
                                                            {"node": node, "storage": sid})}
@@ -156,6 +163,7 @@ class Finalizer:
                 raise ConfigError(f"converted volume {volid!r} does not exist on node {node}", where="hand-off: disks")
             if vol.get("vmid") not in (None, b.vmid, str(b.vmid)):
                 raise ConfigError(f"volume {volid!r} belongs to VM {vol.get('vmid')}, not {b.vmid}", where="hand-off: disks")
+            check_attachable(volid, h, vol, manifests, dirs)
 
     def _validate(self, b: VmBuild) -> None:
         self.c.schema.validate("POST", QEMU, b.params, {"node": b.node})

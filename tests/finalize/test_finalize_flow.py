@@ -10,6 +10,7 @@ from guestprep.finalize.flow import Finalizer, FlowOptions, VerificationFailed
 from guestprep.target_policy import TargetPolicy
 from guestprep.handoff import build_handoff
 from tests.finalize.conftest import IMPORT_STORAGE
+from tests.finalize.manifest_support import identify, write_manifest
 from tests.finalize.shapes import proven, shapes
 
 pytestmark = pytest.mark.integration
@@ -188,10 +189,11 @@ def test_keep_failed_keeps_the_vm(pve, client, source_disks):
     assert "--keep-failed" in e.value.message and 100 in pve.state.vms
 
 
-def test_hostside_volumes_attached_and_never_destroyed(pve, client, source_disks):
+def test_hostside_volumes_attached_and_never_destroyed(pve, client, source_disks, tmp_path):
     vol = pve.state.add_volume("pve1", "local-zfs", 100, 40 << 30, name="vm-100-disk-0")
     other = pve.state.add_volume("pve1", "local-zfs", 100, 1 << 30, name="vm-100-disk-9")   # hostside, unattached
-    h = make_handoff("linux-bios-lsi", source_disks, vmid=100, volumes={"Hard disk 1": vol.volid})
+    h = identify(make_handoff("linux-bios-lsi", source_disks, vmid=100, volumes={"Hard disk 1": vol.volid}), tmp_path)
+    write_manifest(tmp_path, h, vol.volid, vol.size)     # converted and verified by guestprep-host
     res = run(client, h)
     assert pve.state.vms[100]["config"]["scsi0"].startswith(vol.volid + ",discard=on")
     # Now a run that fails after start must not free the hostside volume.
