@@ -245,11 +245,10 @@ def readiness_of(findings: Iterable[Finding], error: str | None = None) -> Readi
 
 @dataclass(frozen=True)
 class Change:
-    """One planned change on a guest. ``kind`` selects how apply executes it.
-
-    kinds: write_file (path, content, mode), backup (path), run (argv),
-    delete_file (path), service (name, action), package (names, manager).
-    """
+    """One planned change, shown before it runs. ``kind`` names what it does ("write_file",
+    "rebuild_initramfs", "snapshot", "registry_set"...); each operation defines its own kinds
+    and executes them itself, so there is no closed list here. ``target`` is what it touches
+    (a path, a device, a VM), ``detail`` the data it needs, ``diff`` what changes."""
 
     kind: str
     target: str

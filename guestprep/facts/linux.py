@@ -30,7 +30,6 @@ from guestprep.facts.linux_model import (
 
 COLLECT_SCHEMA = "guestprep.linux.collect/1"
 MAX_OUTPUT = 32 * 1024 * 1024  # a collector document larger than this is refused, not parsed
-VIRTIO_MODULES = ("virtio_scsi", "virtio_blk", "virtio_pci", "virtio_net")
 
 
 def collector_script() -> str:

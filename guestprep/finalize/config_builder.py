@@ -28,7 +28,6 @@ SOURCE_BUS = {"lsilogic": "LSI Logic SCSI", "lsisas": "LSI Logic SAS", "pvscsi":
               "buslogic": "BusLogic SCSI", "sata": "SATA", "nvme": "NVMe", "ide": "IDE"}
 
 MAX_SCSI = 31
-LEGACY_NO_Q35 = {"wxp", "w2k", "w2k3", "w2k8", "wvista", "win7", "l24", "other", "solaris"}
 
 
 @dataclass
