@@ -12,7 +12,7 @@ import sys
 import typer
 
 from guestprep import __version__
-from guestprep.commands import checks, facts, finalize, handoff, host, inventory, preflight, prepare, rollback, vm, windows
+from guestprep.commands import checks, cutover, facts, finalize, handoff, host, inventory, preflight, prepare, rollback, vm, windows
 from guestprep.console import make_console, safe
 from guestprep.errors import EXIT_USAGE, GuestprepError
 
@@ -39,6 +39,7 @@ app.command("finalize")(finalize.finalize)
 app.add_typer(inventory.inventory_app, name="inventory")
 app.add_typer(vm.vm_app, name="vm")
 app.add_typer(windows.windows_app, name="windows")
+app.add_typer(cutover.cutover_app, name="cutover")
 
 
 @app.callback(invoke_without_command=True)

@@ -1,0 +1,470 @@
+"""The cutover steps of one VM. Each is idempotent: ``check`` looks at the world and returns the
+step's outputs when its post-condition already holds (nothing is done), else ``act`` does the
+work and returns them. A controller killed between ``act`` and the journal's commit therefore
+repeats nothing on resume: the post-condition is found and journaled.
+
+VM changes (coexistence disk, shutdown, mark, power on) run through the operations engine
+(``engine.run_one``), which plans, applies and journals them like `guestprep vm ...` does.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+from guestprep.errors import GuestprepError, OperationError
+
+from guestprep.cutover.journal import now
+from guestprep.cutover.sides import NodeLink, Secrets, open_proxmox, open_vsphere, zipapp_path
+from guestprep.cutover.wave import GATE_PASSES, VmPlan, Wave
+
+VM_PATH = "/nodes/{node}/qemu/{vmid}"
+
+
+class StepFailed(GuestprepError):
+    exit_code = 1
+
+
+@dataclass
+class RunOptions:
+    on_failure: str = "rollback"          # rollback | hold
+    hard_power_off: bool = False
+    shutdown_timeout: float = 300.0
+    agent_timeout: float = 600.0
+    tools_timeout: float = 600.0
+    poll: float = 1.0
+    accept_new_host_keys: bool = False
+
+
+@dataclass
+class Limits:
+    """Semaphores shared by every VM job of a run: conversions per node and per datastore."""
+
+    per_node: int | None = None
+    per_datastore: int | None = None
+    _sems: dict[str, threading.BoundedSemaphore] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def sem(self, key: str, n: int | None) -> threading.BoundedSemaphore | None:
+        if not n:
+            return None
+        with self._lock:
+            return self._sems.setdefault(key, threading.BoundedSemaphore(n))
+
+
+class VmContext:
+    """What the steps of one VM share: the plan, the journal, and lazily opened sides."""
+
+    def __init__(self, wave: Wave, vm: VmPlan, journal, secrets: Secrets, options: RunOptions, limits: Limits,
+                 say: Callable[[str], None]):
+        self.wave, self.vm, self.journal, self.secrets = wave, vm, journal, secrets
+        self.o, self.limits, self.say = options, limits, say
+        self._vs = self._vm_obj = self._pve = self._node = None
+
+    # ------------------------------------------------------------------ sides, opened when first needed
+    @property
+    def vsphere(self):
+        if self._vs is None:
+            self._vs = open_vsphere(self.wave, self.secrets)
+        return self._vs
+
+    @property
+    def vm_object(self):
+        from guestprep.vsphere.actions import find_vm
+
+        if self._vm_obj is None:
+            self._vm_obj = find_vm(self.vsphere, self.vm.moref)
+        return self._vm_obj
+
+    def facts(self):
+        from guestprep.operations.vm import target
+
+        return target.reread(self.vsphere, self.vm_object, f"vsphere {self.wave.vsphere['server']}")
+
+    @property
+    def pve(self):
+        if self._pve is None:
+            self._pve = open_proxmox(self.wave, self.o.poll)
+        return self._pve
+
+    @property
+    def node(self) -> NodeLink:
+        if self._node is None:
+            self._node = NodeLink(self.wave.nodes[self.vm.node], self.wave_id, self.o.accept_new_host_keys)
+        return self._node
+
+    @property
+    def wave_id(self) -> str:
+        return self.wave.plan_hash[:16]
+
+    def close(self) -> None:
+        for side in (self._node, self._vs):
+            if side is not None:
+                try:
+                    side.close()
+                except Exception:
+                    pass
+
+    # ------------------------------------------------------------------ helpers
+    def run_vm_op(self, op_id: str, options: dict[str, Any]):
+        """One VM operation through the engine, journaled in the wave's state directory."""
+        from guestprep.operations import engine
+
+        facts = self.facts()
+        plan, applied = engine.run_one(
+            op_id, self.vsphere, facts, facts.name, options, apply=True,
+            apply_options={"vm_object": self.vm_object, "server": self.wave.vsphere["server"], "moref": facts.moref,
+                           "journal": str(self.wave.state_dir / "vm-journal.jsonl"), "poll": min(self.o.poll, 1.0)})
+        return {"operation": op_id, "plan": plan.reason or [c.diff for c in plan.changes],
+                "applied": applied.message if applied else None}
+
+    def pp(self) -> dict[str, Any]:
+        return {"node": self.vm.node, "vmid": self.vm.vmid}
+
+    def target_vm(self) -> dict[str, Any] | None:
+        """The Proxmox VM with our vmid: its status and whether it is the copy of our source."""
+        found = [r for r in self.pve.get("/cluster/resources", type="vm") if r.get("vmid") == self.vm.vmid]
+        if not found:
+            return None
+        node = found[0].get("node", self.vm.node)
+        cfg = self.pve.get(VM_PATH + "/config", {"node": node, "vmid": self.vm.vmid})
+        status = self.pve.get(VM_PATH + "/status/current", {"node": node, "vmid": self.vm.vmid}).get("status")
+        uuid = (re.search(r"uuid=([0-9a-fA-F-]+)", str(cfg.get("smbios1", ""))) or [None, None])[1]
+        ours = bool(uuid) and uuid.lower() == str(self.handoff().vm.uuid_bios or "").lower()
+        return {"vmid": self.vm.vmid, "node": node, "status": status, "ours": ours, "name": cfg.get("name")}
+
+    _handoff = None
+
+    def handoff(self):
+        """The reviewed hand-off document; refused if its bytes are not the ones the wave names."""
+        from guestprep.handoff import load_handoff
+
+        if self._handoff is None:
+            h = load_handoff(self.wave.handoff_path(self.vm))
+            if h.sha256 != self.vm.handoff_sha256:
+                raise StepFailed(f"hand-off {h.path} changed since the wave was planned (sha256 {h.sha256[:12]}, "
+                                 f"wave says {self.vm.handoff_sha256[:12]})", where=self.vm.name)
+            self._handoff = h
+        return self._handoff
+
+    def manifest_path(self, label: str) -> str:
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", label)
+        return f"{self.node.dir}/{self.vm.name}/{slug}.manifest.json"
+
+    def converted_disks(self) -> list[dict[str, Any]]:
+        return [d for d in self.vm.disks if d.get("volid") and not d.get("skip")]
+
+
+# --------------------------------------------------------------------------- the steps
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    check: Callable[[VmContext], dict[str, Any] | None]
+    act: Callable[[VmContext], dict[str, Any]]
+    source_down: bool = False     # once attempted, a failure needs the rollback/hold policy
+
+
+def _never(ctx: VmContext) -> None:
+    return None
+
+
+def gate(ctx: VmContext) -> dict[str, Any]:
+    v = ctx.vm
+    verdict = v.gate.get("verdict")
+    if verdict not in GATE_PASSES:
+        raise StepFailed(f"gate: preflight verdict {verdict!r} (blockers: {', '.join(v.gate.get('blockers') or []) or '?'})"
+                         "; prepare the guest, or waive with a reason, and plan again", where=v.name)
+    if not v.prepare_verified:
+        raise StepFailed("gate: preparation is not verified (an operation's check still fails); run "
+                         "`guestprep prepare --apply` and plan again", where=v.name)
+    facts = ctx.facts()
+    if facts.name != v.name:
+        raise StepFailed(f"gate: {v.moref} is now named {facts.name!r}, the wave says {v.name!r}", where=v.name)
+    tgt = ctx.target_vm()
+    if tgt is not None and not tgt["ours"]:
+        raise StepFailed(f"gate: vmid {v.vmid} is taken on Proxmox by another VM ({tgt['name']!r}); refusing to "
+                         "touch it", where=v.name)
+    return {"verdict": verdict, "source_power": facts.power_state, "tools": facts.tools_running}
+
+
+def _coexist_absent(ctx: VmContext) -> dict[str, Any] | None:
+    from guestprep.vsphere.coexist import is_marker_file
+
+    if any(is_marker_file(d.datastore_path) for d in ctx.facts().disks):
+        return None
+    return {"coexistence_disk": "absent"}
+
+
+def coexist_detach(ctx: VmContext) -> dict[str, Any]:
+    return ctx.run_vm_op("vm.coexistence_disk_detach", {})
+
+
+def _powered_off(ctx: VmContext) -> dict[str, Any] | None:
+    if ctx.facts().power_state != "poweredOff":
+        return None
+    # After a crash between the shutdown and its journal entry, the source went off at the
+    # latest when the first attempt started: downtime is counted from there (never less).
+    earlier = [a["started_at"] for a in ctx.journal.attempts(ctx.vm.name) if a["step"] == "shutdown"]
+    return {"powered_off_at": min(earlier) if earlier else now(), "already_off": True}
+
+
+def shutdown(ctx: VmContext) -> dict[str, Any]:
+    out = ctx.run_vm_op("vm.shutdown", {"timeout": ctx.o.shutdown_timeout, "hard": ctx.o.hard_power_off})
+    out["powered_off_at"] = now()
+    return out
+
+
+def mark_text(ctx: VmContext) -> str:
+    return (f"migrated to Proxmox {ctx.vm.node}/{ctx.vm.vmid} by guestprep cutover (wave {ctx.wave_id}); "
+            "do not power on")
+
+
+def _marked(ctx: VmContext) -> dict[str, Any] | None:
+    from guestprep.vsphere import marks
+
+    return {"mark": marks.current(ctx.vm_object)} if marks.current(ctx.vm_object) == \
+        f"{marks.PREFIX} {mark_text(ctx)}" else None
+
+
+def mark_source(ctx: VmContext) -> dict[str, Any]:
+    from guestprep.vsphere import marks
+
+    return ctx.run_vm_op("vm.cutover_mark", {"text": mark_text(ctx), "current": marks.current(ctx.vm_object)})
+
+
+def locate_disks(ctx: VmContext) -> dict[str, Any]:
+    """Where the node reads each disk: the datastore path through the hand-off's datastore map.
+    The VM must still have the disks the wave was planned with."""
+    h = ctx.handoff()
+    from guestprep.vsphere.coexist import is_marker_file
+
+    now_disks = {d.label: d.datastore_path for d in ctx.facts().disks if not is_marker_file(d.datastore_path)}
+    planned = {d.label: d.source for d in h.disks}
+    if now_disks != planned:
+        raise StepFailed(f"the VM's disks changed since the wave was planned (now {now_disks}, planned {planned}); "
+                         "plan the wave again", where=ctx.vm.name)
+    out = []
+    for d in ctx.converted_disks():
+        m = re.fullmatch(r"\[([^\]]+)\]\s*(.+)", d.get("source") or "")
+        root = h.policy.datastores.get(m.group(1)) if m else None
+        out.append({"label": d["label"], "source": d.get("source"), "datastore": m.group(1) if m else None,
+                    "node_path": f"{root.rstrip('/')}/{m.group(2)}" if m and root else None, "volid": d["volid"]})
+    return {"disks": out}
+
+
+def _manifest_ok(ctx: VmContext, disk: dict[str, Any]) -> dict[str, Any] | None:
+    """The node's manifest for this disk, if it proves a verified conversion of this hand-off."""
+    m = ctx.node.read_json(ctx.manifest_path(disk["label"]))
+    if not isinstance(m, dict):
+        return None
+    ho = m.get("handoff") or {}
+    ok = ((m.get("verification") or {}).get("ok") is True and ho.get("sha256") == ctx.vm.handoff_sha256
+          and ho.get("volid") == disk["volid"] and ho.get("disk") == disk["label"])
+    if not ok:
+        raise StepFailed(f"the manifest for {disk['label']} on node {ctx.vm.node} does not prove a verified "
+                         f"conversion of this hand-off into {disk['volid']} ({ctx.manifest_path(disk['label'])}); "
+                         "inspect it, remove the volume and the manifest, resume", where=ctx.vm.name)
+    return {"label": disk["label"], "volid": disk["volid"], "manifest": ctx.manifest_path(disk["label"]),
+            "target": (m.get("target") or {}).get("path"), "digest": (m.get("target") or {}).get("digest")}
+
+
+def _all_converted(ctx: VmContext) -> dict[str, Any] | None:
+    found = [_manifest_ok(ctx, d) for d in ctx.converted_disks()]
+    return {"disks": found} if all(found) else None
+
+
+def convert(ctx: VmContext) -> dict[str, Any]:
+    node, spec = ctx.node, ctx.wave.nodes[ctx.vm.node]
+    pyz_sha = node.ensure_zipapp(zipapp_path())
+    doc = f"{node.dir}/{ctx.vm.name}/handoff.json"
+    node.ensure_dir(f"{node.dir}/{ctx.vm.name}")
+    node.put_file(ctx.wave.handoff_path(ctx.vm), doc)
+    done = []
+    for disk in ctx.converted_disks():
+        have = _manifest_ok(ctx, disk)
+        if have:
+            done.append(have)
+            continue
+        datastore = (re.fullmatch(r"\[([^\]]+)\].*", disk.get("source") or "") or [None, "?"])[1]
+        sems = [s for s in (ctx.limits.sem(f"node:{ctx.vm.node}", ctx.limits.per_node),
+                            ctx.limits.sem(f"ds:{datastore}", ctx.limits.per_datastore)) if s]
+        argv = [spec.python, node.zipapp, "convert", "--handoff", doc, "--disk", disk["label"],
+                "--manifest", ctx.manifest_path(disk["label"]), "--progress", "none", "--json"]
+        if spec.storage_cfg:
+            argv += ["--storage-cfg", spec.storage_cfg]
+        for s in sems:
+            s.acquire()
+        try:
+            ctx.say(f"converting {disk['label']} -> {disk['volid']} on {ctx.vm.node}")
+            started = time.monotonic()
+            r = node.run(argv, timeout=24 * 3600.0)
+        finally:
+            for s in reversed(sems):
+                s.release()
+        if r.rc != 0:
+            tail = r.stderr.decode(errors="replace").strip().splitlines()[-3:]
+            raise StepFailed(f"guestprep-host convert of {disk['label']} exited {r.rc}: {' / '.join(tail)}",
+                             where=f"{ctx.vm.name} on node {ctx.vm.node}")
+        have = _manifest_ok(ctx, disk)
+        if not have:
+            raise StepFailed(f"guestprep-host reported success but wrote no manifest for {disk['label']}",
+                             where=ctx.vm.name)
+        have["seconds"] = round(time.monotonic() - started, 2)
+        done.append(have)
+    return {"disks": done, "zipapp_sha256": pyz_sha}
+
+
+def _finalized(ctx: VmContext) -> dict[str, Any] | None:
+    t = ctx.target_vm()
+    if t is None:
+        return None
+    if not t["ours"]:
+        raise StepFailed(f"vmid {ctx.vm.vmid} on Proxmox is not the copy of this VM ({t['name']!r}); refusing",
+                         where=ctx.vm.name)
+    return {"vmid": t["vmid"], "node": t["node"], "already": True}
+
+
+def finalize(ctx: VmContext) -> dict[str, Any]:
+    from guestprep.finalize.flow import Finalizer, FlowOptions
+
+    # a volume is attached only with its verified manifest, read again from the node now
+    proofs = [_manifest_ok(ctx, d) for d in ctx.converted_disks()]
+    missing = [d["label"] for d, p in zip(ctx.converted_disks(), proofs) if not p]
+    if missing:
+        raise StepFailed(f"no verified manifest for {', '.join(missing)} on node {ctx.vm.node}: not attaching",
+                         where=ctx.vm.name)
+    h = ctx.handoff()
+    sata_first = ctx.vm.strategy == "sata-first"
+    # direct: create only; start and verify are this machine's steps (journaled, timed)
+    doc = replace(h, policy=replace(h.policy, start=sata_first))
+    flow = Finalizer(ctx.pve, FlowOptions(agent_timeout=ctx.o.agent_timeout, agent_poll=ctx.o.poll,
+                                          strategy=None if ctx.vm.strategy == "auto" else ctx.vm.strategy),
+                     say=ctx.say)
+    res = flow.run(doc)
+    return {"vmid": res.vmid, "node": res.node, "created": res.created, "started": res.started,
+            "manifests": [p["manifest"] for p in proofs if p], "findings": [f.message for f in res.build.findings]}
+
+
+def _running(ctx: VmContext) -> dict[str, Any] | None:
+    st = ctx.pve.get(VM_PATH + "/status/current", ctx.pp()).get("status")
+    return {"status": st, "already": True} if st == "running" else None
+
+
+def start(ctx: VmContext) -> dict[str, Any]:
+    upid = ctx.pve.call("POST", VM_PATH + "/status/start", ctx.pp())
+    ctx.pve.wait_task(ctx.vm.node, upid, f"start VM {ctx.vm.vmid}", 3600.0)
+    return {"status": "running", "started_at": now()}
+
+
+def verify(ctx: VmContext) -> dict[str, Any]:
+    """agent/ping answers; network-get-interfaces shows every source MAC and expected address."""
+    from guestprep.finalize.client import PveApiError
+
+    pp, deadline = ctx.pp(), time.monotonic() + ctx.o.agent_timeout
+    last = ""
+    while True:
+        try:
+            ctx.pve.call("POST", VM_PATH + "/agent/ping", pp)
+            first_answer = now()
+            break
+        except PveApiError as e:
+            last = e.message
+        if time.monotonic() > deadline:
+            raise StepFailed(f"the guest agent did not answer within {ctx.o.agent_timeout:g}s ({last}): the copy "
+                             "may not have booted", where=f"{ctx.vm.name} (VM {ctx.vm.vmid})")
+        time.sleep(ctx.o.poll)
+    while True:  # addresses come up after the agent: keep asking until the same deadline
+        ifaces = ctx.pve.call("GET", VM_PATH + "/agent/network-get-interfaces", pp).get("result", [])
+        macs = {str(i.get("hardware-address", "")).lower() for i in ifaces}
+        addrs = sorted({a.get("ip-address") for i in ifaces for a in i.get("ip-addresses") or [] if a.get("ip-address")})
+        missing = [m for m in ctx.vm.expected_macs if m not in macs] + \
+                  [a for a in ctx.vm.expected_addresses if a not in addrs]
+        if not missing:
+            break
+        if time.monotonic() > deadline:
+            raise StepFailed(f"not seen in the guest: {', '.join(missing)} (it reports {addrs})",
+                             where=f"{ctx.vm.name} (VM {ctx.vm.vmid})")
+        time.sleep(ctx.o.poll)
+    return {"agent_first_answer_at": first_answer, "macs": sorted(macs - {"00:00:00:00:00:00"}), "addresses": addrs,
+            "expected_addresses": ctx.vm.expected_addresses}
+
+
+STEPS: dict[str, Step] = {s.name: s for s in (
+    Step("gate", _never, gate),
+    Step("coexist_detach", _coexist_absent, coexist_detach),
+    Step("shutdown", _powered_off, shutdown, source_down=True),
+    Step("mark_source", _marked, mark_source, source_down=True),
+    Step("locate_disks", _never, locate_disks, source_down=True),
+    Step("convert", _all_converted, convert, source_down=True),
+    Step("finalize", _finalized, finalize, source_down=True),
+    Step("start", _running, start, source_down=True),
+    Step("verify", _never, verify, source_down=True),
+)}
+
+
+# --------------------------------------------------------------------------- after a failure
+
+
+def _target_stopped(ctx: VmContext) -> dict[str, Any] | None:
+    t = ctx.target_vm()
+    if t is None:
+        return {"target": "absent"}
+    return {"target": "stopped", "kept": True} if t["status"] == "stopped" else None
+
+
+def stop_target(ctx: VmContext) -> dict[str, Any]:
+    """Stop the copy and keep it: its volumes were made by guestprep-host, not by this VM's creation."""
+    t = ctx.target_vm()
+    if t is not None and not t["ours"]:
+        raise StepFailed(f"vmid {ctx.vm.vmid} is not the copy of this VM; not touching it", where=ctx.vm.name)
+    upid = ctx.pve.call("POST", VM_PATH + "/status/stop", ctx.pp())
+    ctx.pve.wait_task(ctx.vm.node, upid, f"stop VM {ctx.vm.vmid}", 600.0)
+    return {"target": "stopped", "kept": True}
+
+
+def _unmarked(ctx: VmContext) -> dict[str, Any] | None:
+    from guestprep.vsphere import marks
+
+    return {"mark": None} if not marks.current(ctx.vm_object) and \
+        not marks.field_value(ctx.vsphere, ctx.vm_object) else None
+
+
+def unmark_source(ctx: VmContext) -> dict[str, Any]:
+    from guestprep.vsphere import marks
+
+    return ctx.run_vm_op("vm.cutover_unmark", {"current": marks.current(ctx.vm_object),
+                                               "field": marks.field_value(ctx.vsphere, ctx.vm_object)})
+
+
+def _source_up(ctx: VmContext) -> dict[str, Any] | None:
+    from guestprep.vsphere import marks
+
+    vm = ctx.vm_object
+    if str(vm.runtime.powerState) == "poweredOn" and marks.tools_running(vm):
+        return {"source": "poweredOn", "tools": "running"}
+    return None
+
+
+def power_on_source(ctx: VmContext) -> dict[str, Any]:
+    from guestprep.vsphere import marks
+
+    out = ctx.run_vm_op("vm.power_on", {})
+    deadline = time.monotonic() + ctx.o.tools_timeout
+    while not marks.tools_running(ctx.vm_object):
+        if time.monotonic() > deadline:
+            raise OperationError(f"powered on, but VMware Tools did not report running within "
+                                 f"{ctx.o.tools_timeout:g}s", where=ctx.vm.name)
+        time.sleep(min(ctx.o.poll, 1.0))
+    out.update(source="poweredOn", tools="running")
+    return out
+
+
+ROLLBACK: tuple[Step, ...] = (Step("rollback_stop_target", _target_stopped, stop_target),
+                              Step("rollback_unmark_source", _unmarked, unmark_source),
+                              Step("rollback_power_on_source", _source_up, power_on_source))
+HOLD: tuple[Step, ...] = (Step("hold_stop_target", _target_stopped, stop_target),)
