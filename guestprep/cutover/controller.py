@@ -71,6 +71,7 @@ def run_wave(wave: Wave, secrets: Secrets, options: RunOptions, *, parallel: int
 
     with opened(wave, create=not resume) as journal:
         journal.bind_plan(wave.plan_hash, str(wave.path), resume=resume)
+        journal.interrupt_stale()  # we hold the lock: a 'running' attempt is a dead controller's
         journal.set_meta("last_controller_pid", str(os.getpid()))
         items = _select(wave, journal, resume)
         lock = threading.Lock()
@@ -103,6 +104,7 @@ def rollback_one(wave: Wave, vm_name: str, secrets: Secrets, options: RunOptions
     vm = wave.vm(vm_name)
     with opened(wave, create=False) as journal:
         journal.bind_plan(wave.plan_hash, str(wave.path), resume=True)
+        journal.interrupt_stale()
         ctx = VmContext(wave, vm, journal, secrets, options, Limits(), lambda t: say(vm_name, t))
         try:
             machine.rollback_vm(ctx)

@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     vm TEXT NOT NULL, step TEXT NOT NULL, attempt INTEGER NOT NULL,
-    status TEXT NOT NULL,              -- running | done | failed
+    status TEXT NOT NULL,              -- running | done | failed | interrupted
     started_at TEXT NOT NULL, ended_at TEXT,
     inputs TEXT NOT NULL DEFAULT '{}', outputs TEXT NOT NULL DEFAULT '{}', error TEXT);
 CREATE INDEX IF NOT EXISTS attempts_vm ON attempts (vm, step);
@@ -150,6 +150,13 @@ class Journal:
     def fail_attempt(self, attempt_id: int, error: str, outputs: dict[str, Any] | None = None) -> None:
         self._tx("UPDATE attempts SET status='failed', ended_at=?, error=?, outputs=? WHERE id=?",
                  (now(), error, json.dumps(outputs or {}, sort_keys=True, default=str), attempt_id))
+
+    def interrupt_stale(self) -> int:
+        """Attempts left 'running' by a controller that died: recorded as interrupted (resume redoes
+        the step, which checks its post-condition first)."""
+        cur = self._tx("UPDATE attempts SET status='interrupted', ended_at=?, error=? WHERE status='running'",
+                       (now(), "the controller stopped during this attempt"))
+        return cur.rowcount
 
     def done_outputs(self, vm: str, step: str) -> dict[str, Any] | None:
         """The outputs of the step's completed attempt (None: not done yet)."""

@@ -176,10 +176,14 @@ def _never(ctx: VmContext) -> None:
 def gate(ctx: VmContext) -> dict[str, Any]:
     v = ctx.vm
     verdict = v.gate.get("verdict")
-    if verdict not in GATE_PASSES:
+    accepted = v.gate.get("accepted_by_reviewer")
+    if accepted:  # a human wrote this into the reviewed wave: recorded, never implied
+        if not (isinstance(accepted, dict) and accepted.get("by") and accepted.get("reason")):
+            raise StepFailed("gate: accepted_by_reviewer needs 'by' and 'reason'", where=v.name)
+    elif verdict not in GATE_PASSES:
         raise StepFailed(f"gate: preflight verdict {verdict!r} (blockers: {', '.join(v.gate.get('blockers') or []) or '?'})"
                          "; prepare the guest, or waive with a reason, and plan again", where=v.name)
-    if not v.prepare_verified:
+    if not v.prepare_verified and not accepted:
         raise StepFailed("gate: preparation is not verified (an operation's check still fails); run "
                          "`guestprep prepare --apply` and plan again", where=v.name)
     facts = ctx.facts()
@@ -189,7 +193,8 @@ def gate(ctx: VmContext) -> dict[str, Any]:
     if tgt is not None and not tgt["ours"]:
         raise StepFailed(f"gate: vmid {v.vmid} is taken on Proxmox by another VM ({tgt['name']!r}); refusing to "
                          "touch it", where=v.name)
-    return {"verdict": verdict, "source_power": facts.power_state, "tools": facts.tools_running}
+    return {"verdict": verdict, "accepted_by_reviewer": accepted, "prepare_verified": v.prepare_verified,
+            "source_power": facts.power_state, "tools": facts.tools_running}
 
 
 def _coexist_absent(ctx: VmContext) -> dict[str, Any] | None:
@@ -338,11 +343,19 @@ def finalize(ctx: VmContext) -> dict[str, Any]:
     if missing:
         raise StepFailed(f"no verified manifest for {', '.join(missing)} on node {ctx.vm.node}: not attaching",
                          where=ctx.vm.name)
+    # finalize checks each volume against its manifest itself: hand it the node's, fetched now
+    local = ctx.wave.state_dir / "manifests" / re.sub(r"[^A-Za-z0-9._-]+", "_", ctx.vm.name)
+    local.mkdir(parents=True, exist_ok=True)
+    for d in ctx.converted_disks():
+        dest = local / (re.sub(r"[^A-Za-z0-9._-]+", "_", d["label"]) + ".guestprep-manifest.json")
+        ctx.node.conn.get(ctx.manifest_path(d["label"]), str(dest))
     h = ctx.handoff()
     sata_first = ctx.vm.strategy == "sata-first"
     # direct: create only; start and verify are this machine's steps (journaled, timed)
     doc = replace(h, policy=replace(h.policy, start=sata_first))
+    accepted = bool(ctx.vm.gate.get("accepted_by_reviewer"))  # the gate's override covers finalize's own refusal
     flow = Finalizer(ctx.pve, FlowOptions(agent_timeout=ctx.o.agent_timeout, agent_poll=ctx.o.poll,
+                                          accept_blocked=accepted, manifest_dirs=[str(local)],
                                           strategy=None if ctx.vm.strategy == "auto" else ctx.vm.strategy),
                      say=ctx.say)
     res = flow.run(doc)

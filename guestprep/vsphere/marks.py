@@ -3,7 +3,9 @@ saying it was migrated and must not be powered on. Client calls only; the operat
 plan and journal them are guestprep/operations/vm/mark.py.
 
 The annotation line starts with :data:`PREFIX`, so removing it leaves the operator's own notes
-exactly as they were; the custom field is cleared (set to "") on unmark.
+as they were. Unmarking replaces the line with a dated ``guestprep-cutover-undone:`` line and the
+field with "rolled back ...": the trail stays visible, and an annotation is never set to "" (which
+some servers, e.g. the govmomi simulator, take as "unchanged").
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from guestprep.vsphere.actions import run_task
 from guestprep.vsphere.client import TRANSPORT_ERRORS, Session, translate
 
 PREFIX = "guestprep-cutover:"
+UNDONE = "guestprep-cutover-undone:"
+MARKED = "migrated"      # a field value that starts with this is a live mark
 FIELD = "guestprep.cutover"
 
 
@@ -44,7 +48,7 @@ def field_value(session: Session, vm: Any) -> str | None:
         return None
     for v in vm.customValue or []:
         if v.key == key:
-            return v.value or None
+            return v.value if (v.value or "").startswith(MARKED) else None
     return None
 
 
@@ -69,18 +73,18 @@ def mark(session: Session, vm: Any, text: str) -> dict[str, Any]:
     return {"action": "mark", "annotation": text, "field": FIELD}
 
 
-def unmark(session: Session, vm: Any) -> dict[str, Any]:
-    """Remove the mark line and clear the custom field; the rest of the notes stay as they were."""
+def unmark(session: Session, vm: Any, when: str) -> dict[str, Any]:
+    """Replace the mark line and the field value by a dated 'rolled back' note; other notes stay."""
     what = f"{vm.name}: remove the migrated mark"
     try:
-        notes = vm.config.annotation or ""
-        lines = notes.splitlines()
-        kept = [ln for ln in lines if not ln.startswith(PREFIX)]
+        lines = (vm.config.annotation or "").splitlines()
+        kept = [ln for ln in lines if not ln.startswith((PREFIX, UNDONE))]
         if kept != lines:
-            _set_annotation(session, vm, "\n".join(kept), what)
+            _set_annotation(session, vm, "\n".join([f"{UNDONE} rolled back {when}; this VM is the live one"] + kept),
+                            what)
         key = _field_key(session, create=False)
-        if key is not None:
-            session.content.customFieldsManager.SetField(entity=vm, key=key, value="")
+        if key is not None and field_value(session, vm):
+            session.content.customFieldsManager.SetField(entity=vm, key=key, value=f"rolled back {when}")
     except TRANSPORT_ERRORS as exc:
         raise translate(exc, what) from None
     except vmodl.MethodFault as exc:

@@ -55,7 +55,10 @@ class UnmarkSource:
     def apply(self, conn: Any, plan: Plan, options: dict[str, Any]) -> Applied:
         if plan.empty:
             return Applied(self.id, plan.guest, True, [], plan.reason)
-        step = marks.unmark(conn, vm_object(conn, plan, options))
+        import datetime as dt
+
+        when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        step = marks.unmark(conn, vm_object(conn, plan, options), when)
         return Applied(self.id, plan.guest, True, [step], "mark removed")
 
 
