@@ -2,11 +2,14 @@
 
 Reads the image through qemu (any format qemu opens), never the guest, and
 reports findings in the same model as the guest checks (guestprep.models.Finding).
+The checks' metadata and verdicts live here, stdlib-only, because this module ships in
+the zipapp; guestprep/checks/image/ registers the same checks in guestprep's registry.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 from guestprep.errors import GuestprepError
 from guestprep.models import Finding, Severity, Status
@@ -16,40 +19,76 @@ from hostside.qemu import Reader
 
 
 @dataclass(frozen=True)
-class CheckMeta:
+class ImageCheck:
+    """One disk-image check's metadata (what the registry shows as prowler-style metadata)."""
+
     id: str
     severity: Severity
     title: str
+    rationale: str
     remediation: str
+    references: tuple[str, ...] = ()
 
 
-CHECKS = {c.id: c for c in (
-    CheckMeta("IMG-PART-TABLE", Severity.BLOCKER,
-              "The partition table is readable and consistent",
-              "Repair the table in the source VM (or restore it) before converting: a "
-              "damaged table will not boot on Proxmox either."),
-    CheckMeta("IMG-PART-LEGACY-63", Severity.WARNING,
-              "No partition starts at the legacy sector 63",
-              "Realign after the move (e.g. gparted/Partition Wizard move to a 1 MiB "
-              "boundary, or rebuild the volume): every 4 KiB guest write on 4K storage "
-              "becomes two read-modify-writes, halving write performance."),
-    CheckMeta("IMG-PART-ALIGN-4K", Severity.WARNING,
-              "Partitions start on a 4 KiB boundary",
-              "Realign the partition to a multiple of 8 sectors (1 MiB preferred)."),
-    CheckMeta("IMG-PART-ALIGN-1M", Severity.INFO,
-              "Partitions start on a 1 MiB boundary",
-              "Nothing required; 1 MiB alignment also covers RAID stripes and large "
-              "volblocksizes."),
-    CheckMeta("IMG-GPT-BACKUP", Severity.WARNING,
-              "The backup GPT header sits at the end of the disk and matches the primary",
-              "Run `sgdisk -e` (move the backup header to the end) or `gdisk` verify/write "
-              "on the converted disk; firmware that finds a bad primary header has no "
-              "fallback otherwise."),
-    CheckMeta("IMG-FIRMWARE-UEFI", Severity.INFO,
-              "Firmware the disk layout implies",
-              "A UEFI disk (GPT + EFI system partition) needs the Proxmox VM created with "
-              "bios: ovmf, machine: q35 and an efidisk0; SeaBIOS reports 'No bootable "
-              "device'."),
+@dataclass(frozen=True)
+class Verdict:
+    """What one image check says about one resource of the audited disk."""
+
+    check_id: str
+    ok: bool
+    message: str
+    resource: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+IMAGE_CHECKS = {c.id: c for c in (
+    ImageCheck("IMG-PART-TABLE", Severity.BLOCKER,
+               "The partition table is readable and consistent",
+               "Firmware and boot loaders find the boot partition through the partition "
+               "table; a table that overlaps itself or points past the disk's end does not "
+               "boot after the conversion either.",
+               "Repair the table in the source VM (or restore it) before converting: a "
+               "damaged table will not boot on Proxmox either.",
+               ("https://uefi.org/specs/UEFI/2.10/05_GUID_Partition_Table_Format.html",)),
+    ImageCheck("IMG-PART-LEGACY-63", Severity.WARNING,
+               "No partition starts at the legacy sector 63",
+               "Old partitioning tools started the first partition at sector 63 (CHS "
+               "geometry); on 4 KiB-sector storage every guest write then straddles two "
+               "physical blocks.",
+               "Realign after the move (e.g. gparted/Partition Wizard move to a 1 MiB "
+               "boundary, or rebuild the volume): every 4 KiB guest write on 4K storage "
+               "becomes two read-modify-writes, halving write performance.",
+               ("https://en.wikipedia.org/wiki/Advanced_Format",)),
+    ImageCheck("IMG-PART-ALIGN-4K", Severity.WARNING,
+               "Partitions start on a 4 KiB boundary",
+               "Proxmox storage (ZFS, Ceph, LVM-thin on 4Kn disks) works in 4 KiB blocks or "
+               "larger; a partition off that boundary turns each write into a "
+               "read-modify-write.",
+               "Realign the partition to a multiple of 8 sectors (1 MiB preferred).",
+               ("https://en.wikipedia.org/wiki/Advanced_Format",)),
+    ImageCheck("IMG-PART-ALIGN-1M", Severity.INFO,
+               "Partitions start on a 1 MiB boundary",
+               "1 MiB is the default of current partitioning tools and a multiple of every "
+               "common block, stripe and volblocksize.",
+               "Nothing required; 1 MiB alignment also covers RAID stripes and large "
+               "volblocksizes."),
+    ImageCheck("IMG-GPT-BACKUP", Severity.WARNING,
+               "The backup GPT header sits at the end of the disk and matches the primary",
+               "UEFI firmware falls back to the backup GPT header when the primary is "
+               "damaged; a backup that is missing or not at the last LBA (common after a "
+               "disk was grown) leaves no fallback.",
+               "Run `sgdisk -e` (move the backup header to the end) or `gdisk` verify/write "
+               "on the converted disk; firmware that finds a bad primary header has no "
+               "fallback otherwise.",
+               ("https://uefi.org/specs/UEFI/2.10/05_GUID_Partition_Table_Format.html",)),
+    ImageCheck("IMG-FIRMWARE-UEFI", Severity.INFO,
+               "Firmware the disk layout implies",
+               "A disk laid out for UEFI (GPT with an EFI system partition) boots only "
+               "under UEFI firmware; the Proxmox VM must be created to match.",
+               "A UEFI disk (GPT + EFI system partition) needs the Proxmox VM created with "
+               "bios: ovmf, machine: q35 and an efidisk0; SeaBIOS reports 'No bootable "
+               "device'.",
+               ("https://pve.proxmox.com/wiki/OVMF/UEFI_Boot_Entries",)),
 )}
 
 
@@ -68,13 +107,12 @@ class AuditResult:
                 "findings": [f.to_dict() for f in self.findings]}
 
 
-def _finding(guest: str, check_id: str, ok: bool, message: str, resource: str = "",
-             evidence: dict | None = None) -> Finding:
-    meta = CHECKS[check_id]
-    return Finding(guest=guest, check_id=check_id, severity=meta.severity,
-                   status=Status.PASS if ok else Status.FAIL, title=meta.title,
-                   message=message, resource=resource, evidence=evidence or {},
-                   remediation="" if ok else meta.remediation)
+def _finding(guest: str, v: Verdict) -> Finding:
+    meta = IMAGE_CHECKS[v.check_id]
+    return Finding(guest=guest, check_id=v.check_id, severity=meta.severity,
+                   status=Status.PASS if v.ok else Status.FAIL, title=meta.title,
+                   message=v.message, resource=v.resource, evidence=v.evidence,
+                   remediation="" if v.ok else meta.remediation)
 
 
 def implied_firmware(table: partitions.PartitionTable) -> str:
@@ -101,24 +139,25 @@ def audit(source: Source, guest: str | None = None) -> AuditResult:
         if table.scheme == "none":
             whole = filesystems.detect(reader.read(0, filesystems.PROBE_BYTES))
     result = AuditResult(source.spec.label, table, implied_firmware(table), whole_disk_fs=whole)
-    result.findings = list(_findings(result, guest))
+    result.findings = [_finding(guest, v) for v in verdicts(result)]
     return result
 
 
-def _findings(result: AuditResult, guest: str):
+def verdicts(result: AuditResult) -> Iterator[Verdict]:
+    """Every image check's verdicts on one audited disk, in report order."""
     table = result.table
     if table.scheme == "none":
         what = f"a whole-disk {result.whole_disk_fs} filesystem" if result.whole_disk_fs \
             else "blank or unknown content"
-        yield _finding(guest, "IMG-PART-TABLE", True, f"no partition table: {what}",
-                       evidence={"scheme": "none", "filesystem": result.whole_disk_fs})
+        yield Verdict("IMG-PART-TABLE", True, f"no partition table: {what}",
+                      evidence={"scheme": "none", "filesystem": result.whole_disk_fs})
     elif table.problems:
-        yield _finding(guest, "IMG-PART-TABLE", False, "; ".join(table.problems),
-                       evidence={"scheme": table.scheme, "problems": table.problems})
+        yield Verdict("IMG-PART-TABLE", False, "; ".join(table.problems),
+                      evidence={"scheme": table.scheme, "problems": table.problems})
     else:
-        yield _finding(guest, "IMG-PART-TABLE", True,
-                       f"{table.scheme.upper()} with {len(table.partitions)} partition(s)",
-                       evidence={"scheme": table.scheme})
+        yield Verdict("IMG-PART-TABLE", True,
+                      f"{table.scheme.upper()} with {len(table.partitions)} partition(s)",
+                      evidence={"scheme": table.scheme})
     for p in table.partitions:
         if p.kind == "extended":
             continue  # a container: its logical partitions are checked instead
@@ -126,27 +165,27 @@ def _findings(result: AuditResult, guest: str):
         ev = {"start_sector": p.start, "start_bytes": p.start * 512, "type": p.type_name,
               "filesystem": p.filesystem}
         legacy = p.start == 63 or (p.start % 63 == 0 and p.start % 8 != 0)
-        yield _finding(guest, "IMG-PART-LEGACY-63", not legacy,
-                       f"starts at sector {p.start} (legacy CHS 63-sector alignment)" if legacy
-                       else f"starts at sector {p.start}", res, ev)
-        yield _finding(guest, "IMG-PART-ALIGN-4K", p.start % 8 == 0,
-                       f"starts at byte {p.start * 512}, "
-                       f"{'a' if p.start % 8 == 0 else 'not a'} multiple of 4096", res, ev)
-        yield _finding(guest, "IMG-PART-ALIGN-1M", p.start % 2048 == 0,
-                       f"starts at byte {p.start * 512}, "
-                       f"{'a' if p.start % 2048 == 0 else 'not a'} multiple of 1 MiB", res, ev)
+        yield Verdict("IMG-PART-LEGACY-63", not legacy,
+                      f"starts at sector {p.start} (legacy CHS 63-sector alignment)" if legacy
+                      else f"starts at sector {p.start}", res, ev)
+        yield Verdict("IMG-PART-ALIGN-4K", p.start % 8 == 0,
+                      f"starts at byte {p.start * 512}, "
+                      f"{'a' if p.start % 8 == 0 else 'not a'} multiple of 4096", res, ev)
+        yield Verdict("IMG-PART-ALIGN-1M", p.start % 2048 == 0,
+                      f"starts at byte {p.start * 512}, "
+                      f"{'a' if p.start % 2048 == 0 else 'not a'} multiple of 1 MiB", res, ev)
     if table.gpt is not None:
         g = table.gpt
-        yield _finding(guest, "IMG-GPT-BACKUP", g.backup_ok,
-                       "backup GPT header valid at the last LBA" if g.backup_ok
-                       else g.backup_problem, "gpt", {"backup_ok": g.backup_ok})
+        yield Verdict("IMG-GPT-BACKUP", g.backup_ok,
+                      "backup GPT header valid at the last LBA" if g.backup_ok
+                      else g.backup_problem, "gpt", {"backup_ok": g.backup_ok})
     esp = [p.number for p in table.partitions if p.is_esp]
     fw = result.firmware
     msg = {"uefi": f"EFI system partition ({', '.join(map(str, esp))}) on "
                    f"{table.scheme.upper()}: boots with UEFI (OVMF on Proxmox)",
            "bios": "MBR/BIOS-boot layout: boots with SeaBIOS",
            "unknown": "no boot layout recognised"}[fw]
-    yield _finding(guest, "IMG-FIRMWARE-UEFI", fw != "uefi", msg,
+    yield Verdict("IMG-FIRMWARE-UEFI", fw != "uefi", msg,
                    evidence={"firmware": fw, "esp_partitions": esp})
 
 

@@ -21,7 +21,8 @@ class RegistryError(Exception):
 
 
 _REGISTRY: dict[str, Check] = {}
-_CHECK_PACKAGES = ("guestprep.checks.linux", "guestprep.checks.windows", "guestprep.checks.vm")
+_CHECK_PACKAGES = ("guestprep.checks.linux", "guestprep.checks.windows", "guestprep.checks.vm",
+                   "guestprep.checks.image")
 _CHECK_MODULES = ("guestprep.checks.reachability", "guestprep.checks.firmware")
 
 

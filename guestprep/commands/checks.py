@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 from typing import Optional
@@ -24,7 +25,12 @@ def checks_list(
 ) -> int:
     """List every check: id, severity, OS, phase, title."""
     from guestprep.checks import registry
+    from guestprep.checks.base import OS_VALUES
 
+    if os is not None and os not in OS_VALUES:
+        hint = difflib.get_close_matches(os, sorted(OS_VALUES), n=1)
+        raise ConfigError(f"unknown OS {os!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                          + f"; one of: {', '.join(sorted(OS_VALUES))}", where="--os")
     checks = registry.all_checks(os)
     if as_json:
         sys.stdout.write(json.dumps([c.meta.to_dict() for c in checks], indent=2) + "\n")

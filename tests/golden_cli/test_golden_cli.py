@@ -85,7 +85,8 @@ def test_preflight_of_this_machine(tmp_path):
 def test_preflight_usage_errors(tmp_path):
     cases = [("preflight",), ("preflight", "--local", "--fail-on", "never"), ("preflight", "--local", "--phase", "x"),
              ("preflight", "--local", "web01"), ("prepare",), ("rollback", "-i", "nowhere.yaml"),
-             ("facts",), ("checks", "show", "NO-SUCH-CHECK"), ("nonsense",)]
+             ("facts",), ("checks", "show", "NO-SUCH-CHECK"), ("checks", "list", "--os", "windwos"),
+             ("nonsense",)]
     out = []
     for args in cases:
         res = guestprep(*args, cwd=tmp_path)

@@ -63,3 +63,25 @@ def test_a_crashing_check_becomes_an_error_finding():
     c = Check(CheckMeta("LNX-BOOM", "t", Severity.BLOCKER, "linux", "pre", "r", "m"), boom)
     [f] = c.evaluate(object(), "g")
     assert f.status is Status.ERROR and "KeyError" in f.message
+
+
+def test_image_checks_are_the_hostside_audit_in_the_registry():
+    """`checks list --os image` lists hostside's disk-image checks; evaluating them gives the audit's findings."""
+    from hostside import audit, partitions
+
+    image_checks = registry.all_checks("image")
+    assert [c.id for c in image_checks] == sorted(audit.IMAGE_CHECKS)
+    for c in image_checks:
+        meta = audit.IMAGE_CHECKS[c.id]
+        assert (c.meta.title, c.meta.severity, c.meta.remediation) == (meta.title, meta.severity, meta.remediation)
+        assert c.meta.rationale and c.meta.references == meta.references
+    table = partitions.PartitionTable("gpt", 4096, [
+        partitions.Partition(1, 63, 100, "gpt", "gpt", partitions.ESP_GUID, "EFI System"),
+        partitions.Partition(2, 2048, 1000, "gpt", "gpt", "0x83", "Linux")],
+        gpt=partitions.GptInfo("g", 34, 4000, 128, backup_ok=False, backup_problem="backup header missing"))
+    result = audit.AuditResult("disk.vmdk", table, audit.implied_firmware(table))
+    expected = [audit._finding("web01", v) for v in audit.verdicts(result)]
+    got = [f for c in image_checks for f in c.evaluate(result, "web01")]
+    key = lambda f: (f.check_id, f.resource, f.message)  # noqa: E731
+    assert sorted(map(key, got)) == sorted(map(key, expected))
+    assert {(f.check_id, f.resource): f.status for f in got} == {(f.check_id, f.resource): f.status for f in expected}
