@@ -46,10 +46,9 @@ def field_value(session: Session, vm: Any) -> str | None:
     key = _field_key(session, create=False)
     if key is None:
         return None
-    for v in vm.customValue or []:
-        if v.key == key:
-            return v.value if (v.value or "").startswith(MARKED) else None
-    return None
+    values = [v.value or "" for v in vm.customValue or [] if v.key == key]
+    # the last one counts: a server may list an entity's value once per SetField
+    return values[-1] if values and values[-1].startswith(MARKED) else None
 
 
 def _set_annotation(session: Session, vm: Any, text: str, what: str) -> None:
