@@ -15,6 +15,7 @@ from typing import Any, Iterable
 import yaml
 
 from guestprep.errors import ConfigError
+from guestprep.connectors import implied_os
 from guestprep.models import Credentials, Guest, OSFamily, Transport
 
 # Use with .fullmatch(): "$" also matches before a final newline, so "web1\n" passed a .match().
@@ -37,10 +38,9 @@ GUEST_FIELDS = {
 VAR_FIELDS = GUEST_FIELDS - {"name", "address", "groups"}  # what defaults/groups may set
 TOP_FIELDS = {"version", "defaults", "groups", "guests"}
 
-ANSIBLE_CONNECTION = {
-    "ssh": Transport.SSH, "paramiko": Transport.SSH, "smart": Transport.SSH, "paramiko_ssh": Transport.SSH,
-    "local": Transport.LOCAL, "winrm": Transport.WINRM, "psrp": Transport.PSRP,
-}
+# Every transport under its own name, plus Ansible's other names for SSH.
+ANSIBLE_CONNECTION = {t.value: t for t in Transport} | {
+    "paramiko": Transport.SSH, "smart": Transport.SSH, "paramiko_ssh": Transport.SSH}
 
 
 # --------------------------------------------------------------------------- YAML with line numbers
@@ -278,7 +278,7 @@ def _truthy(v: Any) -> bool:
 def _from_ansible(host: str, hv: dict[str, Any], groups: list[str], source: str) -> Guest:
     conn = str(hv.get("ansible_connection", "ssh")).lower()
     if conn not in ANSIBLE_CONNECTION:
-        raise ConfigError(f"ansible_connection {conn!r} is not supported (ssh, paramiko, local, winrm, psrp)",
+        raise ConfigError(f"ansible_connection {conn!r} is not supported ({', '.join(sorted(ANSIBLE_CONNECTION))})",
                           where=f"{source} (host {host!r})")
     transport = ANSIBLE_CONNECTION[conn]
     port = hv.get("ansible_port", hv.get("ansible_ssh_port"))
@@ -297,7 +297,7 @@ def _from_ansible(host: str, hv: dict[str, Any], groups: list[str], source: str)
         "name": host,
         "address": str(hv.get("ansible_host", host)),
         "transport": transport.value,
-        "os": hv.get("guestprep_os", "windows" if transport in (Transport.WINRM, Transport.PSRP) else "auto"),
+        "os": hv.get("guestprep_os", implied_os(transport).value),
         "vars": {k: v for k, v in hv.items() if not k.startswith("ansible_")} | {
             k: v for k, v in hv.items() if k.startswith(("ansible_winrm_", "ansible_psrp_"))},
         "groups": groups,

@@ -1,10 +1,17 @@
-"""Transports to guests. :func:`open_connector` picks the backend for a guest."""
+"""Transports to guests: one table from transport to connector class (:data:`CONNECTORS`).
+
+Each connector parses its own part of the guest's spec (address, port, credentials,
+``ansible_winrm_*``/``ansible_psrp_*`` vars) when it is built from the guest. A new transport is
+a :class:`~guestprep.models.Transport` member, its module and one row here; the rule what
+``os: auto`` means over it lives in the same row.
+"""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
-from guestprep.models import Guest, Transport
+from guestprep.models import Guest, OSFamily, Transport
 
 
 @dataclass(frozen=True)
@@ -20,23 +27,37 @@ class ConnectOptions:
     keepalive: int = 30
 
 
+@dataclass(frozen=True)
+class ConnectorEntry:
+    """Where a transport's connector class lives, and the OS ``os: auto`` means over it."""
+
+    module: str
+    cls: str
+    implied_os: OSFamily = OSFamily.AUTO
+
+
+# Named by module so that a run imports only the client libraries (paramiko, pywinrm, pypsrp)
+# of the transports its guests use.
+CONNECTORS: dict[Transport, ConnectorEntry] = {
+    Transport.LOCAL: ConnectorEntry("guestprep.connectors.local", "LocalConnector"),
+    Transport.SSH: ConnectorEntry("guestprep.connectors.ssh", "SSHConnector"),
+    Transport.WINRM: ConnectorEntry("guestprep.connectors.winrm", "WinRMConnector", OSFamily.WINDOWS),
+    Transport.PSRP: ConnectorEntry("guestprep.connectors.psrp", "PSRPConnector", OSFamily.WINDOWS),
+}
+
+
+def implied_os(transport: Transport) -> OSFamily:
+    """What ``os: auto`` means over ``transport``: WinRM and PSRP reach only Windows, the rest say nothing."""
+    return CONNECTORS[transport].implied_os
+
+
+def connector_class(transport: Transport) -> type:
+    entry = CONNECTORS.get(transport)
+    if entry is None:
+        raise ValueError(f"unknown transport {transport!r}")
+    return getattr(importlib.import_module(entry.module), entry.cls)
+
+
 def open_connector(guest: Guest, options: ConnectOptions | None = None):
     """Return a connected :class:`~guestprep.connectors.base.Connector` for ``guest``."""
-    options = options or ConnectOptions()
-    if guest.transport is Transport.LOCAL:
-        from guestprep.connectors.local import LocalConnector
-
-        return LocalConnector(guest, options)
-    if guest.transport is Transport.SSH:
-        from guestprep.connectors.ssh import SSHConnector
-
-        return SSHConnector(guest, options)
-    if guest.transport is Transport.WINRM:
-        from guestprep.connectors.winrm import WinRMConnector
-
-        return WinRMConnector(guest, options)
-    if guest.transport is Transport.PSRP:
-        from guestprep.connectors.psrp import PSRPConnector
-
-        return PSRPConnector(guest, options)
-    raise ValueError(f"unknown transport {guest.transport!r}")
+    return connector_class(guest.transport)(guest, options or ConnectOptions())

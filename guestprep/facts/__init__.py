@@ -6,14 +6,14 @@ import dataclasses
 import enum
 from typing import Any
 
-from guestprep.models import Guest, OSFamily, Transport
+from guestprep.connectors import implied_os
+from guestprep.models import Guest, OSFamily
 
 
 def os_of(guest: Guest) -> str:
-    """The guest's OS family; ``auto`` is decided by transport (WinRM/PSRP mean Windows)."""
-    if guest.os is not OSFamily.AUTO:
-        return guest.os.value
-    return "windows" if guest.transport in (Transport.WINRM, Transport.PSRP) else "linux"
+    """The guest's OS family; ``auto`` is decided by transport (connectors.implied_os), else Linux."""
+    os = guest.os if guest.os is not OSFamily.AUTO else implied_os(guest.transport)
+    return "windows" if os is OSFamily.WINDOWS else "linux"
 
 
 def collect(conn: Any, os: str, timeout: float = 300.0, sudo: bool = False) -> Any:
