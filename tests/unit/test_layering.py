@@ -95,10 +95,44 @@ def test_listed_exceptions_still_exist():
 
 
 def test_no_stage_imports_the_runner_except_through_its_fleet_runs():
-    """The runner sits above the stages: only the fleet runs (preflight, operations.runs) use it."""
-    users = {"guestprep.preflight", "guestprep.operations.runs"}
+    """The runner sits above the stages: only the fleet runs use it (preflight, prepare and
+    rollback in operations.runs, and the cutover, which runs its waves through it)."""
+    users = ("guestprep.preflight", "guestprep.operations.runs", "guestprep.cutover")
     offenders = sorted(f"{m} imports guestprep.runner" for m, deps in all_imports().items()
-                       if "guestprep.runner" in deps and not within(m, COMMANDS) and m not in users)
+                       if "guestprep.runner" in deps and not within(m, COMMANDS) and not within(m, users))
+    assert not offenders, offenders
+
+
+def _private_names_used(path: Path, adapter_modules: set[str]) -> set[str]:
+    """``from adapter import _x`` and ``adapter_module._x`` in one file (dunders are public)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    private = lambda name: name.startswith("_") and not name.endswith("__")  # noqa: E731
+    aliases: dict[str, str] = {}  # local name -> adapter module it is bound to
+    used: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and within(node.module, ADAPTERS):
+            for a in node.names:
+                if private(a.name):
+                    used.add(f"{node.module}.{a.name}")
+                if f"{node.module}.{a.name}" in adapter_modules:
+                    aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if within(a.name, ADAPTERS) and a.asname:
+                    aliases[a.asname] = a.name
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases \
+                and private(node.attr):
+            used.add(f"{aliases[node.value.id]}.{node.attr}")
+    return used
+
+
+def test_no_stage_or_command_uses_an_adapters_private_names():
+    """An adapter's underscore names are its own; whoever needs one needs it public."""
+    adapter_modules = {m for m in all_imports() if within(m, ADAPTERS)}
+    offenders = sorted(f"{module_name(p)} uses {name}" for p in sorted(PACKAGE.rglob("*.py"))
+                       if not within(module_name(p), ADAPTERS)
+                       for name in _private_names_used(p, adapter_modules))
     assert not offenders, offenders
 
 
@@ -168,6 +202,11 @@ def _package_graph() -> dict[str, set[str]]:
             if dst is not None and dst != src:
                 graph[src].add(dst)
     return graph
+
+
+def test_no_circle_between_any_modules():
+    """Not only around the commands: no two modules anywhere in guestprep import each other, even indirectly."""
+    assert not _cycles(all_imports()), _cycles(all_imports())
 
 
 def test_no_circle_between_commands_runner_and_adapters():
