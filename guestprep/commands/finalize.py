@@ -37,6 +37,9 @@ def finalize(
     boot_settle: float = typer.Option(180.0, "--boot-settle", min=0.0, help="sata-first without a known guest agent: "
                                       "seconds the VM must run before its first boot counts as done."),
     poll: float = typer.Option(1.0, "--poll", help="Seconds between task/agent polls."),
+    manifests: Optional[list[Path]] = typer.Option(None, "--manifests", metavar="DIR", help="Directory holding guestprep-host "
+                                                   "conversion manifests (repeatable; default: the hand-off's "
+                                                   "directory). A converted volume is attached only with its manifest."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result as JSON (never overwritten)."),
 ) -> int:
     """Build, validate and create the Proxmox VM from a hand-off; start and verify it."""
@@ -64,7 +67,7 @@ def finalize(
     client = PveClient(conn, dry_run=dry_run, poll_interval=poll)
     flow = Finalizer(client, FlowOptions(dry_run=dry_run, keep_failed=keep_failed, accept_blocked=accept_blocked,
                                          agent_timeout=agent_timeout, agent_poll=poll, strategy=strategy,
-                                         boot_settle=boot_settle),
+                                         boot_settle=boot_settle, manifest_dirs=[str(d) for d in manifests or ()]),
                      say=lambda s: err.print(f"[cyan]finalize:[/] {safe(s)}"))
     try:
         result = flow.run(h)

@@ -94,3 +94,27 @@ def test_the_manifest_beside_the_handoff_is_found_by_default(pve, client, attach
     write_manifest(tmp_path, h, vol.volid, SIZE)
     assert json.loads(next(tmp_path.glob("*.guestprep-manifest.json")).read_text())["handoff"]["volid"] == vol.volid
     assert run(client, h).vmid == 100          # no manifest_dirs: the hand-off's directory
+
+
+def test_the_cli_reads_manifests_from_every_manifests_dir(pve, attached, tmp_path):
+    """`guestprep finalize --manifests DIR` (repeatable) is where the manifests are looked for; without
+    it only the hand-off's own directory is, and a manifest elsewhere is not found."""
+    from guestprep.handoff import load_handoff, write_handoff
+    from tests.finalize.test_finalize_cli import gp
+
+    vol, h = attached
+    (tmp_path / "handoffs").mkdir()
+    write_handoff(h, tmp_path / "handoffs" / "vm.handoff.json")
+    h = load_handoff(tmp_path / "handoffs" / "vm.handoff.json")
+    empty, converted = tmp_path / "empty", tmp_path / "converted"
+    empty.mkdir(), converted.mkdir()
+    write_manifest(converted, h, vol.volid, SIZE)
+    token_id, secret = next(iter(pve.state.tokens.items()))
+    base = ["finalize", "--handoff", h.path, "--host", pve.host, "--port", pve.port, "--user", token_id.split("!")[0],
+            "--token-name", token_id.split("!")[1], "--token-secret-env", "PVE_TOKEN", "--ca", pve.ca, "--poll", "0.02",
+            "--dry-run"]
+    without = gp(*base, env={"PVE_TOKEN": secret})
+    assert without.returncode == 2 and "no guestprep-host manifest" in without.stderr
+    found = gp(*base, "--manifests", empty, "--manifests", converted, env={"PVE_TOKEN": secret})
+    assert found.returncode == 0, found.stderr
+    assert f"{vol.volid}," in found.stdout
