@@ -52,14 +52,6 @@ class Status(str, enum.Enum):
         return self in (Status.FAIL, Status.ERROR, Status.UNREACHABLE)
 
 
-def is_open(status: Status | str, severity: Severity | str | None = None) -> bool:
-    """``Status.is_open`` for a rendered (redacted) report dict, which holds strings.
-
-    Compatibility: guestprep/commands/preflight.py (R1) passes ``severity`` for its summary,
-    which leaves notices out; it should read ``is_open(status) and not Severity(sev).is_notice``."""
-    return Status(status).is_open and not (severity is not None and Severity(severity).is_notice)
-
-
 class Readiness(str, enum.Enum):
     """Per-guest verdict derived from its findings."""
 

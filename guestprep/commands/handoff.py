@@ -80,7 +80,8 @@ def handoff(
     out: Optional[Path] = typer.Option(None, "--out", help="Hand-off file to create (never overwritten)."),
 ) -> int:
     """Write the per-VM hand-off document that `finalize` (and hostside) consume."""
-    from guestprep.finalize.policy import TargetPolicy, load_policy
+    from guestprep.finalize.policy import load_policy
+    from guestprep.target_policy import TargetPolicy
     from guestprep.handoff import build_handoff, guest_facts_ref, write_handoff
 
     if vm and vm_opt and vm != vm_opt:

@@ -15,7 +15,7 @@ from guestprep.commands.options import (
 )
 from guestprep.console import make_console, safe
 from guestprep.errors import ConfigError
-from guestprep.models import is_open
+from guestprep.models import Severity, Status
 from guestprep.secrets import redact_doc
 
 console = make_console()
@@ -74,13 +74,18 @@ def preflight(
     return 130 if not result.complete else code
 
 
+def counts_in_summary(finding: dict) -> bool:
+    """A rendered finding the summary counts: open, and not a notice (info)."""
+    return Status(finding["status"]).is_open and not Severity(finding["severity"]).is_notice
+
+
 def print_summary(doc: dict) -> None:
     table = Table(title=f"guestprep preflight ({safe(doc['phase'])})", show_lines=False)
     for col in ("guest", "os", "readiness", "blockers", "warnings", "top finding"):
         table.add_column(col)
     style = {"ready": "green", "warnings": "yellow", "blocked": "red", "unknown": "magenta"}
     for g in doc["guests"]:
-        open_ = [f for f in g["findings"] if is_open(f["status"], f["severity"])]
+        open_ = [f for f in g["findings"] if counts_in_summary(f)]
         blockers = sum(1 for f in open_ if f["severity"] == "blocker")
         warnings = sum(1 for f in open_ if f["severity"] == "warning")
         top = sorted(open_, key=lambda f: f["severity"] != "blocker")

@@ -14,9 +14,6 @@ import yaml
 from guestprep.errors import ConfigError
 from guestprep.target_policy import TargetPolicy
 
-# Compatibility: guestprep/commands/handoff.py (R1) imports TargetPolicy from here.
-__all__ = ["TargetPolicy", "load_policy"]
-
 
 def _load_yaml(path: Path) -> Any:
     try:

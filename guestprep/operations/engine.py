@@ -14,6 +14,7 @@ operation may add ``verify_state``.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -75,10 +76,12 @@ def operations_for(os: str) -> list[Any]:
 
 
 def _os_module(os: str, name: str):
-    try:
-        return importlib.import_module(f"guestprep.operations.{os}.{name}")
-    except ModuleNotFoundError:
+    """The OS's ``journal`` or ``state`` module; None where that OS has none (vm has no state).
+    An import error inside a module that exists is raised, not taken for "has none"."""
+    qualified = f"guestprep.operations.{os}.{name}"
+    if importlib.util.find_spec(qualified) is None:
         return None
+    return importlib.import_module(qualified)
 
 
 def _apply(op: Any, conn: Any, plan: Plan, options: dict[str, Any]) -> Applied:

@@ -13,16 +13,13 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from guestprep.errors import ConfigError
-from guestprep.models import SourceVM
-
-_DS_PATH = re.compile(r"\[([^\]]+)\]\s*(.+)")
-
+from guestprep.models import SourceVM, parse_datastore_path
 
 def split_datastore_path(path: str) -> tuple[str, str]:
-    m = _DS_PATH.fullmatch(path or "")  # fullmatch: "$" would let a trailing newline through
-    if not m:
+    parsed = parse_datastore_path(path)
+    if parsed is None:
         raise ConfigError(f"not a datastore path: {path!r} (expected '[datastore] dir/file.vmdk')")
-    return m.group(1), m.group(2)
+    return parsed
 
 
 def folder_url(host: str, port: int, dc_path: str, datastore: str, rel: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from guestprep.ostype import lookup
+from guestprep.target_policy import proxmox_name
 
 def proxmox_ostype(guest_id: str) -> str | None:
     """The Proxmox ostype for a vSphere guestId (the shared data table), or None when the OS is unknown."""
@@ -40,9 +41,5 @@ def valid_proxmox_name(name: str) -> bool:
 
 
 def suggest_proxmox_name(name: str) -> str:
-    """A dns-name close to ``name``: other characters become hyphens."""
-    s = re.sub(r"[^a-zA-Z0-9.-]+", "-", name or "")
-    s = re.sub(r"-{2,}", "-", s)
-    labels = [p.strip("-")[:63].strip("-") for p in s.split(".")]
-    labels = [p for p in labels if p]
-    return ".".join(labels) or "vm"
+    """A dns-name close to ``name`` (the hand-off's sanitiser); "vm" when nothing usable is left."""
+    return proxmox_name(name) or "vm"

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from guestprep.errors import ConfigError, OperationError
-from guestprep.models import Change, Plan, SourceVM
+from guestprep.models import Change, Plan, SourceVM, parse_datastore_path
 from guestprep.operations.base import Applied, operation
 from guestprep.operations.vm.target import vm_object
 from guestprep.vsphere import coexist
@@ -36,10 +36,10 @@ def _disk_file(vm: SourceVM) -> str:
     if boot is None or not boot.datastore_path:
         raise ConfigError("the VM has no disk with a datastore path to place the coexistence disk next to",
                           where=vm.name)
-    m = re.fullmatch(r"\[([^\]]+)\]\s*(.*)", boot.datastore_path)
-    if not m:
+    parsed = parse_datastore_path(boot.datastore_path)
+    if parsed is None:
         raise ConfigError(f"unexpected datastore path {boot.datastore_path!r}", where=vm.name)
-    ds, rel = m.group(1), m.group(2)
+    ds, rel = parsed
     folder = rel.rsplit("/", 1)[0] + "/" if "/" in rel else ""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", vm.name)[:60]
     return f"[{ds}] {folder}{safe}-{MARKER}.vmdk"
