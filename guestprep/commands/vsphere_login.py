@@ -14,7 +14,7 @@ from guestprep import secrets
 from guestprep.errors import ConfigError
 
 
-def read_password(env_name: str) -> str:
+def vsphere_password(env_name: str) -> str:
     if not env_name:
         raise ConfigError("empty environment variable name", where="--password-env")
     value = os.environ.get(env_name)
@@ -33,5 +33,5 @@ def open_session(server: str, user: str, password_env: str, ca_bundle: Optional[
                  thumbprint: Optional[str], insecure: bool, timeout: float):
     from guestprep.vsphere.client import connect
 
-    return connect(server, user, read_password(password_env), ca_bundle=str(ca_bundle) if ca_bundle else None,
+    return connect(server, user, vsphere_password(password_env), ca_bundle=str(ca_bundle) if ca_bundle else None,
                    thumbprint=thumbprint, insecure=insecure, timeout=timeout)

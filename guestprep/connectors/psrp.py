@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from guestprep import secrets
 from guestprep.connectors import ConnectOptions
 from guestprep.connectors import windows_common as wc
 from guestprep.connectors.base import Script
@@ -103,7 +104,7 @@ class PSRPConnector:
         self.settings = s = PSRPSettings.from_guest(guest, options)
         self._where = f"{guest.name} ({s.endpoint}, {s.configuration})"
         # Kerberos may use the admin's existing ticket (kinit/keytab) instead of a password
-        self._secret = wc.read_password(guest, optional=s.auth == "kerberos")
+        self._secret = wc.guest_password(guest, optional=s.auth == "kerberos")
         user = s.user
         if s.auth == "kerberos":
             from guestprep.connectors.kerberos import principal_for
@@ -146,12 +147,12 @@ class PSRPConnector:
         if isinstance(exc, requests.exceptions.ConnectionError):
             return ConnectionFailed(f"connection failed while {doing}: {wc.short_error(exc)}", where=self._where)
         if isinstance(exc, pex.WSManFaultError):
-            return ConnectionFailed(wc.redact(f"WS-Management fault {exc.code} while {doing}: "
-                                           f"{(exc.message or exc.reason or '').strip()}", self._secret), where=self._where)
+            return ConnectionFailed(secrets.redact(f"WS-Management fault {exc.code} while {doing}: "
+                                                   f"{(exc.message or exc.reason or '').strip()}"), where=self._where)
         if isinstance(exc, pex.WinRMTransportError):
-            return ConnectionFailed(wc.redact(f"HTTP {exc.code} while {doing}: {wc.short_error(exc)}", self._secret),
+            return ConnectionFailed(secrets.redact(f"HTTP {exc.code} while {doing}: {wc.short_error(exc)}"),
                                     where=self._where)
-        return ConnectionFailed(wc.redact(f"{type(exc).__name__} while {doing}: {exc}", self._secret), where=self._where)
+        return ConnectionFailed(secrets.redact(f"{type(exc).__name__} while {doing}: {exc}"), where=self._where)
 
     def run(self, command: Sequence[str] | Script, *, stdin: bytes | None = None, timeout: float = 300.0,
             sudo: bool = False) -> CommandResult:

@@ -18,6 +18,7 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any, Sequence
 
+from guestprep import secrets
 from guestprep.errors import ConfigError
 from guestprep.scripts import script_path
 
@@ -348,21 +349,16 @@ def tls_policy(validation: Any, ca: Any, options: Any, where: str, var: str) -> 
     return (not (ignore or options.insecure_tls)), ca_path
 
 
-def read_password(guest: Any, optional: bool = False) -> str | None:
-    """The password from its environment variable; ``optional`` for Kerberos, which can use a ticket."""
-    import os
-
+def guest_password(guest: Any, optional: bool = False) -> str | None:
+    """The guest's password from its environment variable, registered so that secrets.redact masks it
+    everywhere; ``optional`` for Kerberos, which can use a ticket."""
     env = guest.credentials.password_env
     if not env and optional:
         return None
     if not env:
         raise ConfigError("credentials.password_env is not set (passwords come from an environment variable)",
                           where=f"guest {guest.name}")
-    value = os.environ.get(env)
-    if value is None:
-        raise ConfigError(f"environment variable {env} (credentials.password_env) is not set",
-                          where=f"guest {guest.name}")
-    return value
+    return secrets.from_env(env, "credentials.password_env", f"guest {guest.name}")
 
 
 def check_basic_password(auth: str, password: str, where: str) -> None:
@@ -373,10 +369,6 @@ def check_basic_password(auth: str, password: str, where: str) -> None:
         except UnicodeEncodeError:
             raise ConfigError("the password has characters Basic authentication cannot carry (not Latin-1); "
                               "use ntlm/negotiate or kerberos", where=where) from None
-
-
-def redact(text: str, secret: str | None) -> str:
-    return text.replace(secret, "********") if secret else text
 
 
 def ssl_reason(exc: Exception) -> str:

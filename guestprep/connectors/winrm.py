@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from guestprep import secrets
 from guestprep.connectors import ConnectOptions
 from guestprep.connectors.base import Script
 from guestprep.connectors import windows_common as wc
@@ -99,7 +100,7 @@ class WinRMConnector:
         self.options = options
         self.settings = s = WinRMSettings.from_guest(guest, options)
         self._where = f"{guest.name} ({s.endpoint})"
-        self._secret = wc.read_password(guest, optional=s.transport == "kerberos")
+        self._secret = wc.guest_password(guest, optional=s.transport == "kerberos")
         user = s.user
         if s.transport == "kerberos":
             from guestprep.connectors import kerberos
@@ -121,7 +122,7 @@ class WinRMConnector:
                 kerberos_hostname_override=s.kerberos_hostname_override,
             )
         except Exception as exc:  # pywinrm validates its arguments here
-            raise ConfigError(wc.redact(f"cannot set up WinRM: {exc}", self._secret), where=self._where) from None
+            raise ConfigError(secrets.redact(f"cannot set up WinRM: {exc}"), where=self._where) from None
         self._shell_id: str | None = None
         self._open_shell()
 
@@ -157,14 +158,14 @@ class WinRMConnector:
         if isinstance(exc, requests.exceptions.ConnectionError):
             return ConnectionFailed(f"connection failed while {doing}: {wc.short_error(exc)}", where=self._where)
         if isinstance(exc, wex.WinRMTransportError):
-            return ConnectionFailed(wc.redact(f"HTTP {exc.code} while {doing}: {_fault_text(exc.response_text)}",
-                                           self._secret), where=self._where)
+            return ConnectionFailed(secrets.redact(f"HTTP {exc.code} while {doing}: {_fault_text(exc.response_text)}"),
+                                    where=self._where)
         gss = kerberos_reason(exc)
         if gss is not None:
             return ConnectionFailed(f"Kerberos authentication failed while {doing}: {gss}", where=self._where)
         if isinstance(exc, wex.WinRMError):
-            return ConnectionFailed(wc.redact(f"WinRM error while {doing}: {exc}", self._secret), where=self._where)
-        return ConnectionFailed(wc.redact(f"{type(exc).__name__} while {doing}: {exc}", self._secret), where=self._where)
+            return ConnectionFailed(secrets.redact(f"WinRM error while {doing}: {exc}"), where=self._where)
+        return ConnectionFailed(secrets.redact(f"{type(exc).__name__} while {doing}: {exc}"), where=self._where)
 
     # ------------------------------------------------------------------ run
     def run(self, command: Sequence[str] | Script, *, stdin: bytes | None = None, timeout: float = 300.0,

@@ -31,7 +31,9 @@ MAX_SCSI = 31
 
 
 @dataclass
-class Finding:
+class BuildNote:
+    """What building the VM config noticed (not a check finding): an error stops the create."""
+
     level: str   # error | warning | info
     message: str
 
@@ -61,7 +63,7 @@ class VmBuild:
     disk_slots: dict[str, DiskLocator]        # slot -> where its data comes from
     created_volumes: list[str] = field(default_factory=list)  # slots this run allocates/imports
     foreign_volumes: list[str] = field(default_factory=list)  # volids attached but not created here
-    findings: list[Finding] = field(default_factory=list)
+    findings: list[BuildNote] = field(default_factory=list)
     switch: SataFirstSwitch | None = None
     expected_macs: list[str] = field(default_factory=list)
     expected_addresses: list[str] = field(default_factory=list)
@@ -114,18 +116,18 @@ def build_config(h: Handoff, vmid: int, *, strategy: str | None = None,
     if not pol.storage:
         raise ConfigError("policy has no storage (where disks, EFI and TPM state go)", where="policy: storage")
     os_t = ostype_for(vm.guest_id)
-    findings: list[Finding] = []
+    findings: list[BuildNote] = []
     if h.guest_facts and h.guest_facts.readiness == Readiness.BLOCKED.value:
-        findings.append(Finding("error", "guest facts say the guest is BLOCKED (preflight blockers not fixed): "
+        findings.append(BuildNote("error", "guest facts say the guest is BLOCKED (preflight blockers not fixed): "
                                          "it would not boot on VirtIO"))
     elif not h.guest_facts:
-        findings.append(Finding("info", "no guest facts in the hand-off: readiness not verified"))
+        findings.append(BuildNote("info", "no guest facts in the hand-off: readiness not verified"))
 
     if vm.num_cpu % max(vm.cores_per_socket, 1) == 0:
         cores, sockets = vm.cores_per_socket, vm.num_cpu // vm.cores_per_socket
     else:
         cores, sockets = vm.num_cpu, 1
-        findings.append(Finding("warning", f"{vm.num_cpu} vCPUs do not divide into {vm.cores_per_socket} cores per socket: using 1 socket"))
+        findings.append(BuildNote("warning", f"{vm.num_cpu} vCPUs do not divide into {vm.cores_per_socket} cores per socket: using 1 socket"))
 
     tags = ["migrated"] + [t for t in (sanitise_tag(x) for x in pol.tags) if t and t != "migrated"]
     params: dict[str, Any] = {
@@ -149,7 +151,7 @@ def build_config(h: Handoff, vmid: int, *, strategy: str | None = None,
         efi = f"{pol.storage}:1,efitype=4m,pre-enrolled-keys={1 if vm.secure_boot else 0}"
         params["efidisk0"] = efi + (f",format={pol.format}" if pol.format else "")
     elif vm.secure_boot:
-        findings.append(Finding("warning", "Secure Boot flag set on a BIOS VM: ignored"))
+        findings.append(BuildNote("warning", "Secure Boot flag set on a BIOS VM: ignored"))
     if vm.vtpm:
         params["tpmstate0"] = f"{pol.storage}:1,version=v2.0"
     if vm.uuid_bios:
@@ -157,7 +159,7 @@ def build_config(h: Handoff, vmid: int, *, strategy: str | None = None,
 
     cache = pol.cache
     if cache == "writeback":
-        findings.append(Finding("warning", WRITEBACK_WARNING))
+        findings.append(BuildNote("warning", WRITEBACK_WARNING))
 
     # ------------------------------------------------------------------ disks
     locators = {d.label: d for d in h.disks}
@@ -165,7 +167,7 @@ def build_config(h: Handoff, vmid: int, *, strategy: str | None = None,
     for d in vm.disks:
         if d.independent or d.rdm_mode:
             why = f"RDM ({d.rdm_mode})" if d.rdm_mode else f"independent ({d.disk_mode})"
-            findings.append(Finding("warning", f"disk {d.label} ({d.datastore_path or '?'}) is {why}: excluded; "
+            findings.append(BuildNote("warning", f"disk {d.label} ({d.datastore_path or '?'}) is {why}: excluded; "
                                                "move its data separately (not captured by snapshots/conversion)"))
             continue
         carried.append(d)
@@ -174,18 +176,18 @@ def build_config(h: Handoff, vmid: int, *, strategy: str | None = None,
     boot = vm.boot_disk()
     if boot not in carried:
         boot = carried[0]
-        findings.append(Finding("warning", f"boot disk is excluded; booting from {boot.label} instead"))
+        findings.append(BuildNote("warning", f"boot disk is excluded; booting from {boot.label} instead"))
     ordered = [boot] + [d for d in carried if d is not boot]
     if len(ordered) > MAX_SCSI:
         raise ConfigError(f"{len(ordered)} disks exceed Proxmox's {MAX_SCSI} SCSI slots", where="source_vm: disks")
 
     disk_opts = f"discard=on,iothread=1,ssd=1,cache={cache}"
     decision = decide(h, os_t.family, strategy)
-    findings.append(Finding("info", f"strategy {decision.reason}"))
-    findings.extend(Finding("warning", w) for w in decision.warnings)
+    findings.append(BuildNote("info", f"strategy {decision.reason}"))
+    findings.extend(BuildNote("warning", w) for w in decision.warnings)
     sata_first = decision.strategy == "sata-first"
     if sata_first and os_t.family != "windows":
-        findings.append(Finding("warning", "sata-first is a Windows strategy; applied anyway as configured"))
+        findings.append(BuildNote("warning", "sata-first is a Windows strategy; applied anyway as configured"))
     slots: dict[str, DiskLocator] = {}
     created, foreign = [], []
     bus_changes: list[dict[str, str]] = []
@@ -230,7 +232,7 @@ def build_config(h: Handoff, vmid: int, *, strategy: str | None = None,
             f"/mnt/pve/<storage>), convert it with guestprep-host convert (policy volumes), or log in as root@pam "
             f"with --password-env", where="hand-off: disks")
     for c in bus_changes:
-        findings.append(Finding("info", f"bus change: {c['disk']} {c['from']} -> {c['to']}"))
+        findings.append(BuildNote("info", f"bus change: {c['disk']} {c['from']} -> {c['to']}"))
     switch = None
     if sata_first:
         dummy = f"scsi{len(ordered)}"
@@ -238,7 +240,7 @@ def build_config(h: Handoff, vmid: int, *, strategy: str | None = None,
         created.append(dummy)
         switch = SataFirstSwitch("sata0", "scsi0", disk_opts, dummy, "order=scsi0")
         params["boot"] = "order=sata0"
-        findings.append(Finding("info", f"sata-first: first boot from sata0 with a 1 GiB VirtIO disk ({dummy}) so "
+        findings.append(BuildNote("info", f"sata-first: first boot from sata0 with a 1 GiB VirtIO disk ({dummy}) so "
                                         "Windows binds vioscsi; then the system disk moves to scsi0"))
     else:
         params["boot"] = "order=scsi0"
@@ -261,7 +263,7 @@ def build_config(h: Handoff, vmid: int, *, strategy: str | None = None,
     for what, items in (("CD-ROM", vm.cdroms), ("PCI passthrough", vm.pci_passthrough), ("vGPU", vm.vgpu),
                         ("SR-IOV NIC", vm.sriov_nics)):
         if items:
-            findings.append(Finding("info", f"{len(items)} {what} device(s) not carried over"))
+            findings.append(BuildNote("info", f"{len(items)} {what} device(s) not carried over"))
     return VmBuild(vmid=vmid, node=pol.node, params=params, disk_slots=slots, created_volumes=created,
                    foreign_volumes=foreign, findings=findings, switch=switch, expected_macs=macs,
                    expected_addresses=list(pol.expect_addresses or vm.guest_ips), strategy=decision,

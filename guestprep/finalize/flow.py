@@ -25,7 +25,9 @@ QEMU = "/nodes/{node}/qemu"
 VM = "/nodes/{node}/qemu/{vmid}"
 
 
-class VerificationFailed(GuestprepError):
+class BootNotVerified(GuestprepError):
+    """The created VM did not boot as verified (stopped, no agent, MACs or addresses not restored)."""
+
     exit_code = 1
 
 
@@ -230,7 +232,7 @@ class Finalizer:
         while True:
             st = self.c.get(f"{VM}/status/current", pp)
             if st.get("status") != "running":
-                raise VerificationFailed(f"VM stopped during its first boot (status {st.get('status')!r})",
+                raise BootNotVerified(f"VM stopped during its first boot (status {st.get('status')!r})",
                                          where=f"VM {b.vmid}")
             uptime = st.get("uptime")
             up = float(uptime) if isinstance(uptime, (int, float)) else time.monotonic() - start
@@ -238,7 +240,7 @@ class Finalizer:
                 return {"agent": "not checked (not known to be installed)", "boot": f"running for {up:.0f}s",
                         "macs": [], "addresses": []}
             if time.monotonic() > deadline:
-                raise VerificationFailed("VM did not reach its settle time", where=f"VM {b.vmid}")
+                raise BootNotVerified("VM did not reach its settle time", where=f"VM {b.vmid}")
             self.c.sleep(self.o.agent_poll)
 
     def _verify(self, b: VmBuild) -> dict[str, Any]:
@@ -253,7 +255,7 @@ class Finalizer:
             except PveApiError as e:
                 last = e.message
             if time.monotonic() > deadline:
-                raise VerificationFailed(f"guest agent did not answer within {self.o.agent_timeout:.0f}s ({last}): "
+                raise BootNotVerified(f"guest agent did not answer within {self.o.agent_timeout:.0f}s ({last}): "
                                          "the guest may not have booted", where=f"VM {b.vmid}")
             self.c.sleep(self.o.agent_poll)
         ifaces = self.c.call("GET", f"{VM}/agent/network-get-interfaces", pp).get("result", [])
@@ -267,7 +269,7 @@ class Finalizer:
                 parts.append(f"source MAC(s) not seen in the guest: {', '.join(missing_macs)}")
             if missing_addrs:
                 parts.append(f"expected address(es) not restored: {', '.join(missing_addrs)}")
-            raise VerificationFailed("; ".join(parts) + f" (guest reports {sorted(a for a in addrs if a)})",
+            raise BootNotVerified("; ".join(parts) + f" (guest reports {sorted(a for a in addrs if a)})",
                                      where=f"VM {b.vmid}")
         return {"agent": "ok", "macs": b.expected_macs, "addresses": sorted(a for a in addrs if a)}
 

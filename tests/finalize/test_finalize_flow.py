@@ -6,7 +6,7 @@ import pytest
 
 from guestprep.errors import ConfigError, ConnectionFailed, GuestprepError
 from guestprep.finalize.client import PveApiError, PveClient, PveConnection, TaskFailed
-from guestprep.finalize.flow import Finalizer, FlowOptions, VerificationFailed
+from guestprep.finalize.flow import Finalizer, FlowOptions, BootNotVerified
 from guestprep.target_policy import TargetPolicy
 from guestprep.handoff import build_handoff
 from tests.finalize.conftest import IMPORT_STORAGE
@@ -65,14 +65,14 @@ def test_expected_address_restored(pve, client, source_disks):
 def test_address_not_restored_fails_and_cleans_up(pve, client, source_disks):
     h = make_handoff("linux-bios-lsi", source_disks, expect_addresses=["10.0.20.15"])
     pve.state.faults.guest_addresses["00:50:56:9b:5f:0d"] = ["169.254.3.3"]
-    with pytest.raises(VerificationFailed, match="not restored: 10.0.20.15") as e:
+    with pytest.raises(BootNotVerified, match="not restored: 10.0.20.15") as e:
         run(client, h)
     assert "removed" in e.value.message and pve.state.vms == {} and vm_volumes(pve, 100) == []
 
 
 def test_wrong_mac_in_guest_fails(pve, client, source_disks):
     pve.state.faults.guest_mac_override = "52:54:00:12:34:56"
-    with pytest.raises(VerificationFailed, match="00:50:56:9b:5f:0d"):
+    with pytest.raises(BootNotVerified, match="00:50:56:9b:5f:0d"):
         run(client, make_handoff("linux-bios-lsi", source_disks))
     assert pve.state.vms == {}
 
@@ -184,7 +184,7 @@ def test_start_failing_removes_created_vm_and_disks(pve, client, source_disks):
 
 def test_keep_failed_keeps_the_vm(pve, client, source_disks):
     pve.state.faults.agent_silent = True
-    with pytest.raises(VerificationFailed, match="guest agent did not answer") as e:
+    with pytest.raises(BootNotVerified, match="guest agent did not answer") as e:
         run(client, make_handoff("linux-bios-lsi", source_disks), keep_failed=True, agent_timeout=0.2)
     assert "--keep-failed" in e.value.message and 100 in pve.state.vms
 
@@ -199,7 +199,7 @@ def test_hostside_volumes_attached_and_never_destroyed(pve, client, source_disks
     # Now a run that fails after start must not free the hostside volume.
     pve.state.vms.clear()
     pve.state.faults.agent_silent = True
-    with pytest.raises(VerificationFailed) as e:
+    with pytest.raises(BootNotVerified) as e:
         run(client, h, agent_timeout=0.2)
     assert "LEFT in place" in e.value.message and res.vmid == 100
     assert pve.state.find_volume("pve1", vol.volid) and pve.state.find_volume("pve1", other.volid)

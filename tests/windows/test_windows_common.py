@@ -137,6 +137,6 @@ def test_psrp_no_longer_borrows_winrm_private_helpers():
 
     src = inspect.getsource(psrp)
     assert "connectors.winrm" not in src and "import winrm" not in src
-    for name in ("url_host", "tls_policy", "ssl_reason", "short_error", "read_password", "check_basic_password",
-                 "redact", "int_var"):
+    for name in ("url_host", "tls_policy", "ssl_reason", "short_error", "guest_password", "check_basic_password",
+                 "int_var"):
         assert callable(getattr(wc, name))
