@@ -15,6 +15,7 @@ from guestprep.facts.linux_model import LinuxFacts
 from guestprep.models import Plan
 from guestprep.operations.base import operation
 from guestprep.operations.linux import changes as C
+from guestprep.operations.linux.operation import LinuxOperation
 
 PACKAGE = {"apt-get": "qemu-guest-agent", "dnf": "qemu-guest-agent", "yum": "qemu-guest-agent",
            "zypper": "qemu-guest-agent", "pacman": "qemu-guest-agent"}
@@ -35,9 +36,8 @@ def package_files(source: str, manager: str) -> list[str]:
 
 
 @operation
-class QemuGuestAgent:
+class QemuGuestAgent(LinuxOperation):
     id = "linux.qemu_guest_agent"
-    os = "linux"
     order = 50
     title = "qemu-guest-agent installed and enabled"
     fixes = ("LNX-QEMU-GA",)
@@ -63,6 +63,3 @@ class QemuGuestAgent:
             plan.changes.append(C.service(UNIT, "enable"))
         plan.reason = "install and enable qemu-guest-agent" if not qga.get("installed") else "enable qemu-guest-agent"
         return plan
-
-    def apply(self, conn: Any, plan: Plan, options: dict[str, Any]):
-        return C.execute(conn, plan, options)

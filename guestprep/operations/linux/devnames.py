@@ -15,6 +15,7 @@ from guestprep.facts.linux_model import LinuxFacts
 from guestprep.models import Plan
 from guestprep.operations.base import operation
 from guestprep.operations.linux import changes as C
+from guestprep.operations.linux.operation import LinuxOperation
 from guestprep.operations.linux import state as S
 
 UNSTABLE_DEV_RE = re.compile(r"^/dev/(sd[a-z]+|hd[a-z]+|vd[a-z]+|xvd[a-z]+|nvme\d+n\d+|cciss/c\d+d\d+)(p?\d+)?$")
@@ -85,9 +86,8 @@ def bootloader_refresh(facts: LinuxFacts) -> list[str] | None:
 
 
 @operation
-class StableDeviceNames:
+class StableDeviceNames(LinuxOperation):
     id = "linux.stable_device_names"
-    os = "linux"
     order = 10
     title = "Stable device names (UUID=) in fstab, crypttab and the kernel command line"
     fixes = ("LNX-UNSTABLE-DEVNAMES",)
@@ -131,6 +131,3 @@ class StableDeviceNames:
         plan.reason = (f"{len(plan.changes)} change(s) to use UUID= instead of kernel device names"
                        if plan.changes else "fstab, crypttab and the kernel command line already use stable names")
         return plan
-
-    def apply(self, conn: Any, plan: Plan, options: dict[str, Any]):
-        return C.execute(conn, plan, options)

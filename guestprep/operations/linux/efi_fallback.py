@@ -30,6 +30,7 @@ from guestprep.facts.linux_model import LinuxFacts
 from guestprep.models import Plan, Status
 from guestprep.operations.base import operation
 from guestprep.operations.linux import changes as C
+from guestprep.operations.linux.operation import LinuxOperation
 
 VENDOR_DIRS = {
     "debian": ("debian", "ubuntu"),
@@ -97,9 +98,8 @@ def copy_pairs(efi: EfiFacts, vendor: str, loader: EfiFile) -> list[tuple[EfiFil
 
 
 @operation
-class EfiFallback:
+class EfiFallback(LinuxOperation):
     id = "linux.efi_fallback"
-    os = "linux"
     order = 70  # after the other Linux operations: it only touches the ESP
     title = "UEFI fallback loader \\EFI\\BOOT\\BOOTX64.EFI (boots from a fresh EFI vars store)"
     fixes = ("LNX-EFI-FALLBACK", "LNX-EFI-FALLBACK-STALE", "LNX-EFI-SHIM")
@@ -152,6 +152,3 @@ class EfiFallback:
             plan.reason = f"copy {loader.path} (and its companions) to {FALLBACK_PATH}, verified byte for byte"
         plan.warnings += [f"{f.check_id}: {f.message}" for f in failing if f.severity.value == "warning"]
         return plan
-
-    def apply(self, conn: Any, plan: Plan, options: dict[str, Any]):
-        return C.execute(conn, plan, options)

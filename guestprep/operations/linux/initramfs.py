@@ -18,6 +18,7 @@ from guestprep.facts.linux_model import Kernel, LinuxFacts
 from guestprep.models import Plan
 from guestprep.operations.base import operation
 from guestprep.operations.linux import changes as C
+from guestprep.operations.linux.operation import LinuxOperation
 from guestprep.operations.linux import state as S
 
 WANTED = ("virtio_scsi", "virtio_blk", "virtio_pci")
@@ -77,9 +78,8 @@ def _config_change(gen: str, modules: list[str], st: dict[str, Any]):
 
 
 @operation
-class InitramfsVirtio:
+class InitramfsVirtio(LinuxOperation):
     id = "linux.initramfs_virtio"
-    os = "linux"
     order = 40
     title = "VirtIO drivers in every kernel's initramfs"
     fixes = ("LNX-INITRAMFS-VIRTIO",)
@@ -127,6 +127,3 @@ class InitramfsVirtio:
         if var and var.free_bytes is not None and var.free_bytes < need_var + (need_boot if var is boot else 0):
             raise OperationError(f"{var.path} has {var.free_bytes // MIB} MiB free; the initramfs backups need "
                                  f"{need_var // MIB} MiB (nothing was changed)")
-
-    def apply(self, conn: Any, plan: Plan, options: dict[str, Any]):
-        return C.execute(conn, plan, options)

@@ -15,6 +15,7 @@ from guestprep.facts.linux_model import LinuxFacts
 from guestprep.models import Plan
 from guestprep.operations.base import operation
 from guestprep.operations.linux import changes as C
+from guestprep.operations.linux.operation import LinuxOperation
 from guestprep.operations.linux import state as S
 from guestprep.operations.linux.initramfs import WANTED, builtin, missing_modules
 
@@ -42,9 +43,8 @@ WantedBy=multi-user.target
 
 
 @operation
-class LvmDevicesFile:
+class LvmDevicesFile(LinuxOperation):
     id = "linux.lvm_devices_file"
-    os = "linux"
     order = 30
     title = "LVM devices file that survives new disk ids"
     fixes = ("LNX-LVM-DEVICESFILE",)
@@ -73,6 +73,3 @@ class LvmDevicesFile:
             plan.warnings.append("no systemd: run `vgimportdevices -a` after the first boot on Proxmox")
         plan.reason = "move the devices file aside until the first boot on the new disks"
         return plan
-
-    def apply(self, conn: Any, plan: Plan, options: dict[str, Any]):
-        return C.execute(conn, plan, options)

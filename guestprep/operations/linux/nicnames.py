@@ -16,6 +16,7 @@ from guestprep.facts.linux_model import LinuxFacts
 from guestprep.models import Plan
 from guestprep.operations.base import operation
 from guestprep.operations.linux import changes as C
+from guestprep.operations.linux.operation import LinuxOperation
 
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
@@ -60,9 +61,8 @@ def to_pin(facts: LinuxFacts) -> tuple[list[tuple[str, str]], list[str]]:
 
 
 @operation
-class NicNamePinning:
+class NicNamePinning(LinuxOperation):
     id = "linux.nic_name_pinning"
-    os = "linux"
     order = 20
     title = "Pin name-bound NICs to their MAC"
     fixes = ("LNX-NIC-NAME-BOUND",)
@@ -85,6 +85,3 @@ class NicNamePinning:
         plan.reason = "pin " + ", ".join(f"{n} to {m}" for n, m in pins)
         plan.warnings.append("the Proxmox VM must keep these MACs (finalize copies them)")
         return plan
-
-    def apply(self, conn: Any, plan: Plan, options: dict[str, Any]):
-        return C.execute(conn, plan, options)

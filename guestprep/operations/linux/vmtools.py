@@ -13,6 +13,7 @@ from guestprep.facts.linux_model import LinuxFacts
 from guestprep.models import Plan
 from guestprep.operations.base import operation
 from guestprep.operations.linux import changes as C
+from guestprep.operations.linux.operation import LinuxOperation
 from guestprep.operations.linux import state as S
 
 REMOVE = {
@@ -53,9 +54,8 @@ WantedBy=multi-user.target
 
 
 @operation
-class VmwareToolsRemoval:
+class VmwareToolsRemoval(LinuxOperation):
     id = "linux.vmware_tools_removal"
-    os = "linux"
     order = 60
     title = "Remove VMware Tools on the first boot on KVM"
     # LNX-VMWARE-TOOLS keeps failing on VMware by design (the tools stay until the move);
@@ -90,6 +90,3 @@ class VmwareToolsRemoval:
                 and S.text(state, S.VMTOOLS_UNIT) != UNIT:
             return [f"{S.VMTOOLS_UNIT} is not installed"]
         return []
-
-    def apply(self, conn: Any, plan: Plan, options: dict[str, Any]):
-        return C.execute(conn, plan, options)
