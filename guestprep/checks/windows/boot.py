@@ -6,7 +6,7 @@ from typing import Any, Iterable
 
 from guestprep.checks.base import Outcome, fail, ok
 from guestprep.checks.registry import check
-from guestprep.checks.windows._common import StateCheck, register_state_checks, unknown, windows_check
+from guestprep.checks.windows._common import unknown, windows_check
 from guestprep.models import Severity
 
 
@@ -70,41 +70,66 @@ def fast_startup(facts: Any) -> Iterable[Outcome]:
         yield ok("power", "Fast Startup and hibernation off")
 
 
-# One fact each: unknown -> skipped with the collector's reason, bad -> fail, else pass.
-register_state_checks(__name__, (
-    StateCheck(
-        dict(id="WIN-UEFI", severity=Severity.INFO,
-             title="Firmware type (UEFI guests need OVMF and an EFI disk)",
-             rationale="A UEFI guest boots on Proxmox only with bios=ovmf and an efidisk; SeaBIOS cannot boot a "
-                       "GPT/ESP disk.",
-             remediation="The finalizer sets bios: ovmf, machine q35 and adds efidisk0."),
-        section="firmware", resource="firmware", read=lambda f: f.firmware, bad=lambda v: v == "uefi",
-        fail_message=lambda f: "UEFI: create the VM with OVMF and an EFI disk", ok_message="BIOS: SeaBIOS boots it",
-        evidence=lambda f: {"firmware": "uefi"}),
-    StateCheck(
-        dict(id="WIN-SECURE-BOOT", severity=Severity.INFO,
-             title="Secure Boot (needs EFI vars with Microsoft keys enrolled)",
-             rationale="With Secure Boot on, the EFI disk must have pre-enrolled keys or Windows will not load.",
-             remediation="The finalizer adds efidisk0 with pre-enrolled-keys=1."),
-        section="secure_boot", resource="secure-boot", read=lambda f: f.secure_boot, bad=bool,
-        fail_message=lambda f: "Secure Boot on: use an EFI disk with pre-enrolled keys", ok_message="Secure Boot off"),
-    StateCheck(
-        dict(id="WIN-VTPM", severity=Severity.WARNING,
-             title="vTPM state is not migrated",
-             rationale="The TPM's keys stay in VMware; BitLocker TPM protectors and Windows Hello keys sealed to it "
-                       "fail on the new vTPM.",
-             remediation="Add tpmstate0 on Proxmox, suspend BitLocker for the cutover and keep the recovery key at "
-                         "hand."),
-        section="tpm", resource="TPM", read=lambda f: f.tpm_present, bad=bool,
-        fail_message=lambda f: f"TPM {f.tpm_version or ''} present: its state does not move".replace("  ", " "),
-        ok_message="no TPM"),
-    StateCheck(
-        dict(id="WIN-PENDING-REBOOT", severity=Severity.BLOCKER,
-             title="No reboot is pending",
-             rationale="Pending updates/renames run at the next boot, which would be the first boot on KVM, "
-                       "mixing two changes and often failing half-way.",
-             remediation="Reboot the guest on VMware, then re-run preflight."),
-        section="pending_reboot", resource="reboot", read=lambda f: f.pending_reboot, bad=bool,
-        fail_message=lambda f: f"reboot pending: {', '.join(f.pending_reboot_reasons)}", ok_message="no reboot pending",
-        evidence=lambda f: {"reasons": f.pending_reboot_reasons}),
-))
+@windows_check(
+    id="WIN-UEFI", severity=Severity.INFO,
+    title="Firmware type (UEFI guests need OVMF and an EFI disk)",
+    rationale="A UEFI guest boots on Proxmox only with bios=ovmf and an efidisk; SeaBIOS cannot boot a "
+              "GPT/ESP disk.",
+    remediation="The finalizer sets bios: ovmf, machine q35 and adds efidisk0.",
+)
+def uefi_firmware(facts: Any) -> Iterable[Outcome]:
+    if facts.firmware is None:
+        yield unknown(facts, "firmware")
+    elif facts.firmware == "uefi":
+        yield fail("firmware", "UEFI: create the VM with OVMF and an EFI disk", firmware="uefi")
+    else:
+        yield ok("firmware", "BIOS: SeaBIOS boots it")
+
+
+@windows_check(
+    id="WIN-SECURE-BOOT", severity=Severity.INFO,
+    title="Secure Boot (needs EFI vars with Microsoft keys enrolled)",
+    rationale="With Secure Boot on, the EFI disk must have pre-enrolled keys or Windows will not load.",
+    remediation="The finalizer adds efidisk0 with pre-enrolled-keys=1.",
+)
+def secure_boot(facts: Any) -> Iterable[Outcome]:
+    if facts.secure_boot is None:
+        yield unknown(facts, "secure_boot")
+    elif facts.secure_boot:
+        yield fail("secure-boot", "Secure Boot on: use an EFI disk with pre-enrolled keys")
+    else:
+        yield ok("secure-boot", "Secure Boot off")
+
+
+@windows_check(
+    id="WIN-VTPM", severity=Severity.WARNING,
+    title="vTPM state is not migrated",
+    rationale="The TPM's keys stay in VMware; BitLocker TPM protectors and Windows Hello keys sealed to it "
+              "fail on the new vTPM.",
+    remediation="Add tpmstate0 on Proxmox, suspend BitLocker for the cutover and keep the recovery key at "
+                "hand.",
+)
+def vtpm(facts: Any) -> Iterable[Outcome]:
+    if facts.tpm_present is None:
+        yield unknown(facts, "tpm")
+    elif facts.tpm_present:
+        yield fail("TPM", f"TPM {facts.tpm_version or ''} present: its state does not move".replace("  ", " "))
+    else:
+        yield ok("TPM", "no TPM")
+
+
+@windows_check(
+    id="WIN-PENDING-REBOOT", severity=Severity.BLOCKER,
+    title="No reboot is pending",
+    rationale="Pending updates/renames run at the next boot, which would be the first boot on KVM, "
+              "mixing two changes and often failing half-way.",
+    remediation="Reboot the guest on VMware, then re-run preflight.",
+)
+def pending_reboot(facts: Any) -> Iterable[Outcome]:
+    if facts.pending_reboot is None:
+        yield unknown(facts, "pending_reboot")
+    elif facts.pending_reboot:
+        yield fail("reboot", f"reboot pending: {', '.join(facts.pending_reboot_reasons)}",
+                   reasons=facts.pending_reboot_reasons)
+    else:
+        yield ok("reboot", "no reboot pending")

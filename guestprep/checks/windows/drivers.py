@@ -6,7 +6,7 @@ from typing import Any, Iterable
 
 from guestprep.checks.base import Outcome, fail, ok, skip
 from guestprep.checks.windows._common import (
-    StateCheck, load_matrix, register_state_checks, unknown, version_key, windows_check,
+    load_matrix, unknown, version_key, windows_check,
 )
 from guestprep.models import Severity
 
@@ -204,19 +204,22 @@ def vmware_tools(facts: Any) -> Iterable[Outcome]:
                    product_code=tools.get("product_code"))
 
 
-# One fact each: unknown -> skipped with the collector's reason, bad -> fail, else pass.
-register_state_checks(__name__, (
-    StateCheck(
-        dict(id="WIN-QEMU-GA", severity=Severity.WARNING,
-             title="QEMU guest agent is installed and starts automatically",
-             rationale="Without qemu-ga Proxmox cannot freeze filesystems for backups, read IPs or shut the guest "
-                       "down cleanly.",
-             remediation="guestprep prepare --apply installs qemu-ga from its own MSI (guest-agent\\qemu-ga-x86_64.msi "
-                         "on the virtio-win ISO, or qemu_ga_media); the drivers MSI does not contain it.",
-             fixed_by="windows.qemu_ga"),
-        section="qemu_ga", resource="QEMU-GA", read=lambda f: f.qemu_ga,
-        bad=lambda v: not v.get("installed") or str(v.get("start_mode") or "").lower() not in ("auto", "automatic"),
-        fail_message=lambda f: ("qemu-ga service is not installed" if not f.qemu_ga.get("installed")
-                                else f"QEMU-GA start mode is {f.qemu_ga.get('start_mode')}, needs Auto"),
-        ok_message="QEMU-GA installed, automatic start (it runs once the virtio-serial device exists)"),
-))
+@windows_check(
+    id="WIN-QEMU-GA", severity=Severity.WARNING,
+    title="QEMU guest agent is installed and starts automatically",
+    rationale="Without qemu-ga Proxmox cannot freeze filesystems for backups, read IPs or shut the guest "
+              "down cleanly.",
+    remediation="guestprep prepare --apply installs qemu-ga from its own MSI (guest-agent\\qemu-ga-x86_64.msi "
+                "on the virtio-win ISO, or qemu_ga_media); the drivers MSI does not contain it.",
+    fixed_by="windows.qemu_ga",
+)
+def qemu_guest_agent(facts: Any) -> Iterable[Outcome]:
+    qga = facts.qemu_ga
+    if qga is None:
+        yield unknown(facts, "qemu_ga")
+    elif not qga.get("installed"):
+        yield fail("QEMU-GA", "qemu-ga service is not installed")
+    elif str(qga.get("start_mode") or "").lower() not in ("auto", "automatic"):
+        yield fail("QEMU-GA", f"QEMU-GA start mode is {qga.get('start_mode')}, needs Auto")
+    else:
+        yield ok("QEMU-GA", "QEMU-GA installed, automatic start (it runs once the virtio-serial device exists)")
