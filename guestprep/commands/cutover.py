@@ -51,11 +51,11 @@ def _say(vm: str, text: str) -> None:
 
 
 def _secrets(wave, password_env: Optional[str]):
-    from guestprep.commands.vsphere_login import read_password
+    from guestprep.commands.vsphere_login import vsphere_password
     from guestprep.cutover.sides import Secrets
 
     env = password_env or wave.vsphere.get("password_env") or DEFAULT_PASSWORD_ENV
-    return Secrets(vsphere_password=read_password(env))
+    return Secrets(vsphere_password=vsphere_password(env))
 
 
 def _options(on_failure: str, hard: bool, shutdown_timeout: float, agent_timeout: float, tools_timeout: float,
