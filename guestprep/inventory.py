@@ -257,7 +257,7 @@ def _guest_from(d: dict, path: Path, line: int, entry: dict) -> Guest:
     return Guest(
         name=name, address=address, transport=transport, os=_enum(OSFamily, d.get("os", "auto"), where("os")),
         port=port, credentials=creds, groups=tuple(d.get("groups") or ()), vars=dict(vars_),
-        source=f"{path}:{line}",
+        origin=str(path), line=line,
     )
 
 
@@ -275,24 +275,25 @@ def _truthy(v: Any) -> bool:
     return str(v).strip().lower() in ("1", "true", "yes", "on", "y")
 
 
-def _from_ansible(host: str, hv: dict[str, Any], groups: list[str], source: str) -> Guest:
+def _from_ansible(host: str, hv: dict[str, Any], groups: list[str], path: Path, line: int) -> Guest:
+    where = f"{path}:{line} (host {host!r})"
     conn = str(hv.get("ansible_connection", "ssh")).lower()
     if conn not in ANSIBLE_CONNECTION:
         raise ConfigError(f"ansible_connection {conn!r} is not supported ({', '.join(sorted(ANSIBLE_CONNECTION))})",
-                          where=f"{source} (host {host!r})")
+                          where=where)
     transport = ANSIBLE_CONNECTION[conn]
     port = hv.get("ansible_port", hv.get("ansible_ssh_port"))
     if port is not None:
         try:
             port = int(port)
         except (TypeError, ValueError):
-            raise ConfigError(f"ansible_port {port!r} is not a number", where=f"{source} (host {host!r})") from None
+            raise ConfigError(f"ansible_port {port!r} is not a number", where=where) from None
     for key in NUMERIC_VARS:
         val = hv.get(key)
         number = val if isinstance(val, int) and not isinstance(val, bool) else (
             int(val) if isinstance(val, str) and re.fullmatch(r"[0-9]{1,6}", val.strip()) else None)
         if val is not None and (number is None or not 0 <= number <= 86400):
-            raise ConfigError(f"{key} must be a whole number (0-86400), got {val!r}", where=f"{source} (host {host!r})")
+            raise ConfigError(f"{key} must be a whole number (0-86400), got {val!r}", where=where)
     d: dict[str, Any] = {
         "name": host,
         "address": str(hv.get("ansible_host", host)),
@@ -318,7 +319,7 @@ def _from_ansible(host: str, hv: dict[str, Any], groups: list[str], source: str)
     d["vars"].pop("guestprep_password_env", None)
     d["vars"].pop("guestprep_sudo_password_env", None)
     d["vars"].pop("guestprep_os", None)
-    return _guest_from(d, Path(source.split(":")[0]), int(source.rsplit(":", 1)[-1]) if ":" in source else 0, {})
+    return _guest_from(d, path, line, {})
 
 
 def _load_ansible_yaml(path: Path, doc: dict) -> list[Guest]:
@@ -383,7 +384,7 @@ def _load_ansible_yaml(path: Path, doc: dict) -> list[Guest]:
             merged.update(group_vars.get(g, {}))
         merged.update(hv)
         guests.append(_from_ansible(host, merged, [g for g in groups if g not in ("all", "ungrouped")],
-                                    f"{path}:{host_line[host]}"))
+                                    path, host_line[host]))
     return guests
 
 
@@ -464,7 +465,7 @@ def _load_ansible_ini(path: Path, text: str) -> list[Guest]:
             merged.update(group_vars.get(g, {}))
         merged.update(hv)
         guests.append(_from_ansible(host, merged, [g for g in groups if g not in ("all", "ungrouped")],
-                                    f"{path}:{host_line[host]}"))
+                                    path, host_line[host]))
     return guests
 
 
@@ -498,7 +499,7 @@ def local_guest() -> Guest:
     import socket
 
     name = re.sub(r"[^A-Za-z0-9._@-]", "-", socket.gethostname()) or "localhost"
-    return Guest(name=name, address="localhost", transport=Transport.LOCAL, os=OSFamily.LINUX, source="--local")
+    return Guest(name=name, address="localhost", transport=Transport.LOCAL, os=OSFamily.LINUX, origin="--local")
 
 
 # --------------------------------------------------------------------------- selecting guests for a run
@@ -545,4 +546,4 @@ def adhoc_guest(target: str) -> Guest:
         raise ConfigError(f"port {port} out of range", where="arguments")
     name = re.sub(r"[^A-Za-z0-9._@-]", "-", host)
     return Guest(name=name, address=host, transport=Transport.SSH, os=OSFamily.AUTO, port=port,
-                 credentials=Credentials(user=user), source="arguments")
+                 credentials=Credentials(user=user), origin="arguments")

@@ -15,6 +15,7 @@ import enum
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 REPORT_SCHEMA = "guestprep.report/1"
@@ -105,10 +106,24 @@ class Guest:
     credentials: Credentials = field(default_factory=Credentials)
     groups: tuple[str, ...] = ()
     vars: Mapping[str, Any] = field(default_factory=dict)
-    source: str = ""  # where the guest was defined: "fleet.yaml:12"
+    origin: str = ""          # the inventory file that defines the guest, or how it was given ("--local")
+    line: int | None = None   # the guest's line in that file (None: not from a file)
+
+    @property
+    def source(self) -> str:
+        """Where the guest was defined, as messages and reports show it: "fleet.yaml:12"."""
+        return f"{self.origin}:{self.line}" if self.line is not None else self.origin
+
+    @property
+    def inventory_dir(self) -> Path:
+        """Where the guest's relative file references (vm_facts, image_audit) are read from: the
+        inventory file's directory, or the working directory for a guest not from a file."""
+        return Path(self.origin).parent if self.line is not None else Path(".")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        del d["origin"], d["line"]
+        d["source"] = self.source
         d["transport"] = self.transport.value
         d["os"] = self.os.value
         d["groups"] = list(self.groups)

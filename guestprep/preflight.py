@@ -93,8 +93,7 @@ def load_vm_facts(guest: Guest) -> SourceVM | None:
     ref = guest.vars.get("vm_facts")
     if not ref:
         return None
-    base = Path(guest.source.rsplit(":", 1)[0]).parent if ":" in guest.source else Path(".")
-    path = Path(ref) if Path(ref).is_absolute() else base / ref
+    path = Path(ref) if Path(ref).is_absolute() else guest.inventory_dir / ref
     try:
         return SourceVM.from_dict(json.loads(path.read_text()))
     except FileNotFoundError:

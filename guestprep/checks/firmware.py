@@ -113,9 +113,8 @@ def for_report(facts_summary: Mapping[str, Any], vm: Any, guest: Any) -> list[Fi
     image_fw, problem = None, None
     audit_path = (getattr(guest, "vars", None) or {}).get("image_audit")
     if audit_path:
-        source = getattr(guest, "source", "") or ""
-        if not Path(audit_path).is_absolute() and ":" in source:  # relative to the inventory file, like vm_facts
-            audit_path = Path(source.rsplit(":", 1)[0]).parent / audit_path
+        if not Path(audit_path).is_absolute():  # relative to the inventory file, like vm_facts
+            audit_path = guest.inventory_dir / audit_path
         image_fw, problem = image_audit_firmware(audit_path)
     witnesses = FirmwareWitnesses(guest_mode, getattr(vm, "firmware", None), image_fw, problem)
     return registry.get(CHECK_ID).evaluate(witnesses, guest.name)

@@ -44,7 +44,8 @@ guests:
     db1, web1, win1 = inventory.load(p)
     assert db1.port == 2222 and db1.credentials.user == "admin" and db1.credentials.sudo
     assert db1.vars == {"tier": "db"} and db1.groups == ("db",)
-    assert db1.source == f"{p}:11"
+    assert db1.source == f"{p}:11" and (db1.origin, db1.line) == (str(p), 11)
+    assert db1.inventory_dir == p.parent and db1.to_dict()["source"] == f"{p}:11" and "origin" not in db1.to_dict()
     assert web1.credentials.user == "root" and web1.port is None and web1.credentials.key_file == "~/.ssh/id_ed25519"
     assert win1.transport is Transport.WINRM and win1.os is OSFamily.WINDOWS and win1.credentials.password_env == "WIN1_PW"
 
@@ -107,7 +108,7 @@ ansible_become=yes
     assert g["dc1"].transport is Transport.WINRM and g["dc1"].os is OSFamily.WINDOWS
     assert g["dc1"].credentials.password_env == "DC1_PW"
     assert g["dc1"].vars["ansible_winrm_transport"] == "ntlm"
-    assert g["web1"].source == f"{p}:4"
+    assert g["web1"].source == f"{p}:4" and (g["web1"].origin, g["web1"].line) == (str(p), 4)
 
 
 def test_ansible_yaml(tmp_path):
@@ -153,3 +154,9 @@ def test_bad_ansible_ini(tmp_path, text, needle):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         inventory.load(tmp_path / "nope.yaml")
+
+
+def test_a_guest_not_from_a_file_has_an_origin_and_no_line():
+    g = inventory.local_guest()
+    assert (g.origin, g.line, g.source) == ("--local", None, "--local")
+    assert str(g.inventory_dir) == "."

@@ -68,7 +68,7 @@ class Running:
                      ansible_psrp_read_timeout=10)
         v.update(vars)
         return Guest(name=name, address="127.0.0.1", port=port, transport=Transport(transport), os=OSFamily.WINDOWS,
-                     credentials=Credentials(user=user, password_env=password_env), vars=v, source="test")
+                     credentials=Credentials(user=user, password_env=password_env), vars=v, origin="test")
 
     def options(self, **kw: Any) -> ConnectOptions:
         kw.setdefault("ca_bundle", str(self.pki.ca_cert))

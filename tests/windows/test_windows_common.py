@@ -110,7 +110,7 @@ def test_bad_numeric_guest_var_is_a_config_error_naming_guest_and_var(transport,
     from guestprep.models import Credentials, Guest, OSFamily, Transport
 
     g = Guest(name="web01", address="10.0.0.5", os=OSFamily.WINDOWS, transport=Transport(transport),
-              credentials=Credentials(user="Administrator"), vars={key: value}, source="vsphere:dc1/web01")
+              credentials=Credentials(user="Administrator"), vars={key: value}, origin="vsphere:dc1/web01")
     settings = WinRMSettings if transport == "winrm" else PSRPSettings
     with pytest.raises(ConfigError) as err:
         settings.from_guest(g, ConnectOptions())
