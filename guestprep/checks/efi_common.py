@@ -9,7 +9,9 @@ from typing import Any, Callable, Iterable
 from guestprep.checks.base import Outcome, error, skip
 from guestprep.facts.efi import EfiFacts
 
-REFS = ("seed: UEFI vs BIOS, 'erro número um'", "issue 8: UEFI guests boot after the move")
+# Where the removable-media fallback loader is specified, and why OVMF on Proxmox needs it.
+REFS = ("https://uefi.org/specs/UEFI/2.10/03_Boot_Manager.html#removable-media-boot-behavior",
+        "https://pve.proxmox.com/wiki/OVMF/UEFI_Boot_Entries")
 
 
 def efi_or_reason(uefi: bool, efi: EfiFacts | None, no_section: str, unreadable: str,

@@ -54,7 +54,8 @@ def normalise(value: Any) -> str | None:
     remediation="Find out which witness is wrong before the cutover: the guest's own boot mode is the truth for "
                 "what it can boot; correct the VM configuration / hand-off firmware (bios=ovmf + efidisk0 for "
                 "UEFI) or the disk image.",
-    references=("seed: UEFI vs BIOS, 'erro número um'", "issue 8: UEFI guests boot after the move"),
+    references=("https://pve.proxmox.com/pve-docs/chapter-qm.html#qm_bios_and_uefi",
+                "https://pve.proxmox.com/wiki/OVMF/UEFI_Boot_Entries"),
     tags=("firmware", "uefi"),
     sources=("guest facts (boot mode)", "VM configuration (vSphere config.firmware / .vmx)",
              "image audit (guestprep-host audit --json, inventory var image_audit)"),

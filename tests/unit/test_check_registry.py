@@ -85,3 +85,16 @@ def test_image_checks_are_the_hostside_audit_in_the_registry():
     key = lambda f: (f.check_id, f.resource, f.message)  # noqa: E731
     assert sorted(map(key, got)) == sorted(map(key, expected))
     assert {(f.check_id, f.resource): f.status for f in got} == {(f.check_id, f.resource): f.status for f in expected}
+
+
+def test_metadata_speaks_to_users():
+    """What `checks show` prints is for the people running a migration: English, public references,
+    no project-internal issue numbers or notes."""
+    import re
+
+    internal = re.compile(r"\bissue \d+|\bseed\b|[À-ÿ]", re.IGNORECASE)
+    for c in registry.all_checks():
+        m = c.meta
+        for text in (m.title, m.rationale, m.remediation, *m.references):
+            assert not internal.search(text), f"{c.id}: {text!r}"
+        assert all(r.startswith("https://") for r in m.references), c.id

@@ -31,7 +31,8 @@ def _builtin(k, module: str) -> bool:
     remediation="Run `guestprep prepare --apply`: it adds virtio_scsi/virtio_blk/virtio_pci to the generator's "
                 "configuration and rebuilds (and verifies) the initramfs of every installed kernel.",
     fixed_by="linux.initramfs_virtio",
-    references=("seed: Pré-Requisito Crítico: Injeção de Drivers VirtIO",),
+    references=("https://pve.proxmox.com/wiki/Migrate_to_Proxmox_VE",
+                "https://man7.org/linux/man-pages/man5/dracut.conf.5.html"),
 )
 def initramfs_has_virtio(facts: LinuxFacts) -> Iterable[Outcome]:
     if not facts.kernels:
@@ -87,8 +88,9 @@ def kernel_supports_virtio(facts: LinuxFacts) -> Iterable[Outcome]:
 @check(
     id="LNX-UEFI", severity=Severity.INFO, os="linux", phase="pre",
     title="UEFI guest: the Proxmox VM needs OVMF and an EFI disk",
-    rationale="The seed calls UEFI vs BIOS 'error number one': a UEFI guest created with SeaBIOS finds no "
-              "bootable disk.",
+    rationale="A firmware mismatch is the most common reason a moved VM does not boot: a UEFI guest "
+              "created with SeaBIOS finds no bootable disk.",
+    references=("https://pve.proxmox.com/pve-docs/chapter-qm.html#qm_bios_and_uefi",),
     remediation="Create the VM with bios=ovmf and an efidisk0 (guestprep finalize does this from the hand-off).",
 )
 def uefi_boot(facts: LinuxFacts) -> Iterable[Outcome]:

@@ -65,7 +65,7 @@ def stable_device_names(facts: LinuxFacts) -> Iterable[Outcome]:
               "read-modify-write on 4K storage (ZFS, modern SSDs), roughly halving write throughput.",
     remediation="Plan a realignment (new aligned disk and a file-level copy, or offline tools) before or "
                 "right after the move; guestprep reports the start sector of each misaligned partition.",
-    references=("seed: alinhamento de partições (setor 63)",),
+    references=("https://en.wikipedia.org/wiki/Advanced_Format",),
 )
 def partition_alignment(facts: LinuxFacts) -> Iterable[Outcome]:
     for d in facts.block_devices:

@@ -1,4 +1,4 @@
-"""What stops guestprep's own scripts, or the move itself, for policy or role reasons (issue 12, "New checks").
+"""What stops guestprep's own scripts, or the move itself, for policy or role reasons.
 
 Every check answers 'cannot tell' (skipped with the collector's reason) when the fact was not
 collected; none passes on a missing fact.
