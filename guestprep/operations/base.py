@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from guestprep.errors import GuestprepError
 from guestprep.models import Plan
 
 
@@ -51,6 +52,25 @@ class Operation(Protocol):
     def plan(self, facts: Any, guest: str, options: dict[str, Any]) -> Plan: ...
 
     def apply(self, conn: Any, plan: Plan, options: dict[str, Any]) -> Applied: ...
+
+
+class GuestOperation:
+    """The shared part of the Linux and Windows operations: ``apply`` refuses another operation's
+    plan and hands the plan to the OS's executor (``execute``); subclasses write ``plan``."""
+
+    os = ""
+    order = 100
+    id = ""
+    title = ""
+    fixes: tuple[str, ...] = ()
+
+    def execute(self, conn: Any, plan: Plan, options: dict[str, Any]) -> Applied:
+        raise NotImplementedError
+
+    def apply(self, conn: Any, plan: Plan, options: dict[str, Any]) -> Applied:
+        if plan.operation != self.id:
+            raise GuestprepError(f"plan for {plan.operation} given to {self.id}")
+        return self.execute(conn, plan, options)
 
 
 _OPERATIONS: dict[str, Any] = {}

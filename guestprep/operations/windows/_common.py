@@ -9,9 +9,9 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from guestprep.connectors import windows_common as wc
-from guestprep.errors import ConfigError, GuestprepError
+from guestprep.errors import ConfigError
 from guestprep.models import Change, Plan
-from guestprep.operations.base import Applied
+from guestprep.operations.base import Applied, GuestOperation
 
 MEDIA_DIR = "C:\\ProgramData\\guestprep\\media"
 SERVICES = "HKLM:\\SYSTEM\\CurrentControlSet\\Services\\"
@@ -84,14 +84,8 @@ def check_sha(value: Any, where: str) -> str:
     return str(value).lower()
 
 
-class WindowsOperation:
+class WindowsOperation(GuestOperation):
     os = "windows"
-    order = 100
-    id = ""
-    title = ""
-    fixes: tuple[str, ...] = ()
 
-    def apply(self, conn: Any, plan: Plan, options: dict[str, Any]) -> Applied:
-        if plan.operation != self.id:
-            raise GuestprepError(f"plan for {plan.operation} given to {self.id}")
+    def execute(self, conn: Any, plan: Plan, options: dict[str, Any]) -> Applied:
         return apply_plan(conn, plan, options)

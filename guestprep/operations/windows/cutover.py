@@ -43,7 +43,7 @@ class VmwareToolsRemoval(WindowsOperation):
         plan.reason = f"schedule removal of VMware Tools {tools.get('version')}"
         return plan
 
-    def apply(self, conn: Any, plan: Plan, options: dict[str, Any]) -> Applied:
+    def execute(self, conn: Any, plan: Plan, options: dict[str, Any]) -> Applied:
         for c in plan.changes:
             if c.kind == "script":
                 # with lib.ps1 in front: Invoke-Native and the task helpers (no native redirection)

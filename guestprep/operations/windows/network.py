@@ -74,7 +74,7 @@ class NetworkCapture(WindowsOperation):
         plan.reason = f"capture static configuration of {', '.join(a.mac for a in todo)}; keep the MAC on Proxmox"
         return plan
 
-    def apply(self, conn: Any, plan: Plan, options: dict[str, Any]) -> Applied:
+    def execute(self, conn: Any, plan: Plan, options: dict[str, Any]) -> Applied:
         # the restore script travels as data inside the parameters
         for c in plan.changes:
             if c.kind == "script":
