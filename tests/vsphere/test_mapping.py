@@ -11,7 +11,8 @@ from guestprep.errors import ConfigError
 from guestprep.models import SourceVM, VMDisk
 from guestprep.vsphere.locator import cookie_header, folder_url, locate
 from guestprep.vsphere.mapping import Context, to_source_vm
-from guestprep.vsphere.ostype import os_family, proxmox_ostype, suggest_proxmox_name, valid_proxmox_name
+from guestprep.target_policy import valid_proxmox_name
+from guestprep.vsphere.ostype import os_family, proxmox_ostype, suggest_proxmox_name
 
 pytestmark = pytest.mark.unit
 D = vim.vm.device
