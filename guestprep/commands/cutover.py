@@ -1,4 +1,4 @@
-"""`guestprep cutover plan|run|resume|status|rollback`: a wave of VMs, journaled and resumable.
+"""`guestprep cutover plan|run|resume|status|rollback|rehearse`: a wave of VMs, journaled and resumable.
 
 Thin: parse, call one stage function (guestprep.cutover.*), render. Secrets: the vSphere
 password from the environment variable the wave (or --password-env) names, else stdin, else a
@@ -42,6 +42,9 @@ AgentTimeoutOpt = typer.Option(600.0, "--agent-timeout", min=1.0, help="Seconds 
                                                                        "with the expected addresses.")
 ToolsTimeoutOpt = typer.Option(600.0, "--tools-timeout", min=1.0, help="Rollback: seconds for VMware Tools to run.")
 PollOpt = typer.Option(1.0, "--poll", min=0.01, help="Seconds between polls of tasks and the agent.")
+ConsoleOpt = typer.Option(False, "--console", help="Watch the copy's serial console on its node (serial0 is added "
+                                                   "as a socket if missing): an emergency shell fails verify at "
+                                                   "once, with the console's lines as evidence.")
 PasswordEnvOpt = typer.Option(None, "--password-env", help="Environment variable with the vSphere password "
                                                           "(default: the wave's, else GUESTPREP_VSPHERE_PASSWORD).")
 
@@ -59,14 +62,14 @@ def _secrets(wave, password_env: Optional[str]):
 
 
 def _options(on_failure: str, hard: bool, shutdown_timeout: float, agent_timeout: float, tools_timeout: float,
-             poll: float, accept_new_host_keys: bool):
+             poll: float, accept_new_host_keys: bool, console: bool = False):
     from guestprep.cutover.steps import RunOptions
 
     if on_failure not in ("rollback", "hold"):
         raise ConfigError(f"must be rollback or hold, got {on_failure!r}", where="--on-failure")
     return RunOptions(on_failure=on_failure, hard_power_off=hard, shutdown_timeout=shutdown_timeout,
                       agent_timeout=agent_timeout, tools_timeout=tools_timeout, poll=poll,
-                      accept_new_host_keys=accept_new_host_keys)
+                      accept_new_host_keys=accept_new_host_keys, console=console)
 
 
 def _show(result) -> int:
@@ -138,12 +141,12 @@ def run(
     per_datastore: Optional[int] = PerDsOpt, on_failure: str = OnFailureOpt, hard: bool = HardOpt,
     shutdown_timeout: float = ShutdownTimeoutOpt, agent_timeout: float = AgentTimeoutOpt,
     tools_timeout: float = ToolsTimeoutOpt, poll: float = PollOpt, password_env: Optional[str] = PasswordEnvOpt,
-    accept_new_host_keys: bool = AcceptOpt,
+    accept_new_host_keys: bool = AcceptOpt, console_: bool = ConsoleOpt,
 ) -> int:
     """Run a planned wave: every VM to done, or to a safe, recorded state."""
     return _run(wave_file, resume=False, parallel=parallel, per_node=per_node, per_datastore=per_datastore,
                 options=_options(on_failure, hard, shutdown_timeout, agent_timeout, tools_timeout, poll,
-                                 accept_new_host_keys), password_env=password_env)
+                                 accept_new_host_keys, console_), password_env=password_env)
 
 
 @cutover_app.command("resume")
@@ -152,12 +155,12 @@ def resume(
     per_datastore: Optional[int] = PerDsOpt, on_failure: str = OnFailureOpt, hard: bool = HardOpt,
     shutdown_timeout: float = ShutdownTimeoutOpt, agent_timeout: float = AgentTimeoutOpt,
     tools_timeout: float = ToolsTimeoutOpt, poll: float = PollOpt, password_env: Optional[str] = PasswordEnvOpt,
-    accept_new_host_keys: bool = AcceptOpt,
+    accept_new_host_keys: bool = AcceptOpt, console_: bool = ConsoleOpt,
 ) -> int:
     """Continue a wave after the controller stopped: each step re-checks before it acts."""
     return _run(wave_file, resume=True, parallel=parallel, per_node=per_node, per_datastore=per_datastore,
                 options=_options(on_failure, hard, shutdown_timeout, agent_timeout, tools_timeout, poll,
-                                 accept_new_host_keys), password_env=password_env)
+                                 accept_new_host_keys, console_), password_env=password_env)
 
 
 @cutover_app.command("rollback")
@@ -176,6 +179,50 @@ def rollback(
     result = controller.rollback_one(wave, vm, secrets, options, say=_say)
     _show(result)
     return 0 if result.phases[vm] == "rolled_back" else 1
+
+
+@cutover_app.command("rehearse")
+def rehearse(
+    wave_file: Path = WaveArg,
+    vms: List[str] = typer.Argument(None, help="VMs of the wave to rehearse (default: all)."),
+    parallel: int = ParallelOpt, agent_timeout: float = AgentTimeoutOpt, poll: float = PollOpt,
+    console_: bool = typer.Option(False, "--console", help="Also require a login prompt on the copy's serial "
+                                                           "console (serial0 socket on the node); an emergency "
+                                                           "shell there ends the wait at once."),
+    vmid: List[str] = typer.Option(None, "--vmid", help="VM=VMID: the temporary vmid (default: the cluster's next "
+                                                        "free one). Repeatable."),
+    password_env: Optional[str] = PasswordEnvOpt, accept_new_host_keys: bool = AcceptOpt,
+) -> int:
+    """Boot a throw-away copy while the source keeps running: would it boot? Then remove every trace.
+
+    Per VM: vSphere snapshot, its base disks converted on the node, a temporary VM (name
+    rehearsal-<vm>, tag guestprep-rehearsal, every NIC link_down=1), start, guest agent check;
+    then the VM and its volumes destroyed, the snapshot removed. Exit 0 when every VM would boot."""
+    from guestprep.cutover import rehearse as rehearse_mod, wave as wave_mod
+
+    wave = wave_mod.load(wave_file)
+    names = list(vms or [])
+    for n in names:
+        wave.vm(n)
+    vmids: dict[str, int] = {}
+    for item in vmid or []:
+        name, sep, num = item.partition("=")
+        if not sep or not num.isdigit() or not 100 <= int(num) <= 999999999:
+            raise ConfigError(f"expected VM=VMID (100..999999999), got {item!r}", where="--vmid")
+        wave.vm(name)
+        vmids[name] = int(num)
+    secrets = _secrets(wave, password_env)
+    options = _options("rollback", False, 300.0, agent_timeout, 600.0, poll, accept_new_host_keys, console_)
+    result = rehearse_mod.rehearse_wave(wave, names, secrets, options, parallel=parallel, vmids=vmids, say=_say)
+    for v in result.vms:
+        style = "green" if v["would_boot"] else "red"
+        ev = v.get("evidence") or {}
+        why = ("agent answered" + (f", addresses {', '.join(ev.get('addresses', []))}" if ev.get("addresses") else "")
+               + (f", console: {ev['console'].get('line')!r}" if isinstance(ev.get("console"), dict) else "")) \
+            if v["would_boot"] else "; ".join(v.get("reasons") or ["?"])
+        console.print(f"{safe(v['vm'])}: would boot: [{style}]{'yes' if v['would_boot'] else 'no'}[/] ({safe(why[:600])})")
+    err.print(f"report: {safe(result.report)}")
+    return result.exit_code
 
 
 @cutover_app.command("status")

@@ -92,7 +92,7 @@ class NodeLink:
         self.spec = spec
         guest = Guest(name=f"node {spec.name}", address=spec.address, transport=Transport.SSH, port=spec.port,
                       credentials=Credentials(user=spec.user, key_file=spec.key_file, use_agent=spec.key_file is None),
-                      source=f"wave nodes.{spec.name}")
+                      origin=f"wave nodes.{spec.name}")
         self.conn = SSHConnector(guest, ConnectOptions(known_hosts=spec.known_hosts,
                                                        accept_new_host_keys=accept_new_host_keys,
                                                        command_timeout=24 * 3600.0))

@@ -37,6 +37,7 @@ class RunOptions:
     tools_timeout: float = 600.0
     poll: float = 1.0
     accept_new_host_keys: bool = False
+    console: bool = False                 # watch the copy's serial0 on its node (added as a socket if missing)
 
 
 @dataclass
@@ -137,6 +138,7 @@ class VmContext:
         return {"vmid": self.vm.vmid, "node": node, "status": status, "ours": ours, "name": cfg.get("name")}
 
     _handoff = None
+    console_watch = None      # the serial console reader of the copy (--console), started with it
 
     def handoff(self):
         """The reviewed hand-off document; refused if its bytes are not the ones the wave names."""
@@ -368,10 +370,34 @@ def _running(ctx: VmContext) -> dict[str, Any] | None:
     return {"status": st, "already": True} if st == "running" else None
 
 
+def ensure_console(ctx: VmContext) -> str | None:
+    """--console: the copy gets ``serial0: socket`` (what `qm terminal` reads) unless it has a serial0."""
+    if not ctx.o.console:
+        return None
+    cfg = ctx.pve.get(VM_PATH + "/config", ctx.pp())
+    if cfg.get("serial0"):
+        return str(cfg["serial0"])
+    ctx.pve.call("PUT", VM_PATH + "/config", ctx.pp(), {"serial0": "socket"})
+    return "socket (added)"
+
+
 def start(ctx: VmContext) -> dict[str, Any]:
+    serial = ensure_console(ctx)
     upid = ctx.pve.call("POST", VM_PATH + "/status/start", ctx.pp())
     ctx.pve.wait_task(ctx.vm.node, upid, f"start VM {ctx.vm.vmid}", 3600.0)
-    return {"status": "running", "started_at": now()}
+    if ctx.o.console:
+        watch_console(ctx)
+    return {"status": "running", "started_at": now(), **({"serial0": serial} if serial else {})}
+
+
+def watch_console(ctx: VmContext):
+    """Start reading the copy's serial console now (output nobody reads is lost)."""
+    from guestprep.cutover.console import SERIAL_SOCKET, ConsoleWatch
+
+    if getattr(ctx, "console_watch", None) is None:
+        path = SERIAL_SOCKET.format(run_dir=ctx.wave.nodes[ctx.vm.node].qemu_run_dir.rstrip("/"), vmid=ctx.vm.vmid)
+        ctx.console_watch = ConsoleWatch(ctx.node, path, ctx.o.agent_timeout).start()
+    return ctx.console_watch
 
 
 def verify(ctx: VmContext) -> dict[str, Any]:
@@ -380,6 +406,7 @@ def verify(ctx: VmContext) -> dict[str, Any]:
 
     pp, deadline = ctx.pp(), time.monotonic() + ctx.o.agent_timeout
     last = ""
+    watch = watch_console(ctx) if ctx.o.console else None   # after a resume: from now on
     while True:
         try:
             ctx.pve.call("POST", VM_PATH + "/agent/ping", pp)
@@ -387,6 +414,11 @@ def verify(ctx: VmContext) -> dict[str, Any]:
             break
         except PveApiError as e:
             last = e.message
+        if watch is not None and watch.failed_boot:   # an emergency shell never starts the agent
+            r = watch.result or {}
+            raise StepFailed(f"the copy did not boot: its serial console shows {r.get('line')!r} (the guest agent "
+                             f"did not answer: {last}); console tail: {r.get('tail', '')[-1500:]}",
+                             where=f"{ctx.vm.name} (VM {ctx.vm.vmid})")
         if time.monotonic() > deadline:
             raise StepFailed(f"the guest agent did not answer within {ctx.o.agent_timeout:g}s ({last}): the copy "
                              "may not have booted", where=f"{ctx.vm.name} (VM {ctx.vm.vmid})")
@@ -403,8 +435,11 @@ def verify(ctx: VmContext) -> dict[str, Any]:
             raise StepFailed(f"not seen in the guest: {', '.join(missing)} (it reports {addrs})",
                              where=f"{ctx.vm.name} (VM {ctx.vm.vmid})")
         time.sleep(ctx.o.poll)
-    return {"agent_first_answer_at": first_answer, "macs": sorted(macs - {"00:00:00:00:00:00"}), "addresses": addrs,
-            "expected_addresses": ctx.vm.expected_addresses}
+    out = {"agent_first_answer_at": first_answer, "macs": sorted(macs - {"00:00:00:00:00:00"}), "addresses": addrs,
+           "expected_addresses": ctx.vm.expected_addresses}
+    if watch is not None:   # evidence: the login prompt usually follows the agent's start by seconds
+        out["console"] = watch.wait(max(0.0, min(60.0, deadline - time.monotonic()))) or {"verdict": "still reading"}
+    return out
 
 
 STEPS: dict[str, Step] = {s.name: s for s in (

@@ -32,6 +32,7 @@ class NodeSpec:
     workdir: str = "/var/tmp/guestprep-cutover"
     python: str = "python3"
     storage_cfg: str | None = None   # another storage.cfg than /etc/pve/storage.cfg (tests, staging nodes)
+    qemu_run_dir: str = "/var/run/qemu-server"   # where the node's VMs have their serial0 sockets
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -120,7 +121,7 @@ def _node(name: str, d: Any, where: str) -> NodeSpec:
     for key in ("port",):
         if key in d:
             setattr(spec, key, _need(d, key, (int,), "an integer", where))
-    for key in ("user", "key_file", "known_hosts", "workdir", "python", "storage_cfg"):
+    for key in ("user", "key_file", "known_hosts", "workdir", "python", "storage_cfg", "qemu_run_dir"):
         if d.get(key) is not None:
             setattr(spec, key, _need(d, key, (str,), "a string", where))
     if not spec.workdir.startswith("/"):

@@ -133,6 +133,7 @@ class PveNodeServer(PveTestServer):
         self.memory_cap_mb = memory_cap_mb
         self.procs: dict[int, subprocess.Popen] = {}
         self.started: list[tuple[int, list[str]]] = []   # every QEMU command line, in order
+        self.configs_at_start: dict[int, dict[str, str]] = {}   # the stored config each VM was last started from
         inner = self.api.handle
 
         def handle(method, path, params, headers):
@@ -201,7 +202,7 @@ class PveNodeServer(PveTestServer):
         machine = "q35" if str(cfg.get("machine", "")).startswith("q35") else "pc"
         sockets, cores = int(cfg.get("sockets", 1)), int(cfg.get("cores", 1))
         memory = min(int(cfg.get("memory", 512)), self.memory_cap_mb)
-        argv = [QEMU, "-id", str(vmid), "-name", f"{cfg.get('name', f'vm{vmid}')},debug-threads=on", "-nodefaults",
+        argv = [QEMU, "-name", f"{cfg.get('name', f'vm{vmid}')},debug-threads=on", "-nodefaults",
                 "-accel", "tcg", "-machine", f"type={machine}", "-cpu", "qemu64",
                 "-smp", f"{sockets * cores},sockets={sockets},cores={cores},maxcpus={sockets * cores}",
                 "-m", str(memory), "-display", "none", "-no-shutdown",
@@ -364,6 +365,7 @@ class PveNodeServer(PveTestServer):
         self.procs[vmid] = proc
         self.started.append((vmid, argv))
         cfg = self.state.vms[vmid]["config"]
+        self.configs_at_start[vmid] = dict(cfg)
         down = [k for k in cfg if re.fullmatch(r"net\d+", k) and "link_down=1" in str(cfg[k])]
         if down:
             qmp(p["qmp"], [{"execute": "set_link", "arguments": {"name": k, "up": False}} for k in down])
