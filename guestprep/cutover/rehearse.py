@@ -255,6 +255,8 @@ def rehearse_wave(wave: Wave, names: list[str], secrets: Secrets, options: RunOp
     from guestprep.runner import run_guests
 
     chosen = [wave.vm(n) for n in names] if names else list(wave.vms)
+    if not wave.state_dir.is_dir():   # finalize keeps its copies of the manifests there (private, as `run` makes it)
+        wave.state_dir.mkdir(mode=0o700)
     lock = threading.Lock()
 
     def tell(vm: str) -> Callable[[str], None]:
