@@ -527,7 +527,14 @@ def select_guests(names: list[str], inventory_file: str | Path | None, local: bo
     if not names:
         raise ConfigError("name guests with an --inventory file, ad-hoc [user@]host[:port] targets, or use --local",
                           where="arguments")
-    return [adhoc_guest(n) for n in names]
+    chosen = []
+    seen: set[str] = set()
+    for n in names:
+        g = adhoc_guest(n)
+        if g.name not in seen:  # the same target twice is one guest (checked once, reported once)
+            seen.add(g.name)
+            chosen.append(g)
+    return chosen
 
 
 def adhoc_guest(target: str) -> Guest:
@@ -544,6 +551,8 @@ def adhoc_guest(target: str) -> Guest:
     port = int(m.group("port")) if m.group("port") else None
     if port is not None and not 0 < port < 65536:
         raise ConfigError(f"port {port} out of range", where="arguments")
-    name = re.sub(r"[^A-Za-z0-9._@-]", "-", host)
+    # A guest's identity is user, host and port: two ports of one host are two guests
+    # ("127.0.0.1:1" and "127.0.0.1:2299"), each named as it was given, stable from run to run.
+    name = (f"{user}@" if user else "") + (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
     return Guest(name=name, address=host, transport=Transport.SSH, os=OSFamily.AUTO, port=port,
                  credentials=Credentials(user=user), origin="arguments")

@@ -77,11 +77,13 @@ def _reach_id(os: str) -> str:
     return "WIN-REACHABLE" if os == "windows" else "LNX-REACHABLE"
 
 
-def _failure_report(guest: Guest, os: str, status: Status, message: str, started: float) -> GuestReport:
+def _failure_report(guest: Guest, os: str, status: Status, message: str, started: float,
+                    detail: str | None = None) -> GuestReport:
     meta = registry.get(_reach_id(os)).meta
     finding = Finding(
         guest=guest.name, check_id=meta.id, severity=Severity.BLOCKER, status=status, title=meta.title,
         message=redact(message), resource="collector", remediation=meta.remediation,
+        evidence={"detail": redact(detail)} if detail else {},  # the library's full text, for whoever digs
     )
     return GuestReport(guest=guest.name, address=guest.address, os=os, transport=guest.transport.value,
                        readiness=Readiness.UNKNOWN, findings=[finding], error=redact(message),
@@ -138,7 +140,8 @@ def preflight_guest(guest: Guest, options: FleetOptions,
         facts = collect(conn, os, timeout=options.timeout, sudo=guest.credentials.sudo)
     except Exception as exc:
         status, message = _failure_of(exc)
-        return _with_vm(_failure_report(guest, os, status, message, started), vm, guest), vm
+        return _with_vm(_failure_report(guest, os, status, message, started, getattr(exc, "detail", None)),
+                        vm, guest), vm
     finally:
         if conn is not None:
             conn.close()

@@ -110,8 +110,9 @@ def run_guests(guests: list[Guest], job: Callable[[Guest, Interrupt], R], parall
             interrupt.job_finished()
 
     pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="guest")
-    futures: dict[Future, Guest] = {pool.submit(one, g): g for g in guests}
-    results: dict[str, R] = {}
+    # results are keyed by the guest's position, never its name: two guests never share a slot
+    futures: dict[Future, int] = {pool.submit(one, g): i for i, g in enumerate(guests)}
+    results: dict[int, R] = {}
     handled: set[Future] = set()
     presses = 0
     try:
@@ -120,9 +121,9 @@ def run_guests(guests: list[Guest], job: Callable[[Guest, Interrupt], R], parall
                 for fut in [f for f in futures if f.done() and f not in handled]:
                     handled.add(fut)
                     if not fut.cancelled():
-                        results[futures[fut].name] = fut.result()
+                        results[futures[fut]] = fut.result()
                         if on_done:
-                            on_done(results[futures[fut].name])
+                            on_done(results[futures[fut]])
                 waiting = [f for f in futures if f not in handled and not f.done()]
                 if waiting:
                     wait(waiting, timeout=0.5, return_when=FIRST_COMPLETED)
@@ -140,6 +141,6 @@ def run_guests(guests: list[Guest], job: Callable[[Guest, Interrupt], R], parall
     finally:
         # a read-only run that was interrupted does not wait for its (now disconnected) jobs
         pool.shutdown(wait=not (read_only and presses), cancel_futures=True)
-    ordered = [results[g.name] for g in guests if g.name in results]
-    not_run = [g.name for g in guests if g.name not in results]
+    ordered = [results[i] for i in range(len(guests)) if i in results]
+    not_run = [g.name for i, g in enumerate(guests) if i not in results]
     return FleetRun(ordered, not_run, interrupted=presses > 0)

@@ -48,3 +48,52 @@ class Connector(Protocol):
     def get(self, remote: str, local: str) -> None: ...
 
     def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- connection failures in words
+
+
+def _chain(exc: BaseException | None):
+    """``exc`` and every exception behind it: causes, contexts, urllib3's ``reason``, requests' first
+    argument, paramiko's per-address ``errors``; each once."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen or not isinstance(e, BaseException):
+            continue
+        seen.add(id(e))
+        yield e
+        todo.extend([e.__cause__, e.__context__, getattr(e, "reason", None)])
+        todo.extend(a for a in getattr(e, "args", ()) if isinstance(a, BaseException))
+        errors = getattr(e, "errors", None)
+        if isinstance(errors, dict):
+            todo.extend(v for v in errors.values() if isinstance(v, BaseException))
+
+
+def network_reason(exc: BaseException, host: str, port: int | None, timeout: float | None = None) -> str | None:
+    """What a failed connection attempt means, in words ("connection refused: nothing listens on
+    10.0.0.5:22"), or None when the exception is not a network-level failure we recognise.
+
+    The caller keeps ``str(exc)`` (the full chain) as evidence; this is the sentence an operator reads."""
+    import errno
+    import socket
+    import ssl
+
+    where = f"{host}:{port}" if port else host
+    for e in _chain(exc):
+        if isinstance(e, ConnectionRefusedError) or getattr(e, "errno", None) == errno.ECONNREFUSED:
+            return f"connection refused: nothing listens on {where} (or a firewall rejects it)"
+        if isinstance(e, socket.gaierror):
+            return f"host name {host} does not resolve ({e.strerror or e})"
+        if getattr(e, "errno", None) in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+            return f"no route to {host} (network or host unreachable)"
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return f"TLS verification failed: {e.verify_message or e.reason or e}"
+        if isinstance(e, (socket.timeout, TimeoutError)) or type(e).__name__ in ("ConnectTimeoutError", "ConnectTimeout",
+                                                                                 "ReadTimeoutError", "ReadTimeout"):
+            after = f" after {timeout:g} s" if timeout else ""
+            return f"timed out{after}: {where} did not answer"
+        if isinstance(e, (ConnectionResetError, BrokenPipeError)):
+            return f"{where} closed the connection (reset by the server or a firewall)"
+    return None

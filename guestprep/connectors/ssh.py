@@ -152,7 +152,7 @@ class _RejectUnknown(paramiko.MissingHostKeyPolicy):
     def missing_host_key(self, client, hostname, key):
         _refuse_marked(self.known, hostname, key)
         raise HostKeyError(
-            f"host key for {hostname} is not in {self.path} ({key.get_name()} "
+            f"host key unknown: the key of {hostname} is not in {self.path} ({key.get_name()} "
             f"SHA256:{_fingerprint(key)}); verify it and add it, or pass --accept-new-host-keys to trust it on first use"
         )
 
@@ -193,6 +193,13 @@ class _AcceptAndSave(paramiko.MissingHostKeyPolicy):
                     fh.flush()
                     os.fsync(fh.fileno())
         client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+def _failed(message: str, exc: BaseException, where: str) -> ConnectionFailed:
+    """ConnectionFailed with the sentence to read, the library's full text kept as ``detail`` (evidence)."""
+    err = ConnectionFailed(message, where=where)
+    err.detail = f"{type(exc).__name__}: {exc}"  # type: ignore[attr-defined]
+    return err
 
 
 def _fingerprint(key: paramiko.PKey) -> str:
@@ -257,13 +264,11 @@ class SSHConnector:
             ) from None
         except paramiko.AuthenticationException as exc:
             client.close()
-            raise ConnectionFailed(f"authentication failed for user {creds.user!r}: {exc}", where=self._where) from None
-        except (socket.timeout, TimeoutError):
-            client.close()
-            raise ConnectionFailed(f"connection timed out after {t:g} s", where=self._where) from None
+            raise _failed(f"authentication failed: the server refused user {creds.user or '(default)'!r} "
+                          f"({self._offered(key_file, password)})", exc, self._where) from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
             client.close()
-            raise ConnectionFailed(f"cannot connect: {exc or type(exc).__name__}", where=self._where) from None
+            raise _failed(self._reason(exc, key_file, password), exc, self._where) from None
         transport = client.get_transport()
         server_key = transport.get_remote_server_key() if transport is not None else None
         if server_key is not None and known.revoked_line(server_key) is not None:
@@ -274,6 +279,35 @@ class SSHConnector:
         if transport is not None and self.options.keepalive:
             transport.set_keepalive(self.options.keepalive)
         return client
+
+    def _offered(self, key_file: str | None, password: str | None) -> str:
+        offered = [f"key {key_file}"] if key_file else []
+        if password:
+            offered.append("a password")
+        if not key_file and not password:
+            offered.append("the default keys in ~/.ssh")
+        if self.guest.credentials.use_agent and os.environ.get("SSH_AUTH_SOCK"):
+            offered.append("the SSH agent's keys")
+        return "offered " + ", ".join(offered)
+
+    def _reason(self, exc: BaseException, key_file: str | None, password: str | None) -> str:
+        """A failed connect in words; the exception itself goes to the evidence."""
+        from guestprep.connectors.base import network_reason
+
+        t = self.options.connect_timeout
+        text = str(exc)
+        if "No existing session" in text or "No authentication methods available" in text:
+            return (f"authentication failed: no usable key, agent or password to offer for user "
+                    f"{self.guest.credentials.user or '(default)'!r} ({self._offered(key_file, password)})")
+        if "Error reading SSH protocol banner" in text:
+            return (f"timed out after {t:g} s waiting for the SSH greeting: something accepts connections on "
+                    f"{self.guest.address}:{self.port} but does not answer as an SSH server")
+        reason = network_reason(exc, self.guest.address, self.port, t)
+        if reason:
+            return reason
+        if isinstance(exc, EOFError) or "Connection reset" in text:
+            return f"{self.guest.address}:{self.port} closed the connection during the SSH handshake"
+        return f"cannot connect: {text or type(exc).__name__}"
 
     # ------------------------------------------------------------------ commands
 

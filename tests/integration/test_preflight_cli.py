@@ -100,7 +100,7 @@ guests:
     by = {g["guest"]: g for g in doc["guests"]}
     assert by["dead"]["readiness"] == "unknown"
     assert by["dead"]["findings"][0]["status"] == "unreachable"
-    assert "cannot connect" in by["dead"]["findings"][0]["message"]
+    assert "connection refused" in by["dead"]["findings"][0]["message"]
     assert by["alive"]["readiness"] != "unknown" or by["alive"]["error"] is None
 
 

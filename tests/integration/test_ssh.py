@@ -40,7 +40,7 @@ def test_collector_over_ssh_one_round_trip(sshd):
 
 def test_unknown_host_key_is_refused_by_default(sshd, tmp_path):
     empty = tmp_path / "known_hosts"
-    with pytest.raises(HostKeyError, match="not in .*--accept-new-host-keys"):
+    with pytest.raises(HostKeyError, match="host key unknown: .*not in .*--accept-new-host-keys"):
         open_connector(guest_for(sshd), ConnectOptions(known_hosts=str(empty)))
     assert not empty.exists() or empty.read_text() == ""
 
@@ -67,8 +67,17 @@ def test_changed_host_key_is_always_refused(sshd, tmp_path):
 
 def test_wrong_key_is_refused(sshd, tmp_path):
     wrong = keygen(tmp_path / "wrong_key")
-    with pytest.raises(ConnectionFailed, match="authentication failed"):
+    with pytest.raises(ConnectionFailed, match="authentication failed: the server refused user 'root'") as exc:
         open_connector(guest_for(sshd, key_file=str(wrong)), opts(sshd))
+    assert f"offered key {wrong}" in exc.value.message
+
+
+def test_no_key_to_offer_says_so_not_no_existing_session(sshd, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh keys
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    with pytest.raises(ConnectionFailed, match="authentication failed") as exc:
+        open_connector(guest_for(sshd, key_file=None), opts(sshd))
+    assert "No existing session" not in exc.value.message and "Errno" not in exc.value.message
 
 
 def test_password_auth_and_wrong_password(sshd, monkeypatch):
@@ -131,9 +140,10 @@ def test_connect_timeout_on_a_silent_server():
     threading.Thread(target=lambda: held.append(srv.accept()), daemon=True).start()
     g = Guest(name="silent", address="127.0.0.1", port=srv.getsockname()[1], credentials=Credentials(user="root"))
     start = time.monotonic()
-    with pytest.raises(ConnectionFailed):
+    with pytest.raises(ConnectionFailed, match=r"timed out after 1.5 s waiting for the SSH greeting") as exc:
         open_connector(g, ConnectOptions(connect_timeout=1.5))
     assert time.monotonic() - start < 15
+    assert "banner" in exc.value.detail  # paramiko's own words stay as evidence
     srv.close()
 
 
@@ -142,8 +152,9 @@ def test_connection_refused_is_reported():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     g = Guest(name="down", address="127.0.0.1", port=port, credentials=Credentials(user="root"))
-    with pytest.raises(ConnectionFailed, match="cannot connect"):
+    with pytest.raises(ConnectionFailed, match="connection refused: nothing listens on 127.0.0.1") as exc:
         open_connector(g, ConnectOptions(connect_timeout=2))
+    assert "Errno None" not in exc.value.message and "Unable to connect" in exc.value.detail
 
 
 def test_arguments_with_shell_metacharacters_stay_data(sshd, tmp_path):
