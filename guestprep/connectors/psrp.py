@@ -137,15 +137,17 @@ class PSRPConnector:
 
         s = self.settings
         if isinstance(exc, pex.AuthenticationError) or (isinstance(exc, pex.WinRMTransportError) and exc.code == 401):
-            return ConnectionFailed(f"authentication failed for user {s.user!r} ({s.auth}) while {doing}",
+            return ConnectionFailed(f"authentication failed: the server refused user {s.user!r} ({s.auth}) while {doing}",
                                     where=self._where)
         if isinstance(exc, requests.exceptions.SSLError):
-            return ConnectionFailed(f"TLS certificate verification failed: {wc.ssl_reason(exc)}; give the CA with "
-                                    "--ca-bundle or ansible_psrp_ca_cert (or --insecure)", where=self._where)
+            return _with_detail(ConnectionFailed(f"TLS certificate verification failed: {wc.ssl_reason(exc)}; give the CA with "
+                                    "--ca-bundle or ansible_psrp_ca_cert (or --insecure)", where=self._where), exc)
         if isinstance(exc, requests.exceptions.ReadTimeout):
             return CommandTimeout(f"no answer within {s.read_timeout}s while {doing}", where=self._where)
         if isinstance(exc, requests.exceptions.ConnectionError):
-            return ConnectionFailed(f"connection failed while {doing}: {wc.short_error(exc)}", where=self._where)
+            return _with_detail(ConnectionFailed(f"connection failed while {doing}: "
+                                                 f"{wc.short_error(exc, s.server, s.port, s.connection_timeout)}",
+                                                 where=self._where), exc)
         if isinstance(exc, pex.WSManFaultError):
             return ConnectionFailed(secrets.redact(f"WS-Management fault {exc.code} while {doing}: "
                                                    f"{(exc.message or exc.reason or '').strip()}"), where=self._where)
@@ -236,3 +238,9 @@ def _error_text(err: Any) -> str:
     exc = getattr(err, "exception", None)
     msg = getattr(exc, "message", None) or getattr(err, "message", None) or str(err)
     return wc.decode_clixml(str(msg))
+
+
+def _with_detail(err: GuestprepError, exc: BaseException) -> GuestprepError:
+    """Keep the library's whole text (the urllib3 chain) as the failure's evidence."""
+    err.detail = secrets.redact(f"{type(exc).__name__}: {exc}")  # type: ignore[attr-defined]
+    return err

@@ -245,6 +245,7 @@ class SSHConnector:
         if key_file and not os.path.isfile(key_file):
             raise ConnectionFailed(f"key file {key_file} does not exist", where=self._where)
         t = self.options.connect_timeout
+        started = time.monotonic()
         try:
             client.connect(
                 self.guest.address, port=self.port, username=creds.user, password=password,
@@ -267,8 +268,12 @@ class SSHConnector:
             raise _failed(f"authentication failed: the server refused user {creds.user or '(default)'!r} "
                           f"({self._offered(key_file, password)})", exc, self._where) from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
+            transport = client.get_transport()
+            handshake_done = transport is not None and transport.is_active() and transport.remote_version
+            elapsed = time.monotonic() - started
             client.close()
-            raise _failed(self._reason(exc, key_file, password), exc, self._where) from None
+            raise _failed(self._reason(exc, key_file, password, bool(handshake_done), elapsed), exc,
+                          self._where) from None
         transport = client.get_transport()
         server_key = transport.get_remote_server_key() if transport is not None else None
         if server_key is not None and known.revoked_line(server_key) is not None:
@@ -290,18 +295,24 @@ class SSHConnector:
             offered.append("the SSH agent's keys")
         return "offered " + ", ".join(offered)
 
-    def _reason(self, exc: BaseException, key_file: str | None, password: str | None) -> str:
-        """A failed connect in words; the exception itself goes to the evidence."""
+    def _reason(self, exc: BaseException, key_file: str | None, password: str | None, handshake_done: bool,
+                elapsed: float) -> str:
+        """A failed connect in words; the exception itself goes to the evidence. paramiko says "No existing
+        session" both when nothing answered and when there was nothing to authenticate with."""
         from guestprep.connectors.base import network_reason
 
         t = self.options.connect_timeout
         text = str(exc)
+        silent = "Error reading SSH protocol banner" in text or (
+            "No existing session" in text and not handshake_done and elapsed >= t * 0.5)
+        if silent:
+            return (f"timed out after {t:g} s waiting for the SSH greeting: something accepts connections on "
+                    f"{self.guest.address}:{self.port} but does not answer as an SSH server")
+        if "No existing session" in text and not handshake_done:
+            return f"{self.guest.address}:{self.port} closed the connection during the SSH handshake"
         if "No existing session" in text or "No authentication methods available" in text:
             return (f"authentication failed: no usable key, agent or password to offer for user "
                     f"{self.guest.credentials.user or '(default)'!r} ({self._offered(key_file, password)})")
-        if "Error reading SSH protocol banner" in text:
-            return (f"timed out after {t:g} s waiting for the SSH greeting: something accepts connections on "
-                    f"{self.guest.address}:{self.port} but does not answer as an SSH server")
         reason = network_reason(exc, self.guest.address, self.port, t)
         if reason:
             return reason

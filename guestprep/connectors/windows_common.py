@@ -381,6 +381,14 @@ def ssl_reason(exc: Exception) -> str:
     return short_error(exc)
 
 
-def short_error(exc: Exception) -> str:
-    text = str(exc)
-    return text if len(text) < 200 else text[:200] + "..."
+def short_error(exc: Exception, host: str = "", port: int | None = None, timeout: float | None = None) -> str:
+    """A connection failure in words (refused, timed out, name does not resolve, TLS verification
+    failed), else the error's own text whole: never a chain cut mid-sentence. The caller keeps
+    ``str(exc)`` as evidence."""
+    from guestprep.connectors.base import network_reason
+
+    reason = network_reason(exc, host or "the guest", port, timeout)
+    if reason:
+        return reason
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

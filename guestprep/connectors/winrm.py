@@ -147,16 +147,21 @@ class WinRMConnector:
 
         s = self.settings
         if isinstance(exc, wex.InvalidCredentialsError):
-            return ConnectionFailed(f"authentication failed for user {s.user!r} ({s.transport}) while {doing}",
+            return ConnectionFailed(f"authentication failed: the server refused user {s.user!r} ({s.transport}) while {doing}",
                                     where=self._where)
         if isinstance(exc, requests.exceptions.SSLError):
             reason = wc.ssl_reason(exc)
-            return ConnectionFailed(f"TLS certificate verification failed: {reason}; give the CA with --ca-bundle or "
-                                    "ansible_winrm_ca_trust_path (or --insecure)", where=self._where)
+            return _with_detail(ConnectionFailed(f"TLS certificate verification failed: {reason}; give the CA with --ca-bundle or "
+                                    "ansible_winrm_ca_trust_path (or --insecure)", where=self._where), exc)
         if isinstance(exc, (requests.exceptions.ReadTimeout,)):
             return CommandTimeout(f"no answer within {s.read_timeout}s while {doing}", where=self._where)
         if isinstance(exc, requests.exceptions.ConnectionError):
-            return ConnectionFailed(f"connection failed while {doing}: {wc.short_error(exc)}", where=self._where)
+            from urllib.parse import urlsplit
+
+            u = urlsplit(s.endpoint)
+            return _with_detail(ConnectionFailed(f"connection failed while {doing}: "
+                                                 f"{wc.short_error(exc, u.hostname or '', u.port, s.read_timeout)}",
+                                                 where=self._where), exc)
         if isinstance(exc, wex.WinRMTransportError):
             return ConnectionFailed(secrets.redact(f"HTTP {exc.code} while {doing}: {_fault_text(exc.response_text)}"),
                                     where=self._where)
@@ -266,3 +271,9 @@ def _fault_text(xml: str | bytes | None) -> str:
     text = xml.decode("utf-8", "replace") if isinstance(xml, bytes) else (xml or "")
     m = re.search(r"<[^>]*Message[^>]*>(.*?)</", text, re.S) or re.search(r"<[^>]*Text[^>]*>(.*?)</", text, re.S)
     return m.group(1).strip() if m else (text[:200] or "no detail")
+
+
+def _with_detail(err: GuestprepError, exc: BaseException) -> GuestprepError:
+    """Keep the library's whole text (the urllib3 chain) as the failure's evidence."""
+    err.detail = secrets.redact(f"{type(exc).__name__}: {exc}")  # type: ignore[attr-defined]
+    return err
