@@ -9,17 +9,6 @@ $p = ConvertFrom-Json -InputObject $ParamsJson
 $op = 'windows.qemu_ga'
 $MsiSuccess = @(0, 3010)
 
-function Get-MsiProperty {
-    param([string]$Path, [string]$Name)
-    $installer = New-Object -ComObject WindowsInstaller.Installer
-    $db = $installer.GetType().InvokeMember('OpenDatabase', 'InvokeMethod', $null, $installer, @($Path, 0))
-    $view = $db.GetType().InvokeMember('OpenView', 'InvokeMethod', $null, $db, @("SELECT Value FROM Property WHERE Property='" + $Name + "'"))
-    $null = $view.GetType().InvokeMember('Execute', 'InvokeMethod', $null, $view, $null)
-    $rec = $view.GetType().InvokeMember('Fetch', 'InvokeMethod', $null, $view, $null)
-    if ($null -eq $rec) { return $null }
-    return [string]$rec.GetType().InvokeMember('StringData', 'GetProperty', $null, $rec, @(1))
-}
-
 function Install-AgentMsi {
     param([string]$Msi)
     if (-not (Test-Path -LiteralPath $Msi)) { throw ('the media has no ' + $Msi) }

@@ -53,18 +53,6 @@ function Get-PublishedName {
     return [string]$v
 }
 
-function Get-MsiProperty {
-    # Read one Property-table value from an .msi without installing it (WindowsInstaller COM).
-    param([string]$Path, [string]$Name)
-    $installer = New-Object -ComObject WindowsInstaller.Installer
-    $db = $installer.GetType().InvokeMember('OpenDatabase', 'InvokeMethod', $null, $installer, @($Path, 0))
-    $view = $db.GetType().InvokeMember('OpenView', 'InvokeMethod', $null, $db, @("SELECT Value FROM Property WHERE Property='" + $Name + "'"))
-    $null = $view.GetType().InvokeMember('Execute', 'InvokeMethod', $null, $view, $null)
-    $rec = $view.GetType().InvokeMember('Fetch', 'InvokeMethod', $null, $view, $null)
-    if ($null -eq $rec) { return $null }
-    return [string]$rec.GetType().InvokeMember('StringData', 'GetProperty', $null, $rec, @(1))
-}
-
 function Test-ProductInstalled {
     param([string]$ProductCode)
     foreach ($root in @('HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Uninstall', 'HKLM:\SOFTWARE\WOW6432Node\Microsoft\Windows\CurrentVersion\Uninstall')) {

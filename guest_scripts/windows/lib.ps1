@@ -258,6 +258,19 @@ function Get-EspRoot {
     return $root
 }
 
+# One Property-table value of an .msi without installing it (WindowsInstaller COM):
+# install-virtio.ps1 reads the drivers MSI's version, install-qemu-ga.ps1 the agent's ProductCode.
+function Get-MsiProperty {
+    param([string]$Path, [string]$Name)
+    $installer = New-Object -ComObject WindowsInstaller.Installer
+    $db = $installer.GetType().InvokeMember('OpenDatabase', 'InvokeMethod', $null, $installer, @($Path, 0))
+    $view = $db.GetType().InvokeMember('OpenView', 'InvokeMethod', $null, $db, @("SELECT Value FROM Property WHERE Property='" + $Name + "'"))
+    $null = $view.GetType().InvokeMember('Execute', 'InvokeMethod', $null, $view, $null)
+    $rec = $view.GetType().InvokeMember('Fetch', 'InvokeMethod', $null, $view, $null)
+    if ($null -eq $rec) { return $null }
+    return [string]$rec.GetType().InvokeMember('StringData', 'GetProperty', $null, $rec, @(1))
+}
+
 function Write-Result {
     param($Value)
     Write-Output (ConvertTo-Json -InputObject $Value -Depth 8 -Compress)
