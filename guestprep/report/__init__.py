@@ -23,9 +23,18 @@ def parse_formats(spec: str) -> list[str]:
     return formats
 
 
+def annotate(doc: dict[str, Any], **inputs: Any) -> dict[str, Any]:
+    """Run id, input files (path + SHA-256) and guest groups: see guestprep.report.enrich.annotate."""
+    from guestprep.report.enrich import annotate as _annotate
+
+    return _annotate(doc, **inputs)
+
+
 def render(fmt: str, doc: dict[str, Any]) -> str:
     from guestprep.report import csv, html, json, junit
+    from guestprep.report.enrich import complete
 
+    doc = complete(doc)
     return {"json": json.render, "html": html.render, "junit": junit.render, "csv": csv.render}[fmt](doc)
 
 
@@ -33,8 +42,10 @@ def write_reports(doc: dict[str, Any], formats: Iterable[str], out_dir: str | Pa
     """Render every format first, then write each through a temp file + rename: no half-written reports.
 
     Every format renders from one redacted copy: a secret a guest echoed back reaches no file."""
+    from guestprep.report.enrich import complete
+
     out = Path(out_dir)
-    doc = redact_doc(doc)
+    doc = complete(redact_doc(doc))
     rendered = {fmt: render(fmt, doc) for fmt in formats}
     try:
         out.mkdir(parents=True, exist_ok=True)

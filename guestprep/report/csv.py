@@ -7,8 +7,13 @@ import io
 import json
 from typing import Any
 
+from guestprep.report.enrich import waiver_of
+
 COLUMNS = ["guest", "address", "os", "readiness", "check_id", "severity", "status", "resource", "title",
-           "message", "remediation", "fixed_by", "evidence"]
+           "message", "remediation", "fixed_by", "evidence",
+           # added in guestprep.report/1 (additive: appended, earlier columns keep their place)
+           "id", "groups", "waived_by", "waiver_reason", "waiver_expires", "waiver_state",
+           "run_id", "timestamp", "tool_version"]
 
 
 # Formula triggers (OWASP "CSV Injection", https://owasp.org/www-community/attacks/CSV_Injection):
@@ -29,10 +34,15 @@ def render(doc: dict[str, Any]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
     w.writerow(COLUMNS)
+    run = [doc.get("run_id", ""), doc.get("finished") or doc.get("started", ""), (doc.get("tool") or {}).get("version", "")]
     for g in doc["guests"]:
         for f in g["findings"]:
+            waiver, state = waiver_of(f)
+            waiver = waiver or {}
             row = [g["guest"], g["address"], g["os"], g["readiness"], f["check_id"], f["severity"], f["status"],
                    f["resource"], f["title"], f["message"], f["remediation"], f["fixed_by"] or "",
-                   json.dumps(f["evidence"], sort_keys=True)]
+                   json.dumps(f["evidence"], sort_keys=True),
+                   f.get("id", ""), " ".join(g.get("groups", [])), waiver.get("by", ""), waiver.get("reason", ""),
+                   waiver.get("expires", ""), state, *run]
             w.writerow([_cell(str(c)) for c in row])
     return buf.getvalue()
