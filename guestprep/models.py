@@ -44,6 +44,17 @@ class Status(str, enum.Enum):
     SKIPPED = "skipped"
     WAIVED = "waived"
     UNREACHABLE = "unreachable"
+    # The check ran but the facts cannot decide it (no installed kernel found, an image it cannot
+    # list): neither a pass nor a failure. Not open (not a blocker, no exit 1), but the guest is
+    # not ready either: readiness "unknown", and prepare says "cannot tell" rather than "nothing to do".
+    UNKNOWN = "unknown"
+    # A guest that was never checked (a run interrupted before it started or finished).
+    NOT_CHECKED = "not_checked"
+
+    @property
+    def undecided(self) -> bool:
+        """Nobody knows yet: the check could not decide, or the guest was not checked."""
+        return self in (Status.UNKNOWN, Status.NOT_CHECKED)
 
     @property
     def is_open(self) -> bool:
@@ -240,7 +251,7 @@ def readiness_of(findings: Iterable[Finding], error: str | None = None) -> Readi
     open_ = [f for f in findings if f.is_open]
     if any(f.severity is Severity.BLOCKER for f in open_):
         return Readiness.BLOCKED
-    if any(f.status is Status.ERROR for f in open_):
+    if any(f.status is Status.ERROR for f in open_) or any(f.status.undecided for f in findings):
         return Readiness.UNKNOWN
     if any(f.severity is Severity.WARNING for f in open_):
         return Readiness.READY_WITH_WARNINGS

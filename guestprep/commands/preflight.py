@@ -14,7 +14,7 @@ from guestprep.commands.options import (
     AcceptOpt, CaOpt, InsecureOpt, InventoryOpt, KnownHostsOpt, LocalOpt, TimeoutOpt, connect_options,
 )
 from guestprep.console import make_console, safe
-from guestprep.errors import ConfigError
+from guestprep.errors import EXIT_OK, EXIT_UNREACHABLE, ConfigError
 from guestprep.models import Severity, Status
 from guestprep.secrets import redact_doc
 
@@ -71,6 +71,8 @@ def preflight(
         err_console.print(f"[yellow]interrupted:[/] {len(result.not_run)} guest(s) not checked; report marked incomplete")
     err_console.print("reports: " + ", ".join(safe(p) for p in written))
     code = report.exit_code(result.findings(), fail_on)
+    if code == EXIT_OK and any(f.status.undecided and not f.severity.is_notice for f in result.findings()):
+        code = EXIT_UNREACHABLE  # a check that cannot tell is not a pass: the fleet is not known to be ready
     return 130 if not result.complete else code
 
 

@@ -7,7 +7,7 @@ from typing import Iterable
 from guestprep.checks.base import Outcome, error, fail, ok
 from guestprep.checks.registry import check
 from guestprep.facts.linux_model import LinuxFacts
-from guestprep.models import Severity
+from guestprep.models import Severity, Status
 
 # The root disk on Proxmox sits behind virtio-scsi (or virtio-blk); both need virtio_pci.
 NEEDED_IN_INITRAMFS = {"virtio_scsi", "virtio_pci"}
@@ -23,6 +23,11 @@ def _builtin(k, module: str) -> bool:
     return module in k.builtin_modules or k.config_virtio.get(CONFIG_FOR.get(module, "")) == "y"
 
 
+def cannot_tell(message: str, resource: str = "", **evidence) -> Outcome:
+    """The facts cannot decide this check: status unknown (not a blocker, not a pass)."""
+    return Outcome(Status.UNKNOWN, f"cannot tell: {message}", resource, evidence)
+
+
 @check(
     id="LNX-INITRAMFS-VIRTIO", severity=Severity.BLOCKER, os="linux", phase="any",
     title="Every installed kernel's initramfs can reach a VirtIO root disk",
@@ -36,7 +41,7 @@ def _builtin(k, module: str) -> bool:
 )
 def initramfs_has_virtio(facts: LinuxFacts) -> Iterable[Outcome]:
     if not facts.kernels:
-        yield error(facts.unknown.get("kernels", "no installed kernel found"))
+        yield cannot_tell(facts.unknown.get("kernels", "no installed kernel found"))
         return
     for k in facts.kernels:
         needed = {m for m in NEEDED_IN_INITRAMFS if not _builtin(k, m)}
@@ -48,8 +53,8 @@ def initramfs_has_virtio(facts: LinuxFacts) -> Iterable[Outcome]:
                        needed=sorted(needed))
             continue
         if k.initramfs_modules is None:
-            yield error(f"cannot list {k.initramfs} (no lsinitrd/lsinitramfs/lsinitcpio, or not readable: "
-                        "run the collector with sudo)", k.version, initramfs=k.initramfs)
+            yield cannot_tell(f"cannot list {k.initramfs} (no lsinitrd/lsinitramfs/lsinitcpio, or not readable: "
+                              "run the collector with sudo)", k.version, initramfs=k.initramfs)
             continue
         missing = sorted(needed - k.initramfs_modules)
         storage = sorted(m for m in k.initramfs_modules if m in {"vmw_pvscsi", "mptspi", "mptsas", "mpt3sas", "ahci", "ata_piix"})
@@ -70,7 +75,7 @@ def initramfs_has_virtio(facts: LinuxFacts) -> Iterable[Outcome]:
 )
 def kernel_supports_virtio(facts: LinuxFacts) -> Iterable[Outcome]:
     if not facts.kernels:
-        yield error(facts.unknown.get("kernels", "no installed kernel found"))
+        yield cannot_tell(facts.unknown.get("kernels", "no installed kernel found"))
         return
     for k in facts.kernels:
         have = {m for m in CONFIG_FOR if _builtin(k, m) or m in k.available_modules

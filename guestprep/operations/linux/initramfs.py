@@ -86,6 +86,9 @@ class InitramfsVirtio(LinuxOperation):
 
     def plan(self, facts: LinuxFacts, guest: str, options: dict[str, Any]) -> Plan:
         plan = Plan(self.id, guest, verify="LNX-INITRAMFS-VIRTIO")
+        if not facts.kernels:  # preflight's LNX-INITRAMFS-VIRTIO says "unknown" here: never "nothing to do"
+            raise OperationError("cannot tell: " + facts.unknown.get("kernels", "no installed kernel found")
+                                 + "; nothing planned (is /boot mounted? run the collector with sudo)")
         todo = [(k, missing_modules(k)) for k in facts.kernels]
         todo = [(k, miss) for k, miss in todo if miss]
         if not todo:
