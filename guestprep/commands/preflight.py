@@ -51,6 +51,12 @@ def preflight(
     fmt_list = report.parse_formats(formats)
     waiver_list = waivers.load(waivers_file) if waivers_file else []
     selected = inventory.select_guests(guests or [], inventory_file, local)
+    if waivers_file:
+        from guestprep.checks import registry
+        from guestprep.commands import waiver_check
+
+        waiver_check.validate(waivers_file, waiver_list, [g.name for g in selected],
+                              [c.meta.id for c in registry.all_checks(None)])
     options = FleetOptions(parallel=parallel, timeout=timeout, phase=phase,
                            connect=connect_options(timeout, accept_new_host_keys, known_hosts, insecure, ca_bundle))
     show = not quiet and err_console.is_terminal
@@ -64,9 +70,14 @@ def preflight(
     written = report.write_reports(doc, fmt_list, out)
     if not quiet:
         print_summary(doc)
-    for w in expired:
-        err_console.print(f"[yellow]waiver expired[/] {safe(w.where)}: {safe(w.check)} ({safe(w.reason)}), "
-                          f"expired {safe(w.expires)}")
+    if waivers_file:
+        from guestprep.commands import waiver_check
+
+        for w in waiver_check.expired(waiver_list):
+            effect = "the findings it covered are open again" if w in expired else "it matched no failing finding"
+            err_console.print(f"[yellow]waiver expired[/] {safe(waiver_check.line_of(waivers_file, waiver_list, w))}: "
+                              f"{safe(w.check)} for {safe(w.guest)} ({safe(w.reason)}), expired {safe(w.expires)}; "
+                              f"{effect}")
     if not result.complete:
         err_console.print(f"[yellow]interrupted:[/] {len(result.not_run)} guest(s) not checked; report marked incomplete")
     err_console.print("reports: " + ", ".join(safe(p) for p in written))
