@@ -30,7 +30,7 @@ _env = jinja2.Environment(
 # shown by its name in a neutral style.
 READINESS = {"ready": ("ready", 0), "warnings": ("ready with warnings", 1), "blocked": ("blocked", 3),
              "unknown": ("unknown", 2)}
-STATUSES = ("fail", "error", "unreachable", "waived", "skipped", "pass")
+STATUSES = ("fail", "error", "unreachable", "waived", "skipped", "pass", "unknown")
 _ORDER = {"fail": 0, "error": 1, "unreachable": 1, "waived": 3, "skipped": 4, "pass": 5}  # others: 2
 _SEV = {"blocker": 0, "warning": 1, "info": 2}
 NO_GROUP = "(no group)"
@@ -76,7 +76,9 @@ def view(doc: dict[str, Any]) -> dict[str, Any]:
             waiver, state = waiver_of(f)
             rows.append({**f, "open": status_open(f["status"]), "waiver_info": waiver, "waiver_state": state})
         open_ = [f for f in rows if f["open"]]
-        attention = [f for f in rows if f["open"] or f["status"] == "waived" or f["waiver_state"]]
+        # shown in the guest's table: everything but passes and skips (open, waived, undecided such as
+        # "unknown"/"not_checked", and any status this version does not know)
+        attention = [f for f in rows if f["status"] not in ("pass", "skipped") or f["waiver_state"]]
         rest = [f for f in rows if f not in attention]
         counting = [f for f in open_ if not _counts_notice(f)]
         guests.append({
