@@ -167,8 +167,21 @@ def _fleet_vm_findings(vms: dict[str, SourceVM]) -> list[Finding]:
     return list(fleet_findings(list(vms.values()))) if vms else []
 
 
+def not_checked_report(guest: Guest) -> GuestReport:
+    """A guest the run did not finish (Ctrl-C): in every format, as not checked, never left out."""
+    os = os_of(guest)
+    meta = registry.get(_reach_id(os)).meta
+    message = "not checked: the run was interrupted before this guest was assessed"
+    finding = Finding(guest=guest.name, check_id=meta.id, severity=Severity.BLOCKER, status=Status.NOT_CHECKED,
+                      title=meta.title, message=message, resource="collector")
+    return GuestReport(guest=guest.name, address=guest.address, os=os, transport=guest.transport.value,
+                       readiness=Readiness.UNKNOWN, findings=[finding], error=message, duration=0.0)
+
+
 def run_preflight(guests: list[Guest], options: FleetOptions,
-                  on_done: Callable[[GuestReport], None] | None = None) -> FleetReport:
+                  on_done: Callable[[GuestReport], None] | None = None,
+                  on_tick: Callable[[list[tuple[str, float]]], None] | None = None,
+                  on_interrupt: Callable[..., None] | None = None) -> FleetReport:
     started = _now()
     vms: dict[str, SourceVM] = {}
 
@@ -186,8 +199,12 @@ def run_preflight(guests: list[Guest], options: FleetOptions,
         if on_done:
             on_done(rep)
 
-    run = run_guests(guests, job, options.parallel, crashed, on_done=done, read_only=True)
+    run = run_guests(guests, job, options.parallel, crashed, on_done=done, read_only=True, on_tick=on_tick,
+                     on_interrupt=on_interrupt)
     by_guest = {rep.guest: rep for rep, _ in run.results}
+    for g in guests:
+        if g.name in run.not_run:
+            by_guest[g.name] = not_checked_report(g)
     for f in _fleet_vm_findings(vms):
         if f.guest in by_guest:
             by_guest[f.guest].findings.append(f)

@@ -14,12 +14,17 @@ end promptly. Steps already on a guest finish there and its journal stays valid,
 Ctrl-C, for read-only runs (``read_only=True``, preflight): nothing on a guest can be left
 half-done, so the first Ctrl-C closes every connection and the run ends at once; guests
 that had not finished are reported as not run.
+
+Workers are daemon threads: a run that ends on Ctrl-C never waits at interpreter exit for a
+connection attempt still in flight (a silent guest held the process ~30 s after the reports
+were written, and a second Ctrl-C there printed a traceback).
 """
 
 from __future__ import annotations
 
+import queue
 import threading
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, TypeVar
 
@@ -89,58 +94,89 @@ class FleetRun(Generic[R]):
         return not self.interrupted and not self.not_run
 
 
+class _Crash:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
 def run_guests(guests: list[Guest], job: Callable[[Guest, Interrupt], R], parallel: int,
                crashed: Callable[[Guest, BaseException], R],
                on_done: Callable[[R], None] | None = None,
-               on_interrupt: Callable[[int], None] | None = None,
-               read_only: bool = False) -> FleetRun[R]:
+               on_interrupt: Callable[..., None] | None = None,
+               read_only: bool = False,
+               on_tick: Callable[[list[tuple[str, float]]], None] | None = None) -> FleetRun[R]:
     """Run ``job`` for every guest, at most ``parallel`` at once.
 
     ``crashed(guest, exc)`` turns an exception a job let through into that guest's result.
-    ``on_interrupt(n)`` is told of the n-th Ctrl-C (1: stopping, 2+: aborting).
+    ``on_interrupt(n, running)`` is told of the n-th Ctrl-C (1: stopping, 2+: aborting) and of the
+    guests still running then. ``on_tick(running)`` is called from the main thread a few times a
+    second with (guest name, seconds since it started) of every guest in progress.
     """
     interrupt = Interrupt()
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for i in range(len(guests)):
+        todo.put(i)
+    done: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
+    running: dict[int, float] = {}
+    lock = threading.Lock()
 
-    def one(guest: Guest) -> R:
-        try:
-            return job(guest, interrupt)
-        except Exception as exc:  # one guest, never the fleet
-            return crashed(guest, exc)
-        finally:
-            interrupt.job_finished()
-
-    pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="guest")
-    # results are keyed by the guest's position, never its name: two guests never share a slot
-    futures: dict[Future, int] = {pool.submit(one, g): i for i, g in enumerate(guests)}
-    results: dict[int, R] = {}
-    handled: set[Future] = set()
-    presses = 0
-    try:
-        while len(handled) < len(futures):
+    def worker() -> None:
+        while not interrupt.requested():
             try:
-                for fut in [f for f in futures if f.done() and f not in handled]:
-                    handled.add(fut)
-                    if not fut.cancelled():
-                        results[futures[fut]] = fut.result()
-                        if on_done:
-                            on_done(results[futures[fut]])
-                waiting = [f for f in futures if f not in handled and not f.done()]
-                if waiting:
-                    wait(waiting, timeout=0.5, return_when=FIRST_COMPLETED)
-            except KeyboardInterrupt:
-                presses += 1
-                interrupt.request()
-                for f in futures:
-                    f.cancel()  # only the ones not started yet
-                if presses > 1 or read_only:
-                    interrupt.abort()
-                if on_interrupt:
-                    on_interrupt(presses)
-                if read_only:
-                    break
-    finally:
-        # a read-only run that was interrupted does not wait for its (now disconnected) jobs
-        pool.shutdown(wait=not (read_only and presses), cancel_futures=True)
+                i = todo.get_nowait()
+            except queue.Empty:
+                return
+            with lock:
+                running[i] = time.monotonic()
+            try:
+                try:
+                    result: Any = job(guests[i], interrupt)
+                except Exception as exc:  # one guest, never the fleet
+                    result = crashed(guests[i], exc)
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread, raised there
+                result = _Crash(exc)
+            finally:
+                interrupt.job_finished()
+                with lock:
+                    running.pop(i, None)
+            done.put((i, result))
+
+    def in_progress() -> list[tuple[str, float]]:
+        now = time.monotonic()
+        with lock:
+            items = sorted(running.items(), key=lambda kv: kv[1])
+        return [(guests[i].name, now - t) for i, t in items]
+
+    threads = [threading.Thread(target=worker, name=f"guest-{n}", daemon=True)
+               for n in range(max(1, min(parallel, len(guests))))]
+    for t in threads:
+        t.start()
+    results: dict[int, R] = {}  # keyed by position, never by name: two guests never share a slot
+    presses = 0
+    while len(results) < len(guests):
+        try:
+            try:
+                i, result = done.get(timeout=0.2)
+            except queue.Empty:
+                if on_tick:
+                    on_tick(in_progress())
+                if not any(t.is_alive() for t in threads) and done.empty():
+                    break  # interrupted: the workers took no further guest
+                continue
+            if isinstance(result, _Crash):
+                raise result.exc
+            results[i] = result
+            if on_done:
+                on_done(result)
+        except KeyboardInterrupt:
+            presses += 1
+            interrupt.request()
+            if presses > 1 or read_only:
+                interrupt.abort()
+            if on_interrupt:
+                on_interrupt(presses, [name for name, _ in in_progress()])
+            if read_only:
+                break  # nothing on a guest is half-done: do not wait for the (now disconnected) jobs
     ordered = [results[i] for i in range(len(guests)) if i in results]
     not_run = [g.name for i, g in enumerate(guests) if i not in results]
     return FleetRun(ordered, not_run, interrupted=presses > 0)

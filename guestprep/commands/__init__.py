@@ -16,6 +16,33 @@ from guestprep.commands import checks, cutover, facts, finalize, handoff, host, 
 from guestprep.console import make_console, safe
 from guestprep.errors import EXIT_USAGE, GuestprepError
 
+def _help_tables_fold() -> None:
+    """Help at 80 columns: a word longer than its column (an option name, a default, a path) folds onto
+    the next line instead of ending in "…", which hid the very value the reader looked for."""
+    from rich.table import Table
+    from typer import rich_utils
+
+    class FoldingTable(Table):
+        def add_row(self, *renderables, **kwargs):  # type: ignore[override]
+            super().add_row(*renderables, **kwargs)
+            for column in self.columns:
+                column.overflow = "fold"
+
+    rich_utils.Table = FoldingTable  # type: ignore[misc]
+    parameter_help = rich_utils._get_parameter_help
+
+    def folding_parameter_help(*args, **kwargs):
+        cell = parameter_help(*args, **kwargs)  # a rich Columns of Text parts (help, [default: ...], ...)
+        for part in getattr(cell, "renderables", ()):
+            if hasattr(part, "overflow"):
+                part.overflow = "fold"
+        return cell
+
+    rich_utils._get_parameter_help = folding_parameter_help
+
+
+_help_tables_fold()
+
 app = typer.Typer(
     name="guestprep",
     help="Ready VMware guests for Proxmox VE: preflight, prepare, convert, finalize.",

@@ -35,12 +35,22 @@ def checks_list(
     if as_json:
         sys.stdout.write(json.dumps([c.meta.to_dict() for c in checks], indent=2) + "\n")
         return 0
+    # A narrow terminal gets the columns that matter (id, severity, os, title) rather than six squeezed ones;
+    # piped output is never narrow (guestprep.console), so scripts always see every column.
+    wide = console.width >= 120
+    cols = ("severity", "os", "phase", "title", "fixed by") if wide else ("severity", "os", "title")
     table = Table(title=f"{len(checks)} checks")
-    for col in ("id", "severity", "os", "phase", "title", "fixed by"):
-        table.add_column(col)
+    table.add_column("id", no_wrap=True)  # an id is never cut: `checks list | grep ID` and a narrow terminal
+    for col in cols:
+        if col == "title":
+            table.add_column(col, overflow="fold", ratio=1)  # whole words wrap; a longer word folds, never "…"
+        else:
+            table.add_column(col, no_wrap=col != "fixed by", overflow="fold")
     for c in checks:
         m = c.meta
-        table.add_row(*(safe(v) for v in (m.id, m.severity.value, m.os, m.phase, m.title, m.fixed_by or "")))
+        values = {"severity": m.severity.value, "os": m.os, "phase": m.phase, "title": m.title,
+                  "fixed by": m.fixed_by or ""}
+        table.add_row(safe(m.id), *(safe(values[col]) for col in cols))
     console.print(table)
     return 0
 

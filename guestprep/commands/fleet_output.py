@@ -13,12 +13,16 @@ console = make_console()
 err_console = make_console(stderr=True)
 
 
-def on_interrupt(presses: int) -> None:
+def on_interrupt(presses: int, running: list[str] | tuple = ()) -> None:
+    names = ", ".join(safe(n) for n in running[:10]) + (f" and {len(running) - 10} more" if len(running) > 10 else "")
     if presses == 1:
+        waiting = (f" Waiting for {len(running)} guest(s) to finish the operation in progress: {names}."
+                   if running else "")
         err_console.print("[yellow]interrupted:[/] no new guest starts; running guests stop after the operation in "
-                          "progress (their journals stay valid). Ctrl-C again closes their connections.")
+                          f"progress (their journals stay valid).{waiting} Ctrl-C again closes their connections.")
     else:
-        err_console.print("[yellow]aborting:[/] closing connections; steps already on a guest finish there")
+        err_console.print("[yellow]aborting:[/] closing connections" + (f" of {names}" if running else "")
+                          + "; a step already running on a guest finishes there")
 
 
 def emit(doc: dict, as_json: bool, json_out: Optional[Path], table) -> None:

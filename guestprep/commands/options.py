@@ -43,8 +43,8 @@ ParallelOpt = typer.Option(None, "--parallel", "-p", min=1, max=1024,
                            help=f"Guests handled at once (default {PLAN_PARALLEL} for plans, "
                                 f"{CHANGE_PARALLEL} for --apply and rollback).")
 JsonOutOpt = typer.Option(None, "--json-out", dir_okay=False,
-                          help="Also write per-guest results (status, planned/applied/verified ops, error) to FILE "
-                               "as JSON, atomically.")
+                          help="Also write per-guest results (status, the operations planned, applied and "
+                               "verified, errors) to FILE as JSON, atomically.")
 
 # --------------------------------------------------------------------------- commands that reach vSphere
 

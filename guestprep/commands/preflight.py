@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from guestprep import inventory
 from guestprep.commands.options import (
     AcceptOpt, CaOpt, InsecureOpt, InventoryOpt, KnownHostsOpt, LocalOpt, TimeoutOpt, connect_options,
 )
+from guestprep.commands.progress import FleetProgress, finish_first
 from guestprep.console import make_console, safe
 from guestprep.errors import EXIT_OK, EXIT_UNREACHABLE, ConfigError
 from guestprep.models import Severity, Status
@@ -53,38 +53,45 @@ def preflight(
     selected = inventory.select_guests(guests or [], inventory_file, local)
     if waivers_file:
         from guestprep.checks import registry
-        from guestprep.commands import waiver_check
+        from guestprep.commands.waiver_check import validate as validate_waivers
 
-        waiver_check.validate(waivers_file, waiver_list, [g.name for g in selected],
+        validate_waivers(waivers_file, waiver_list, [g.name for g in selected],
                               [c.meta.id for c in registry.all_checks(None)])
     options = FleetOptions(parallel=parallel, timeout=timeout, phase=phase,
                            connect=connect_options(timeout, accept_new_host_keys, known_hosts, insecure, ca_bundle))
-    show = not quiet and err_console.is_terminal
-    with Progress(TextColumn("[bold]preflight"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.description}"), console=err_console, disable=not show, transient=True) as progress:
-        task = progress.add_task("", total=len(selected))
-        result = run_preflight(selected, options,
-                               on_done=lambda r: progress.update(task, advance=1, description=safe(r.guest)))
+    with FleetProgress("preflight", len(selected), quiet) as progress:
+        result = run_preflight(selected, options, on_done=progress.done, on_tick=progress.tick,
+                               on_interrupt=_on_interrupt)
     expired = waivers.apply(result.findings(), waiver_list)
     doc = redact_doc(result.to_dict())  # the files and the summary below show the same, redacted, data
-    written = report.write_reports(doc, fmt_list, out)
+    with finish_first("writing the reports") as late_interrupt:
+        written = report.write_reports(doc, fmt_list, out)
     if not quiet:
         print_summary(doc)
     if waivers_file:
-        from guestprep.commands import waiver_check
+        from guestprep.commands.waiver_check import expired as expired_waivers, line_of
 
-        for w in waiver_check.expired(waiver_list):
+        for w in expired_waivers(waiver_list):
             effect = "the findings it covered are open again" if w in expired else "it matched no failing finding"
-            err_console.print(f"[yellow]waiver expired[/] {safe(waiver_check.line_of(waivers_file, waiver_list, w))}: "
+            err_console.print(f"[yellow]waiver expired[/] {safe(line_of(waivers_file, waiver_list, w))}: "
                               f"{safe(w.check)} for {safe(w.guest)} ({safe(w.reason)}), expired {safe(w.expires)}; "
                               f"{effect}")
     if not result.complete:
-        err_console.print(f"[yellow]interrupted:[/] {len(result.not_run)} guest(s) not checked; report marked incomplete")
+        names = ", ".join(safe(n) for n in result.not_run[:10]) + (" ..." if len(result.not_run) > 10 else "")
+        err_console.print(f"[yellow]interrupted:[/] {len(result.not_run)} guest(s) not checked ({names}); they are in "
+                          "every report as not_checked, and the report is marked incomplete")
     err_console.print("reports: " + ", ".join(safe(p) for p in written))
     code = report.exit_code(result.findings(), fail_on)
     if code == EXIT_OK and any(f.status.undecided and not f.severity.is_notice for f in result.findings()):
         code = EXIT_UNREACHABLE  # a check that cannot tell is not a pass: the fleet is not known to be ready
-    return 130 if not result.complete else code
+    return 130 if not result.complete or late_interrupt else code
+
+
+def _on_interrupt(presses: int, running: list[str] | tuple = ()) -> None:
+    if presses == 1:
+        err_console.print(f"[yellow]interrupted:[/] closing {len(running)} connection(s) in progress; not waiting "
+                          "for them (preflight changes nothing on a guest). Writing the reports of the guests "
+                          "checked so far.")
 
 
 def counts_in_summary(finding: dict) -> bool:
@@ -94,15 +101,20 @@ def counts_in_summary(finding: dict) -> bool:
 
 def print_summary(doc: dict) -> None:
     table = Table(title=f"guestprep preflight ({safe(doc['phase'])})", show_lines=False)
-    for col in ("guest", "os", "readiness", "blockers", "warnings", "top finding"):
-        table.add_column(col)
+    table.add_column("guest", overflow="fold")
+    for col in ("os", "readiness", "blockers", "warnings"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("top finding", overflow="fold", ratio=1)  # never cut: wraps at whole words on a terminal
     style = {"ready": "green", "warnings": "yellow", "blocked": "red", "unknown": "magenta"}
     for g in doc["guests"]:
         open_ = [f for f in g["findings"] if counts_in_summary(f)]
         blockers = sum(1 for f in open_ if f["severity"] == "blocker")
         warnings = sum(1 for f in open_ if f["severity"] == "warning")
-        top = sorted(open_, key=lambda f: f["severity"] != "blocker")
-        top_text = f"{top[0]['check_id']}: {top[0]['message']}"[:90] if top else ""  # cut before escaping
+        undecided = [f for f in g["findings"] if Status(f["status"]).undecided]
+        # what makes the verdict: a failing blocker, else what could not be told, else a warning
+        top = ([f for f in open_ if f["severity"] == "blocker"] + undecided
+               + [f for f in open_ if f["severity"] != "blocker"])
+        top_text = f"{top[0]['check_id']}: {top[0]['message']}" if top else ""
         table.add_row(safe(g["guest"]), safe(g["os"]), f"[{style.get(g['readiness'], '')}]{safe(g['readiness'])}[/]",
                       str(blockers), str(warnings), safe(top_text))
     console.print(table)

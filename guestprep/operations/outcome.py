@@ -23,6 +23,10 @@ def now() -> str:
 # --------------------------------------------------------------------------- prepare
 
 
+def cannot_tell(error: str | None) -> bool:
+    return bool(error) and "cannot tell: " in error
+
+
 def prepare_status(r: GuestResult, applied: bool) -> str:
     if r.error and r.error_code == EXIT_UNREACHABLE:
         return "unreachable"
@@ -31,7 +35,9 @@ def prepare_status(r: GuestResult, applied: bool) -> str:
     if r.interrupted:
         return "interrupted"
     if any(o.error for o in r.ops):
-        return "failed"
+        # an operation whose facts cannot decide what to do ("cannot tell: no installed kernel found") is
+        # unknown, as preflight's check is: neither a failure nor "nothing to do"
+        return "unknown" if all(cannot_tell(o.error) for o in r.ops if o.error) else "failed"
     if any(o.verified is False for o in r.ops):
         return "not_verified"
     if applied:
@@ -60,7 +66,8 @@ def prepare_entry(r: GuestResult, applied: bool) -> dict[str, Any]:
              planned=[o.operation for o in r.ops if o.plan and not o.plan.empty],
              applied=[o.operation for o in r.ops if o.applied is not None],
              verified=[o.operation for o in r.ops if o.verified is True],
-             failed=[o.operation for o in r.ops if o.error or o.verified is False],
+             failed=[o.operation for o in r.ops if (o.error and not cannot_tell(o.error)) or o.verified is False],
+             undecided=[o.operation for o in r.ops if cannot_tell(o.error)],
              failure=failure_of(r))
     return d
 
@@ -68,11 +75,17 @@ def prepare_entry(r: GuestResult, applied: bool) -> dict[str, Any]:
 def not_run_entry(name: str, os_name: str) -> dict[str, Any]:
     return {"guest": name, "os": os_name, "status": "not_run", "run_id": "", "error": None, "changes": 0,
             "seconds": 0.0, "interrupted": True, "ops": [], "planned": [], "applied": [], "verified": [],
-            "failed": [], "failure": "not started: interrupted (Ctrl-C)"}
+            "failed": [], "undecided": [], "failure": "not started: interrupted (Ctrl-C)"}
 
 
 def prepare_exit(results: list[GuestResult], interrupted: bool) -> int:
-    return EXIT_INTERRUPTED if interrupted else prepare_exit_code(results)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    code = prepare_exit_code(results)
+    undecided = [r for r in results if prepare_status(r, False) == "unknown"]
+    if code == 1 and undecided and not any(r.failed for r in results if r not in undecided):
+        return EXIT_UNREACHABLE  # "cannot tell" is not a failure and not a success: 3, as preflight says it
+    return code
 
 
 # --------------------------------------------------------------------------- rollback

@@ -14,7 +14,7 @@ from guestprep.console import RULE_WIDTH, safe, visible
 
 STATUS_STYLE = {"planned": "yellow", "applied": "green", "unchanged": "green", "rolled_back": "green",
                 "nothing": "green", "failed": "red", "not_verified": "red", "error": "red", "unreachable": "magenta",
-                "interrupted": "yellow", "not_run": "dim"}
+                "interrupted": "yellow", "not_run": "dim", "unknown": "magenta"}
 
 
 _text = safe  # every guest/journal/plan value passes guestprep.console.safe before rich sees it
@@ -31,6 +31,9 @@ def prepare_block(r: Any, applied: bool) -> Group:
     if r.error:
         out.append(f"[red]error:[/] {_text(r.error)}")
     for o in r.ops:
+        if o.error and "cannot tell: " in o.error:
+            out.append(f"[magenta]? {_text(o.operation)}[/]: {_text(o.error)}")
+            continue
         if o.error:
             out.append(f"[red]✗ {_text(o.operation)}[/]: {_text(o.error)}")
             continue
@@ -85,23 +88,25 @@ def _status(s: str) -> str:
 
 def prepare_table(doc: dict[str, Any]) -> Table:
     table = Table(title=f"guestprep prepare ({'apply' if doc['apply'] else 'plan'})")
-    for col in ("guest", "os", "status", "planned", "applied", "verified", "seconds", "problem"):
-        table.add_column(col)
+    for col in ("guest", "os", "status", "planned", "applied", "verified", "seconds"):
+        table.add_column(col, overflow="fold")
+    table.add_column("problem", overflow="fold", ratio=1)  # never cut: wraps at whole words on a terminal
     for g in doc["guests"]:
         table.add_row(_text(g["guest"]), _text(g["os"]), _status(g["status"]), str(len(g["planned"])),
                       str(len(g["applied"])), str(len(g["verified"])), f"{g['seconds']:.1f}",
-                      _text((g["failure"] or "")[:160]))  # cut before escaping: a cut escape is markup again
+                      _text(g["failure"] or ""))
     return table
 
 
 def rollback_table(doc: dict[str, Any]) -> Table:
     table = Table(title="guestprep rollback")
-    for col in ("guest", "os", "status", "restored", "seconds", "problem"):
-        table.add_column(col)
+    for col in ("guest", "os", "status", "restored", "seconds"):
+        table.add_column(col, overflow="fold")
+    table.add_column("problem", overflow="fold", ratio=1)
     for g in doc["guests"]:
         problem = g["error"] or ("not started: interrupted (Ctrl-C)" if g["status"] == "not_run" else "")
         table.add_row(_text(g["guest"]), _text(g["os"]), _status(g["status"]), str(len(g["restored"])),
-                      f"{g['seconds']:.1f}", _text(problem[:160]))
+                      f"{g['seconds']:.1f}", _text(problem))
     return table
 
 

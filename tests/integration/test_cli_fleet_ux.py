@@ -68,3 +68,79 @@ def test_same_adhoc_target_twice_is_checked_once(sshd, tmp_path):
                     "--quiet", "--timeout", "5")
     doc = json.loads((out / "report.json").read_text())
     assert [g["guest"] for g in doc["guests"]] == [f"127.0.0.1:{closed}"], res.stderr
+
+
+def blackhole() -> tuple[socket.socket, list]:
+    """A listening socket that accepts and never answers."""
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    held: list = []
+
+    def accept():
+        while True:
+            try:
+                held.append(srv.accept())
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    return srv, held
+
+
+def test_ctrl_c_exits_within_seconds_and_lists_unchecked_guests(sshd, tmp_path):
+    srv, held = blackhole()
+    inv = tmp_path / "fleet.yaml"
+    inv.write_text(f"""
+defaults: {{user: root, key_file: {sshd.user_key}, agent: false}}
+guests:
+  - {{name: fast, address: 127.0.0.1, port: {sshd.port}}}
+  - {{name: hangs, address: 127.0.0.1, port: {srv.getsockname()[1]}}}
+""")
+    out = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "guestprep.cli", "preflight", "-i", str(inv), "--known-hosts",
+                             str(sshd.known_hosts), "--out", str(out), "--format", "json,junit,csv",
+                             "--timeout", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not held:
+        time.sleep(0.1)
+    time.sleep(4)  # the fast guest finishes meanwhile; the other waits for an SSH greeting (30 s)
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    while proc.poll() is None and time.monotonic() - sent < 1.0:
+        time.sleep(0.05)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)  # a second Ctrl-C: still no traceback
+    stdout, stderr = proc.communicate(timeout=60)
+    took = time.monotonic() - sent
+    srv.close()
+    assert proc.returncode == 130, stderr
+    assert took < 8, f"exited {took:.1f} s after Ctrl-C"
+    assert "Traceback" not in stderr and "Traceback" not in stdout
+    assert "closing 1 connection(s) in progress" in stderr, stderr
+    assert "not checked (hangs)" in stderr, stderr
+    doc = json.loads((out / "report.json").read_text())
+    by = {g["guest"]: g for g in doc["guests"]}
+    assert doc["complete"] is False and doc["not_run"] == ["hangs"]
+    assert [f["status"] for f in by["hangs"]["findings"]] == ["not_checked"]
+    assert "hangs" in (out / "junit.xml").read_text() and "hangs" in (out / "findings.csv").read_text()
+
+
+def test_piped_run_prints_a_line_per_finished_guest_on_stderr(sshd, ssh_inventory, tmp_path):
+    inv = ssh_inventory(2)
+    res = guestprep("preflight", "-i", inv, "--known-hosts", sshd.known_hosts, "--out", tmp_path / "r",
+                    "--format", "json", "--parallel", "2")
+    lines = [l for l in res.stderr.splitlines() if l.startswith("[")]
+    assert len(lines) == 2, res.stderr
+    assert {l.split("] ")[1].split(":")[0] for l in lines} == {"guest000", "guest001"}
+    assert all("/2] " in l and l.rstrip().endswith("s") for l in lines)
+    assert "[1/2]" not in res.stdout  # stdout keeps the summary only
+
+
+def test_terminal_progress_names_the_guests_still_running():
+    from guestprep.commands.progress import running_text
+
+    text = running_text([("web01", 3.2), ("db01", 41.0), ("app1", 1.0), ("app2", 0.5)])
+    assert text == "running: db01 41s, web01 3s, app1 1s +1 more"
