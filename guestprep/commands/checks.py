@@ -8,6 +8,8 @@ import sys
 from typing import Optional
 
 import typer
+from rich.console import Group
+from rich.padding import Padding
 from rich.table import Table
 
 from guestprep.console import make_console, safe
@@ -56,13 +58,40 @@ def checks_list(
 
 
 @checks_app.command("show")
-def checks_show(check_id: str = typer.Argument(..., help="Check id, e.g. LNX-INITRAMFS-VIRTIO.")) -> int:
-    """Show one check's metadata: rationale, remediation, references."""
+def checks_show(
+    check_id: str = typer.Argument(..., help="Check id, e.g. LNX-INITRAMFS-VIRTIO."),
+    as_json: bool = typer.Option(False, "--json", help="The metadata as JSON (for scripts)."),
+) -> int:
+    """Show one check: what it looks at, why it matters, how to fix it, references."""
     from guestprep.checks import registry
 
     try:
-        c = registry.get(check_id.upper())
-    except registry.RegistryError as exc:
-        raise ConfigError(str(exc), where="CHECK_ID") from None
-    sys.stdout.write(json.dumps(c.meta.to_dict(), indent=2) + "\n")
+        c = registry.get(check_id.strip().upper())
+    except registry.RegistryError:
+        ids = [k.meta.id for k in registry.all_checks()]
+        hints = difflib.get_close_matches(check_id.strip().upper(), ids, n=3, cutoff=0.8)
+        raise ConfigError(f"unknown check {check_id!r}"
+                          + (f" (did you mean {' or '.join(repr(h) for h in hints)}?)" if hints else "")
+                          + "; `guestprep checks list` shows them all", where="CHECK_ID") from None
+    if as_json:
+        sys.stdout.write(json.dumps(c.meta.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        return 0
+    console.print(check_page(c.meta))
     return 0
+
+
+def check_page(m) -> Group:
+    """One check as a page a person reads: heading, facts line, then prose sections."""
+    style = {"blocker": "red", "warning": "yellow", "info": "cyan"}.get(m.severity.value, "")
+    out: list = [f"[bold]{safe(m.id)}[/]  {safe(m.title)}",
+                 f"[{style}]{safe(m.severity.value)}[/] · os {safe(m.os)} · phase {safe(m.phase)}"
+                 + (f" · fixed by {safe(m.fixed_by)} (guestprep prepare --apply)" if m.fixed_by else "")]
+    for heading, text in (("Why it matters", m.rationale), ("How to fix it", m.remediation)):
+        if text:
+            out += ["", f"[bold]{heading}[/]", Padding(safe(text), (0, 0, 0, 2), expand=False)]
+    if m.references:
+        out += ["", "[bold]References[/]"] + [Padding(safe(r), (0, 0, 0, 2), expand=False) for r in m.references]
+    extra = [f"tags: {', '.join(m.tags)}" if m.tags else "", f"sources: {', '.join(m.sources)}" if m.sources else ""]
+    if any(extra):
+        out += [""] + [f"[dim]{safe(e)}[/]" for e in extra if e]
+    return Group(*out)

@@ -102,7 +102,7 @@ def test_checks_list_and_show_name_it():
     res = subprocess.run([str(exe), "checks", "list"], capture_output=True, text=True, timeout=120,
                          env={**__import__("os").environ, "COLUMNS": "250"})
     assert "EFI-FIRMWARE-AGREE" in res.stdout
-    res = subprocess.run([str(exe), "checks", "show", "efi-firmware-agree"], capture_output=True, text=True, timeout=120)
+    res = subprocess.run([str(exe), "checks", "show", "efi-firmware-agree", "--json"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and json.loads(res.stdout)["title"].startswith("Guest, VM configuration and disk image")
 
 

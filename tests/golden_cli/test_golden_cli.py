@@ -69,7 +69,8 @@ def test_checks_list():
 
 def test_checks_list_json_and_show():
     compare("checks-list.json", guestprep("checks", "list", "--json").stdout)
-    compare("checks-show-LNX-INITRAMFS-VIRTIO.json", guestprep("checks", "show", "lnx-initramfs-virtio").stdout)
+    compare("checks-show-LNX-INITRAMFS-VIRTIO.json", guestprep("checks", "show", "lnx-initramfs-virtio", "--json").stdout)
+    compare("checks-show-LNX-INITRAMFS-VIRTIO.txt", guestprep("checks", "show", "lnx-initramfs-virtio").stdout)
 
 
 # --------------------------------------------------------------------------- preflight and prepare

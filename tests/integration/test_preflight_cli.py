@@ -193,7 +193,7 @@ def test_checks_list_and_show():
     linux = [c for c in checks if c["os"] == "linux"]
     assert len(linux) >= 11
     assert all(c["remediation"] for c in checks)
-    res = guestprep("checks", "show", "LNX-INITRAMFS-VIRTIO")
+    res = guestprep("checks", "show", "LNX-INITRAMFS-VIRTIO", "--json")
     assert json.loads(res.stdout)["fixed_by"] == "linux.initramfs_virtio"
 
 
