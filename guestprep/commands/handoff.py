@@ -36,6 +36,40 @@ def _pick_source_vm(vm_name: str, vmx: Optional[Path], source_vm: Optional[Path]
     return match[0], origin
 
 
+def _names_in_facts(data) -> list[str]:
+    """The guest(s) a facts document or a preflight report describes."""
+    if isinstance(data, dict) and isinstance(data.get("guests"), list):
+        return [str(g["guest"]) for g in data["guests"] if isinstance(g, dict) and g.get("guest")]
+    if isinstance(data, dict) and data.get("hostname"):
+        return [str(data["hostname"])]
+    return []
+
+
+def _same_guest(path: Path, vm_name: str, allowed: bool) -> None:
+    """Refuse facts that describe another guest: a report for `vm` silently became the evidence of VM
+    `BZ1308535_21disks`. A host name matches its VM name case-insensitively, with or without the domain."""
+    from guestprep.handoff import read_json_file
+
+    names = _names_in_facts(read_json_file(path))
+    if not names:
+        return  # nothing names a guest: guest_facts_ref notes what it could not find
+
+    def same(n: str) -> bool:
+        a, b = n.lower(), vm_name.lower()
+        return a == b or a.split(".")[0] == b.split(".")[0]
+
+    if any(same(n) for n in names):
+        return
+    shown = ", ".join(repr(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    if allowed:
+        err.print(f"[yellow]warning:[/] --guest-facts {safe(path)} describe {safe(shown)}, not VM {safe(vm_name)!s}; "
+                  "used as told (--facts-for-other-guest)")
+        return
+    raise ConfigError(f"these guest facts describe {shown}, not VM {vm_name!r}; give the facts of this VM, or pass "
+                      "--facts-for-other-guest if they really belong to it (the guest has another name)",
+                      where=str(path))
+
+
 def _fetch_source_vm(server: str, ident: str, user: Optional[str], password_env: str, ca_bundle: Optional[Path],
                      thumbprint: Optional[str], insecure: bool, timeout: float):
     """The SourceVM read from vCenter/ESXi now (the same code as `guestprep vm facts`)."""
@@ -78,6 +112,9 @@ def handoff(
     guest_facts: Optional[Path] = typer.Option(None, "--guest-facts", help="guestprep facts/report JSON for this guest."),
     policy: Optional[Path] = typer.Option(None, "--policy", help="Target policy YAML (node, storage, network map...)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Hand-off file to create (never overwritten)."),
+    facts_for_other_guest: bool = typer.Option(False, "--facts-for-other-guest",
+                                               help="Use --guest-facts although they name another guest than the "
+                                                    "VM (e.g. the inventory name differs from the VM name)."),
 ) -> int:
     """Write the per-VM hand-off document that `finalize` (and hostside) consume."""
     from guestprep.finalize.policy import load_policy
@@ -107,6 +144,8 @@ def handoff(
         source, origin = _fetch_source_vm(server, name, user, password_env, ca_bundle, thumbprint, insecure, timeout)
     else:
         source, origin = _pick_source_vm(name, vmx, source_vm)
+    if guest_facts:
+        _same_guest(guest_facts, source.name, facts_for_other_guest)
     facts = guest_facts_ref(guest_facts, source.name) if guest_facts else None
     evidence = None
     if guest_facts:
