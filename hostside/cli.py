@@ -28,7 +28,8 @@ DEFAULT_STORAGE_CFG = "/etc/pve/storage.cfg"
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse exits 2 already; keep its message short
         self.print_usage(sys.stderr)
-        raise ConfigError(message, self.prog)
+        # main() prints "guestprep-host: error: ..." already: name the subcommand only, never the program twice
+        raise ConfigError(message, self.prog.removeprefix("guestprep-host").strip() or None)
 
 
 def _source_args(p: argparse.ArgumentParser, optional: bool = False) -> None:

@@ -43,6 +43,30 @@ def _help_tables_fold() -> None:
 
 _help_tables_fold()
 
+
+def _plain_help_types() -> None:
+    """Help shows what to type, not Python annotations: a flag has no value (was ``<bool>``), a
+    repeatable value is ``<str> (repeatable)`` (was ``<list[str]>``), a bounded number ``<float> [x>=1.0]``."""
+    from typer import core
+
+    display_type = core._TyperParameter.display_type
+    option_type = core.TyperOption.display_type_rich
+
+    def plain(self, ctx):
+        label = display_type(self, ctx)
+        if label.startswith("<list[") and label.endswith("]>"):
+            label = f"<{label[6:-2]}>" + (" (repeatable)" if isinstance(self, core.TyperOption) else "")
+        return label.replace(" range>", ">")
+
+    def option(self, ctx):
+        return None if self.is_flag and self.metavar is None else option_type(self, ctx)
+
+    core._TyperParameter.display_type = plain
+    core.TyperOption.display_type_rich = option
+
+
+_plain_help_types()
+
 app = typer.Typer(
     name="guestprep",
     help="Ready VMware guests for Proxmox VE: preflight, prepare, convert, finalize.",
@@ -104,10 +128,25 @@ def _exit_with_return_codes(typer_app: typer.Typer) -> None:
 _exit_with_return_codes(app)
 
 
+def _legacy_spellings(argv: list[str]) -> list[str]:
+    """Old spellings that still work, with a note: ``finalize --json PATH`` is now ``--json-out PATH``
+    (``--json`` means JSON on stdout, as for prepare, rollback and checks list)."""
+    if not argv or argv[0] != "finalize":
+        return argv
+    out = list(argv)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--json" and not out[i + 1].startswith("-"):
+            out[i] = "--json-out"
+            err_console.print(f"[yellow]note:[/] `finalize --json {safe(out[i + 1])}` is deprecated; "
+                              f"write `--json-out {safe(out[i + 1])}` (`--json` alone prints the JSON on stdout)")
+            break
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: bad input becomes a clear message and an exit code, never a traceback."""
     try:
-        app(args=argv, prog_name="guestprep")  # standalone: usage errors exit 2 with Typer's message
+        app(args=_legacy_spellings(list(sys.argv[1:] if argv is None else argv)), prog_name="guestprep")  # standalone: usage errors exit 2 with Typer's message
     except GuestprepError as exc:
         err_console.print(f"[red]error:[/] {safe(exc, multiline=True)}")
         sys.exit(exc.exit_code)

@@ -40,13 +40,18 @@ def finalize(
     manifests: Optional[list[Path]] = typer.Option(None, "--manifests", metavar="DIR", help="Directory holding guestprep-host "
                                                    "conversion manifests (repeatable; default: the hand-off's "
                                                    "directory). A converted volume is attached only with its manifest."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result as JSON (never overwritten)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout (messages go to stderr)."),
+    json_out: Optional[Path] = typer.Option(None, "--json-out", dir_okay=False,
+                                            help="Also write the result as JSON to FILE (never overwritten)."),
 ) -> int:
     """Build, validate and create the Proxmox VM from a hand-off; start and verify it."""
     from guestprep.finalize.client import PveClient, PveConnection, secret_from_env
     from guestprep.finalize.flow import Finalizer, FlowOptions
     from guestprep.handoff import load_handoff, write_exclusive
 
+    if json_out is not None and json_out.exists():
+        raise ConfigError("already exists; refusing to overwrite", where=f"--json-out {json_out}")
+    out = err if as_json else console  # --json: stdout holds the JSON document only
     h = load_handoff(handoff_file)
     if strategy is not None and strategy not in ("direct", "sata-first"):
         raise ConfigError(f"must be direct or sata-first, got {strategy!r}", where="--strategy")
@@ -73,22 +78,25 @@ def finalize(
         result = flow.run(h)
     finally:
         if dry_run:
-            console.print("[bold]API calls (dry run: writes NOT sent)[/]")
+            out.print("[bold]API calls (dry run: writes NOT sent)[/]")
             for call in client.calls:
-                console.print(("  would " if call.method != "GET" else "  sent  ") + call.render(), markup=False)
+                out.print(("  would " if call.method != "GET" else "  sent  ") + call.render(), markup=False)
     for f in result.build.findings:
         # findings carry names and paths from the source: never rich markup
         err.print(f"{f.level}: {f.message}", markup=False, style="yellow" if f.level == "warning" else "blue")
+    document = json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n"
     if json_out:
-        write_exclusive(json_out, json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
+        write_exclusive(json_out, document)
     if dry_run:
-        console.print(f"dry run: VM {result.vmid} on {safe(result.node)} would be created; nothing was changed")
+        out.print(f"dry run: VM {result.vmid} on {safe(result.node)} would be created; nothing was changed")
     elif result.verified.get("agent") == "ok":
-        console.print(f"[green]VM {result.vmid} created on {result.node}, started and verified[/] "
-                      f"(agent ok, MACs {', '.join(result.verified['macs'])})")
+        out.print(f"[green]VM {result.vmid} created on {result.node}, started and verified[/] "
+                f"(agent ok, MACs {', '.join(result.verified['macs'])})")
     elif result.verified:
-        console.print(f"VM {result.vmid} created on {result.node} and started; {result.verified['boot']} "
-                      f"(guest agent {result.verified['agent']}: MACs and addresses NOT verified)", markup=False)
+        out.print(f"VM {result.vmid} created on {result.node} and started; {result.verified['boot']} "
+                f"(guest agent {result.verified['agent']}: MACs and addresses NOT verified)", markup=False)
     else:
-        console.print(f"VM {result.vmid} created on {result.node} (not started: policy start=false)")
+        out.print(f"VM {result.vmid} created on {result.node} (not started: policy start=false)")
+    if as_json:
+        sys.stdout.write(document)
     return 0
