@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import sys
+from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -59,7 +61,7 @@ def _plain_help_types() -> None:
         return label.replace(" range>", ">")
 
     def option(self, ctx):
-        return None if self.is_flag and self.metavar is None else option_type(self, ctx)
+        return None if (self.is_flag or self.count) and self.metavar is None else option_type(self, ctx)
 
     core._TyperParameter.display_type = plain
     core.TyperOption.display_type_rich = option
@@ -71,7 +73,7 @@ app = typer.Typer(
     name="guestprep",
     help="Ready VMware guests for Proxmox VE: preflight, prepare, convert, finalize.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
 )
 
@@ -94,10 +96,23 @@ app.add_typer(cutover.cutover_app, name="cutover")
 
 
 @app.callback(invoke_without_command=True)
-def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
+def _root(
+    ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, show_default=False,
+                                help="Show each connection and command run on a guest on stderr."),
+    log_file: Optional[Path] = typer.Option(None, "--log-file", dir_okay=False,
+                                            help="Append a JSON-lines log of what was run where (guest, transport, "
+                                                 "command, rc, duration; secrets masked) to FILE."),
+) -> None:
     if version:
         console.print(f"guestprep {__version__}")
         raise typer.Exit(0)
+    if verbose or log_file:
+        from guestprep.connectors import runlog
+
+        runlog.configure(log_file, verbose)
+        runlog.record("start", version=__version__, command=" ".join(sys.argv[1:]))
 
 
 def _exit_with_return_codes(typer_app: typer.Typer) -> None:

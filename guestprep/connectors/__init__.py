@@ -9,6 +9,7 @@ a :class:`~guestprep.models.Transport` member, its module and one row here; the 
 from __future__ import annotations
 
 import importlib
+import time
 from dataclasses import dataclass
 
 from guestprep.models import Guest, OSFamily, Transport
@@ -60,4 +61,17 @@ def connector_class(transport: Transport) -> type:
 
 def open_connector(guest: Guest, options: ConnectOptions | None = None):
     """Return a connected :class:`~guestprep.connectors.base.Connector` for ``guest``."""
-    return connector_class(guest.transport)(guest, options or ConnectOptions())
+    from guestprep.connectors import runlog
+
+    if not runlog.enabled():
+        return connector_class(guest.transport)(guest, options or ConnectOptions())
+    started = time.monotonic()
+    where = {"guest": guest.name, "transport": guest.transport.value, "address": guest.address, "port": guest.port}
+    try:
+        conn = connector_class(guest.transport)(guest, options or ConnectOptions())
+    except BaseException as exc:
+        runlog.record("connect", **where, ok=False, error=str(exc), detail=getattr(exc, "detail", None),
+                      duration_s=round(time.monotonic() - started, 3))
+        raise
+    runlog.record("connect", **where, ok=True, duration_s=round(time.monotonic() - started, 3))
+    return runlog.instrument(conn, guest)

@@ -144,3 +144,42 @@ def test_terminal_progress_names_the_guests_still_running():
 
     text = running_text([("web01", 3.2), ("db01", 41.0), ("app1", 1.0), ("app2", 0.5)])
     assert text == "running: db01 41s, web01 3s, app1 1s +1 more"
+
+
+def test_log_file_records_what_ran_where_without_secrets(sshd, ssh_inventory, tmp_path):
+    inv = ssh_inventory(1)
+    log = tmp_path / "run.jsonl"
+    res = guestprep("-v", "--log-file", log, "preflight", "-i", inv, "--known-hosts", sshd.known_hosts,
+                    "--out", tmp_path / "r", "--format", "json", "--quiet")
+    assert "Traceback" not in res.stderr, res.stderr
+    records = [json.loads(l) for l in log.read_text().splitlines()]
+    assert records[0]["event"] == "start" and "preflight" in records[0]["command"]
+    connect = [r for r in records if r["event"] == "connect"]
+    assert connect == [dict(connect[0], ok=True)] and connect[0]["guest"] == "guest000"
+    assert connect[0]["transport"] == "ssh" and connect[0]["port"] == sshd.port
+    runs = [r for r in records if r["event"] == "run"]
+    assert runs and all(r["guest"] == "guest000" and r["transport"] == "ssh" and isinstance(r["rc"], int)
+                        and r["duration_s"] >= 0 and r["command"] for r in runs)
+    assert any(r["command"].startswith("script:") for r in runs)
+    assert "[run] guest=guest000 transport=ssh" in res.stderr  # -v: the same on stderr
+    key = Path(sshd.user_key).read_text().splitlines()[1]
+    assert key not in log.read_text()
+
+
+def test_log_records_are_redacted(tmp_path, monkeypatch):
+    from guestprep import secrets
+    from guestprep.connectors import runlog
+
+    secrets.register("hunter2-very-secret")
+    monkeypatch.setattr(runlog, "_file", (tmp_path / "l.jsonl").open("a", buffering=1))
+    runlog.record("run", guest="g", command="echo hunter2-very-secret", error="auth hunter2-very-secret")
+    runlog._file.close()
+    text = (tmp_path / "l.jsonl").read_text()
+    assert "hunter2-very-secret" not in text and json.loads(text)["guest"] == "g"
+
+
+def test_shell_completion_is_offered():
+    res = guestprep("--help", env={"COLUMNS": "120"})
+    assert "--install-completion" in res.stdout and "--show-completion" in res.stdout
+    shown = guestprep("--show-completion", "bash", env={"SHELL": "/bin/bash", "COLUMNS": "120"})
+    assert shown.returncode == 0 and "complete" in shown.stdout and "guestprep" in shown.stdout.lower()
