@@ -153,6 +153,28 @@ def run_guests(guests: list[Guest], job: Callable[[Guest, Interrupt], R], parall
         t.start()
     results: dict[int, R] = {}  # keyed by position, never by name: two guests never share a slot
     presses = 0
+    try:
+        presses = _collect(guests, results, done, threads, interrupt, in_progress, on_done, on_interrupt, on_tick,
+                           read_only)
+    finally:
+        if not read_only and any(t.is_alive() for t in threads):
+            # left by an error in a callback: a run that changes guests never leaves one mid-operation
+            interrupt.request()
+            while any(t.is_alive() for t in threads):
+                try:
+                    for t in threads:
+                        t.join(0.2)
+                except KeyboardInterrupt:
+                    interrupt.abort()
+    ordered = [results[i] for i in range(len(guests)) if i in results]
+    not_run = [g.name for i, g in enumerate(guests) if i not in results]
+    return FleetRun(ordered, not_run, interrupted=presses > 0)
+
+
+def _collect(guests, results, done, threads, interrupt, in_progress, on_done, on_interrupt, on_tick,
+             read_only) -> int:
+    """The main thread's loop: results in, callbacks, Ctrl-C; the number of Ctrl-C presses."""
+    presses = 0
     while len(results) < len(guests):
         try:
             try:
@@ -177,6 +199,4 @@ def run_guests(guests: list[Guest], job: Callable[[Guest, Interrupt], R], parall
                 on_interrupt(presses, [name for name, _ in in_progress()])
             if read_only:
                 break  # nothing on a guest is half-done: do not wait for the (now disconnected) jobs
-    ordered = [results[i] for i in range(len(guests)) if i in results]
-    not_run = [g.name for i, g in enumerate(guests) if i not in results]
-    return FleetRun(ordered, not_run, interrupted=presses > 0)
+    return presses

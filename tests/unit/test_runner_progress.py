@@ -32,3 +32,23 @@ def test_two_guests_with_one_name_keep_both_results():
     run = run_guests([Guest("same", "a", port=1), Guest("same", "a", port=2)], lambda g, i: g.port, 2,
                      lambda g, e: None)
     assert run.results == [1, 2]
+
+
+def test_a_failing_callback_never_leaves_a_changing_guest_mid_operation():
+    finished = []
+
+    def job(g, interrupt):
+        if g.name == "slow":
+            time.sleep(1.0)
+        finished.append(g.name)
+        return g.name
+
+    def on_done(result):
+        if result == "fast":
+            raise RuntimeError("bug in a callback")
+
+    try:
+        run_guests([Guest("fast", "a"), Guest("slow", "b")], job, 2, lambda g, e: None, on_done=on_done)
+    except RuntimeError:
+        pass
+    assert "slow" in finished  # the run waited for the guest in progress before the error went on
