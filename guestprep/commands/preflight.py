@@ -63,7 +63,10 @@ def preflight(
         result = run_preflight(selected, options, on_done=progress.done, on_tick=progress.tick,
                                on_interrupt=_on_interrupt)
     expired = waivers.apply(result.findings(), waiver_list)
-    doc = redact_doc(result.to_dict())  # the files and the summary below show the same, redacted, data
+    # run id, the input files (path + SHA-256) and inventory groups, then the one redaction pass:
+    # the files and the summary below show the same, redacted, data
+    doc = redact_doc(report.annotate(result.to_dict(), guests=selected, inventory=inventory_file,
+                                     waivers=waivers_file))
     with finish_first("writing the reports") as late_interrupt:
         written = report.write_reports(doc, fmt_list, out)
     if not quiet:

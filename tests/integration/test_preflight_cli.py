@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import signal
@@ -44,6 +45,9 @@ def test_inventory_of_ssh_guests_all_four_formats(sshd, ssh_inventory, tmp_path)
     jsonschema.validate(doc, SCHEMA)
     assert [g["guest"] for g in doc["guests"]] == ["guest000", "guest001", "guest002"]
     assert doc["complete"] is True
+    # what the run used, for the compliance record: the inventory file by path and SHA-256
+    assert doc["run_id"] and doc["inputs"]["inventory"]["sha256"] == hashlib.sha256(inv.read_bytes()).hexdigest()
+    assert doc["inputs"]["waivers"] is None
     for g in doc["guests"]:
         assert g["transport"] == "ssh" and g["os"] == "linux"
         ids = {f["check_id"] for f in g["findings"]}
