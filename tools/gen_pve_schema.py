@@ -17,7 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from guestprep.finalize.pve_schema import normalise_apidata  # noqa: E402
+from guestprep.proxmox.schema import normalise_apidata  # noqa: E402
 
 # Every (method, path) the finalizer sends; a test checks the client uses no other.
 USED_ENDPOINTS = [

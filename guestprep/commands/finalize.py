@@ -45,7 +45,7 @@ def finalize(
                                             help="Also write the result as JSON to FILE (never overwritten)."),
 ) -> int:
     """Build, validate and create the Proxmox VM from a hand-off; start and verify it."""
-    from guestprep.finalize.client import PveClient, PveConnection, secret_from_env
+    from guestprep.proxmox.client import PveClient, PveConnection, secret_from_env
     from guestprep.finalize.flow import Finalizer, FlowOptions
     from guestprep.handoff import load_handoff, write_exclusive
 

@@ -40,7 +40,7 @@ def open_vsphere(wave: Wave, secrets: Secrets):
 
 
 def open_proxmox(wave: Wave, poll: float):
-    from guestprep.finalize.client import PveClient, PveConnection, secret_from_env
+    from guestprep.proxmox.client import PveClient, PveConnection, secret_from_env
 
     px = wave.proxmox
     where = f"{wave.path}: proxmox"

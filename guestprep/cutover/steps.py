@@ -402,7 +402,7 @@ def watch_console(ctx: VmContext):
 
 def verify(ctx: VmContext) -> dict[str, Any]:
     """agent/ping answers; network-get-interfaces shows every source MAC and expected address."""
-    from guestprep.finalize.client import PveApiError
+    from guestprep.proxmox.client import PveApiError
 
     pp, deadline = ctx.pp(), time.monotonic() + ctx.o.agent_timeout
     last = ""

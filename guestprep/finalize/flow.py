@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from guestprep.errors import ConfigError, GuestprepError
-from guestprep.finalize.client import PveApiError, PveClient
+from guestprep.proxmox.client import PveApiError, PveClient
 from guestprep.finalize.config_builder import VmBuild, build_config
 from guestprep.finalize.manifests import check_attachable, is_partial_name, load_manifests
 from guestprep.handoff import IMPORT_NAME, Handoff, check_import_from

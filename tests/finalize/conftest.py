@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from guestprep.finalize.client import PveClient, PveConnection
-from guestprep.finalize.pve_schema import load_full
+from guestprep.proxmox.client import PveClient, PveConnection
+from guestprep.proxmox.schema import load_full
 from tests.finalize.pve_server import PveTestServer, Storage
 
 HERE = Path(__file__).resolve().parent

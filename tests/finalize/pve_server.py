@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from guestprep.finalize.pve_schema import Schema, load_full
+from guestprep.proxmox.schema import Schema, load_full
 
 DRIVE = re.compile(r"^(scsi|sata|ide|virtio|efidisk|tpmstate)\d+$")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from guestprep.errors import ConfigError, ConnectionFailed, GuestprepError
-from guestprep.finalize.client import PveApiError, PveClient, PveConnection, TaskFailed
+from guestprep.proxmox.client import PveApiError, PveClient, PveConnection, TaskFailed
 from guestprep.finalize.flow import Finalizer, FlowOptions, BootNotVerified
 from guestprep.target_policy import TargetPolicy
 from guestprep.handoff import build_handoff

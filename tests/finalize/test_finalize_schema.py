@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import pytest
 
-from guestprep.finalize.pve_schema import SchemaViolation, load_shipped, normalise_apidata
+from guestprep.proxmox.schema import SchemaViolation, load_shipped, normalise_apidata
 from tools.gen_pve_schema import USED_ENDPOINTS
 
 pytestmark = pytest.mark.unit

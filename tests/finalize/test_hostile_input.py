@@ -114,7 +114,7 @@ def test_relative_vmx_path_gives_absolute_import_paths(tmp_path):
 
 @pytest.mark.integration
 def test_test_server_refuses_paths_to_a_token_like_proxmox(pve, client, source_disks):
-    from guestprep.finalize.client import PveApiError
+    from guestprep.proxmox.client import PveApiError
 
     params = {"vmid": 120, "scsi0": f"local-zfs:0,import-from={source_disks['boot.vmdk']}"}
     with pytest.raises(PveApiError, match="Only root can pass arbitrary filesystem paths"):
@@ -134,7 +134,7 @@ def test_token_with_path_only_disk_is_refused_up_front(pve, client, source_disks
 
 @pytest.mark.integration
 def test_root_password_may_import_from_a_path(pve, source_disks):
-    from guestprep.finalize.client import PveClient, PveConnection
+    from guestprep.proxmox.client import PveClient, PveConnection
     from tests.finalize.test_finalize_flow import make_handoff
 
     conn = PveConnection(host=pve.host, port=pve.port, user="root@pam", password="s3cret-pw", ca_file=str(pve.ca))

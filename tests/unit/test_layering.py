@@ -20,7 +20,7 @@ ENTRY_POINT = "guestprep.cli"          # the console script: starts guestprep.co
 COMMANDS = "guestprep.commands"
 STAGES = ("guestprep.inventory", "guestprep.facts", "guestprep.checks", "guestprep.operations",
           "guestprep.report", "guestprep.handoff", "guestprep.finalize", "guestprep.preflight", "guestprep.cutover")
-ADAPTERS = ("guestprep.connectors", "guestprep.vsphere")
+ADAPTERS = ("guestprep.connectors", "guestprep.vsphere", "guestprep.proxmox")
 
 # (importer, imported): an adapter that still reaches a stage, and why. Empty is the goal.
 ADAPTER_EXCEPTIONS: dict[tuple[str, str], str] = {}

@@ -20,7 +20,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from guestprep.errors import ConfigError, ConnectionFailed, GuestprepError
-from guestprep.finalize.pve_schema import Schema, load_shipped
+from guestprep.proxmox.schema import Schema, load_shipped
 
 WRITE_METHODS = ("POST", "PUT", "DELETE")
 
