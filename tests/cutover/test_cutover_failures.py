@@ -65,10 +65,10 @@ def test_hold_leaves_both_sides_off(lab):
 
 def test_blocked_gate_stops_before_anything_changes(lab):
     lab_ = lab("DC0_H0_VM3", 9103)
-    lab_.plan()  # the real preflight of this node: blocked (no kernel), and nobody accepted it
+    lab_.plan()  # the real preflight of this node: unknown (no kernel to check), and nobody accepted it
     r = lab_.run()
     assert r.returncode == 1
-    assert "gate: preflight verdict 'blocked'" in r.stderr
+    assert "gate: preflight verdict 'unknown'" in r.stderr
     assert lab_.source() == {"power": "poweredOn", "marked": False, "field": None}
     assert lab_.target()["vms"] == [] and lab_.target()["files"] == []
     vm = lab_.status()["vms"][0]

@@ -181,5 +181,10 @@ def test_log_records_are_redacted(tmp_path, monkeypatch):
 def test_shell_completion_is_offered():
     res = guestprep("--help", env={"COLUMNS": "120"})
     assert "--install-completion" in res.stdout and "--show-completion" in res.stdout
-    shown = guestprep("--show-completion", "bash", env={"SHELL": "/bin/bash", "COLUMNS": "120"})
-    assert shown.returncode == 0 and "complete" in shown.stdout and "guestprep" in shown.stdout.lower()
+    # typer finds the shell from the parent process (shellingham), not $SHELL: run under a real bash,
+    # as a user would (make runs the suite under /bin/sh, which typer does not support)
+    shown = subprocess.run(["bash", "-c", '"$0" -m guestprep.cli --show-completion; exit $?', sys.executable],
+                           capture_output=True, text=True, timeout=120, cwd=REPO,
+                           env={**os.environ, "COLUMNS": "120"})
+    assert shown.returncode == 0, shown.stderr
+    assert "complete" in shown.stdout and "guestprep" in shown.stdout.lower()
