@@ -87,5 +87,13 @@ def check_sha(value: Any, where: str) -> str:
 class WindowsOperation(GuestOperation):
     os = "windows"
 
+    def new_plan(self, facts: Any, guest: str, verify: str) -> tuple[Plan, bool]:
+        """An empty plan, and whether this guest can be planned for at all: an unsupported
+        Windows (too old, PowerShell 2.0) gets the collector's reason and no change."""
+        plan = Plan(self.id, guest, verify=verify)
+        if not facts.supported:
+            plan.reason = f"guest not supported: {facts.unsupported_reason}"
+        return plan, bool(facts.supported)
+
     def execute(self, conn: Any, plan: Plan, options: dict[str, Any]) -> Applied:
         return apply_plan(conn, plan, options)

@@ -113,9 +113,8 @@ class VirtioDrivers(WindowsOperation):
     order = 10
 
     def plan(self, facts: Any, guest: str, options: dict[str, Any]) -> Plan:
-        plan = Plan(self.id, guest, verify="WIN-VIRTIO-STORAGE-DRIVER")
-        if not facts.supported:
-            plan.reason = f"guest not supported: {facts.unsupported_reason}"
+        plan, supported = self.new_plan(facts, guest, "WIN-VIRTIO-STORAGE-DRIVER")
+        if not supported:
             return plan
         if facts.driver_store is None:
             plan.reason = "driver store unknown (collector could not read it): nothing planned"
@@ -168,9 +167,8 @@ class BootCritical(WindowsOperation):
     order = 20
 
     def plan(self, facts: Any, guest: str, options: dict[str, Any]) -> Plan:
-        plan = Plan(self.id, guest, verify="WIN-VIOSCSI-BOOTSTART")
-        if not facts.supported:
-            plan.reason = f"guest not supported: {facts.unsupported_reason}"
+        plan, supported = self.new_plan(facts, guest, "WIN-VIOSCSI-BOOTSTART")
+        if not supported:
             return plan
         if facts.boot_storage is None or facts.driver_store is None:
             plan.reason = "boot-start state unknown (collector could not read it): nothing planned"
@@ -198,9 +196,8 @@ class QemuGuestAgent(WindowsOperation):
     order = 15
 
     def plan(self, facts: Any, guest: str, options: dict[str, Any]) -> Plan:
-        plan = Plan(self.id, guest, verify="WIN-QEMU-GA")
-        if not facts.supported:
-            plan.reason = f"guest not supported: {facts.unsupported_reason}"
+        plan, supported = self.new_plan(facts, guest, "WIN-QEMU-GA")
+        if not supported:
             return plan
         ga = facts.qemu_ga
         if ga is None:

@@ -22,9 +22,8 @@ class FastStartup(WindowsOperation):
     order = 30
 
     def plan(self, facts: Any, guest: str, options: dict[str, Any]) -> Plan:
-        plan = Plan(self.id, guest, verify="WIN-FAST-STARTUP")
-        if not facts.supported:
-            plan.reason = f"guest not supported: {facts.unsupported_reason}"
+        plan, supported = self.new_plan(facts, guest, "WIN-FAST-STARTUP")
+        if not supported:
             return plan
         if not facts.fast_startup and not facts.hibernation:
             plan.reason = "Fast Startup and hibernation already off" if facts.fast_startup is False else \
@@ -49,9 +48,8 @@ class SanPolicy(WindowsOperation):
     order = 40
 
     def plan(self, facts: Any, guest: str, options: dict[str, Any]) -> Plan:
-        plan = Plan(self.id, guest, verify="WIN-SAN-POLICY")
-        if not facts.supported:
-            plan.reason = f"guest not supported: {facts.unsupported_reason}"
+        plan, supported = self.new_plan(facts, guest, "WIN-SAN-POLICY")
+        if not supported:
             return plan
         if facts.san_policy in (None, "OnlineAll"):
             plan.reason = "SAN policy already OnlineAll" if facts.san_policy else "SAN policy unknown; nothing planned"
