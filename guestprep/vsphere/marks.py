@@ -39,7 +39,11 @@ def _field_key(session: Session, create: bool) -> int | None:
             return f.key
     if not create:
         return None
-    return cfm.AddCustomFieldDef(name=FIELD, moType=vim.VirtualMachine).key
+    try:
+        return cfm.AddCustomFieldDef(name=FIELD, moType=vim.VirtualMachine).key
+    except vim.fault.DuplicateName:
+        # another VM of the wave (a parallel run) defined it between our read and our add
+        return next(f.key for f in cfm.field or [] if f.name == FIELD)
 
 
 def field_value(session: Session, vm: Any) -> str | None:
