@@ -1,0 +1,255 @@
+"""A benchmark harness that cannot flatter (issue 17): flushed state, interleaved cases,
+min and median, pairwise ratios per round, the machine and its load printed.
+
+Every timed run of every case is: `before` (untimed: e.g. remove the last output), then
+`flush()` (untimed: `sync`, and as root `3 > /proc/sys/vm/drop_caches`), then `run`
+(timed; a case must flush its own writes inside `run`, e.g. with `fsync_path(output)`,
+so that neither side leaves dirty pages for the next one to pay for), then `after`
+(untimed: e.g. check the output). Cases run interleaved, one run of each per round
+(A B C, A B C, ...; never A A A then B B B), so drift over time hits every case alike.
+A ratio is computed per round (a[i] / b[i], runs minutes apart at most) and summarised by
+its min and median: a ratio whose value moves with run order is not a result, and
+`order="alternate"` (A B C, C B A, ...) with `order_effect()` shows whether it does.
+
+API (import from the benchmark scripts as `import harness`; they run with benchmarks/ on
+sys.path):
+
+    flush(drop=True) -> str            sync (+ drop caches as root); says what it did
+    Case(run, before=None, after=None) one case; a plain callable is Case(run=callable)
+    interleaved(cases, rounds, flush=flush, order="abab", clock=time.perf_counter,
+                progress=None) -> Samples
+                                       dict name -> [seconds per round], .orders = the
+                                       order of each round
+    summary(xs) -> Summary             .min .median .max .rounds (of one case's samples)
+    ratio(a, b) -> Ratio               per-round a[i]/b[i]; .per_round .min .median .max .rounds
+    difference(a, b) -> Summary        per-round a[i]-b[i] (e.g. fixed cost: ours-empty - bare-empty)
+    order_effect(samples, a, b)        (median a/b in rounds where a ran first,
+                                        median a/b in rounds where b ran first)
+    verdict(value, op, goal) -> str    "met" / "NOT met" (op is "<=" or ">=")
+    fsync_path(path)                   fsync a file (or block device) and its directory
+    load() -> str                      load average now, and the number of cores
+    machine(tools=("qemu-img",)) -> str   CPU model, cores, memory, kernel, Python, tool versions
+    print_summaries(samples), format_ratio(...) for the common report lines
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Sequence
+
+DROP_CACHES = "/proc/sys/vm/drop_caches"
+
+
+# --------------------------------------------------------------------------- flushing
+
+def flush(drop: bool = True) -> str:
+    """Write back every dirty page (`sync`) and, as root, drop the page cache, dentries and
+    inodes (Documentation/admin-guide/sysctl/vm.rst, drop_caches: "echo 3" frees both; it is
+    non-destructive, dirty objects are not freed, hence the sync first). Returns what it did,
+    so the report can say whether runs started cold."""
+    os.sync()
+    if not drop:
+        return "sync"
+    if os.geteuid() != 0:
+        return "sync (not root: page cache kept)"
+    try:
+        with open(DROP_CACHES, "w") as f:
+            f.write("3\n")
+    except OSError as e:
+        return f"sync (drop_caches refused: {e.strerror})"
+    return "sync + drop_caches"
+
+
+def fsync_path(path) -> None:
+    """fsync `path` and the directory holding its name: what a durable write costs, timed
+    inside a run so that no side leaves its write-back to the next run."""
+    path = os.fspath(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    parent = os.path.dirname(os.path.abspath(path))
+    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- running
+
+@dataclass
+class Case:
+    run: Callable[[], object]
+    before: Callable[[], object] | None = None
+    after: Callable[[], object] | None = None
+
+
+class Samples(dict):
+    """name -> seconds per round (index = round), plus the order each round ran in."""
+
+    def __init__(self, names: Iterable[str]):
+        super().__init__((n, []) for n in names)
+        self.orders: list[list[str]] = []
+        self.flushed: str = ""
+
+
+def round_order(names: Sequence[str], rnd: int, order: str) -> list[str]:
+    if order == "abab":
+        return list(names)
+    if order == "alternate":
+        return list(names) if rnd % 2 == 0 else list(reversed(names))
+    raise ValueError(f"order must be 'abab' or 'alternate', not {order!r}")
+
+
+def interleaved(cases: Mapping[str, Case | Callable[[], object]], rounds: int, *,
+                flush: Callable[[], str] = flush, order: str = "abab",
+                clock: Callable[[], float] = time.perf_counter,
+                progress: Callable[[str], None] | None = None) -> Samples:
+    """Run each case once per round, in `order`, each timed run from flushed state."""
+    if rounds < 1:
+        raise ValueError("rounds must be >= 1")
+    wrapped = {n: c if isinstance(c, Case) else Case(run=c) for n, c in cases.items()}
+    samples = Samples(wrapped)
+    for rnd in range(rounds):
+        names = round_order(list(wrapped), rnd, order)
+        samples.orders.append(names)
+        for name in names:
+            case = wrapped[name]
+            if case.before:
+                case.before()
+            samples.flushed = flush()
+            t0 = clock()
+            case.run()
+            elapsed = clock() - t0
+            if case.after:
+                case.after()
+            samples[name].append(elapsed)
+            if progress:
+                progress(f"round {rnd + 1}/{rounds} {name}: {elapsed:.3f}s")
+    return samples
+
+
+# --------------------------------------------------------------------------- arithmetic
+
+@dataclass
+class Summary:
+    min: float
+    median: float
+    max: float
+    rounds: int
+
+
+@dataclass
+class Ratio(Summary):
+    per_round: list[float] = field(default_factory=list)
+
+
+def summary(xs: Sequence[float]) -> Summary:
+    if not xs:
+        raise ValueError("no samples")
+    return Summary(min(xs), statistics.median(xs), max(xs), len(xs))
+
+
+def _pairs(a: Sequence[float], b: Sequence[float]) -> list[tuple[float, float]]:
+    if len(a) != len(b) or not a:
+        raise ValueError(f"pairwise needs the same number of rounds ({len(a)} vs {len(b)})")
+    return list(zip(a, b))
+
+
+def ratio(a: Sequence[float], b: Sequence[float]) -> Ratio:
+    """a/b per round (the two runs of a round are closest in time), then min/median/max."""
+    per = [x / y if y > 0 else float("inf") for x, y in _pairs(a, b)]
+    s = summary(per)
+    return Ratio(s.min, s.median, s.max, s.rounds, per)
+
+
+def difference(a: Sequence[float], b: Sequence[float]) -> Summary:
+    return summary([x - y for x, y in _pairs(a, b)])
+
+
+def order_effect(samples: Samples, a: str, b: str) -> tuple[float | None, float | None]:
+    """Median a/b over the rounds where a ran before b, and over those where b ran first."""
+    first, second = [], []
+    for rnd, names in enumerate(samples.orders):
+        r = samples[a][rnd] / samples[b][rnd] if samples[b][rnd] > 0 else float("inf")
+        (first if names.index(a) < names.index(b) else second).append(r)
+    med = lambda xs: statistics.median(xs) if xs else None  # noqa: E731
+    return med(first), med(second)
+
+
+def verdict(value: float, op: str, goal: float) -> str:
+    if op == "<=":
+        return "met" if value <= goal else "NOT met"
+    if op == ">=":
+        return "met" if value >= goal else "NOT met"
+    raise ValueError(f"op must be '<=' or '>=', not {op!r}")
+
+
+# --------------------------------------------------------------------------- reporting
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _mem_total() -> str:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return f"{int(line.split()[1]) / (1 << 20):.1f} GiB RAM"
+    except OSError:
+        pass
+    return "RAM unknown"
+
+
+def _version(tool: str) -> str:
+    try:
+        out = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return f"{tool}: not found"
+    lines = (out.stdout or out.stderr).splitlines()
+    return lines[0].strip() if lines else f"{tool}: no version"
+
+
+def machine(tools: Sequence[str] = ("qemu-img",)) -> str:
+    parts = [f"{_cpu_model()}, {os.cpu_count()} cores, {_mem_total()}",
+             f"kernel {platform.release()}, Python {platform.python_version()}"]
+    parts += [_version(t) for t in tools]
+    return "; ".join(parts)
+
+
+def format_summary(name: str, s: Summary, width: int = 24) -> str:
+    return (f"  {name:<{width}} min {s.min:8.3f}s  median {s.median:8.3f}s  "
+            f"max {s.max:8.3f}s  rounds {s.rounds}")
+
+
+def print_summaries(samples: Samples, width: int = 24) -> None:
+    for name, xs in samples.items():
+        print(format_summary(name, summary(xs), width))
+
+
+def format_ratio(label: str, r: Ratio, op: str | None = None, goal: float | None = None,
+                 width: int = 44) -> str:
+    line = f"  {label:<{width}} min {r.min:6.3f}  median {r.median:6.3f}  rounds {r.rounds}"
+    if op and goal is not None:
+        line += f"   goal {op} {goal:g}: {verdict(r.median, op, goal)} (median)"
+    return line

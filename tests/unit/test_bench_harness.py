@@ -1,0 +1,137 @@
+"""The benchmark harness (benchmarks/harness.py, issue 17): every timed run starts after a
+flush, cases are interleaved (never one case back to back), and the min/median/ratio
+arithmetic is what the report prints."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+HARNESS = Path(__file__).resolve().parents[2] / "benchmarks" / "harness.py"
+
+
+@pytest.fixture(scope="module")
+def h():
+    spec = importlib.util.spec_from_file_location("bench_harness_under_test", HARNESS)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    yield mod
+    sys.modules.pop(spec.name, None)
+
+
+class Clock:
+    """A clock that advances only when a case says how long it took."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_every_run_is_preceded_by_a_flush_and_cases_interleave(h):
+    log: list[str] = []
+    clock = Clock()
+
+    def case(name, seconds):
+        def run():
+            log.append(f"run {name}")
+            clock.now += seconds
+        return h.Case(run=run, before=lambda: log.append(f"before {name}"),
+                      after=lambda: log.append(f"after {name}"))
+
+    def fake_flush():
+        log.append("flush")
+        return "fake"
+
+    samples = h.interleaved({"A": case("A", 2.0), "B": case("B", 1.0)}, rounds=3,
+                            flush=fake_flush, clock=clock)
+    one_round = ["before A", "flush", "run A", "after A", "before B", "flush", "run B", "after B"]
+    assert log == one_round * 3
+    assert samples == {"A": [2.0, 2.0, 2.0], "B": [1.0, 1.0, 1.0]}
+    assert samples.orders == [["A", "B"]] * 3
+    assert samples.flushed == "fake"
+
+
+def test_the_flush_and_the_bookkeeping_are_not_timed(h):
+    """Only `run` is inside the timing: before/flush/after may take any time."""
+    clock = Clock()
+
+    def slow(): clock.now += 100.0; return "slow flush"  # noqa: E702
+
+    samples = h.interleaved({"A": h.Case(run=lambda: setattr(clock, "now", clock.now + 1.5),
+                                         before=slow, after=slow)},
+                            rounds=2, flush=slow, clock=clock)
+    assert samples["A"] == [1.5, 1.5]
+
+
+def test_alternate_order_reverses_every_other_round(h):
+    seen: list[str] = []
+    samples = h.interleaved({n: (lambda n=n: seen.append(n)) for n in "ABC"}, rounds=4,
+                            flush=lambda: "none", order="alternate")
+    assert seen == list("ABC" "CBA" "ABC" "CBA")
+    assert samples.orders[1] == ["C", "B", "A"]
+    with pytest.raises(ValueError):
+        h.interleaved({"A": lambda: None}, rounds=1, flush=lambda: "", order="shuffle")
+    with pytest.raises(ValueError):
+        h.interleaved({"A": lambda: None}, rounds=0, flush=lambda: "")
+
+
+def test_summary_ratio_difference_arithmetic(h):
+    s = h.summary([3.0, 1.0, 2.0, 10.0])
+    assert (s.min, s.median, s.max, s.rounds) == (1.0, 2.5, 10.0, 4)
+    # per-round ratios, not the ratio of medians: (2/1, 3/2, 8/2) = (2, 1.5, 4)
+    r = h.ratio([2.0, 3.0, 8.0], [1.0, 2.0, 2.0])
+    assert r.per_round == [2.0, 1.5, 4.0]
+    assert (r.min, r.median, r.max, r.rounds) == (1.5, 2.0, 4.0, 3)
+    d = h.difference([0.30, 0.25, 0.40], [0.02, 0.05, 0.02])
+    assert d.min == pytest.approx(0.20) and d.median == pytest.approx(0.28)
+    with pytest.raises(ValueError):
+        h.ratio([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError):
+        h.summary([])
+
+
+def test_order_effect_splits_rounds_by_who_ran_first(h):
+    samples = h.Samples(["A", "B"])
+    samples.orders = [["A", "B"], ["B", "A"], ["A", "B"], ["B", "A"]]
+    samples["A"][:] = [2.0, 1.0, 2.0, 1.0]
+    samples["B"][:] = [1.0, 1.0, 1.0, 1.0]
+    assert h.order_effect(samples, "A", "B") == (2.0, 1.0)
+
+
+def test_verdict_and_report_lines(h):
+    assert h.verdict(1.05, "<=", 1.05) == "met"
+    assert h.verdict(1.06, "<=", 1.05) == "NOT met"
+    assert h.verdict(1.79, ">=", 1.8) == "NOT met"
+    line = h.format_ratio("ours/bare", h.ratio([1.1, 1.2, 1.3], [1.0, 1.0, 1.0]), "<=", 1.05)
+    assert "min  1.100" in line and "median  1.200" in line and "rounds 3" in line
+    assert line.endswith("goal <= 1.05: NOT met (median)")
+
+
+def test_real_flush_says_what_it_did(h):
+    """The real flush: sync always, and the page cache is dropped only as root."""
+    did = h.flush(drop=False)
+    assert did == "sync"
+    did = h.flush()
+    if os.geteuid() == 0:
+        assert did.startswith("sync + drop_caches") or "refused" in did
+    else:
+        assert "not root" in did
+
+
+def test_fsync_path_and_machine(h, tmp_path):
+    f = tmp_path / "out.bin"
+    f.write_bytes(b"x" * 4096)
+    h.fsync_path(f)
+    m = h.machine(tools=("qemu-img", "no-such-tool-here"))
+    assert "cores" in m and "kernel" in m and "no-such-tool-here: not found" in m
+    assert "qemu-img version" in m
+    assert "load average" in h.load()
