@@ -1,192 +1,402 @@
 #!/usr/bin/env python3
-"""Benchmark guestprep-host convert against named baselines (issue 6).
+"""Benchmark `guestprep-host convert` against bare qemu-img, honestly (issue 17).
 
-One run, medians of --reps repetitions (interleaved so drift hits every case alike):
+Every timed run starts from flushed state (sync, and as root dropped page cache), and
+every run flushes its own writes inside its timing (fsync of each file it wrote), so no
+case pays for another's write-back. Cases are interleaved (one run of each per round,
+never back to back), >= 5 rounds; each case is printed with min and median, each ratio
+is computed per round and printed with min and median, next to its goal from the issue.
+The first run of each case is checked against the raw data the sources were built from
+(`qemu-img compare`, untimed), so a fast wrong output cannot win; the sources are hashed
+before and after. guestprep-host is run as a user runs it (its console script), so this
+measures the checkout's hostside/ (the header says whether it has uncommitted changes).
 
-  ours          guestprep-host convert SRC --to qcow2 --no-verify   (4 GiB vmdk, ~1 GiB data)
-  ours+verify   the same with the default verification (informational)
-  bare          qemu-img convert -f vmdk -O qcow2 -t writeback SRC DST   (same durability)
-  bare-unsafe   qemu-img convert -f vmdk -O qcow2 SRC DST   (qemu default cache=unsafe: no flush)
-  two-step      the seed's way: cp SRC staging/ && qemu-img convert -p -f vmdk -O qcow2 ...
-  ours-64G      ours on the same ~1 GiB of data scattered in a 64 GiB virtual disk
-  bare-64G      bare on that disk (how much of ratio 3 is qemu-img's own)
-  ours/bare-empty  both on an empty 64 MiB vmdk (fixed start-up cost)
+Cases (the same DATA bytes in each source):
+  bare-4G          qemu-img convert -f vmdk -O qcow2 -t writeback SRC4 OUT
+  bare-unsafe-4G   the same without -t (qemu-img convert's default cache=unsafe)
+  ours-nv-4G       guestprep-host convert SRC4 --to qcow2 --no-verify
+  ours-4G          guestprep-host convert SRC4 --to qcow2   (default: with verification)
+  staging-4G       the seed guide's way: cp SRC4 staging/ && qemu-img convert -p ... OUT
+  bare-64G, ours-nv-64G, ours-64G   the same data in a 64 GiB virtual disk
+  bare-empty, ours-empty            an empty 64 MiB vmdk (fixed cost)
+  bare-chain, ours-nv-chain, ours-chain   an ESXi vmfsSparse snapshot chain (vmfs flat base
+                                          with the 4G data + a COWD redo log), ours with --chain
 
-Ratios printed (goals from the issue):
-  1. ours / bare                 overhead            goal <= 1.05
-  2. two-step / ours             speed-up            goal >= 1.8
-  3. ours-64G / ours             virtual-size cost   goal <= 1.2
-
-    python benchmarks/convert.py [--reps 5] [--data-mib 1024] [--workdir /var/tmp]
+    python benchmarks/convert.py [--rounds 5] [--data-mib 1024] [--workdir /var/tmp]
+                                 [--order abab|alternate] [--no-drop-caches] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
-import platform
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import esx_chain  # noqa: E402
+import harness  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MiB = 1 << 20
 GiB = 1 << 30
-CHUNK = 1 * MiB
 
 
-def sh(*argv: str | Path) -> None:
-    subprocess.run([str(a) for a in argv], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.PIPE)
+# --------------------------------------------------------------------------- sources
+
+@dataclass
+class Sizes:
+    data: int           # bytes of incompressible data in each source
+    small: int          # virtual size of the "4G" disk
+    large: int          # virtual size of the "64G" disk
+    empty: int
+    chunk: int          # data is written in chunks of this size at random aligned slots
+    delta: int          # bytes the snapshot's redo log holds
+    delta_run: int
 
 
-def make_source(path: Path, virtual: int, data: int, seed: int) -> None:
-    """A sparse raw disk with `data` bytes of incompressible data in scattered 1 MiB chunks,
-    turned into a monolithicSparse vmdk (what an ESXi export or an NFS datastore copy holds)."""
-    raw = path.with_suffix(".raw")
-    rng = random.Random(seed)
-    slots = rng.sample(range(virtual // CHUNK), data // CHUNK)
-    with open(raw, "wb") as f:
+FULL = Sizes(data=1024 * MiB, small=4 * GiB, large=64 * GiB, empty=64 * MiB,
+             chunk=1 * MiB, delta=128 * MiB, delta_run=64 * 1024)
+QUICK = Sizes(data=4 * MiB, small=64 * MiB, large=1 * GiB, empty=16 * MiB,
+              chunk=256 * 1024, delta=1 * MiB, delta_run=16 * 1024)
+
+
+def sh(*argv) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in argv], check=True, capture_output=True, text=True)
+
+
+def write_raw(path: Path, virtual: int, sizes: Sizes, seed: int) -> None:
+    """A sparse raw disk holding sizes.data bytes in chunks at random slots: the same chunk
+    bytes (seeded) whatever the virtual size, only their places differ."""
+    places = random.Random(seed + virtual)
+    content = random.Random(seed)
+    slots = sorted(places.sample(range(virtual // sizes.chunk), sizes.data // sizes.chunk))
+    with open(path, "wb") as f:
         f.truncate(virtual)
-        for slot in sorted(slots):
-            f.seek(slot * CHUNK)
-            f.write(rng.randbytes(CHUNK))
-    sh("qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=monolithicSparse",
-       raw, path)
-    raw.unlink()
+        for slot in slots:
+            f.seek(slot * sizes.chunk)
+            f.write(content.randbytes(sizes.chunk))
 
 
-def timed(argv_list: list[list[str]], cleanup: list[Path]) -> float:
-    for p in cleanup:
-        _rm(p)
-    t0 = time.perf_counter()
-    for argv in argv_list:
-        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    elapsed = time.perf_counter() - t0
-    for p in cleanup:
-        _rm(p)
-    return elapsed
+def build_sources(work: Path, sizes: Sizes) -> dict[str, tuple[Path, Path]]:
+    """name -> (source the tools read, raw reference its content must equal)."""
+    out = {}
+    for name, virtual in (("4G", sizes.small), ("64G", sizes.large)):
+        raw = work / f"ref-{name}.raw"
+        write_raw(raw, virtual, sizes, seed=1)
+        vmdk = work / f"disk-{name}.vmdk"
+        sh("qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=monolithicSparse",
+           raw, vmdk)
+        out[name] = (vmdk, raw)
+    empty = work / "empty.vmdk"
+    sh("qemu-img", "create", "-q", "-f", "vmdk", empty, str(sizes.empty))
+    ref_empty = work / "ref-empty.raw"
+    with open(ref_empty, "wb") as f:
+        f.truncate(sizes.empty)
+    out["empty"] = (empty, ref_empty)
+    out["chain"] = build_esx_chain(work, out["4G"][1], sizes)
+    return out
 
 
-def _rm(p: Path) -> None:
-    if p.is_dir():
+def build_esx_chain(work: Path, base_raw: Path, sizes: Sizes) -> tuple[Path, Path]:
+    chain = work / "esx"
+    chain.mkdir()
+    flat = chain / "base-flat.vmdk"
+    sh("cp", "--sparse=always", base_raw, flat)
+    rng = random.Random(7)
+    slots = sorted(rng.sample(range(sizes.small // sizes.delta_run),
+                              sizes.delta // sizes.delta_run))
+    runs = [(s * sizes.delta_run, rng.randbytes(sizes.delta_run)) for s in slots]
+    top = esx_chain.build_chain(chain, flat, sizes.small, runs)
+    ref = work / "ref-chain.raw"
+    sh("cp", "--sparse=always", base_raw, ref)
+    with open(ref, "r+b") as f:
+        for off, data in runs:
+            f.seek(off)
+            f.write(data)
+    return top, ref
+
+
+def data_digest(path: Path) -> str:
+    """SHA-256 of a file's data extents and their offsets (holes skipped, not read)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        fd, size, pos = f.fileno(), os.fstat(f.fileno()).st_size, 0
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:
+                break
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            h.update(f"{start}-{end}:".encode())
+            f.seek(start)
+            left = end - start
+            while left:
+                block = f.read(min(left, 8 * MiB))
+                h.update(block)
+                left -= len(block)
+            pos = end
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- cases
+
+@dataclass
+class ConvertCase:
+    """One way of producing OUT from a source: argv lists run in turn, then every file it
+    wrote is fsynced (inside the timing); outputs are removed before each run (untimed)."""
+    name: str
+    steps: list[list[str]]
+    output: Path
+    reference: Path
+    written: list[Path]
+    scratch: list[Path] = field(default_factory=list)
+    failed: str | None = None
+    checked: str | None = None
+
+    def before(self) -> None:
+        for p in [*self.written, *self.scratch]:
+            remove(p)
+        for p in self.output.parent.glob(self.output.name + ".*"):
+            remove(p)  # a temporary target left by a failed run
+
+    def run(self) -> None:
+        if self.failed:
+            return
+        for argv in self.steps:
+            res = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 text=True)
+            if res.returncode != 0:
+                self.failed = (f"`{' '.join(argv[:3])} ...` exit {res.returncode}: "
+                               f"{res.stderr.strip()[-600:]}")
+                return
+        for p in self.written:
+            harness.fsync_path(p)
+
+    def after(self) -> None:
+        if self.failed or self.checked:
+            return
+        res = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "qcow2",
+                              str(self.reference), str(self.output)],
+                             capture_output=True, text=True)
+        if res.returncode == 0:
+            self.checked = "content equal"
+        else:
+            self.checked = "WRONG OUTPUT"
+            self.failed = f"output differs from the source's data: {res.stdout.strip()} " \
+                          f"{res.stderr.strip()}"
+
+
+def remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
         shutil.rmtree(p)
-    elif p.exists():
+    elif p.exists() or p.is_symlink():
         p.unlink()
-    m = Path(str(p) + ".guestprep-manifest.json")
-    if m.exists():
-        m.unlink()
 
 
-def cpu_model() -> str:
+def host_cli() -> str:
+    """The installed console script, as a user types it."""
+    beside = Path(sys.executable).parent / "guestprep-host"
+    return str(beside) if beside.exists() else (shutil.which("guestprep-host") or "")
+
+
+def make_cases(work: Path, sources: dict[str, tuple[Path, Path]]) -> dict[str, ConvertCase]:
+    out = work / "out.qcow2"
+    manifest = work / "out.manifest.json"
+    staging = work / "staging"
+    host = host_cli()
+
+    def bare(src: Path, ref: Path, *extra: str) -> tuple[list[list[str]], Path, Path, list[Path]]:
+        return ([["qemu-img", "convert", "-f", "vmdk", "-O", "qcow2", *extra, str(src),
+                  str(out)]], out, ref, [out])
+
+    def ours(src: Path, ref: Path, *extra: str):
+        return ([[host, "convert", str(src), "--to", "qcow2", "--dest", str(out),
+                  "--manifest", str(manifest), "--progress", "none", *extra]],
+                out, ref, [out, manifest])
+
+    src4, ref4 = sources["4G"]
+    src64, ref64 = sources["64G"]
+    empty, ref_empty = sources["empty"]
+    chain, ref_chain = sources["chain"]
+    staged = staging / src4.name
+    table = {
+        "bare-4G": bare(src4, ref4, "-t", "writeback"),
+        "bare-unsafe-4G": bare(src4, ref4),
+        "ours-nv-4G": ours(src4, ref4, "--no-verify"),
+        "ours-4G": ours(src4, ref4),
+        "staging-4G": ([["mkdir", "-p", str(staging)], ["cp", str(src4), str(staged)],
+                        ["qemu-img", "convert", "-p", "-f", "vmdk", "-O", "qcow2", str(staged),
+                         str(out)]], out, ref4, [staged, out]),
+        "bare-64G": bare(src64, ref64, "-t", "writeback"),
+        "ours-nv-64G": ours(src64, ref64, "--no-verify"),
+        "ours-64G": ours(src64, ref64),
+        "bare-empty": bare(empty, ref_empty, "-t", "writeback"),
+        "ours-empty": ours(empty, ref_empty, "--no-verify"),
+        "bare-chain": bare(chain, ref_chain, "-t", "writeback"),
+        "ours-nv-chain": ours(chain, ref_chain, "--chain", "--no-verify"),
+        "ours-chain": ours(chain, ref_chain, "--chain"),
+    }
+    cases = {}
+    for name, (steps, output, ref, written) in table.items():
+        scratch = [staging] if name.startswith("staging") else []
+        cases[name] = ConvertCase(name, steps, output, ref, written, scratch)
+    return cases
+
+
+# --------------------------------------------------------------------------- report
+
+# (label, a, b, op, goal); goal None = context only. Goals are issue 17's table.
+RATIOS = [
+    ("ours --no-verify / bare (4 GiB)", "ours-nv-4G", "bare-4G", "<=", 1.05),
+    ("ours default (verified) / bare (4 GiB)", "ours-4G", "bare-4G", "<=", 1.3),
+    ("staging copy-then-convert / ours --no-verify", "staging-4G", "ours-nv-4G", ">=", 1.8),
+    ("staging copy-then-convert / ours default", "staging-4G", "ours-4G", ">=", 1.8),
+    ("64G / 4G, ours --no-verify", "ours-nv-64G", "ours-nv-4G", "<=", 1.2),
+    ("64G / 4G, ours default", "ours-64G", "ours-4G", "<=", 1.2),
+    ("vmfsSparse chain, ours --no-verify / bare", "ours-nv-chain", "bare-chain", "<=", 1.2),
+    ("vmfsSparse chain, ours default / bare", "ours-chain", "bare-chain", "<=", 1.2),
+    ("64G / 4G, bare qemu-img (its own cost)", "bare-64G", "bare-4G", None, None),
+    ("bare -t writeback / bare-unsafe (+fsync)", "bare-4G", "bare-unsafe-4G", None, None),
+    ("ours --no-verify / bare-unsafe (+fsync)", "ours-nv-4G", "bare-unsafe-4G", None, None),
+    ("verification's cost: ours default / --no-verify", "ours-4G", "ours-nv-4G", None, None),
+]
+FIXED_COST_GOAL = 0.050
+
+
+def hostside_state() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+        head = sh("git", "-C", REPO, "rev-parse", "--short", "HEAD").stdout.strip()
+        dirty = sh("git", "-C", REPO, "status", "--porcelain", "--", "hostside").stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+    return f"commit {head}" + (" + uncommitted changes in hostside/" if dirty else
+                               " (hostside/ as committed)")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description="guestprep-host convert benchmark")
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--data-mib", type=int, default=1024)
+def report(samples: harness.Samples, cases: dict[str, ConvertCase], quick: bool) -> int:
+    ok = {n for n, c in cases.items() if not c.failed}
+    print(f"\nper case (seconds, each run from flushed state; {samples.flushed}):")
+    for name, xs in samples.items():
+        c = cases[name]
+        if c.failed:
+            print(f"  {name:<16} FAILED: {c.failed}")
+            continue
+        s = harness.summary(xs)
+        print(harness.format_summary(name, s, 16) + f"  [{c.checked}]")
+        print(f"  {'':<16} per round: {' '.join(f'{x:.2f}' for x in xs)}")
+    note = "  (--quick: sizes too small for the goals to mean anything)" if quick else ""
+    print(f"\nratios (a/b per round, then min and median over rounds):{note}")
+    for label, a, b, op, goal in RATIOS:
+        if a not in ok or b not in ok:
+            why = "; ".join(f"{n} failed" for n in (a, b) if n not in ok)
+            print(f"  {label:<48} not measured ({why})" +
+                  (f"   goal {op} {goal:g}: NOT met" if goal else ""))
+            continue
+        r = harness.ratio(samples[a], samples[b])
+        print(harness.format_ratio(label, r, op, goal, width=48))
+        if len(set(map(tuple, samples.orders))) > 1:
+            first, second = harness.order_effect(samples, a, b)
+            if first is not None and second is not None:
+                print(f"  {'':<48} median when {a} ran first {first:.3f}, "
+                      f"when {b} ran first {second:.3f}")
+    if {"ours-empty", "bare-empty"} <= ok:
+        d = harness.difference(samples["ours-empty"], samples["bare-empty"])
+        print(f"  {'fixed cost: ours-empty - bare-empty':<48} min {d.min * 1000:6.0f} ms  "
+              f"median {d.median * 1000:6.0f} ms  rounds {d.rounds}   goal <= "
+              f"{FIXED_COST_GOAL * 1000:.0f} ms: "
+              f"{harness.verdict(d.median, '<=', FIXED_COST_GOAL)} (median)")
+    else:
+        print("  fixed cost: not measured (an empty-disk case failed)   goal <= 50 ms: NOT met")
+    return 0 if len(ok) == len(cases) else 1
+
+
+# --------------------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=5, help="rounds (one run of every case each)")
+    ap.add_argument("--data-mib", type=int, default=FULL.data // MiB)
     ap.add_argument("--workdir", default="/var/tmp")
-    args = ap.parse_args()
+    ap.add_argument("--order", choices=["abab", "alternate"], default="abab",
+                    help="abab: the same order every round; alternate: reversed every other "
+                         "round (shows whether a ratio moves with run order)")
+    ap.add_argument("--no-drop-caches", action="store_true",
+                    help="sync only between runs (do not drop the page cache even as root)")
+    ap.add_argument("--only", default="", help="comma-separated case names (default: all)")
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny sizes and 1 round: proves the script works, measures nothing")
+    args = ap.parse_args(argv)
     if shutil.which("qemu-img") is None:
         print("qemu-img missing: run `make setup`", file=sys.stderr)
         return 3
+    if not host_cli():
+        print("guestprep-host is not installed: run `make setup` (pip install -e .)",
+              file=sys.stderr)
+        return 3
+    sizes = QUICK if args.quick else Sizes(**{**FULL.__dict__, "data": args.data_mib * MiB})
+    rounds = 1 if args.quick else args.rounds
+    if sizes.data > sizes.small or sizes.data % sizes.chunk:
+        print(f"--data-mib must be a whole number of MiB up to {sizes.small // MiB}",
+              file=sys.stderr)
+        return 2
     work = Path(tempfile.mkdtemp(prefix="guestprep-bench-", dir=args.workdir))
     try:
-        return run(work, args.reps, args.data_mib * MiB)
+        return run(work, sizes, rounds, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run(work: Path, reps: int, data: int) -> int:
-    qver = subprocess.run(["qemu-img", "--version"], capture_output=True,
-                          text=True).stdout.splitlines()[0]
-    print(f"machine: nproc={os.cpu_count()} cpu={cpu_model()!r} python={platform.python_version()}")
-    print(f"tool: {qver}; workdir {work}")
-    src4 = work / "disk4g.vmdk"
-    src64 = work / "disk64g.vmdk"
+def run(work: Path, sizes: Sizes, rounds: int, args) -> int:
+    print(f"machine: {harness.machine(('qemu-img',))}")
+    print(f"guestprep-host: {host_cli()} ({hostside_state()}); workdir {work}")
+    print(f"before: {harness.load()}")
     t0 = time.perf_counter()
-    make_source(src4, 4 * GiB, data, seed=1)
-    make_source(src64, 64 * GiB, data, seed=1)
-    print(f"sources: {data // MiB} MiB of data in 4 GiB and 64 GiB vmdks "
-          f"(built in {time.perf_counter() - t0:.1f}s; {src4.stat().st_size // MiB} MiB and "
-          f"{src64.stat().st_size // MiB} MiB on disk)")
+    sources = build_sources(work, sizes)
+    print(f"sources: {sizes.data / MiB:g} MiB of data in {sizes.small / GiB:g} GiB and "
+          f"{sizes.large / GiB:g} GiB monolithicSparse vmdks, an empty "
+          f"{sizes.empty / MiB:g} MiB vmdk, and a vmfsSparse chain (vmfs base with the "
+          f"{sizes.small / GiB:g} GiB disk's data + COWD redo log of {sizes.delta / MiB:g} MiB "
+          f"in 512-byte grains); built in {time.perf_counter() - t0:.1f}s")
+    digests = {p: data_digest(p) for p in source_files(sources)}
+    cases = make_cases(work, sources)
+    if args.only:
+        wanted = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in wanted if n not in cases]
+        if unknown:
+            print(f"--only: unknown case(s) {', '.join(unknown)}; cases: {', '.join(cases)}",
+                  file=sys.stderr)
+            return 2
+        cases = {n: cases[n] for n in wanted}
+    flush = (lambda: harness.flush(drop=False)) if args.no_drop_caches else harness.flush
+    print(f"{rounds} round(s), order {args.order}: "
+          + " ".join(harness.round_order(list(cases), 0, args.order)))
+    t0 = time.perf_counter()
+    samples = harness.interleaved(
+        {n: harness.Case(run=c.run, before=c.before, after=c.after) for n, c in cases.items()},
+        rounds, flush=flush, order=args.order,
+        progress=lambda line: print("  " + line, file=sys.stderr, flush=True))
+    print(f"timed rounds took {time.perf_counter() - t0:.0f}s; after: {harness.load()}")
+    rc = report(samples, cases, args.quick)
+    changed = [p.name for p, d in digests.items() if data_digest(p) != d]
+    print(f"\nsources unchanged: {'yes' if not changed else 'NO: ' + ', '.join(changed)}")
+    return 1 if changed else rc
 
-    empty = work / "empty.vmdk"
-    sh("qemu-img", "create", "-q", "-f", "vmdk", empty, "64M")
-    py = sys.executable
-    out = work / "out.qcow2"
-    staging = work / "staging"
-    host = [py, "-m", "hostside.cli", "convert"]
-    cases = {
-        "ours": ([host + [str(src4), "--to", "qcow2", "--dest", str(out), "--no-verify",
-                          "--progress", "none"]], [out]),
-        "ours+verify": ([host + [str(src4), "--to", "qcow2", "--dest", str(out),
-                                 "--progress", "none"]], [out]),
-        "bare": ([["qemu-img", "convert", "-f", "vmdk", "-O", "qcow2", "-t", "writeback",
-                   str(src4), str(out)]], [out]),
-        "bare-unsafe": ([["qemu-img", "convert", "-f", "vmdk", "-O", "qcow2", str(src4),
-                          str(out)]], [out]),
-        "two-step": ([["mkdir", "-p", str(staging)],
-                      ["cp", str(src4), str(staging / src4.name)],
-                      ["qemu-img", "convert", "-p", "-f", "vmdk", "-O", "qcow2",
-                       str(staging / src4.name), str(out)]], [out, staging]),
-        "ours-64G": ([host + [str(src64), "--to", "qcow2", "--dest", str(out), "--no-verify",
-                              "--progress", "none"]], [out]),
-        "bare-64G": ([["qemu-img", "convert", "-f", "vmdk", "-O", "qcow2", "-t", "writeback",
-                       str(src64), str(out)]], [out]),
-        "ours-empty": ([host + [str(empty), "--to", "qcow2", "--dest", str(out), "--no-verify",
-                                "--progress", "none"]], [out]),
-        "bare-empty": ([["qemu-img", "convert", "-f", "vmdk", "-O", "qcow2", "-t", "writeback",
-                         str(empty), str(out)]], [out]),
-    }
-    env_ok = subprocess.run([py, "-c", "import hostside"], cwd=REPO).returncode == 0
-    if not env_ok:
-        print("hostside is not importable: run from the project venv", file=sys.stderr)
-        return 2
-    times: dict[str, list[float]] = {k: [] for k in cases}
-    timed(cases["bare"][0], cases["bare"][1])  # warm the page cache once, untimed
-    for rep in range(reps):
-        order = list(cases)
-        random.Random(rep).shuffle(order)
-        for name in order:
-            argv_list, cleanup = cases[name]
-            times[name].append(timed(argv_list, cleanup))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\nmedians of {reps} repetitions (seconds; min-max):")
-    for k, v in times.items():
-        print(f"  {k:<12} {med[k]:7.3f}   ({min(v):.3f}-{max(v):.3f})")
-    r1 = med["ours"] / med["bare"]
-    r2 = med["two-step"] / med["ours"]
-    r3 = med["ours-64G"] / med["ours"]
-    print("\nratios:")
-    print(f"  1. ours / bare (qemu-img convert -t writeback)   {r1:5.3f}   goal <= 1.05  "
-          f"{'met' if r1 <= 1.05 else 'NOT met'}")
-    print(f"  2. two-step (cp to staging + convert) / ours     {r2:5.3f}   goal >= 1.8   "
-          f"{'met' if r2 >= 1.8 else 'NOT met'}")
-    print(f"  3. ours 64 GiB virtual / ours 4 GiB virtual      {r3:5.3f}   goal <= 1.2   "
-          f"{'met' if r3 <= 1.2 else 'NOT met'}")
-    print("\ncontext:")
-    print(f"  start-up overhead (empty 64 MiB vmdk): ours {med['ours-empty']:.3f}s, "
-          f"bare {med['bare-empty']:.3f}s")
-    print(f"  bare 64 GiB / bare 4 GiB (qemu-img's own cost of virtual size) "
-          f"{med['bare-64G'] / med['bare']:5.3f}")
-    print(f"  ours / bare-unsafe (qemu default cache, no flush)  "
-          f"{med['ours'] / med['bare-unsafe']:5.3f}")
-    print(f"  verification (check + compare) costs {med['ours+verify'] / med['ours']:4.2f}x")
-    print(f"  load average during the run: {os.getloadavg()}")
-    return 0
+
+def source_files(sources: dict[str, tuple[Path, Path]]) -> list[Path]:
+    files = []
+    for src, _ in sources.values():
+        files += sorted(p for p in src.parent.glob("*.vmdk")) if src.parent.name == "esx" \
+            else [src]
+    return files
 
 
 if __name__ == "__main__":
