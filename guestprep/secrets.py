@@ -8,12 +8,18 @@ never placed in argv, logs, reports or exceptions.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from typing import Any
 
 from guestprep.errors import ConfigError
 
 _known: set[str] = set()
+# Secrets shorter than this are masked only where they stand alone as a token: masking
+# every "ab" inside every word would make reports unreadable, and leaving them out
+# entirely printed a 2-character password verbatim (review item).
+_SHORT = 3
+_short: set[str] = set()
 _lock = threading.Lock()
 REDACTED = "********"
 
@@ -30,9 +36,15 @@ def from_env(var: str | None, what: str, where: str) -> str | None:
 
 
 def register(secret: str) -> None:
-    if secret and len(secret) >= 3:
-        with _lock:
-            _known.add(secret)
+    if not secret:
+        return
+    with _lock:
+        (_known if len(secret) >= _SHORT else _short).add(secret)
+
+
+def _token(secret: str) -> re.Pattern[str]:
+    # Whole token: not preceded or followed by a letter, digit, '_' or '-'.
+    return re.compile(r"(?<![\w-])" + re.escape(secret) + r"(?![\w-])")
 
 
 def redact(text: str) -> str:
@@ -40,8 +52,11 @@ def redact(text: str) -> str:
         return text
     with _lock:
         secrets = sorted(_known, key=len, reverse=True)
+        short = sorted(_short, key=len, reverse=True)
     for s in secrets:
         text = text.replace(s, REDACTED)
+    for s in short:
+        text = _token(s).sub(REDACTED, text)
     return text
 
 
