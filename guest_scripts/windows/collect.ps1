@@ -355,10 +355,21 @@ $domain = [ordered]@{ part_of_domain = [bool]$cs.PartOfDomain; domain = $(if ($c
 # ---------------------------------------------------------------- script policy
 # Group Policy execution policy (MachinePolicy/UserPolicy scopes) overrides the
 # -ExecutionPolicy Bypass the first-boot tasks start powershell.exe with (about_Execution_Policies:
-# "policies set by Group Policy ... take precedence"); UserPolicy is the connecting account's.
+# "policies set by Group Policy ... take precedence"). Get-ExecutionPolicy's UserPolicy is the
+# connecting account's, but the first-boot tasks run as SYSTEM (schtasks /RU SYSTEM, lib.ps1): the
+# user policy that binds them is the one in SYSTEM's own hive, HKEY_USERS\S-1-5-18. "Turn on Script
+# Execution" (PowerShellExecutionPolicy.admx) writes Software\Policies\Microsoft\Windows\PowerShell:
+# EnableScripts 0 = disabled (no scripts: Restricted), 1 with ExecutionPolicy AllSigned|RemoteSigned|Unrestricted.
 $executionPolicy = Invoke-Guarded -Section 'execution_policy' -Requires @('Get-ExecutionPolicy') -Body {
     $out = [ordered]@{}
     foreach ($scope in @('MachinePolicy', 'UserPolicy', 'LocalMachine')) { $out[$scope] = [string](Get-ExecutionPolicy -Scope $scope) }
+    $systemKey = 'Registry::HKEY_USERS\S-1-5-18\Software\Policies\Microsoft\Windows\PowerShell'
+    $enable = Get-RegValue -Path $systemKey -Name 'EnableScripts'
+    $policy = Get-RegValue -Path $systemKey -Name 'ExecutionPolicy'
+    if ($null -eq $enable) { $out['SystemUserPolicy'] = 'Undefined' }
+    elseif ([int]$enable -eq 0) { $out['SystemUserPolicy'] = 'Restricted' }
+    elseif ($policy) { $out['SystemUserPolicy'] = [string]$policy }
+    else { $out['SystemUserPolicy'] = 'Undefined' }
     $out
 }
 # guestprep's scripts need FullLanguage (about_Language_Modes: ConstrainedLanguage refuses

@@ -20,6 +20,7 @@ NEW = ("WIN-EXECUTION-POLICY-GPO", "WIN-BITLOCKER-RECOVERY-PASSWORD", "WIN-DOMAI
 def test_collect_ps1_reports_the_new_facts():
     text = wc.windows_script_text("collect.ps1")
     for needle in ("Get-ExecutionPolicy -Scope $scope", "'MachinePolicy', 'UserPolicy'",
+                   "HKEY_USERS\\S-1-5-18\\Software\\Policies\\Microsoft\\Windows\\PowerShell", "$out['SystemUserPolicy']",
                    "$ExecutionContext.SessionState.LanguageMode", "execution_policy = $executionPolicy",
                    "language_mode = $languageMode", "product_type = [int]$os.ProductType",
                    "architecture = [string]$os.OSArchitecture", "[string]$_.KeyProtectorType"):

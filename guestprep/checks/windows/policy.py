@@ -15,18 +15,24 @@ from guestprep.models import Severity
 # Execution policies that stop `powershell.exe -ExecutionPolicy Bypass -File <unsigned script>`
 # when set by Group Policy (MachinePolicy/UserPolicy take precedence over the command line).
 BLOCKING_POLICIES = ("allsigned", "restricted")
-GPO_SCOPES = ("MachinePolicy", "UserPolicy")
+# The first-boot tasks run as SYSTEM (schtasks /RU SYSTEM in lib.ps1): what binds them is the machine
+# policy and SYSTEM's own user policy (collect.ps1 reads it from HKEY_USERS\S-1-5-18). The connecting
+# account's UserPolicy is shown, but it never applies to those tasks.
+GPO_SCOPES = ("MachinePolicy", "SystemUserPolicy")
+INFO_SCOPES = ("UserPolicy",)
 
 
 @windows_check(
     id="WIN-EXECUTION-POLICY-GPO", severity=Severity.BLOCKER,
-    references=("https://learn.microsoft.com/powershell/module/microsoft.powershell.core/about/about_execution_policies",),
+    references=("https://learn.microsoft.com/powershell/module/microsoft.powershell.core/about/about_execution_policies",
+                "https://learn.microsoft.com/powershell/module/microsoft.powershell.core/about/about_group_policy_settings"),
     title="No Group Policy execution policy blocks the first-boot scripts",
-    rationale="The first-boot tasks (network restore, VMware Tools removal) start powershell.exe "
-              "-ExecutionPolicy Bypass -File <unsigned script>. An execution policy set by Group Policy "
-              "(MachinePolicy or UserPolicy scope) takes precedence over -ExecutionPolicy, so AllSigned or "
-              "Restricted blocks them (about_Execution_Policies, 'Execution policy precedence', "
-              "https://learn.microsoft.com/powershell/module/microsoft.powershell.core/about/about_execution_policies).",
+    rationale="The first-boot tasks (network restore, VMware Tools removal) run as SYSTEM and start "
+              "powershell.exe -ExecutionPolicy Bypass -File <unsigned script>. An execution policy set by Group "
+              "Policy takes precedence over -ExecutionPolicy, so AllSigned or Restricted (the 'Turn on Script "
+              "Execution' policy disabled) blocks them: in the computer's MachinePolicy scope, or in the user "
+              "policy of the account the tasks run as, SYSTEM (about_Execution_Policies, 'Execution policy "
+              "precedence'). The connecting account's own UserPolicy does not apply to them.",
     remediation="Exempt the VM from the 'Turn on Script Execution' policy for the move (or set it to "
                 "RemoteSigned: local scripts run), gpupdate, re-run preflight; or re-apply the network and "
                 "remove VMware Tools by hand after the first KVM boot.",
@@ -40,10 +46,16 @@ def execution_policy_gpo(facts: Any) -> Iterable[Outcome]:
         if value is None:
             yield unknown(facts, "execution_policy", scope)
         elif value.lower() in BLOCKING_POLICIES:
-            yield fail(scope, f"Group Policy sets {value} in the {scope} scope: the unsigned first-boot scripts "
+            whose = "the computer's" if scope == "MachinePolicy" else "SYSTEM's (the account the first-boot tasks run as)"
+            yield fail(scope, f"Group Policy sets {value} in {whose} {scope} scope: the unsigned first-boot scripts "
                               "would be blocked despite -ExecutionPolicy Bypass", scope=scope, policy=value)
         else:
             yield ok(scope, f"{scope}: {value}")
+    for scope in INFO_SCOPES:
+        value = facts.execution_policy.get(scope)
+        if value is not None and value.lower() in BLOCKING_POLICIES:
+            yield ok(scope, f"{scope}: {value} for the connecting account only; the first-boot tasks run as "
+                            "SYSTEM, which it does not bind", scope=scope, policy=value)
 
 
 @windows_check(

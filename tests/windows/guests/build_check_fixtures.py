@@ -107,10 +107,15 @@ CASES = [
     ("WIN-FIREWALL-PROFILE", "domain-profile", "ws2019-en-US", {}, [(F, "00:50:56:9a:10:01"), (P, "00:50:56:9a:10:02")]),
     ("WIN-FIREWALL-PROFILE", "already-public", "win10-ru-RU", {}, [(P, "00:0c:29:ab:cd:ef")]),
     # issue 12 "New checks" (guestprep/checks/windows/policy.py)
-    ("WIN-EXECUTION-POLICY-GPO", "not-set-by-gpo", "ws2019-en-US", {}, [(P, "MachinePolicy"), (P, "UserPolicy")]),
-    ("WIN-EXECUTION-POLICY-GPO", "gpo-allsigned", "ws2022-ja-JP", {"execution_policy.MachinePolicy": "AllSigned"}, [(F, "MachinePolicy"), (P, "UserPolicy")]),
-    ("WIN-EXECUTION-POLICY-GPO", "user-policy-restricted", "win10-ru-RU", {"execution_policy.UserPolicy": "Restricted"}, [(P, "MachinePolicy"), (F, "UserPolicy")]),
-    ("WIN-EXECUTION-POLICY-GPO", "remotesigned-by-gpo", "ws2016-de-DE", {"execution_policy.MachinePolicy": "RemoteSigned"}, [(P, "MachinePolicy"), (P, "UserPolicy")]),
+("WIN-EXECUTION-POLICY-GPO", "not-set-by-gpo", "ws2019-en-US", {}, [(P, "MachinePolicy"), (P, "SystemUserPolicy")]),
+    ("WIN-EXECUTION-POLICY-GPO", "gpo-allsigned", "ws2022-ja-JP", {"execution_policy.MachinePolicy": "AllSigned"}, [(F, "MachinePolicy"), (P, "SystemUserPolicy")]),
+    # the connecting account's UserPolicy does not bind the SYSTEM first-boot tasks: shown, never a failure
+    ("WIN-EXECUTION-POLICY-GPO", "user-policy-restricted", "win10-ru-RU", {"execution_policy.UserPolicy": "Restricted"}, [(P, "MachinePolicy"), (P, "SystemUserPolicy"), (P, "UserPolicy")]),
+    # 'Turn on Script Execution' disabled for SYSTEM's user policy (EnableScripts=0): Restricted for the tasks
+    ("WIN-EXECUTION-POLICY-GPO", "system-user-policy-restricted", "ws2019-en-US", {"execution_policy.SystemUserPolicy": "Restricted"}, [(P, "MachinePolicy"), (F, "SystemUserPolicy")]),
+    ("WIN-EXECUTION-POLICY-GPO", "remotesigned-by-gpo", "ws2016-de-DE", {"execution_policy.MachinePolicy": "RemoteSigned"}, [(P, "MachinePolicy"), (P, "SystemUserPolicy")]),
+    # a collector from before SystemUserPolicy existed: that scope cannot be told, never passes
+    ("WIN-EXECUTION-POLICY-GPO", "collector-without-system-scope", "ws2019-en-US", {"execution_policy": {"MachinePolicy": "Undefined", "UserPolicy": "Undefined", "LocalMachine": "RemoteSigned"}}, [(P, "MachinePolicy"), (S, "SystemUserPolicy")]),
     ("WIN-EXECUTION-POLICY-GPO", "unknown", "ws2019-en-US", {"execution_policy": None, "unknown": {"execution_policy": "command Get-ExecutionPolicy is not available"}}, [(S, "")]),
     ("WIN-BITLOCKER-RECOVERY-PASSWORD", "tpm-and-recovery-password", "ws2019-en-US", {}, [(P, "C:")]),
     ("WIN-BITLOCKER-RECOVERY-PASSWORD", "tpm-only", "win11-en-US", {"bitlocker.0.protectors": ["Tpm"]}, [(F, "C:")]),

@@ -60,7 +60,8 @@ def base(hostname: str, caption: str, version: str, build: int, **os_extra) -> d
         "antivirus": [{"name": "Microsoft Defender Antivirus", "service": "WinDefend", "state": "Running", "vendor_microsoft": True}],
         "domain": {"part_of_domain": True, "domain": "corp.example", "workgroup": None, "role": 3,
                    "manufacturer": "VMware, Inc.", "model": "VMware7,1"},
-        "execution_policy": {"MachinePolicy": "Undefined", "UserPolicy": "Undefined", "LocalMachine": "RemoteSigned"},
+        "execution_policy": {"MachinePolicy": "Undefined", "UserPolicy": "Undefined", "LocalMachine": "RemoteSigned",
+                             "SystemUserPolicy": "Undefined"},
         "language_mode": "FullLanguage",
         "guestprep": None, "unknown": {},
     }
