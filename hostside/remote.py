@@ -4,17 +4,30 @@ The session cookie is a secret: qemu gets it as a `secret` object read from an
 inherited pipe (qemu.secret_objects), so it never appears in any process's argv
 (visible to every user through /proc/*/cmdline), in a file, in logs or in
 manifests. TLS verification stays on unless --insecure is given.
+
+Trusting one vCenter rather than the node's system store: qemu's curl driver has no CA
+or pinning option (QEMU block/curl.c: url, readahead, sslverify, timeout, cookie ...) and
+libcurl reads no CA variable from the environment (only the curl tool does). With
+$GUESTPREP_HOST_CA_FILE (a PEM bundle) or $GUESTPREP_HOST_TLS_SHA256 (the certificate's
+SHA-256) set, this process verifies the server itself and qemu reads through a relay
+thread on 127.0.0.1 (plain HTTP on loopback, connections from other users refused, the
+cookie added by the relay: qemu never holds it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import re
 import shutil
+import socket
 import ssl
+import struct
 import tempfile
+import threading
 import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from dataclasses import dataclass
 from typing import Callable
 
@@ -66,6 +79,57 @@ class SecretDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+CA_ENV = "GUESTPREP_HOST_CA_FILE"        # PEM: the only CAs the server's certificate may chain to
+PIN_ENV = "GUESTPREP_HOST_TLS_SHA256"     # hex SHA-256 of the server's certificate (DER), colons allowed
+
+
+def _pin() -> str | None:
+    raw = os.environ.get(PIN_ENV, "").replace(":", "").strip().lower()
+    if raw and not re.fullmatch(r"[0-9a-f]{64}", raw):
+        raise InputError("must be the certificate's SHA-256 as 64 hex digits", PIN_ENV)
+    return raw or None
+
+
+def own_trust() -> bool:
+    """True when this process verifies TLS itself (a CA file or a pinned certificate)."""
+    return bool(os.environ.get(CA_ENV) or _pin())
+
+
+def tls_context(insecure: bool) -> ssl.SSLContext:
+    """The TLS settings every read of a source uses (our validation and the relay alike)."""
+    ca = os.environ.get(CA_ENV)
+    if insecure or (_pin() and not ca):   # a pin is checked after the handshake (PinnedConnection)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    if ca:
+        if not os.path.isfile(ca):
+            raise InputError("CA file not found", f"{CA_ENV}={ca}")
+        return ssl.create_default_context(cafile=ca)   # that bundle only, not the system store
+    return ssl.create_default_context()
+
+
+class PinnedConnection(http.client.HTTPSConnection):
+    """An HTTPS connection that also checks the server certificate's SHA-256 when one is pinned."""
+
+    def __init__(self, *a, insecure: bool = False, **kw):
+        super().__init__(*a, **kw)
+        self.pin = None if insecure else _pin()
+
+    def connect(self) -> None:
+        super().connect()
+        if self.pin:
+            der = self.sock.getpeercert(binary_form=True) or b""
+            if hashlib.sha256(der).hexdigest() != self.pin:
+                self.sock.close()
+                exc = ssl.SSLCertVerificationError("certificate not pinned")
+                exc.verify_message = (f"certificate SHA-256 {hashlib.sha256(der).hexdigest()} is not "
+                                      f"the pinned one ({PIN_ENV})")
+                exc.reason = "CERTIFICATE_NOT_PINNED"
+                raise exc
+
+
 def https_spec(url: str, fmt: str | None, *, cookie: str | None, insecure: bool,
                timeout: int = 60) -> ImageSpec:
     parts = urllib.parse.urlsplit(url)
@@ -85,6 +149,10 @@ def https_spec(url: str, fmt: str | None, *, cookie: str | None, insecure: bool,
         raise InputError(f"unsupported format {fmt!r} for a URL", redact_url(url))
     if cookie is not None and any(c in cookie for c in "\r\n\x00"):
         raise InputError("session cookie contains line breaks", "--cookie")
+    if not insecure and own_trust():   # qemu reads through our verified relay (no cookie for qemu)
+        local = relay().route(url, cookie)
+        return ImageSpec({"driver": fmt, "file.driver": "http", "file.url": local,
+                          "file.timeout": str(timeout)}, redact_url(url), {}, is_remote=True)
     opts = {"driver": fmt, "file.driver": "https", "file.url": url,
             "file.sslverify": "off" if insecure else "on", "file.timeout": str(timeout)}
     held = {}
@@ -122,12 +190,8 @@ class RemoteFile:
         self.insecure = insecure
         self.hint = hint or (lambda message, insecure: "")
         self.target = parts.path + (f"?{parts.query}" if parts.query else "")
-        ctx = ssl.create_default_context()
-        if insecure:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        self.conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
-                                                context=ctx)
+        self.conn = PinnedConnection(parts.hostname, parts.port, timeout=timeout,
+                                     context=tls_context(insecure), insecure=insecure)
         self.size: int | None = None
         self.pos = 0
         self.requests = 0
@@ -212,3 +276,128 @@ class RemoteFile:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# --------------------------------------------------------------------------- the relay
+
+RELAY_HEADERS = ("Content-Length", "Content-Range", "Accept-Ranges", "Content-Type", "Last-Modified")
+
+
+def _hex_addr(ip: str, port: int) -> str:
+    """An IPv4 address:port as /proc/net/tcp writes it (the address in host byte order)."""
+    return "%08X:%04X" % (struct.unpack("=I", socket.inet_aton(ip))[0], port)
+
+
+def peer_uid(client: tuple[str, int], server: tuple[str, int]) -> int | None:
+    """The uid owning the other end of a loopback TCP connection (proc(5): /proc/net/tcp)."""
+    want = (_hex_addr(*client), _hex_addr(*server))
+    try:
+        with open("/proc/net/tcp", encoding="ascii") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if (fields[1], fields[2]) == want:
+                    return int(fields[7])
+    except OSError:
+        return None
+    return None
+
+
+class Relay:
+    """Serves registered https:// URLs on 127.0.0.1 to this user's processes (qemu-img), reading
+    them with our TLS settings and the session cookie. HEAD and GET with Range, keep-alive."""
+
+    def __init__(self):
+        self.routes: dict[str, tuple[str, str | None]] = {}
+        self.lock = threading.Lock()
+        relay_self = self
+        local = threading.local()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):   # nothing about requests (URLs, cookies) goes to stderr
+                pass
+
+            def _refuse(self, code: int) -> None:
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def _relay(self, body: bool) -> None:
+                if peer_uid(self.client_address, self.server.server_address) != os.getuid():
+                    return self._refuse(403)
+                route = relay_self.routes.get(self.path)
+                if route is None:
+                    return self._refuse(404)
+                url, cookie = route
+                parts = urllib.parse.urlsplit(url)
+                conns = local.__dict__.setdefault("conns", {})
+                headers = {k: v for k, v in (("Range", self.headers.get("Range")), ("Cookie", cookie)) if v}
+                target = parts.path + (f"?{parts.query}" if parts.query else "")
+                for attempt in (0, 1):   # one retry: a keep-alive connection the server closed
+                    conn = conns.get(parts.netloc)
+                    if conn is None:
+                        conn = conns[parts.netloc] = PinnedConnection(
+                            parts.hostname, parts.port, timeout=60, context=tls_context(False))
+                    try:
+                        conn.request(self.command, target, headers=headers)
+                        resp = conn.getresponse()
+                        break
+                    except (OSError, http.client.HTTPException):
+                        conn.close()
+                        conns.pop(parts.netloc, None)
+                        if attempt:
+                            return self._refuse(502)
+                if body and resp.getheader("Content-Length") is None:   # we relay sized bodies only
+                    conn.close()
+                    conns.pop(parts.netloc, None)
+                    return self._refuse(502)
+                self.send_response(resp.status)
+                for h in RELAY_HEADERS:
+                    if resp.getheader(h) is not None:
+                        self.send_header(h, resp.getheader(h))
+                self.end_headers()
+                left = int(resp.getheader("Content-Length") or 0) if body else 0
+                while left > 0:
+                    chunk = resp.read(min(left, 1 << 20))
+                    if not chunk:
+                        break
+                    self.wfile.write(chunk)
+                    left -= len(chunk)
+                if left:   # upstream ended early: neither side's connection is reusable
+                    self.close_connection = True
+                    conn.close()
+                    conns.pop(parts.netloc, None)
+                else:
+                    resp.read()
+
+            def do_HEAD(self):
+                self._relay(False)
+
+            def do_GET(self):
+                self._relay(True)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, name="tls-relay", daemon=True).start()
+
+    def route(self, url: str, cookie: str | None) -> str:
+        """A loopback URL for ``url``; the name keeps its last path element (qemu guesses nothing
+        from it, a reader of qemu's messages recognises the disk)."""
+        name = urllib.parse.quote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
+        with self.lock:
+            path = f"/r{len(self.routes)}/{name}"
+            self.routes[path] = (url, cookie)
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+
+_relay: Relay | None = None
+_relay_lock = threading.Lock()
+
+
+def relay() -> Relay:
+    global _relay
+    with _relay_lock:
+        if _relay is None:
+            _relay = Relay()
+        return _relay

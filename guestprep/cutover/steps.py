@@ -244,9 +244,45 @@ def mark_source(ctx: VmContext) -> dict[str, Any]:
     return ctx.run_vm_op("vm.cutover_mark", {"text": mark_text(ctx), "current": marks.current(ctx.vm_object)})
 
 
+def _server(ctx: VmContext) -> tuple[str, int]:
+    """vCenter/ESXi host and port from the wave's ``vsphere.server`` (``host``, ``host:port``, ``[v6]:port``)."""
+    server = str(ctx.wave.vsphere["server"])
+    m = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?|([^:]+)(?::(\d+))?", server)
+    if not m:
+        return server, 443
+    return (m.group(1) or m.group(3)), int(m.group(2) or m.group(4) or 443)
+
+
+def disk_sources(ctx: VmContext) -> list[dict[str, Any]]:
+    """Where the node reads each converted disk: through the datastore mounted on it
+    (``policy.datastores``), else streamed from vSphere's ``/folder`` HTTPS URL of the disk's
+    descriptor, with the controller's session cookie (never in the URL)."""
+    from guestprep.vsphere.locator import folder_url
+
+    h = ctx.handoff()
+    out = []
+    for d in ctx.converted_disks():
+        m = re.fullmatch(r"\[([^\]]+)\]\s*(.+)", d.get("source") or "")
+        root = h.policy.datastores.get(m.group(1)) if m else None
+        entry = {"label": d["label"], "source": d.get("source"), "datastore": m.group(1) if m else None,
+                 "node_path": f"{root.rstrip('/')}/{m.group(2)}" if m and root else None, "volid": d["volid"]}
+        if m and not root:
+            dc = h.vm.extra.get("datacenter_path") or h.vm.datacenter
+            if not dc:
+                raise StepFailed(f"{d['label']}: datastore {m.group(1)!r} is not mounted on node {ctx.vm.node} "
+                                 "(policy.datastores) and the hand-off names no datacenter to stream it from",
+                                 where=ctx.vm.name)
+            host, port = _server(ctx)
+            entry.update(read_by="https", url=folder_url(host, port, dc, m.group(1), m.group(2)))
+        else:
+            entry["read_by"] = "datastore mount"
+        out.append(entry)
+    return out
+
+
 def locate_disks(ctx: VmContext) -> dict[str, Any]:
-    """Where the node reads each disk: the datastore path through the hand-off's datastore map.
-    The VM must still have the disks the wave was planned with."""
+    """Where the node reads each disk (a datastore mount, or HTTPS). The VM must still have the disks
+    the wave was planned with."""
     h = ctx.handoff()
     from guestprep.vsphere.coexist import is_marker_file
 
@@ -255,13 +291,29 @@ def locate_disks(ctx: VmContext) -> dict[str, Any]:
     if now_disks != planned:
         raise StepFailed(f"the VM's disks changed since the wave was planned (now {now_disks}, planned {planned}); "
                          "plan the wave again", where=ctx.vm.name)
-    out = []
-    for d in ctx.converted_disks():
-        m = re.fullmatch(r"\[([^\]]+)\]\s*(.+)", d.get("source") or "")
-        root = h.policy.datastores.get(m.group(1)) if m else None
-        out.append({"label": d["label"], "source": d.get("source"), "datastore": m.group(1) if m else None,
-                    "node_path": f"{root.rstrip('/')}/{m.group(2)}" if m and root else None, "volid": d["volid"]})
-    return {"disks": out}
+    return {"disks": disk_sources(ctx)}
+
+
+def stream_trust(ctx: VmContext) -> tuple[list[str], list[str], dict[str, Any]]:
+    """How the node verifies the server it streams from: the controller's own trust, passed on.
+    Returns (environment for guestprep-host, its flags, what to record)."""
+    from guestprep.vsphere.client import normalize_thumbprint
+
+    vs = ctx.wave.vsphere
+    if vs.get("insecure"):
+        return [], ["--insecure"], {"tls": "not verified (the wave's vsphere.insecure)"}
+    if vs.get("thumbprint"):
+        pin = normalize_thumbprint(str(vs["thumbprint"]))
+        return [f"GUESTPREP_HOST_TLS_SHA256={pin}"], [], {"tls": f"pinned certificate sha256 {pin}"}
+    if vs.get("ca_bundle"):
+        from pathlib import Path
+
+        local = Path(str(vs["ca_bundle"])).expanduser()
+        remote = f"{ctx.node.dir}/vsphere-ca.pem"
+        ctx.node.ensure_dir(ctx.node.dir)
+        ctx.node.put_file(local, remote)
+        return [f"GUESTPREP_HOST_CA_FILE={remote}"], [], {"tls": f"verified against {local} (on the node: {remote})"}
+    return [], [], {"tls": "verified against the node's system CA store"}
 
 
 def _manifest_ok(ctx: VmContext, disk: dict[str, Any]) -> dict[str, Any] | None:
@@ -291,7 +343,8 @@ def convert(ctx: VmContext) -> dict[str, Any]:
     doc = f"{node.dir}/{ctx.vm.name}/handoff.json"
     node.ensure_dir(f"{node.dir}/{ctx.vm.name}")
     node.put_file(ctx.wave.handoff_path(ctx.vm), doc)
-    done = []
+    sources = {d["label"]: d for d in disk_sources(ctx)}
+    done, trust = [], None
     for disk in ctx.converted_disks():
         have = _manifest_ok(ctx, disk)
         if have:
@@ -304,12 +357,22 @@ def convert(ctx: VmContext) -> dict[str, Any]:
                 "--manifest", ctx.manifest_path(disk["label"]), "--progress", "none", "--json"]
         if spec.storage_cfg:
             argv += ["--storage-cfg", spec.storage_cfg]
+        stdin, env, src = None, [], sources[disk["label"]]
+        if src["read_by"] == "https":
+            # the cookie travels on the SSH channel's stdin only: never argv, the journal or a file
+            if trust is None:
+                trust = stream_trust(ctx)
+            env, flags, _ = trust
+            argv = (["env", *env] if env else []) + argv + ["--source", f"{disk['label']}={src['url']}",
+                                                             "--cookie-stdin", *flags]
+            stdin = (_session_cookie(ctx) + "\n").encode()
         for s in sems:
             s.acquire()
         try:
-            ctx.say(f"converting {disk['label']} -> {disk['volid']} on {ctx.vm.node}")
+            ctx.say(f"converting {disk['label']} -> {disk['volid']} on {ctx.vm.node}"
+                    + (" (streamed over HTTPS)" if stdin else ""))
             started = time.monotonic()
-            r = node.run(argv, timeout=24 * 3600.0)
+            r = node.run(argv, timeout=24 * 3600.0, stdin=stdin)
         finally:
             for s in reversed(sems):
                 s.release()
@@ -322,8 +385,20 @@ def convert(ctx: VmContext) -> dict[str, Any]:
             raise StepFailed(f"guestprep-host reported success but wrote no manifest for {disk['label']}",
                              where=ctx.vm.name)
         have["seconds"] = round(time.monotonic() - started, 2)
+        have["read_by"] = src["read_by"]
+        if stdin:
+            have.update(url=src["url"], **trust[2])
         done.append(have)
     return {"disks": done, "zipapp_sha256": pyz_sha}
+
+
+def _session_cookie(ctx: VmContext) -> str:
+    from guestprep.vsphere.locator import cookie_header
+
+    cookie = cookie_header(ctx.vsphere.cookie())
+    if not cookie:
+        raise StepFailed("the vSphere session has no cookie to stream the disks with", where=ctx.vm.name)
+    return cookie
 
 
 def _finalized(ctx: VmContext) -> dict[str, Any] | None:

@@ -176,6 +176,8 @@ def test_interrupt_removes_the_target(datastore, images, tmp_path, sig):
     assert partial.exists(), "conversion never started"
     assert not dest.exists()        # written under the temporary name only
     line = proc.stderr.readline()
+    while line and '"progress"' not in line:   # phase events come first (inspect, audit, ...)
+        line = proc.stderr.readline()
     assert '"progress"' in line
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
@@ -195,3 +197,72 @@ def test_a_stalled_transfer_is_stopped_and_cleaned_up(datastore, images, tmp_pat
     assert r.returncode == 3, r.stderr
     assert "no progress for 1s" in r.stderr and "no target left behind" in r.stderr
     assert list(out.iterdir()) == []
+
+
+# ---------------------------------------------------------------- trusting one server, not the system store
+
+
+def _fingerprint(pem_path) -> str:
+    import hashlib
+    import ssl as ssl_mod
+    return hashlib.sha256(ssl_mod.PEM_cert_to_DER_cert(pem_path.read_text())).hexdigest()
+
+
+@pytest.mark.parametrize("trust", ["ca_file", "pin"])
+def test_convert_verifies_tls_against_the_given_ca_or_pin(datastore, images, tmp_path, trust):
+    """The controller passes the CA it trusts (or the certificate's SHA-256): the node verifies
+    the server with it, qemu reads through the loopback relay and never holds the cookie."""
+    _serve(datastore, images, "mbr.raw", "db02-flat.vmdk")
+    cert = tmp_path / "cert.pem"   # the datastore fixture's self-signed server certificate
+    env = {remote_env: value for remote_env, value in
+           (("GUESTPREP_HOST_CA_FILE", str(cert)) if trust == "ca_file" else
+            ("GUESTPREP_HOST_TLS_SHA256", _fingerprint(cert)),)}
+    dest = tmp_path / "vm-101-disk-0.qcow2"
+    secret = Datastore.cookie.split('"')[1]
+    with CmdlineWatcher(secret) as watch:
+        r = host_cli("convert", datastore.url("db02-flat.vmdk"), "--cookie-stdin", "--to", "qcow2",
+                     "--dest", dest, "--json", input=Datastore.cookie + "\n", env=env)
+    assert r.returncode == 0, r.stderr
+    assert watch.seen_qemu > 0 and watch.leaks == []
+    m = json.loads(r.stdout)
+    cmd = " ".join(m["command"])
+    assert "http://127.0.0.1:" in cmd and "cookie" not in cmd and secret not in r.stdout + r.stderr
+    assert m["verification"]["ok"]
+    assert subprocess.run(["qemu-img", "compare", "-F", "qcow2", str(images["mbr.raw"]), str(dest)],
+                          capture_output=True).returncode == 0
+    gets = [q for q in datastore.requests if q["method"] == "GET"]
+    assert gets and all(q["cookie"] == Datastore.cookie for q in datastore.requests)
+
+
+def test_a_server_outside_the_given_trust_is_refused(datastore, images, tmp_path):
+    from hostside_support import make_cert
+
+    _serve(datastore, images, "mbr.raw", "db03-flat.vmdk")
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    other, _ = make_cert(other_dir)   # a different self-signed certificate for the same address
+    for env in ({"GUESTPREP_HOST_CA_FILE": str(other)},
+                {"GUESTPREP_HOST_TLS_SHA256": _fingerprint(other)}):
+        r = host_cli("convert", datastore.url("db03-flat.vmdk"), "--cookie-stdin", "--to", "raw",
+                     "--dest", tmp_path / "x.raw", input=Datastore.cookie + "\n", env=env)
+        assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr
+        assert "certificate" in r.stderr.lower(), r.stderr
+        assert not (tmp_path / "x.raw").exists()
+    assert not [q for q in datastore.requests if q["method"] == "GET"]
+    r = host_cli("inspect", datastore.url("db03-flat.vmdk"), "--cookie-env", "VC_COOKIE",
+                 env={**_env(), "GUESTPREP_HOST_TLS_SHA256": "12ab"})
+    assert r.returncode == 2 and "GUESTPREP_HOST_TLS_SHA256" in r.stderr and "64 hex" in r.stderr
+
+
+def test_the_relay_refuses_other_users(tmp_path):
+    """Another local user connecting to the loopback relay gets 403, never the datastore file."""
+    from hostside import remote
+
+    assert remote.peer_uid(("127.0.0.1", 1), ("127.0.0.1", 2)) is None   # no such connection
+    rl = remote.relay()
+    import socket as socket_mod
+    s = socket_mod.create_connection(rl.server.server_address)
+    try:
+        assert remote.peer_uid(s.getsockname(), rl.server.server_address) == os.getuid()
+    finally:
+        s.close()
