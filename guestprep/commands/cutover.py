@@ -53,6 +53,13 @@ def _say(vm: str, text: str) -> None:
     err.print(f"[cyan]{safe(vm)}[/]: {safe(text)}")
 
 
+def _progress(wave, only: Optional[List[str]] = None):
+    """Live table on a terminal, a plain line per event elsewhere (guestprep/commands/cutover_progress.py)."""
+    from guestprep.commands.cutover_progress import WaveProgress
+
+    return WaveProgress([(v.name, v.node) for v in wave.vms if not only or v.name in only], console=err)
+
+
 def _secrets(wave, password_env: Optional[str]):
     from guestprep.commands.vsphere_login import vsphere_password
     from guestprep.cutover.sides import Secrets
@@ -130,8 +137,10 @@ def _run(wave_file: Path, *, resume: bool, parallel: int, per_node, per_datastor
 
     wave = wave_mod.load(wave_file)
     secrets = _secrets(wave, password_env)
-    result = controller.run_wave(wave, secrets, options, parallel=parallel,
-                                 limits=Limits(per_node=per_node, per_datastore=per_datastore), resume=resume, say=_say)
+    with _progress(wave) as progress:
+        result = controller.run_wave(wave, secrets, options, parallel=parallel,
+                                     limits=Limits(per_node=per_node, per_datastore=per_datastore), resume=resume,
+                                     events=progress.event)
     return _show(result)
 
 
@@ -176,7 +185,8 @@ def rollback(
     wave.vm(vm)
     secrets = _secrets(wave, password_env)
     options = _options("rollback", False, 300.0, 600.0, tools_timeout, poll, accept_new_host_keys)
-    result = controller.rollback_one(wave, vm, secrets, options, say=_say)
+    with _progress(wave, [vm]) as progress:
+        result = controller.rollback_one(wave, vm, secrets, options, events=progress.event)
     _show(result)
     return 0 if result.phases[vm] == "rolled_back" else 1
 

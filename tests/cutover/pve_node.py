@@ -1,6 +1,12 @@
-"""The Proxmox API test server (tests/finalize/pve_server.py) joined to a node's disk: the ``local``
+"""The Proxmox API test server (tests/finalize/pve_server.py) joined to its nodes' disks: the ``local``
 dir storage of pve1 lists the volumes guestprep-host wrote under ``<path>/images/<vmid>/``, the
 way Proxmox lists a dir storage's files, so finalize attaches what the node converted.
+
+Several nodes (``nodes={"pve2": ("pve2-dir", path), ...}``): each node owns its own dir storage
+with its own directory, the way a node-local storage of a cluster is (``nodes pve2`` in
+storage.cfg; pve-storage's PVE/Storage/Plugin.pm marks it not shared, so every node has its own
+files). The tests reach every node over the same sshd on 127.0.0.1; what tells them apart is the
+node name, the storage.cfg each node's guestprep-host reads, and its work directory.
 
 With ``boot=True`` (the booting lab) the node also runs its VMs: ``status/start`` launches QEMU
 under TCG from the VM's stored configuration the way qemu-server does (``qm showcmd``-like, see
@@ -122,11 +128,16 @@ def qmp(sock: Path, commands: list[dict[str, Any]], timeout: float = 5.0) -> Non
 
 class PveNodeServer(PveTestServer):
     def __init__(self, apidata: Path, tls_dir: Path, storage_dir: Path, *, boot: bool = False,
-                 run_dir: Path | None = None, memory_cap_mb: int = 1024):
+                 run_dir: Path | None = None, memory_cap_mb: int = 1024,
+                 nodes: dict[str, tuple[str, Path]] | None = None):
         super().__init__(apidata, tls_dir)
         self.storage_dir = storage_dir
-        (storage_dir / "images").mkdir(parents=True, exist_ok=True)
-        self.state.nodes["pve1"]["storages"]["local"] = Storage("local", "dir", "images,iso", path=str(storage_dir))
+        # node -> (its dir storage, the storage's directory); pve1's 'local' always
+        self.node_storages: dict[str, tuple[str, Path]] = {"pve1": ("local", storage_dir), **(nodes or {})}
+        for node, (sid, path) in self.node_storages.items():
+            (path / "images").mkdir(parents=True, exist_ok=True)
+            entry = self.state.nodes.setdefault(node, {"storages": {}, "bridges": ["vmbr0"]})
+            entry["storages"][sid] = Storage(sid, "dir", "images,iso", path=str(path))
         self.boot = boot
         self.run_dir = run_dir or (tls_dir / "qemu-server")
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -147,37 +158,44 @@ class PveNodeServer(PveTestServer):
 
         def free_volume(node: str, volid: str) -> None:  # a dir storage's volume is its file
             free(node, volid)
-            m = re.fullmatch(r"local:(\d+/vm-\d+-disk-\d+\.(?:qcow2|raw))", volid)
-            if m:
-                (self.storage_dir / "images" / m.group(1)).unlink(missing_ok=True)
+            sid, _, name = volid.partition(":")
+            own = self.node_storages.get(node)
+            if own and own[0] == sid and re.fullmatch(r"\d+/vm-\d+-disk-\d+\.(?:qcow2|raw)", name):
+                (own[1] / "images" / name).unlink(missing_ok=True)
 
         self.state.free_volume = free_volume
         if boot:
             self._install_boot_handlers()
 
     def _sync_from_disk(self) -> None:
-        st = self.state.nodes["pve1"]["storages"]["local"]
-        for f in (self.storage_dir / "images").glob("*/*"):
-            m = VOLUME_FILE.fullmatch(f.name)
-            if not m or f.parent.name != m.group(1):
-                continue  # temporary (.partial) names are not volumes yet
-            volid = f"local:{m.group(1)}/{f.name}"
-            if volid not in st.volumes:  # Proxmox lists a volume's virtual size
-                info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(f)], check=True,
-                                                 capture_output=True, text=True).stdout)
-                st.volumes[volid] = Volume(volid, int(info["virtual-size"]), m.group(2), int(m.group(1)))
-        # a volume whose file is gone (destroyed through the API, or by hand) is gone
-        for volid in [v for v in st.volumes if re.fullmatch(r"local:(\d+)/vm-\d+-disk-\d+\.(qcow2|raw)", v)]:
-            if not (self.storage_dir / "images" / volid.split(":", 1)[1]).is_file():
-                st.volumes.pop(volid, None)
+        for node, (sid, path) in self.node_storages.items():
+            st = self.state.nodes[node]["storages"][sid]
+            for f in (path / "images").glob("*/*"):
+                m = VOLUME_FILE.fullmatch(f.name)
+                if not m or f.parent.name != m.group(1):
+                    continue  # temporary (.partial) names are not volumes yet
+                volid = f"{sid}:{m.group(1)}/{f.name}"
+                if volid not in st.volumes:  # Proxmox lists a volume's virtual size
+                    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(f)], check=True,
+                                                     capture_output=True, text=True).stdout)
+                    st.volumes[volid] = Volume(volid, int(info["virtual-size"]), m.group(2), int(m.group(1)))
+            # a volume whose file is gone (destroyed through the API, or by hand) is gone
+            for volid in [v for v in st.volumes
+                          if re.fullmatch(rf"{re.escape(sid)}:(\d+)/vm-\d+-disk-\d+\.(qcow2|raw)", v)]:
+                if not (path / "images" / volid.split(":", 1)[1]).is_file():
+                    st.volumes.pop(volid, None)
 
     # what a test asserts: how many VMs and volumes exist for a vmid
     def vms_with(self, vmid: int) -> list[int]:
         return [v for v in self.state.vms if v == vmid]
 
-    def volumes_of(self, vmid: int) -> list[str]:
-        return sorted(v.volid for st in self.state.nodes["pve1"]["storages"].values()
+    def volumes_of(self, vmid: int, node: str = "pve1") -> list[str]:
+        return sorted(v.volid for st in self.state.nodes[node]["storages"].values()
                       for v in st.volumes.values() if v.vmid == vmid)
+
+    def node_of(self, vmid: int) -> str | None:
+        vm = self.state.vms.get(vmid)
+        return vm["node"] if vm else None
 
     # ------------------------------------------------------------------ the booting node
     def paths(self, vmid: int) -> dict[str, Path]:
@@ -185,11 +203,11 @@ class PveNodeServer(PveTestServer):
         return {"qga": r / f"{vmid}.qga", "qmp": r / f"{vmid}.qmp", "serial": r / f"{vmid}.serial0",
                 "serial_log": r / f"{vmid}.serial.log", "stderr": r / f"{vmid}.qemu-stderr", "vars": r / f"{vmid}.efivars.fd"}
 
-    def volume_file(self, volid: str) -> tuple[Path, str]:
+    def volume_file(self, volid: str, node: str = "pve1") -> tuple[Path, str]:
         sid, _, name = volid.partition(":")
-        st = self.state.nodes["pve1"]["storages"].get(sid)
+        st = self.state.nodes[node]["storages"].get(sid)
         if st is None or not st.path or not re.fullmatch(r"\d+/vm-\d+-disk-\d+\.(qcow2|raw)", name):
-            raise ApiError(500, f"volume '{volid}' has no file on this test node (only dir storage 'local' has)")
+            raise ApiError(500, f"volume '{volid}' has no file on test node {node} (only its dir storage has)")
         f = Path(st.path) / "images" / name
         if not f.is_file():
             raise ApiError(500, f"volume '{volid}' does not exist")
@@ -217,7 +235,7 @@ class PveNodeServer(PveTestServer):
                 raise ApiError(500, "bios=ovmf without efidisk0: qemu-server would use a temporary EFI vars disk")
             vol, _ = _opts(efi)
             try:
-                vars_file, vfmt = self.volume_file(vol)
+                vars_file, vfmt = self.volume_file(vol, self.state.vms[vmid]["node"])
             except ApiError:   # allocated by this server in memory: its vars live in the run dir
                 vars_file, vfmt = p["vars"], "raw"
                 if not vars_file.exists():
@@ -243,7 +261,7 @@ class PveNodeServer(PveTestServer):
             vol, o = _opts(cfg[key])
             if vol in ("none", "cdrom") or o.get("media") == "cdrom":
                 continue
-            f, fmt = self.volume_file(vol)
+            f, fmt = self.volume_file(vol, self.state.vms[vmid]["node"])
             cache = o.get("cache", "none")
             cache_opts = {"none": "cache.direct=on,cache.no-flush=off", "writeback": "cache.direct=off",
                           "writethrough": "cache.direct=off,cache.writeback=off", "directsync": "cache.direct=on,cache.writeback=off",
