@@ -9,7 +9,8 @@ pyVmomi's type registry for the schema. The request is still serialized by pyVmo
 session's own connection pool, with its cookie; faults are decoded by pyVmomi.
 
 Scope: read-only answers of RetrievePropertiesEx/ContinueRetrievePropertiesEx. Date-times
-stay ISO strings; nothing else in guestprep reads them from this path.
+stay ISO strings; nothing else in guestprep reads them from this path. The usual answer is
+not even parsed into a tree: :mod:`fastscan` cuts it at its markup (see there).
 """
 
 from __future__ import annotations
@@ -232,7 +233,21 @@ def invoke_raw(stub: Any, mo: Any, method: str, args: tuple) -> bytes | None:
 
 
 def retrieve_result(body: bytes) -> Any:
-    """The ``returnval`` of a (Continue)RetrievePropertiesEx answer as a Record (or None)."""
+    """The ``returnval`` of a (Continue)RetrievePropertiesEx answer as a Record (or None).
+
+    :mod:`fastscan` reads the usual answer without building a tree; anything it does not
+    expect is decoded here element by element.
+    """
+    from guestprep.vsphere import fastscan  # it builds on this module's records
+
+    try:
+        return fastscan.scan_result(body)
+    except (fastscan.NotUnderstood, ET.ParseError, UnicodeDecodeError, ValueError):
+        return decode_result(body)
+
+
+def decode_result(body: bytes) -> Any:
+    """:func:`retrieve_result` through one ElementTree of the whole answer (the generic way)."""
     root = ET.fromstring(body)
     for el in root.iter():
         if _local(el.tag) == "returnval":
