@@ -75,6 +75,38 @@ def mount_fstype(path: str) -> tuple[str, str]:
     return best
 
 
+def in_device_directory(path: str) -> bool:
+    """`path` names a device node: it lies under /dev on /dev's own filesystem (devtmpfs,
+    or tmpfs in a container). /dev/shm and other filesystems mounted below /dev hold
+    ordinary files and are not device paths."""
+    path = os.path.abspath(path)
+    if not path.startswith("/dev/"):
+        return False
+    return mount_fstype(os.path.dirname(path))[1] == mount_fstype("/dev")[1]
+
+
+# Filesystems whose files live in the node's memory (page cache + swap, nothing on disk).
+MEMORY_FILESYSTEMS = ("tmpfs", "ramfs")
+
+
+def memory_available(meminfo: str = "/proc/meminfo") -> int | None:
+    """Bytes a memory-backed file can still take: MemAvailable + SwapFree (tmpfs pages
+    can be swapped out; proc(5)). None when unknown."""
+    fields = {}
+    try:
+        with open(meminfo, encoding="ascii", errors="replace") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                parts = rest.split()
+                if parts and parts[0].isdigit():
+                    fields[key] = int(parts[0]) * 1024   # proc(5): values in kB
+    except OSError:
+        return None
+    if "MemAvailable" not in fields:
+        return None
+    return fields["MemAvailable"] + fields.get("SwapFree", 0)
+
+
 def parse_size(text: str, what: str) -> int:
     m = _SIZE_RE.match(text.strip())
     if not m:
@@ -217,11 +249,32 @@ class FileTarget(Target):
             if not self.allow_qcow2_on_zfs:
                 raise TargetRefused(msg + ", or pass --allow-qcow2-on-zfs", self.path)
             self.warnings.append(msg + " (overridden by --allow-qcow2-on-zfs)")
-        st = os.statvfs(parent)
-        free = st.f_bavail * st.f_frsize
-        self.details["free_bytes"] = free
-        if free < required:
-            raise TargetRefused(f"needs {required} bytes but {parent} has {free} free", parent)
+        if fstype in MEMORY_FILESYSTEMS:
+            self._memory_backed(parent, fstype, mnt, required)
+        if fstype != "ramfs":   # ramfs has no size limit: statvfs reports 0 free
+            st = os.statvfs(parent)
+            free = st.f_bavail * st.f_frsize
+            self.details["free_bytes"] = free
+            if free < required:
+                raise TargetRefused(f"needs {required} bytes but {parent} has {free} free",
+                                    parent)
+
+    def _memory_backed(self, parent: str, fstype: str, mnt: str, required: int) -> None:
+        """tmpfs/ramfs: the copy works, but it lives in RAM. Refuse what memory cannot hold
+        (a tmpfs may be mounted larger than RAM + swap; writing past that brings the OOM
+        killer to the node's VMs); warn otherwise, in the plan and the manifest."""
+        avail = memory_available()
+        self.details["memory_available_bytes"] = avail
+        what = f"{parent} is on {fstype} ({mnt}), which keeps files in the node's memory"
+        if avail is not None and required > avail:
+            raise TargetRefused(f"{what}: the converted disk needs {required} bytes but only "
+                                f"{avail} bytes of memory (MemAvailable + SwapFree) are free; "
+                                "convert into directory storage on disk, or --to zvol/lvmthin",
+                                self.path)
+        self.warnings.append(
+            f"{what}: the converted disk uses RAM the VMs on this node need and is lost at "
+            "the next reboot, and no Proxmox storage keeps VM disks there; move it to "
+            "directory storage on disk (or convert --to zvol/lvmthin) before using it")
 
     def create(self, virtual_size: int) -> None:
         # O_EXCL claims the name atomically; from here on the file is ours to remove.
@@ -487,14 +540,18 @@ class LvmThinTarget(Target):
 
 def make_target(kind: str, dest: str, *, allow_qcow2_on_zfs: bool = False,
                 volblocksize: str = "16k", overwrite_device: bool = False) -> Target:
+    # Device paths are told apart by the filesystem, not the "/dev/" prefix: /dev/shm is
+    # a tmpfs directory for files (FileTarget.preflight warns about memory-backed ones).
     if kind == "qcow2":
-        if dest.startswith("/dev/"):
-            raise InputError("qcow2 needs a file on directory storage, not a device", dest)
+        if in_device_directory(dest) or (os.path.exists(dest)
+                                         and stat.S_ISBLK(os.stat(dest).st_mode)):
+            raise InputError("qcow2 needs a file on directory storage, not a device path "
+                             "(use --to raw for a block device)", dest)
         return FileTarget("qcow2", dest, allow_qcow2_on_zfs=allow_qcow2_on_zfs)
     if kind == "raw":
         if os.path.exists(dest) and stat.S_ISBLK(os.stat(dest).st_mode):
             return BlockDeviceTarget(dest, overwrite_device=overwrite_device)
-        if dest.startswith("/dev/"):
+        if in_device_directory(dest):
             raise TargetRefused("no such block device", dest)
         return FileTarget("raw", dest)
     if kind == "zvol":

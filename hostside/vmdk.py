@@ -29,6 +29,19 @@ MAX_DESCRIPTOR_BYTES = 64 * 1024  # real descriptors are < 2 KiB
 # SESPARSE_CONST_HEADER_MAGIC 0x00000000cafebabe, a little-endian u64, for seSparse).
 COWD_MAGIC = b"COWD"
 SESPARSE_MAGIC = (0xCAFEBABE).to_bytes(8, "little")
+# A COWD header is the ESXi snapshot redo log (vmfsSparse `-delta.vmdk`) when its version is
+# 1 and its grains are one sector (VMware Virtual Disk Format 1.1, "ESX Server Sparse
+# Extents"; qemu commit daac8fdc "vmdk: support vmfsSparse files": 16 KB grain tables,
+# 512-byte grains, "only work if opened through the descriptor file"). The same magic with
+# version 1 or 3 and larger grains is the VMware Workstation/GSX 2.x-3.x disk format
+# (sherpya/vdk inc/cowdisk.h: COWD_FILEVER_VMWARE2 1, COWD_FILEVER_VMWARE3 3, default
+# granularity 32/128 sectors, 512-entry maps), which qemu's vmdk driver misreads: it opens
+# every COWD file with 4096-entry tables (block/vmdk.c, vmdk_open_vmfs_sparse).
+_COWD_FIELDS = struct.Struct("<5I")   # version, flags, sectors, grain size, gd offset
+# Keys a descriptor starts with (VMware's template, qemu's desc_template in block/vmdk.c).
+_DESCRIPTOR_KEYS = ("version", "encoding", "CID", "parentCID", "createType",
+                    "parentFileNameHint", "isNativeSnapshot")
+_SETTING_RE = re.compile(r"^([A-Za-z0-9_.]+)\s*=")
 # A grain directory larger than this is impossible for a real disk (VMware's 62 TB
 # maximum with 64 KiB grains needs 2^21 entries); refusing it bounds memory and time.
 MAX_GD_ENTRIES = 1 << 22
@@ -92,6 +105,7 @@ class Descriptor:
     parent_hint: str | None = None
     version: int = 1
     ddb: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)   # layout read as VMware reads it
 
     @property
     def has_parent(self) -> bool:
@@ -112,6 +126,7 @@ class Descriptor:
             "extents": [e.to_dict() for e in self.extents],
             "adapter_type": self.ddb.get("ddb.adapterType"),
             "thin": self.ddb.get("ddb.thinProvisioned") == "1" or self.create_type == "vmfsThin",
+            **({"notes": self.notes} if self.notes else {}),
         }
 
 
@@ -137,10 +152,55 @@ def _safe_name(name: str, where: str) -> str:
     return name
 
 
+def _first_setting(text: str) -> tuple[int, str] | None:
+    """(line number, stripped text) of the first line that is neither blank nor a comment."""
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            return lineno, line
+    return None
+
+
+def _check_start(text: str, where: str) -> list[str]:
+    """How the descriptor begins, judged the way VMware reads one.
+
+    VMware and qemu write '# Disk DescriptorFile' as the first line. VMware also reads a
+    text file as a descriptor when its first setting, after any blank and comment lines,
+    is version=<n> (observed by a qemu vmdk maintainer: famz.github.io, 2011-06-15, "More
+    About Vmdk Descriptor File"), so leading blank lines or a missing first comment are
+    accepted and noted. qemu never reads the original: it gets our validated copy. Any
+    other start is refused with the line that breaks the rule.
+    """
+    body = text.lstrip("\ufeff")
+    if body.startswith(DESCRIPTOR_MAGIC.decode()):
+        return []
+    first = _first_setting(body)
+    if first is None:
+        return []      # "no createType" / "lists no extents" name the problem
+    lineno, line = first
+    if not re.match(r"version=\d", line):
+        raise InputError(
+            f"the first setting is {line[:60]!r}: a text file is a VMDK descriptor when its "
+            "first line is '# Disk DescriptorFile' or, as VMware reads it, when its first "
+            "setting after blank and comment lines is version=1. Begin it as VMware "
+            "writes it: '# Disk DescriptorFile' on line 1, version=1 on line 2",
+            f"{where}:{lineno}")
+    lines = body.splitlines()
+    blank = next((n for n, raw in enumerate(lines) if raw.strip()), 0)
+    if blank and lines[blank].strip() == DESCRIPTOR_MAGIC.decode():
+        note = (f"{blank} blank line(s) before '# Disk DescriptorFile': read as VMware "
+                "reads it (blank and comment lines before version= are skipped)")
+    else:
+        note = ("no '# Disk DescriptorFile' first line: read as VMware reads it (its first "
+                f"setting, line {lineno}, is {line[:20]})")
+    return [note]
+
+
 def parse_descriptor(text: str, where: str = "descriptor") -> Descriptor:
     """Parse descriptor text. Pure: no file access. Raises InputError."""
     if "\x00" in text:
         raise InputError("descriptor contains NUL bytes (not a text descriptor)", where)
+    notes = _check_start(text, where)
     values: dict[str, tuple[str, int]] = {}
     ddb: dict[str, str] = {}
     extents: list[Extent] = []
@@ -225,7 +285,7 @@ def parse_descriptor(text: str, where: str = "descriptor") -> Descriptor:
             raise InputError(f"{create_type} descriptor with a {e.type} extent", at)
         if kind == "sparse" and e.type not in ("SPARSE", "ZERO"):
             raise InputError(f"{create_type} descriptor with a {e.type} extent", at)
-    return Descriptor(create_type, cid, parent_cid, extents, parent_hint, version, ddb)
+    return Descriptor(create_type, cid, parent_cid, extents, parent_hint, version, ddb, notes)
 
 
 # --------------------------------------------------------------------------- sparse header
@@ -286,6 +346,10 @@ def read_embedded_descriptor(f, header: SparseHeader, file_size: int, where: str
         raise InputError("embedded descriptor lies outside the file (truncated?)", where)
     f.seek(start)
     raw = f.read(length).split(b"\x00", 1)[0]
+    # qemu reserves the descriptor area in every sparse extent it writes but fills it only
+    # in monolithic ones: the pieces of a split disk carry an empty (all-NUL) area.
+    if not raw.strip():
+        return None
     return raw.decode("utf-8", errors="replace")
 
 
@@ -422,7 +486,34 @@ class VmdkImage:
 
 
 def is_text_descriptor(head: bytes) -> bool:
-    return head.lstrip(b"\xef\xbb\xbf").startswith(DESCRIPTOR_MAGIC)
+    """`head` (the first sector) is a VMDK text descriptor, or text that means to be one.
+
+    Besides VMware's own layout, a text whose first setting after blank and comment lines
+    is a descriptor key counts, so a descriptor with leading blank lines (VMware reads it)
+    or with a misplaced first setting (parse_descriptor says which line) is never read as
+    a 512-byte raw disk. Boot sectors and zeros never qualify: NUL bytes end the text.
+    """
+    head = head.lstrip(b"\xef\xbb\xbf")
+    if head.startswith(DESCRIPTOR_MAGIC):
+        return True
+    text = head.split(b"\x00", 1)[0].decode("latin-1")
+    first = _first_setting(text)
+    if first is None:
+        return False
+    m = _SETTING_RE.match(first[1])
+    return bool(m) and m.group(1) in _DESCRIPTOR_KEYS
+
+
+def _cowd_class(head: bytes) -> tuple[str, int, int]:
+    """('esxi' | 'legacy' | 'unknown', version, grain sectors) of a COWD header."""
+    if len(head) < 4 + _COWD_FIELDS.size:
+        return "unknown", 0, 0
+    version, _flags, _sectors, grain, _gd = _COWD_FIELDS.unpack_from(head, 4)
+    if version == 1 and grain == 1:
+        return "esxi", version, grain
+    if version in (1, 3):
+        return "legacy", version, grain
+    return "unknown", version, grain
 
 
 def data_file_kind(head: bytes) -> str | None:
@@ -432,9 +523,15 @@ def data_file_kind(head: bytes) -> str | None:
     (monolithicSparse, streamOptimized); load() tells the two apart.
     """
     if head.startswith(COWD_MAGIC):
-        return "an ESX vmfsSparse delta extent (COWD header)"
+        cls, version, grain = _cowd_class(head)
+        if cls == "esxi":
+            return "the data of an ESXi snapshot (a vmfsSparse -delta.vmdk, COWD header)"
+        if cls == "legacy":
+            return (f"a VMware Workstation/GSX 2.x-3.x or ESX 2.x COWD disk (header version "
+                    f"{version}, grains of {grain} sectors)")
+        return f"a COWD file of unknown version {version} (not an ESXi snapshot delta)"
     if head.startswith(SESPARSE_MAGIC):
-        return "an ESXi seSparse delta extent (seSparse header)"
+        return "the data of an ESXi snapshot (a seSparse -sesparse.vmdk)"
     return None
 
 
@@ -492,8 +589,26 @@ def _require_regular(st: os.stat_result, what: str, where: str) -> None:
     raise InputError(f"{what} is {kind}, not a regular file: refused", where)
 
 
-def descriptor_naming(path: str, limit: int = 256) -> str | None:
-    """The descriptor in the same directory whose extents name this data file."""
+@dataclass
+class ExtentOf:
+    """Where a data file appears in a descriptor beside it."""
+
+    descriptor: str
+    index: int          # 1-based among the descriptor's extent lines
+    count: int
+    line: int
+    create_type: str
+    extent_type: str
+
+
+_EXTENT_LINE_RE = re.compile(r'^\s*(?:RW|RDONLY|NOACCESS)\s+\d+\s+([A-Z]+)(?:\s+"([^"]*)")?')
+_CREATE_TYPE_RE = re.compile(r'^\s*createType\s*=\s*"?([A-Za-z0-9]+)', re.M)
+# ESXi / Workstation names of data files and of the descriptor that lists them.
+_DATA_SUFFIX_RE = re.compile(r"-(?:delta|sesparse|flat|s\d{3}|f\d{3})\.vmdk$", re.I)
+
+
+def extent_of(path: str, limit: int = 256) -> ExtentOf | None:
+    """The descriptor in the same directory whose extents name this file, and where."""
     directory, base = os.path.split(os.path.abspath(path))
     try:
         names = sorted(os.listdir(directory))[:4096]
@@ -515,18 +630,73 @@ def descriptor_naming(path: str, limit: int = 256) -> str | None:
         if not is_text_descriptor(head):
             continue
         text = head.rstrip(b"\x00").decode("utf-8", errors="replace")
-        if re.search(r'^\s*(RW|RDONLY|NOACCESS)\s+\d+\s+[A-Z]+\s+"' + re.escape(base) + '"',
-                     text, re.M):
-            return candidate
+        extents = [(lineno, m) for lineno, line in enumerate(text.splitlines(), 1)
+                   if (m := _EXTENT_LINE_RE.match(line))]
+        for i, (lineno, m) in enumerate(extents, 1):
+            if m.group(2) == base:
+                ct = _CREATE_TYPE_RE.search(text)
+                return ExtentOf(candidate, i, len(extents), lineno,
+                                ct.group(1) if ct else "unknown", m.group(1))
     return None
 
 
+def descriptor_naming(path: str) -> str | None:
+    """The descriptor in the same directory whose extents name this data file."""
+    found = extent_of(path)
+    return found.descriptor if found else None
+
+
+def _open_instead(path: str, found: ExtentOf | None) -> str:
+    """What to open instead of a data file: the descriptor beside it, or where it should be."""
+    if found:
+        return f"open its descriptor {found.descriptor} instead"
+    directory, base = os.path.split(os.path.abspath(path))
+    guess = _DATA_SUFFIX_RE.sub(".vmdk", base)
+    if guess != base:
+        return (f"its descriptor is {guess} (a small text file that lists its extents), which "
+                f"is not in {directory}: copy it from the datastore too and open it")
+    return (f"open the descriptor (.vmdk) that lists it instead; none in {directory} "
+            "names it")
+
+
 def refuse_data_file(path: str, kind: str, where: str) -> None:
-    desc = descriptor_naming(path)
-    hint = (f"open its descriptor {desc} instead" if desc else
-            "open the descriptor (.vmdk) that names it instead")
+    """Refuse a file that is part of a VMware disk (or an old format) with what to open."""
+    try:
+        with open_regular(path, where) as f:
+            head = f.read(SECTOR)
+    except InputError:
+        head = b""
+    found = extent_of(path)
+    instead = _open_instead(path, found)
+    if head.startswith(COWD_MAGIC) and _cowd_class(head)[0] != "esxi" and not (
+            found and found.extent_type == "VMFSSPARSE"):
+        if _cowd_class(head)[0] == "legacy":
+            raise InputError(
+                f"this is {kind}: a format from before VMDK 4 that qemu's vmdk driver misreads "
+                "(it reads every COWD file with the 4096-entry grain tables of ESXi's "
+                "vmfsSparse). Convert it to a current format with VMware's tools first "
+                "(vmware-vdiskmanager -r, or vmkfstools -i on ESXi)", where)
+        raise InputError(f"this is {kind}; if it came from ESXi, {instead}", where)
+    if head.startswith((COWD_MAGIC, SESPARSE_MAGIC)):
+        if found and found.extent_type == "VMFSSPARSE":   # the descriptor says what it is
+            kind = "the data of an ESXi snapshot (a VMFSSPARSE extent, COWD header)"
+        raise InputError(
+            f"this is {kind}: it holds only the blocks the VM wrote after the snapshot was "
+            f"taken, not a disk on its own; {instead} (with --chain to convert the disk as "
+            "the VM sees it through the snapshot), or consolidate the snapshots on ESXi "
+            "first", where)
+    if found and found.count > 1:
+        raise InputError(
+            f"this is extent {found.index} of {found.count} of the {found.create_type} disk "
+            f"described by {found.descriptor} (line {found.line}): one piece of a split disk "
+            f"holds only part of the disk. Open the descriptor {found.descriptor} instead",
+            where)
+    if head.startswith(SPARSE_MAGIC) and found is None:
+        raise InputError(
+            f"this is {kind}: one piece of a split sparse disk (twoGbMaxExtentSparse, named "
+            f"like <disk>-s001.vmdk) holds only part of the disk; {instead}", where)
     raise InputError(f"this is {kind}, a data file of a VMware disk, not a disk on its own: "
-                     f"{hint}", where)
+                     f"{instead}", where)
 
 
 def _confined(directory: str, name: str, where: str) -> str:
@@ -566,6 +736,31 @@ def _check_sparse(path: str, ext: Extent, where: str) -> tuple[SparseHeader, dic
     return header, grains
 
 
+def _refuse_access(desc: Descriptor, path: str) -> None:
+    """Extents not marked RW: qemu skips them (block/vmdk.c, vmdk_parse_extents reads only
+    lines whose access is "RW"), so it would see a shorter disk, or none at all (qemu 7.2
+    then stops on an assertion, `s->num_extents`, in vmdk_get_info)."""
+    directory, name = os.path.split(os.path.abspath(path))
+    for e in desc.extents:
+        if e.access == "RW" or e.type == "ZERO":
+            continue
+        at = f"{path}:{e.line}"
+        if e.access == "RDONLY":
+            copy = re.sub(r"(?i)\.vmdk$", "", name) + "-rw.vmdk"
+            raise InputError(
+                f"extent {e.filename!r} is RDONLY: VMware's access mode for an extent the VM "
+                "may read but never write (a read-only disk). qemu reads only extents marked "
+                "RW and skips the others, so it would not see this part of the disk. "
+                "Converting only reads the source, so a copy of the descriptor marked RW "
+                f"converts exactly this data: in {directory} run "
+                f"sed 's/^RDONLY /RW /' {name} > {copy} and convert {copy}", at)
+        raise InputError(
+            f"extent {e.filename!r} is NOACCESS: VMware gives the VM no access to this part "
+            "of the disk, so it is not part of the disk the VM sees and cannot be converted. "
+            "Only if you know the extent holds the disk's data, mark it RW in a copy of the "
+            "descriptor beside it and convert the copy", at)
+
+
 def load(path: str, *, _depth: int = 0) -> VmdkImage:
     """Parse a .vmdk (descriptor or monolithic sparse), validate every extent and parent."""
     where = path
@@ -598,6 +793,13 @@ def load(path: str, *, _depth: int = 0) -> VmdkImage:
             raise InputError("not a VMDK: neither a descriptor nor a KDMV sparse extent",
                              where)
     desc = parse_descriptor(text, where)
+    if embedded and len(desc.extents) > 1:
+        # A piece of a split disk that carries the whole disk's descriptor: qemu would
+        # read this file alone as if it were the disk.
+        refuse_data_file(path, f"a VMDK sparse extent whose embedded descriptor lists "
+                         f"{len(desc.extents)} extents ({desc.create_type})", where)
+    if not embedded:
+        _refuse_access(desc, path)
     directory = os.path.dirname(os.path.abspath(path))
     paths: list[str | None] = []
     grains: list[dict] = []
