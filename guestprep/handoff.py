@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
+from guestprep.checks.vm.target import PVE_SERIAL_MAX, carried_serial
 from guestprep.errors import ConfigError
 from guestprep.models import HANDOFF_SCHEMA, Readiness, SourceVM, parse_datastore_path
 from guestprep.target_policy import VOLID_RE, TargetPolicy, check_root_path, is_system_path
@@ -47,10 +48,11 @@ class DiskLocator:
     import_from: str | None = None  # absolute path Proxmox imports from (root@pam only)
     datastore: str | None = None  # the mapped datastore import_from was confined to
     import_volid: str | None = None  # the same file as a volume of an 'import' storage (token-safe)
+    serial: str | None = None     # the serial the Proxmox drive gets (the guest's, cut to PVE's 20 bytes)
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "source": self.source, "volid": self.volid, "import_from": self.import_from,
-                "datastore": self.datastore, "import_volid": self.import_volid}
+                "datastore": self.datastore, "import_volid": self.import_volid, "serial": self.serial}
 
 
 @dataclass
@@ -311,7 +313,8 @@ def locate_disks(vm: SourceVM, policy: TargetPolicy) -> list[DiskLocator]:
     roots = datastore_roots(vm, policy)
     out = []
     for d in vm.disks:
-        loc = DiskLocator(label=d.label, source=d.datastore_path, volid=policy.volumes.get(d.label))
+        loc = DiskLocator(label=d.label, source=d.datastore_path, volid=policy.volumes.get(d.label),
+                          serial=carried_serial(d.serial) or None if d.serial else None)
         if loc.volid is None and not d.rdm_mode:
             found = confine_disk_path(d.datastore_path or "", roots, f"disk {d.label}")
             if found:
@@ -447,7 +450,9 @@ def check_import_from(h: Handoff, index: int) -> str:
 
 
 _DISK_FIELDS = {"source": "a path or datastore path", "volid": "a Proxmox volume id", "import_from": "an absolute path",
-                "datastore": "a datastore name", "import_volid": "a Proxmox volume id"}
+                "datastore": "a datastore name", "import_volid": "a Proxmox volume id", "serial": "a disk serial"}
+# what a Proxmox drive serial may hold without url-encoding (PVE API: "url-encoded, up to 20 bytes long")
+SERIAL_RE = re.compile(rf"[0-9A-Za-z._-]{{1,{PVE_SERIAL_MAX}}}")
 
 
 def _disk_locators(items: list, vm: SourceVM, policy: TargetPolicy, where: str) -> list[DiskLocator]:
@@ -474,7 +479,11 @@ def _disk_locators(items: list, vm: SourceVM, policy: TargetPolicy, where: str) 
                                   where=f"{at}.{k}")
         if d.get("import_from") is not None:
             check_root_path(d["import_from"], "import_from", f"{at}.import_from")
+        if d.get("serial") is not None and not SERIAL_RE.fullmatch(d["serial"]):
+            raise ConfigError(f"{d['serial']!r}"[:80] + f" is not a drive serial (1-{PVE_SERIAL_MAX} letters, digits, "
+                              "'.', '_' or '-')", where=f"{at}.serial")
         out.append(DiskLocator(label=label, source=str(d.get("source") or ""),
                                volid=d.get("volid"), import_from=d.get("import_from"),
-                               datastore=d.get("datastore"), import_volid=d.get("import_volid")))
+                               datastore=d.get("datastore"), import_volid=d.get("import_volid"),
+                               serial=d.get("serial")))
     return out

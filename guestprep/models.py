@@ -338,10 +338,28 @@ class VMDisk:
     rdm_mode: str | None = None    # physicalMode | virtualMode | None
     uuid: str | None = None
     is_boot: bool = False
+    # CBT of this disk: extraConfig "<bus><n>:<unit>.ctkEnabled", else the backing's changeId
+    # (set only while CBT tracks the disk); None when vSphere reported neither
+    cbt_enabled: bool | None = None
+    # the serial number the guest reads (disk.EnableUUID=TRUE on a SCSI disk: the backing uuid
+    # as 32 lowercase hex digits); None when the guest sees none
+    serial: str | None = None
 
     @property
     def independent(self) -> bool:
         return self.disk_mode.startswith("independent")
+
+    @property
+    def legacy_mode(self) -> bool:
+        """ESX 2.x modes still accepted by vSphere: nonpersistent discards writes at power-off,
+        undoable asks, append keeps them in a redo log; none is a plain flat disk."""
+        return self.disk_mode in LEGACY_DISK_MODES
+
+
+LEGACY_DISK_MODES = ("nonpersistent", "undoable", "append")
+# controller kind -> the bus family the guest sees
+BUS_OF_KIND = {"lsilogic": "scsi", "lsisas": "scsi", "pvscsi": "scsi", "buslogic": "scsi",
+               "sata": "sata", "nvme": "nvme", "ide": "ide"}
 
 
 @dataclass
@@ -374,6 +392,7 @@ class SourceVM:
     memory_mb: int = 1024
     cpu_hot_add: bool = False
     mem_hot_add: bool = False
+    cpu_hot_remove: bool = False
     controllers: list[VMController] = field(default_factory=list)
     disks: list[VMDisk] = field(default_factory=list)
     cdroms: list[dict[str, Any]] = field(default_factory=list)
@@ -397,6 +416,12 @@ class SourceVM:
     serial_ports: int = 0
     source: str = "vsphere"  # vsphere | vmx
     extra: dict[str, Any] = field(default_factory=dict)
+    tools_guest_full_name: str = ""   # guest.guestFullName: the OS VMware Tools reports
+    disk_enable_uuid: bool = False    # extraConfig disk.EnableUUID: SCSI disks report serials
+    fault_tolerance: bool = False     # config.ftInfo set: an FT primary or secondary
+    numa_node_affinity: list[str] = field(default_factory=list)  # extraConfig numa.nodeAffinity
+    scsi_passthrough: list[str] = field(default_factory=list)    # VirtualSCSIPassthrough labels (tape, changer)
+    cluster_services: dict[str, bool] = field(default_factory=dict)  # the cluster's {drs, dpm, ha} switches
 
     def controller(self, key: int) -> VMController | None:
         return next((c for c in self.controllers if c.key == key), None)
@@ -412,6 +437,11 @@ class SourceVM:
             if not (ip.is_loopback or ip.is_link_local or ip.is_unspecified):
                 out.append(raw)
         return out
+
+    def disk_bus(self, disk: VMDisk) -> str:
+        """scsi | sata | nvme | ide | unknown: the bus the guest sees the disk on."""
+        ctrl = self.controller(disk.controller_key)
+        return BUS_OF_KIND.get(ctrl.kind, "unknown") if ctrl else "unknown"
 
     def boot_disk(self) -> VMDisk | None:
         marked = [d for d in self.disks if d.is_boot]

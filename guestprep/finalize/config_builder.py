@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from guestprep.checks.vm.target import PROXMOX_DISK_SLOTS, resolve_ostype
 from guestprep.errors import ConfigError
 from guestprep.ostype import ostype_for
 from guestprep.finalize.strategy import StrategyDecision, decide
@@ -27,7 +28,7 @@ PATH_IMPORT_USER = "root@pam"
 SOURCE_BUS = {"lsilogic": "LSI Logic SCSI", "lsisas": "LSI Logic SAS", "pvscsi": "VMware Paravirtual SCSI",
               "buslogic": "BusLogic SCSI", "sata": "SATA", "nvme": "NVMe", "ide": "IDE"}
 
-MAX_SCSI = 31
+MAX_SCSI = PROXMOX_DISK_SLOTS["scsi"]  # scsi0..scsi30 (VM-DISK-COUNT checks the same limit at preflight)
 
 
 @dataclass
@@ -115,7 +116,8 @@ def build_config(h: Handoff, vmid: int, *, strategy: str | None = None,
         raise ConfigError("policy has no node (the Proxmox node to create the VM on)", where="policy: node")
     if not pol.storage:
         raise ConfigError("policy has no storage (where disks, EFI and TPM state go)", where="policy: storage")
-    os_t = ostype_for(vm.guest_id)
+    # the guestId, or what VMware Tools reports when the guestId is empty or generic (as VM-OSTYPE says)
+    os_t = resolve_ostype(vm)[0] or ostype_for(vm.guest_id)
     findings: list[BuildNote] = []
     if h.guest_facts and h.guest_facts.readiness == Readiness.BLOCKED.value:
         findings.append(BuildNote("error", "guest facts say the guest is BLOCKED (preflight blockers not fixed): "
@@ -186,6 +188,10 @@ def build_config(h: Handoff, vmid: int, *, strategy: str | None = None,
     findings.append(BuildNote("info", f"strategy {decision.reason}"))
     findings.extend(BuildNote("warning", w) for w in decision.warnings)
     sata_first = decision.strategy == "sata-first"
+    if sata_first and len(ordered) + 1 > MAX_SCSI:  # the VirtIO bind disk takes scsi{len(ordered)}
+        raise ConfigError(f"{len(ordered)} disks and sata-first's VirtIO disk exceed Proxmox's {MAX_SCSI} SCSI "
+                          "slots: give --strategy direct once a direct boot is proven, or carry fewer disks",
+                          where="source_vm: disks")
     if sata_first and os_t.family != "windows":
         findings.append(BuildNote("warning", "sata-first is a Windows strategy; applied anyway as configured"))
     slots: dict[str, DiskLocator] = {}
@@ -200,6 +206,8 @@ def build_config(h: Handoff, vmid: int, *, strategy: str | None = None,
                               "nor a path to import from: set policy volumes/datastores", where="hand-off: disks")
         slot = "sata0" if (sata_first and i == 0) else f"scsi{i}"
         opts = f"discard=on,ssd=1,cache={cache}" if slot.startswith("sata") else disk_opts
+        if loc is not None and loc.serial:  # the guest's disk serial (disk.EnableUUID), as VM-DISK-SERIAL says
+            opts += f",serial={loc.serial}"
         fmt = f",format={pol.format}" if pol.format else ""
         if loc.volid:
             value = f"{loc.volid},{opts}"
@@ -218,6 +226,9 @@ def build_config(h: Handoff, vmid: int, *, strategy: str | None = None,
             created.append(slot)
         params[slot] = value
         slots[slot] = loc
+        if loc.serial:
+            findings.append(BuildNote("info", f"disk {d.label}: serial={loc.serial} carried (the guest reads it "
+                                              "with disk.EnableUUID)"))
         ctl = vm.controller(d.controller_key)
         kind = ctl.kind if ctl else "unknown"
         final = "scsi0" if slot == "sata0" else slot
@@ -238,7 +249,9 @@ def build_config(h: Handoff, vmid: int, *, strategy: str | None = None,
         dummy = f"scsi{len(ordered)}"
         params[dummy] = f"{pol.storage}:1,{disk_opts}"
         created.append(dummy)
-        switch = SataFirstSwitch("sata0", "scsi0", disk_opts, dummy, "order=scsi0")
+        system_loc = slots.get("sata0")
+        system_opts = disk_opts + (f",serial={system_loc.serial}" if system_loc and system_loc.serial else "")
+        switch = SataFirstSwitch("sata0", "scsi0", system_opts, dummy, "order=scsi0")
         params["boot"] = "order=sata0"
         findings.append(BuildNote("info", f"sata-first: first boot from sata0 with a 1 GiB VirtIO disk ({dummy}) so "
                                         "Windows binds vioscsi; then the system disk moves to scsi0"))

@@ -26,6 +26,10 @@ VM_PROPERTIES = [
     "config.template", "config.cpuAffinity", "snapshot", "runtime.powerState",
     "runtime.consolidationNeeded", "runtime.host", "guest.toolsStatus", "guest.toolsRunningStatus",
     "guest.toolsVersion", "guest.ipAddress", "guest.net", "guest.hostName",
+    # Forklift's VMware rules read these too (kubev2v/forklift validation/policies/io/konveyor/forklift/vmware):
+    # hot-remove, the Tools OS name, Fault Tolerance, and extraConfig (disk.EnableUUID, numa.nodeAffinity,
+    # per-disk ctkEnabled; the mapper keeps only those keys, never guestinfo.*)
+    "config.cpuHotRemoveEnabled", "guest.guestFullName", "config.ftInfo", "config.extraConfig",
 ]
 OTHER_PROPERTIES: dict[type, list[str]] = {
     vim.HostSystem: ["name", "parent", "config.network.portgroup"],
@@ -119,7 +123,9 @@ def fetch_all(session: Session | Any, *, page_size: int = DEFAULT_PAGE_SIZE,
                 ctx.computes[ref] = {"name": props.get("name"), "parent": _ref(props.get("parent")),
                                      "cluster": isinstance(obj.obj, vim.ClusterComputeResource),
                                      "rules": list(getattr(cfg, "rule", None) or []),
-                                     "groups": list(getattr(cfg, "group", None) or [])}
+                                     "groups": list(getattr(cfg, "group", None) or []),
+                                     "drs": _enabled(cfg, "drsConfig"), "dpm": _enabled(cfg, "dpmConfigInfo"),
+                                     "ha": _enabled(cfg, "dasConfig")}
             elif isinstance(obj.obj, vim.Folder):
                 ctx.folders[ref] = {"name": props.get("name"), "parent": _ref(props.get("parent"))}
             elif isinstance(obj.obj, vim.Datacenter):
@@ -139,6 +145,11 @@ def fetch_all(session: Session | Any, *, page_size: int = DEFAULT_PAGE_SIZE,
                                where=where) from None
     out = [to_source_vm(ref, props, ctx) for ref, props in vms]
     return sorted(out, key=lambda v: (v.name, v.moref or ""))
+
+
+def _enabled(cfg: Any, part: str) -> bool:
+    """A cluster service switch of ClusterConfigInfoEx (drsConfig, dpmConfigInfo, dasConfig)."""
+    return bool(getattr(getattr(cfg, part, None), "enabled", False))
 
 
 def _ref(obj: Any) -> str | None:

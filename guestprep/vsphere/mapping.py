@@ -7,12 +7,13 @@ same retrieval.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from pyVmomi import vim
 
-from guestprep.models import SourceVM, VMController, VMDisk, VMNic
+from guestprep.models import BUS_OF_KIND, SourceVM, VMController, VMDisk, VMNic
 
 D = vim.vm.device
 
@@ -92,6 +93,24 @@ def _count_snapshots(trees: Any) -> int:
     return sum(1 + _count_snapshots(t.childSnapshotList) for t in trees or [])
 
 
+def _flag(value: Any) -> bool:
+    """An extraConfig switch: vSphere stores "TRUE"/"true"/"1" as strings."""
+    return str(value).strip().lower() in ("true", "1", "yes")
+
+
+# extraConfig keys guestprep reads; everything else (guestinfo.* may hold secrets) is dropped on read
+_CTK_KEY = re.compile(r"(?P<bus>scsi|sata|nvme|ide)(?P<ctl>\d+):(?P<unit>\d+)\.ctkEnabled", re.IGNORECASE)
+
+
+def _extra_config(options: Any) -> dict[str, str]:
+    wanted: dict[str, str] = {}
+    for opt in options or []:
+        key = str(getattr(opt, "key", "") or "")
+        if key in ("disk.EnableUUID", "numa.nodeAffinity") or _CTK_KEY.fullmatch(key):
+            wanted[key.lower()] = "" if getattr(opt, "value", None) is None else str(opt.value)
+    return wanted
+
+
 def _disk(dev: Any, boot_keys: set[int]) -> VMDisk:
     b = dev.backing
     capacity = dev.capacityInBytes if getattr(dev, "capacityInBytes", None) else (dev.capacityInKB or 0) * 1024
@@ -112,6 +131,7 @@ def _disk(dev: Any, boot_keys: set[int]) -> VMDisk:
         rdm_mode=rdm,
         uuid=getattr(b, "uuid", None) or getattr(b, "lunUuid", None),
         is_boot=dev.key in boot_keys,
+        cbt_enabled=True if getattr(b, "changeId", None) else None,  # refined by extraConfig below
     )
 
 
@@ -164,7 +184,7 @@ def _affinity(vm_moref: str, cpu_affinity: Any, compute: dict[str, Any]) -> dict
     groups = {g.name: {_moref(v) for v in getattr(g, "vm", None) or []}
               for g in compute.get("groups", []) if isinstance(g, vim.cluster.VmGroup)}
     rules = []
-    for r in compute.get("rules", []):
+    for r in compute.get("rules", []):  # disabled rules too: the check says they are not enforced
         entry = {"name": r.name, "enabled": bool(r.enabled), "mandatory": bool(r.mandatory)}
         if isinstance(r, (vim.cluster.AffinityRuleSpec, vim.cluster.AntiAffinityRuleSpec)):
             if vm_moref in {_moref(v) for v in r.vm or []}:
@@ -204,6 +224,14 @@ def to_source_vm(moref: str, props: dict[str, Any], ctx: Context) -> SourceVM:
     vm.memory_mb = int(props.get("config.hardware.memoryMB") or 0)
     vm.cpu_hot_add = bool(props.get("config.cpuHotAddEnabled"))
     vm.mem_hot_add = bool(props.get("config.memoryHotAddEnabled"))
+    vm.cpu_hot_remove = bool(props.get("config.cpuHotRemoveEnabled"))
+    vm.tools_guest_full_name = props.get("guest.guestFullName") or ""
+    vm.fault_tolerance = props.get("config.ftInfo") is not None
+    extra_config = _extra_config(props.get("config.extraConfig"))
+    vm.disk_enable_uuid = _flag(extra_config.get("disk.enableuuid", ""))
+    vm.numa_node_affinity = [n.strip() for n in extra_config.get("numa.nodeaffinity", "").split(",") if n.strip()]
+    if compute.get("cluster"):
+        vm.cluster_services = {k: bool(compute.get(k)) for k in ("drs", "dpm", "ha")}
     vm.cbt_enabled = bool(props.get("config.changeTrackingEnabled"))
     snap = props.get("snapshot")
     vm.snapshot_count = _count_snapshots(snap.rootSnapshotList) if snap else 0
@@ -251,17 +279,37 @@ def to_source_vm(moref: str, props: dict[str, Any], ctx: Context) -> SourceVM:
                 vm.vgpu.append(dev.backing.vgpu or label)
             else:
                 vm.pci_passthrough.append(label)
+        elif isinstance(dev, D.VirtualSCSIPassthrough):
+            vm.scsi_passthrough.append(dev.deviceInfo.label if dev.deviceInfo else f"scsi passthrough {dev.key}")
         elif isinstance(dev, D.VirtualSerialPort):
             vm.serial_ports += 1
         elif isinstance(dev, D.VirtualTPM):
             vm.vtpm = True
     if usb_devices:
         vm.extra["usb_devices"] = usb_devices
+    _per_disk(vm, extra_config)
     if vm.disks and not boot_keys:
         # no explicit boot order: the BIOS/EFI default is the first disk in bus order
         first = min(vm.disks, key=lambda d: (_bus_rank(vm.controller(d.controller_key)), d.controller_key, d.unit_number))
         first.is_boot = True
     return vm
+
+
+def _per_disk(vm: SourceVM, extra_config: dict[str, str]) -> None:
+    """Per-disk CBT (extraConfig wins over the changeId guess) and the serial the guest reads."""
+    for d in vm.disks:
+        ctrl = vm.controller(d.controller_key)
+        bus = BUS_OF_KIND.get(ctrl.kind, "") if ctrl else ""
+        if ctrl is not None:
+            # vmx device names: scsi0:1, sata0:0, nvme0:0, ide1:0 (controller bus number, unit)
+            ctk = extra_config.get(f"{bus}{ctrl.bus_number}:{d.unit_number}.ctkenabled")
+            if ctk is not None:
+                d.cbt_enabled = _flag(ctk)
+        if d.cbt_enabled is None and not vm.cbt_enabled:
+            d.cbt_enabled = False  # CBT off for the VM: no disk is tracked
+        if vm.disk_enable_uuid and bus == "scsi" and d.uuid and not d.rdm_mode:
+            # VMware reports the backing uuid as the SCSI serial (VPD page 0x80) when disk.EnableUUID is set
+            d.serial = re.sub(r"[^0-9a-f]", "", d.uuid.lower()) or None
 
 
 def _bus_rank(c: VMController | None) -> int:

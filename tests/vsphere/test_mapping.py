@@ -107,3 +107,119 @@ def test_locator_urls_quote_paths_and_hide_cookie_flags():
     bad = SourceVM(name="x", datacenter="DC", disks=[VMDisk(1, "d", 1, 0, 1, datastore_path="no-brackets")])
     with pytest.raises(ConfigError, match="not a datastore path"):
         locate(bad, "h", 443)
+
+
+# ---------------------------------------------------------------- issue 18: Forklift parity defects
+
+def _flat(key, unit, path, mode="persistent", ctl=1000, **kw):
+    return D.VirtualDisk(key=key, controllerKey=ctl, unitNumber=unit, capacityInBytes=8 << 30,
+                         deviceInfo=vim.Description(label=f"Hard disk {key - 1999}", summary=""),
+                         backing=D.VirtualDisk.FlatVer2BackingInfo(fileName=path, diskMode=mode, **kw))
+
+
+def _failing(vm, check_id):
+    from guestprep.checks.registry import get
+    return [f for f in get(check_id).evaluate(vm, vm.name) if f.status.value == "fail"]
+
+
+def test_cpu_hot_remove_is_read_and_flagged():
+    vm = to_source_vm("vm-1", _props([], **{"config.cpuHotRemoveEnabled": True}), _ctx())
+    (f,) = _failing(vm, "VM-HOTADD")  # the old mapper never read it: "hot-add disabled" passed
+    assert "cpu hot-remove" in f.message
+    assert vm.cpu_hot_remove and not vm.cpu_hot_add
+
+
+def test_disabled_affinity_rule_is_not_flagged_and_says_disabled():
+    ctx = _ctx()
+    group = vim.cluster.VmGroup(name="sql-vms", vm=[vim.VirtualMachine("vm-1")])
+    off = vim.cluster.VmHostRuleInfo(name="old-licence", enabled=False, mandatory=True, vmGroupName="sql-vms",
+                                     affineHostGroupName="licensed")
+    on = vim.cluster.VmHostRuleInfo(name="licensed", enabled=True, mandatory=False, vmGroupName="sql-vms",
+                                    affineHostGroupName="licensed")
+    ctx.computes["domain-c1"].update(rules=[off], groups=[group])
+    vm = to_source_vm("vm-1", _props([]), ctx)
+    from guestprep.checks.registry import get
+    (f,) = get("VM-AFFINITY").evaluate(vm, vm.name)
+    assert f.status.value == "pass" and f.resource == "old-licence" and "disabled" in f.message
+    ctx.computes["domain-c1"]["rules"] = [off, on]  # negative control: the enabled rule still fails
+    assert [f.resource for f in _failing(to_source_vm("vm-1", _props([]), ctx), "VM-AFFINITY")] == ["licensed"]
+
+
+def test_legacy_disk_modes_are_flagged():
+    scsi = D.ParaVirtualSCSIController(key=1000, busNumber=0)
+    disks = [_flat(2000 + i, i, f"[ds1] db01/d{i}.vmdk", mode) for i, mode in
+             enumerate(("nonpersistent", "undoable", "append", "persistent"))]
+    vm = to_source_vm("vm-1", _props([scsi, *disks]), _ctx())
+    assert [d.disk_mode for d in vm.disks] == ["nonpersistent", "undoable", "append", "persistent"]
+    assert [f.resource for f in _failing(vm, "VM-DISK-INDEPENDENT")] == ["Hard disk 1", "Hard disk 2", "Hard disk 3"]
+
+
+def test_ostype_uses_the_tools_name_when_the_guest_id_is_empty_or_generic():
+    rhel = to_source_vm("vm-1", _props([], **{"config.guestId": "",
+                                              "guest.guestFullName": "Red Hat Enterprise Linux 9 (64-bit)"}), _ctx())
+    assert not _failing(rhel, "VM-OSTYPE")
+    assert rhel.tools_guest_full_name == "Red Hat Enterprise Linux 9 (64-bit)"
+    win = to_source_vm("vm-2", _props([], **{"config.guestId": "otherGuest64",
+                                             "guest.guestFullName": "Microsoft Windows Server 2022 (64-bit)"}), _ctx())
+    from guestprep.checks.vm.target import resolve_ostype
+    assert resolve_ostype(win)[0].ostype == "win11"
+    bare = to_source_vm("vm-3", _props([], **{"config.guestId": "otherGuest"}), _ctx())  # negative control
+    assert _failing(bare, "VM-OSTYPE")
+
+
+def test_per_disk_cbt_from_extra_config_and_change_id():
+    scsi = D.ParaVirtualSCSIController(key=1000, busNumber=0)
+    sata = D.VirtualAHCIController(key=15000, busNumber=1)
+    tracked = _flat(2000, 0, "[ds1] db01/a.vmdk", changeId="52 3c 7f/12")
+    untracked = _flat(2001, 1, "[ds1] db01/b.vmdk")
+    on_sata = _flat(2002, 0, "[ds1] db01/c.vmdk", ctl=15000)
+    extra = [vim.option.OptionValue(key="scsi0:1.ctkEnabled", value="FALSE"),
+             vim.option.OptionValue(key="sata1:0.ctkEnabled", value="TRUE"),
+             vim.option.OptionValue(key="guestinfo.userdata", value="secret-token")]
+    vm = to_source_vm("vm-1", _props([scsi, sata, tracked, untracked, on_sata], **{
+        "config.changeTrackingEnabled": True, "config.extraConfig": extra}), _ctx())
+    assert [f.resource for f in _failing(vm, "VM-CBT")] == ["Hard disk 2"]
+    assert [d.cbt_enabled for d in vm.disks] == [True, False, True]
+    assert "secret-token" not in repr(vm.to_dict())  # extraConfig is filtered on read: guestinfo never kept
+
+
+def test_extra_config_serial_numa_ft_scsi_passthrough_and_cluster_services():
+    scsi = D.ParaVirtualSCSIController(key=1000, busNumber=0)
+    sata = D.VirtualAHCIController(key=15000, busNumber=0)
+    d0 = _flat(2000, 0, "[ds1] db01/a.vmdk", uuid="6000C29d-8a1b-2c3d-4e5f-60718293a4b5")
+    d1 = _flat(2001, 0, "[ds1] db01/b.vmdk", ctl=15000, uuid="6000C29e-0000-0000-0000-000000000001")
+    tape = D.VirtualSCSIPassthrough(key=9000, controllerKey=1000, unitNumber=5,
+                                    deviceInfo=vim.Description(label="SCSI device 5", summary="tape"),
+                                    backing=D.VirtualSCSIPassthrough.DeviceBackingInfo(deviceName="/vmfs/devices/genscsi/t"))
+    ctx = _ctx()
+    ctx.computes["domain-c1"].update(drs=True, dpm=False, ha=True)
+    vm = to_source_vm("vm-1", _props([scsi, sata, d0, d1, tape], **{
+        "config.extraConfig": [vim.option.OptionValue(key="disk.EnableUUID", value="TRUE"),
+                               vim.option.OptionValue(key="numa.nodeAffinity", value="0, 1")],
+        "config.ftInfo": vim.vm.FaultToleranceConfigInfo(role=1, instanceUuids=["u1", "u2"], configPaths=["a", "b"])}),
+        ctx)
+    assert vm.disk_enable_uuid and [d.serial for d in vm.disks] == ["6000c29d8a1b2c3d4e5f60718293a4b5", None]
+    assert vm.numa_node_affinity == ["0", "1"] and vm.fault_tolerance and vm.scsi_passthrough == ["SCSI device 5"]
+    assert vm.cluster_services == {"drs": True, "dpm": False, "ha": True}
+    (serial,) = _failing(vm, "VM-DISK-SERIAL")
+    assert "serial=6000c29d8a1b2c3d4e5f" in serial.message and serial.evidence["carried"] == "6000c29d8a1b2c3d4e5f"
+    for cid in ("VM-NUMA-AFFINITY", "VM-FAULT-TOLERANCE", "VM-PASSTHROUGH", "VM-CLUSTER-SERVICES"):
+        assert _failing(vm, cid), cid
+    plain = to_source_vm("vm-2", _props([scsi, d0]), _ctx())  # negative control
+    assert not (plain.disk_enable_uuid or plain.fault_tolerance or plain.numa_node_affinity or plain.disks[0].serial)
+    for cid in ("VM-DISK-SERIAL", "VM-NUMA-AFFINITY", "VM-FAULT-TOLERANCE", "VM-PASSTHROUGH", "VM-CLUSTER-SERVICES"):
+        assert not _failing(plain, cid), cid
+
+
+def test_disk_without_a_datastore_file_and_too_many_disks():
+    scsi = [D.ParaVirtualSCSIController(key=1000 + c, busNumber=c) for c in range(3)]
+    host_dev = D.VirtualDisk(key=2100, controllerKey=1000, unitNumber=1, capacityInBytes=1 << 30,
+                             deviceInfo=vim.Description(label="Hard disk 99", summary=""),
+                             backing=D.VirtualDisk.RawDiskVer2BackingInfo(deviceName="/vmfs/devices/disks/naa.1"))
+    vm = to_source_vm("vm-1", _props([*scsi, _flat(2000, 0, "[ds1] db01/a.vmdk"), host_dev]), _ctx())
+    assert [f.resource for f in _failing(vm, "VM-DISK-DATASTORE")] == ["Hard disk 99"]
+    many = [_flat(3000 + i, i % 15 + (i % 15 >= 7), f"[ds1] db01/m{i}.vmdk", ctl=1000 + i // 15) for i in range(32)]
+    big = to_source_vm("vm-2", _props([*scsi, *many]), _ctx())
+    (f,) = _failing(big, "VM-DISK-COUNT")
+    assert f.evidence["disks"] == 32 and f.evidence["slots"] == 31
+    assert not _failing(to_source_vm("vm-3", _props([*scsi, *many[:31]]), _ctx()), "VM-DISK-COUNT")

@@ -6,9 +6,9 @@ from typing import Iterable
 
 from guestprep.checks.base import Outcome, fail, ok
 from guestprep.checks.registry import check
+from guestprep.checks.vm.target import FORKLIFT_RULES, resolve_ostype
 from guestprep.models import Severity, SourceVM
 from guestprep.target_policy import proxmox_name, valid_proxmox_name
-from guestprep.vsphere.ostype import proxmox_ostype
 
 
 @check(
@@ -67,14 +67,18 @@ def guest_ip(vm: SourceVM) -> Iterable[Outcome]:
     rationale="Proxmox tunes timers, Hyper-V enlightenments and defaults by ostype; an unknown "
               "guest OS gets 'other', and Windows guests then run slower and may misbehave.",
     remediation="Set the correct guest OS in vSphere (VM options), or give finalize --ostype.",
+    references=(FORKLIFT_RULES + "vm_os.rego",),
 )
 def ostype(vm: SourceVM) -> Iterable[Outcome]:
-    mapped = proxmox_ostype(vm.guest_id)
-    if mapped:
-        yield ok(vm.guest_id, f"{vm.guest_id} -> {mapped}", ostype=mapped)
+    # an empty or generic guestId (otherGuest...) yields to the OS VMware Tools reports
+    found, source = resolve_ostype(vm)
+    if found:
+        yield ok(vm.guest_id or "(empty)", f"{source} -> {found.ostype}", ostype=found.ostype,
+                 guest_id=vm.guest_id, tools_guest_full_name=vm.tools_guest_full_name)
     else:
         yield fail(vm.guest_id or "(empty)", f"no Proxmox ostype for guestId {vm.guest_id!r} "
-                   f"({vm.guest_full_name or 'no full name'})", guest_id=vm.guest_id)
+                   f"({vm.guest_full_name or 'no full name'}; VMware Tools reports "
+                   f"{vm.tools_guest_full_name or 'nothing'})", guest_id=vm.guest_id)
 
 
 @check(
@@ -91,3 +95,23 @@ def name_valid(vm: SourceVM) -> Iterable[Outcome]:
     else:
         suggested = proxmox_name(vm.name) or "vm"
         yield fail(vm.name, f"not a dns-name; suggested: {suggested}", suggested=suggested)
+
+
+@check(
+    id="VM-HOSTNAME", severity=Severity.WARNING, os="vm",
+    title="The guest reports a real hostname (not empty, not localhost)",
+    rationale="The fleet inventory and the cutover's checks name the guest by the hostname VMware Tools "
+              "reports; an empty or default hostname (localhost, localhost.localdomain) usually means a "
+              "cloned image whose identity (DNS, DHCP, machine-id) is not the guest's own.",
+    remediation="Set the guest's hostname (hostnamectl set-hostname / Rename-Computer) and let VMware "
+                "Tools report it, or name the guest explicitly in the fleet file.",
+    references=(FORKLIFT_RULES + "hostname.rego",),
+)
+def hostname(vm: SourceVM) -> Iterable[Outcome]:
+    name = (vm.guest_hostname or "").strip()
+    if not name:
+        yield fail(vm.name, "VMware Tools reports no hostname", hostname=vm.guest_hostname)
+    elif name.lower().startswith("localhost"):
+        yield fail(vm.name, f"hostname is the default {name!r}", hostname=name)
+    else:
+        yield ok(vm.name, f"hostname {name}", hostname=name)
