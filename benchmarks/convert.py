@@ -20,7 +20,8 @@ Cases (the same DATA bytes in each source):
   bare-64G, ours-nv-64G, ours-64G   the same data in a 64 GiB virtual disk
   bare-empty, ours-empty            an empty 64 MiB vmdk (fixed cost)
   bare-chain, ours-nv-chain, ours-chain   an ESXi vmfsSparse snapshot chain (vmfs flat base
-                                          with the 4G data + a COWD redo log), ours with --chain
+                                          + a COWD redo log in 512-byte grains), ours with --chain;
+                                          256 MiB by default (--chain-mib): see FULL below
 
     python benchmarks/convert.py [--rounds 5] [--data-mib 1024] [--workdir /var/tmp]
                                  [--order abab|alternate] [--no-drop-caches] [--quick]
@@ -33,6 +34,7 @@ import hashlib
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -59,31 +61,37 @@ class Sizes:
     large: int          # virtual size of the "64G" disk
     empty: int
     chunk: int          # data is written in chunks of this size at random aligned slots
+    chain: int          # virtual size of the vmfsSparse chain
+    chain_data: int     # data in its base
     delta: int          # bytes the snapshot's redo log holds
     delta_run: int
 
 
+# The chain is smaller than the 4G disk: with ESXi's 512-byte grains, qemu 7.2 asks block
+# status one grain at a time, and a 4 GiB chain takes bare qemu-img > 2 minutes a run here.
 FULL = Sizes(data=1024 * MiB, small=4 * GiB, large=64 * GiB, empty=64 * MiB,
-             chunk=1 * MiB, delta=128 * MiB, delta_run=64 * 1024)
+             chunk=1 * MiB, chain=256 * MiB, chain_data=64 * MiB, delta=8 * MiB,
+             delta_run=64 * 1024)
 QUICK = Sizes(data=4 * MiB, small=64 * MiB, large=1 * GiB, empty=16 * MiB,
-              chunk=256 * 1024, delta=1 * MiB, delta_run=16 * 1024)
+              chunk=256 * 1024, chain=64 * MiB, chain_data=4 * MiB, delta=1 * MiB,
+              delta_run=16 * 1024)
 
 
 def sh(*argv) -> subprocess.CompletedProcess:
     return subprocess.run([str(a) for a in argv], check=True, capture_output=True, text=True)
 
 
-def write_raw(path: Path, virtual: int, sizes: Sizes, seed: int) -> None:
-    """A sparse raw disk holding sizes.data bytes in chunks at random slots: the same chunk
+def write_raw(path: Path, virtual: int, data: int, chunk: int, seed: int) -> None:
+    """A sparse raw disk holding `data` bytes in chunks at random slots: the same chunk
     bytes (seeded) whatever the virtual size, only their places differ."""
     places = random.Random(seed + virtual)
     content = random.Random(seed)
-    slots = sorted(places.sample(range(virtual // sizes.chunk), sizes.data // sizes.chunk))
+    slots = sorted(places.sample(range(virtual // chunk), data // chunk))
     with open(path, "wb") as f:
         f.truncate(virtual)
         for slot in slots:
-            f.seek(slot * sizes.chunk)
-            f.write(content.randbytes(sizes.chunk))
+            f.seek(slot * chunk)
+            f.write(content.randbytes(chunk))
 
 
 def build_sources(work: Path, sizes: Sizes) -> dict[str, tuple[Path, Path]]:
@@ -91,7 +99,7 @@ def build_sources(work: Path, sizes: Sizes) -> dict[str, tuple[Path, Path]]:
     out = {}
     for name, virtual in (("4G", sizes.small), ("64G", sizes.large)):
         raw = work / f"ref-{name}.raw"
-        write_raw(raw, virtual, sizes, seed=1)
+        write_raw(raw, virtual, sizes.data, sizes.chunk, seed=1)
         vmdk = work / f"disk-{name}.vmdk"
         sh("qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=monolithicSparse",
            raw, vmdk)
@@ -102,22 +110,23 @@ def build_sources(work: Path, sizes: Sizes) -> dict[str, tuple[Path, Path]]:
     with open(ref_empty, "wb") as f:
         f.truncate(sizes.empty)
     out["empty"] = (empty, ref_empty)
-    out["chain"] = build_esx_chain(work, out["4G"][1], sizes)
+    out["chain"] = build_esx_chain(work, sizes)
     return out
 
 
-def build_esx_chain(work: Path, base_raw: Path, sizes: Sizes) -> tuple[Path, Path]:
+def build_esx_chain(work: Path, sizes: Sizes) -> tuple[Path, Path]:
+    """The vmfsSparse chain and the raw data it must read as (base + redo log)."""
     chain = work / "esx"
     chain.mkdir()
     flat = chain / "base-flat.vmdk"
-    sh("cp", "--sparse=always", base_raw, flat)
+    write_raw(flat, sizes.chain, sizes.chain_data, sizes.chunk, seed=5)
     rng = random.Random(7)
-    slots = sorted(rng.sample(range(sizes.small // sizes.delta_run),
+    slots = sorted(rng.sample(range(sizes.chain // sizes.delta_run),
                               sizes.delta // sizes.delta_run))
     runs = [(s * sizes.delta_run, rng.randbytes(sizes.delta_run)) for s in slots]
-    top = esx_chain.build_chain(chain, flat, sizes.small, runs)
+    top = esx_chain.build_chain(chain, flat, sizes.chain, runs)
     ref = work / "ref-chain.raw"
-    sh("cp", "--sparse=always", base_raw, ref)
+    sh("cp", "--sparse=always", flat, ref)
     with open(ref, "r+b") as f:
         for off, data in runs:
             f.seek(off)
@@ -296,6 +305,9 @@ def report(samples: harness.Samples, cases: dict[str, ConvertCase], quick: bool)
     note = "  (--quick: sizes too small for the goals to mean anything)" if quick else ""
     print(f"\nratios (a/b per round, then min and median over rounds):{note}")
     for label, a, b, op, goal in RATIOS:
+        if a not in cases or b not in cases:
+            print(f"  {label:<48} not run (--only)")
+            continue
         if a not in ok or b not in ok:
             why = "; ".join(f"{n} failed" for n in (a, b) if n not in ok)
             print(f"  {label:<48} not measured ({why})" +
@@ -308,7 +320,9 @@ def report(samples: harness.Samples, cases: dict[str, ConvertCase], quick: bool)
             if first is not None and second is not None:
                 print(f"  {'':<48} median when {a} ran first {first:.3f}, "
                       f"when {b} ran first {second:.3f}")
-    if {"ours-empty", "bare-empty"} <= ok:
+    if not {"ours-empty", "bare-empty"} <= set(cases):
+        print("  fixed cost: not run (--only)")
+    elif {"ours-empty", "bare-empty"} <= ok:
         d = harness.difference(samples["ours-empty"], samples["bare-empty"])
         print(f"  {'fixed cost: ours-empty - bare-empty':<48} min {d.min * 1000:6.0f} ms  "
               f"median {d.median * 1000:6.0f} ms  rounds {d.rounds}   goal <= "
@@ -325,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5, help="rounds (one run of every case each)")
     ap.add_argument("--data-mib", type=int, default=FULL.data // MiB)
+    ap.add_argument("--chain-mib", type=int, default=FULL.chain // MiB,
+                    help="virtual size of the vmfsSparse chain (a quarter of it data, "
+                         "1/32 in the redo log)")
     ap.add_argument("--workdir", default="/var/tmp")
     ap.add_argument("--order", choices=["abab", "alternate"], default="abab",
                     help="abab: the same order every round; alternate: reversed every other "
@@ -342,12 +359,21 @@ def main(argv: list[str] | None = None) -> int:
         print("guestprep-host is not installed: run `make setup` (pip install -e .)",
               file=sys.stderr)
         return 3
-    sizes = QUICK if args.quick else Sizes(**{**FULL.__dict__, "data": args.data_mib * MiB})
+    chain = args.chain_mib * MiB
+    sizes = QUICK if args.quick else Sizes(**{
+        **FULL.__dict__, "data": args.data_mib * MiB, "chain": chain,
+        "chain_data": chain // 4 // FULL.chunk * FULL.chunk,
+        "delta": chain // 32 // FULL.delta_run * FULL.delta_run})
     rounds = 1 if args.quick else args.rounds
-    if sizes.data > sizes.small or sizes.data % sizes.chunk:
-        print(f"--data-mib must be a whole number of MiB up to {sizes.small // MiB}",
-              file=sys.stderr)
+    if not 0 < sizes.data <= sizes.small:
+        print(f"--data-mib must be 1 to {sizes.small // MiB}", file=sys.stderr)
         return 2
+    if not sizes.delta:
+        print("--chain-mib must be at least 2", file=sys.stderr)
+        return 2
+    # SIGTERM/SIGHUP end the run through `finally`, so the work directory is removed.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
     work = Path(tempfile.mkdtemp(prefix="guestprep-bench-", dir=args.workdir))
     try:
         return run(work, sizes, rounds, args)
@@ -363,9 +389,10 @@ def run(work: Path, sizes: Sizes, rounds: int, args) -> int:
     sources = build_sources(work, sizes)
     print(f"sources: {sizes.data / MiB:g} MiB of data in {sizes.small / GiB:g} GiB and "
           f"{sizes.large / GiB:g} GiB monolithicSparse vmdks, an empty "
-          f"{sizes.empty / MiB:g} MiB vmdk, and a vmfsSparse chain (vmfs base with the "
-          f"{sizes.small / GiB:g} GiB disk's data + COWD redo log of {sizes.delta / MiB:g} MiB "
-          f"in 512-byte grains); built in {time.perf_counter() - t0:.1f}s")
+          f"{sizes.empty / MiB:g} MiB vmdk, and a {sizes.chain / MiB:g} MiB vmfsSparse chain "
+          f"(vmfs flat base with {sizes.chain_data / MiB:g} MiB of data + a COWD redo log of "
+          f"{sizes.delta / MiB:g} MiB in 512-byte grains); built in "
+          f"{time.perf_counter() - t0:.1f}s")
     digests = {p: data_digest(p) for p in source_files(sources)}
     cases = make_cases(work, sources)
     if args.only:

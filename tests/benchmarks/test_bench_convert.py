@@ -57,10 +57,8 @@ def test_quick_run_end_to_end(tmp_path):
 def test_the_esx_chain_reads_back_as_base_plus_redo_log(bench, tmp_path):
     """The COWD writer is checked against qemu's reader here, so a wrong chain cannot make
     every tool agree on wrong data."""
-    sizes = bench.QUICK
-    base = tmp_path / "base.raw"
-    bench.write_raw(base, sizes.small, sizes, seed=3)
-    top, ref = bench.build_esx_chain(tmp_path, base, sizes)
+    top, ref = bench.build_esx_chain(tmp_path, bench.QUICK)
+    base = top.parent / "base-flat.vmdk"
     info = subprocess.run(["qemu-img", "info", "--backing-chain", str(top)],
                           capture_output=True, text=True, check=True).stdout
     assert "create type: vmfsSparse" in info and "format: VMFSSPARSE" in info
