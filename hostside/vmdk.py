@@ -736,6 +736,27 @@ def _check_sparse(path: str, ext: Extent, where: str) -> tuple[SparseHeader, dic
     return header, grains
 
 
+def refuse_extent_piece(path: str, where: str) -> None:
+    """A file about to be read as a raw disk that a descriptor beside it lists as one of
+    several extents (a twoGbMaxExtentFlat -f002.vmdk: 2 GiB of a larger disk) or as
+    snapshot data: refuse it, naming the descriptor. The -flat.vmdk of a monolithicFlat
+    or vmfs descriptor is the whole disk and passes."""
+    found = extent_of(path)
+    if found and (found.count > 1 or found.extent_type in ("VMFSSPARSE", "SESPARSE")):
+        refuse_data_file(path, "a raw extent of a VMware disk", where)
+
+
+def _refuse_zero(desc: Descriptor, path: str) -> None:
+    """qemu's vmdk driver has no ZERO extents: vmdk_parse_extents (block/vmdk.c) skips a
+    line without a file name, so qemu reads a disk shorter than the descriptor says."""
+    for e in desc.extents:
+        if e.type == "ZERO":
+            raise InputError(
+                f"a ZERO extent ({e.size} bytes of zeros with no file): qemu's vmdk driver "
+                "has no ZERO extents and would read the disk that much shorter, so this "
+                "descriptor cannot be converted as written", f"{path}:{e.line}")
+
+
 def _refuse_access(desc: Descriptor, path: str) -> None:
     """Extents not marked RW: qemu skips them (block/vmdk.c, vmdk_parse_extents reads only
     lines whose access is "RW"), so it would see a shorter disk, or none at all (qemu 7.2
@@ -800,6 +821,7 @@ def load(path: str, *, _depth: int = 0) -> VmdkImage:
                          f"{len(desc.extents)} extents ({desc.create_type})", where)
     if not embedded:
         _refuse_access(desc, path)
+        _refuse_zero(desc, path)
     directory = os.path.dirname(os.path.abspath(path))
     paths: list[str | None] = []
     grains: list[dict] = []

@@ -86,6 +86,16 @@ def test_noaccess_extent_is_refused_by_name(images, tmp_path):
     _refused_both_ways(desc, tmp_path, "NOACCESS", "no access", str(desc))
 
 
+def test_a_zero_extent_is_named_not_a_size_mismatch(images, tmp_path):
+    """qemu skips extent lines without a file (vmdk_parse_extents): before, this said
+    'qemu sees 67108864 bytes but the descriptor's extents add up to 68157440'."""
+    flat, sectors = _flat_disk(tmp_path, images)
+    lines = [f'RW {sectors} FLAT "{flat.name}" 0', "RW 2048 ZERO"]
+    desc = write_descriptor(tmp_path / "web01.vmdk", "monolithicFlat", lines)
+    line = desc.read_text().splitlines().index("RW 2048 ZERO") + 1
+    _refused_both_ways(desc, tmp_path, f"{desc}:{line}", "ZERO extent", "no ZERO extents")
+
+
 # ------------------------------------------------------------------ split sparse pieces
 
 
@@ -127,6 +137,20 @@ def test_a_vmware_style_piece_without_a_descriptor_area_names_its_place(images, 
         f.seek(28)
         f.write(struct.pack("<QQ", 0, 0))
     _refused_both_ways(piece, tmp_path, "extent 3 of 3", str(tmp_path / src.name))
+
+
+def test_a_split_flat_piece_is_named_for_the_raw_path(images):
+    """For image.inspect to call before reading a sniffed raw file (proposal h4-1): a
+    -f002.vmdk is 2 GiB of a 4.5 GiB disk; a vmfs -flat.vmdk is the whole disk."""
+    from hostside import vmdk
+    from hostside.errors import InputError
+    desc = Path(images["twoGbMaxExtentFlat"])
+    piece = desc.parent / f"{desc.stem}-f002.vmdk"
+    with pytest.raises(InputError, match=r"extent 2 of 3 of the twoGbMaxExtentFlat disk "
+                                         rf"described by {desc} \(line 9\)"):
+        vmdk.refuse_extent_piece(str(piece), str(piece))
+    whole = Path(images["vmfs"]).parent / "gpt-vmfs-flat.vmdk"
+    vmdk.refuse_extent_piece(str(whole), str(whole))      # no error: the whole disk
 
 
 def test_a_remote_split_piece_is_refused_as_a_piece(images, datastore, tmp_path):
