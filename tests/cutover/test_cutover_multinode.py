@@ -21,6 +21,7 @@ two sides read directly:
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 
 import pytest
@@ -95,3 +96,16 @@ def test_wave_converts_on_the_owning_node_within_parallel_and_per_node(wave_lab)
     # --parallel 3: never four VMs in flight, and three were
     flight = [(_t(v["steps"][0]["started"]), _t(v["steps"][-1]["ended"])) for v in vms.values()]
     assert most_at_once(flight) == 3, flight
+
+    # the report's per-node view: what each node took
+    report = json.loads((w.tmp / "wave.yaml.state" / "report.json").read_text())
+    nodes = {n["node"]: n for n in report["nodes"]}
+    assert sorted(nodes) == ["pve1", "pve2"]
+    for node in ("pve1", "pve2"):
+        mine = [name for name, _, n in VMS if n == node]
+        assert nodes[node]["vms"] == mine and nodes[node]["phases"] == {"done": 2}
+        assert nodes[node]["disks_converted"] == 2
+        assert nodes[node]["downtime_s"]["max"] == max(vms[m]["downtime_s"] for m in mine)
+    junit = (w.tmp / "wave.yaml.state" / "junit.xml").read_text()
+    for name, _, node in VMS:
+        assert f'<testsuite name="cutover {name}" hostname="{node}"' in junit

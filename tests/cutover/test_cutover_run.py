@@ -47,8 +47,25 @@ def test_full_run_ends_done_with_every_step_journaled(lab):
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("SELECT value FROM meta WHERE key='plan_hash'").fetchone()[0] == st["plan_hash"]
     report = json.loads((lab_.tmp / "wave.yaml.state" / "report.json").read_text())
-    assert report["vms"][0]["phase"] == "done"
-    assert "<testsuite" in (lab_.tmp / "wave.yaml.state" / "junit.xml").read_text()
+    rv = report["vms"][0]
+    assert rv["phase"] == "done" and rv["node"] == "pve1" and rv["downtime_s"] == vm["downtime_s"]
+    # per VM: every step with its timing, the conversion's own seconds, the verification evidence
+    assert set(rv["timings"]) == {s for s, _ in steps} and all(t >= 0 for t in rv["timings"].values())
+    assert 0 < rv["conversion_s"] <= rv["timings"]["convert"] and rv["seconds"] >= sum(rv["timings"].values()) - 0.01
+    assert rv["verification"]["agent_first_answer_at"] and "10.0.0.42" in rv["verification"]["addresses"]
+    assert rv["verification"]["macs"] == [lab_.mac]
+    # per node: what pve1 took
+    assert report["nodes"] == [{"node": "pve1", "vms": ["DC0_H0_VM0"], "phases": {"done": 1}, "disks_converted": 1,
+                                "conversion_s": rv["conversion_s"],
+                                "downtime_s": {"min": rv["downtime_s"], "median": rv["downtime_s"], "max": rv["downtime_s"]},
+                                "started": rv["started"], "ended": rv["ended"]}]
+    assert report["summary"] == {"done": 1}
+    junit = (lab_.tmp / "wave.yaml.state" / "junit.xml").read_text()
+    assert '<testsuite name="cutover DC0_H0_VM0" hostname="pve1" tests="8" failures="0"' in junit
+    assert f'<property name="downtime_s" value="{rv["downtime_s"]}"/>' in junit and "addresses 10.0.0.42" in junit
+    page = (lab_.tmp / "wave.yaml.state" / "report.html").read_text()
+    assert "<h2>Per node</h2>" in page and "<td>pve1</td><td>DC0_H0_VM0</td><td>done: 1</td>" in page
+    assert f"MACs {lab_.mac}" in page and "<td>convert</td><td>1</td><td>done</td>" in page
     # secrets never in the wave, the journal or the output
     for text in (wave, r.stdout + r.stderr, (lab_.tmp / "wave.yaml.state" / "report.json").read_text()):
         assert lab_.sim.password not in text and lab_.token not in text
