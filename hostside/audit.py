@@ -8,6 +8,7 @@ the zipapp; guestprep/checks/image/ registers the same checks in guestprep's reg
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -126,9 +127,52 @@ def implied_firmware(table: partitions.PartitionTable) -> str:
     return "unknown"
 
 
+class ViewReader:
+    """Reads byte ranges through a source's own map (`Source.view`): pread of the data
+    runs, zeros elsewhere. No qemu-img process per read (each costs 10-20 ms)."""
+
+    def __init__(self, view, size: int):
+        self.view = view
+        self.size = size
+        self._fds: dict[str, int] = {}
+
+    def read(self, offset: int, length: int) -> bytes:
+        if offset < 0 or length <= 0 or offset >= self.size:
+            return b""
+        end = min(offset + length, self.size)
+        out = bytearray(end - offset)
+        for r in self.view:
+            a, b = max(offset, r.start), min(end, r.end)
+            if a >= b or not r.is_data:
+                continue
+            fd = self._fds.get(r.path)
+            if fd is None:
+                fd = self._fds[r.path] = os.open(r.path, os.O_RDONLY)
+            chunk = os.pread(fd, b - a, r.offset + (a - r.start))
+            out[a - offset:a - offset + len(chunk)] = chunk
+        return bytes(out)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def __enter__(self) -> "ViewReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _reader(source: Source):
+    if source.view is not None:
+        return ViewReader(source.view, source.virtual_size)
+    return Reader(source.spec, source.virtual_size)
+
+
 def audit(source: Source, guest: str | None = None) -> AuditResult:
     guest = guest or source.spec.label
-    with Reader(source.spec, source.virtual_size) as reader:
+    with _reader(source) as reader:
         table = partitions.parse(reader.read, source.virtual_size)
         for p in table.partitions:
             if p.kind == "extended" or p.end > table.disk_sectors:

@@ -13,12 +13,17 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from guestprep.handoff import Handoff
+from typing import TYPE_CHECKING
+
 from hostside import audit as audit_mod
 from hostside import convert as convert_mod
-from hostside import image, remote, storage
+from hostside import image, storage
 from hostside.errors import GuestprepError, TargetRefused
-from hostside.handoff import DiskJob, boot_label
+from hostside.phases import Clock
+
+if TYPE_CHECKING:   # imported by --handoff runs only (start-up time)
+    from guestprep.handoff import Handoff
+    from hostside.handoff import DiskJob
 
 
 @dataclass
@@ -36,6 +41,7 @@ class Ready:
     audit: dict
     prep: convert_mod.Prepared | None = None   # None: dry run, directory not made yet
     notes: list[str] = field(default_factory=list)
+    clock: Clock = field(default_factory=Clock)
 
     def plan_dict(self) -> dict:
         d = self.job.to_dict()
@@ -54,7 +60,10 @@ def _with_disk(exc: GuestprepError, job: DiskJob, single: bool) -> GuestprepErro
 
 
 def _firmware_note(doc: Handoff | None, job: DiskJob, audit: dict) -> str | None:
-    if doc is None or job.label != boot_label(doc) or not audit.get("performed"):
+    if doc is None:
+        return None
+    from hostside.handoff import boot_label
+    if job.label != boot_label(doc) or not audit.get("performed"):
         return None
     implied, declared = audit.get("firmware"), doc.vm.firmware
     if (implied == "uefi") != (declared == "efi") and implied in ("uefi", "bios"):
@@ -76,11 +85,12 @@ def _missing_dirs(path: str) -> list[str]:
 
 
 def prepare_all(jobs: list[DiskJob], doc: Handoff | None, src_opts: image.SourceOptions,
-                secrets: remote.SecretDir, topts: TargetOptions,
+                secrets, topts: TargetOptions,
                 copts: convert_mod.ConvertOptions, *, dry_run: bool,
-                made_dirs: list[str]) -> list[Ready]:
+                made_dirs: list[str], reporter_for: Callable | None = None) -> list[Ready]:
     """Inspect, audit and preflight every job; create nothing but missing image dirs
-    (recorded in `made_dirs` so the caller can remove them again)."""
+    (recorded in `made_dirs` so the caller can remove them again). `reporter_for(job)`
+    hears each phase as it starts (progress bar / JSON events)."""
     single = doc is None
     out: list[Ready] = []
     for job in jobs:
@@ -88,13 +98,16 @@ def prepare_all(jobs: list[DiskJob], doc: Handoff | None, src_opts: image.Source
             continue
         try:
             assert job.source is not None and job.kind is not None and job.dest is not None
-            src = image.inspect(job.source, src_opts, secrets)
-            target = storage.make_target(
-                job.kind, job.dest, allow_qcow2_on_zfs=topts.allow_qcow2_on_zfs,
-                volblocksize=topts.volblocksize or job.volblocksize or "16k",
-                overwrite_device=topts.overwrite_device)
-            ready = Ready(job, src, target,
-                          audit_mod.manifest_section(src, doc.vm.name if doc else None))
+            clock = Clock(reporter_for(job) if reporter_for else None)
+            with clock.phase("inspect"):
+                src = image.inspect(job.source, src_opts, secrets)
+                target = storage.make_target(
+                    job.kind, job.dest, allow_qcow2_on_zfs=topts.allow_qcow2_on_zfs,
+                    volblocksize=topts.volblocksize or job.volblocksize or "16k",
+                    overwrite_device=topts.overwrite_device)
+            with clock.phase("audit"):
+                audit = audit_mod.manifest_section(src, doc.vm.name if doc else None)
+            ready = Ready(job, src, target, audit, clock=clock)
             note = _firmware_note(doc, job, ready.audit)
             if note:
                 job.warnings.append(note)
@@ -109,7 +122,7 @@ def prepare_all(jobs: list[DiskJob], doc: Handoff | None, src_opts: image.Source
                         raise TargetRefused(f"cannot create the image directory: {exc.strerror}",
                                             d) from None
                     made_dirs.append(d)
-                ready.prep = convert_mod.prepare(src, target, copts)
+                ready.prep = convert_mod.prepare(src, target, copts, clock)
         except GuestprepError as exc:
             raise _with_disk(exc, job, single) from None
         out.append(ready)
@@ -125,7 +138,9 @@ def remove_dirs(made_dirs: list[str]) -> None:
 
 
 def execute_all(readies: list[Ready], doc: Handoff | None,
-                progress_for: Callable[[DiskJob], Callable]) -> list[dict]:
+                progress_for: Callable[[DiskJob], Callable] | None = None) -> list[dict]:
+    """Convert one disk after the other. Each disk's reporter ends with `done` (manifest
+    written), or `failed` / `interrupted` (nothing else follows for that run)."""
     single = doc is None
     manifests: list[dict] = []
     for r in readies:
@@ -135,7 +150,7 @@ def execute_all(readies: list[Ready], doc: Handoff | None,
             extra["handoff"] = dict(doc.identity(), disk=r.job.label, volid=r.job.volid,
                                     document_volid=r.job.document_volid,
                                     source_from=r.job.source_from, warnings=r.job.warnings)
-        progress = progress_for(r.job)
+        progress = r.clock.reporter or (progress_for(r.job) if progress_for else None)
         try:
             manifests.append(convert_mod.execute(r.prep, progress, extra))
         except GuestprepError as exc:
@@ -144,8 +159,7 @@ def execute_all(readies: list[Ready], doc: Handoff | None,
                 exc.message += ("; converted before this failure (complete, verified, manifests "
                                 "kept): " + ", ".join(m["handoff"]["disk"] for m in manifests))
             raise exc from None
-        finally:
-            done = getattr(progress, "done", None)
-            if done:
-                done()
+        done = getattr(progress, "done", None)
+        if done:
+            done(manifests[-1]["timings"])
     return manifests

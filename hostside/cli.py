@@ -17,7 +17,7 @@ import os
 import sys
 
 from guestprep.errors import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, ConfigError, GuestprepError
-from hostside import image, remote
+from hostside import image, privdir, qemu
 
 # audit/convert/storage (and guestprep.models) are imported by the command that
 # needs them: start-up time is part of every conversion the benchmark measures.
@@ -86,14 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="inspect, audit and check every disk and print the plan; create nothing")
     p.add_argument("--compress", action="store_true", help="qcow2 compression (-c)")
-    p.add_argument("--no-verify", action="store_true", help="skip qemu-img compare/check")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the verification (and the content digest it computes)")
     p.add_argument("--allow-qcow2-on-zfs", action="store_true",
                    help="accept qcow2 on a ZFS-backed directory (double copy-on-write)")
     p.add_argument("--volblocksize", default=None,
                    help="zvol volblocksize (default: the storage's blocksize, else 16k)")
     p.add_argument("--overwrite-device", action="store_true",
                    help="raw onto a block device that already holds data")
-    p.add_argument("--manifest", help="manifest path (default: beside the target)")
+    p.add_argument("--manifest", help="manifest path (default: beside a file target; "
+                                      "in --manifest-dir for zvol/LVM-thin/device targets)")
+    p.add_argument("--manifest-dir", metavar="DIR", default=None,
+                   help="where manifests of zvol/LVM-thin/device targets go (default "
+                        "$GUESTPREP_HOST_MANIFEST_DIR, else /var/lib/guestprep/manifests)")
     p.add_argument("--progress", choices=["auto", "bar", "json", "none"], default="auto",
                    help="progress on stderr: a bar, JSON lines, or nothing")
     p.add_argument("--stall-timeout", type=float, default=600.0, metavar="SECONDS",
@@ -184,11 +189,22 @@ def cmd_audit(args, secrets) -> int:
 
 
 class _Progress:
+    """Progress on stderr: a bar, or JSON lines (`--progress json`).
+
+    Events: {"event": "phase", "phase": "inspect"} as each phase starts (inspect, audit,
+    space_check, convert, verify, manifest), {"event": "progress", "phase": "convert",
+    "percent": 12.5} during the copy, then exactly one of {"event": "done", "timings":
+    {...}} (manifest written), {"event": "failed", "phase": ..., "exit_code": N, "error":
+    "..."} or {"event": "interrupted", "phase": ...}. With --handoff each carries "disk".
+    """
+
     def __init__(self, mode: str, disk: str | None = None):
         if mode == "auto":
             mode = "bar" if sys.stderr.isatty() else "none"
         self.mode = mode
         self.disk = disk   # named in JSON events when a run converts several disks
+        self.current: str | None = None
+        self.finished = False
 
     def _event(self, doc: dict) -> None:
         if self.disk is not None:
@@ -196,20 +212,46 @@ class _Progress:
         sys.stderr.write(json.dumps(doc) + "\n")
         sys.stderr.flush()
 
+    def _line(self, text: str) -> None:
+        name = f"{self.disk}: " if self.disk else ""
+        sys.stderr.write(f"\r\x1b[K{name}{text}")
+        sys.stderr.flush()
+
+    def phase(self, name: str) -> None:
+        self.current = name
+        if self.mode == "json":
+            self._event({"event": "phase", "phase": name})
+        elif self.mode == "bar":
+            self._line(f"{name.replace('_', ' ')}...")
+
     def __call__(self, pct: float) -> None:
         if self.mode == "json":
-            self._event({"event": "progress", "percent": pct})
+            self._event({"event": "progress", "phase": "convert", "percent": pct})
         elif self.mode == "bar":
             filled = int(pct / 100 * 40)
-            name = f"{self.disk}: " if self.disk else ""
-            sys.stderr.write(f"\r{name}[{'#' * filled}{'.' * (40 - filled)}] {pct:6.2f}%")
-            sys.stderr.flush()
+            self._line(f"convert [{'#' * filled}{'.' * (40 - filled)}] {pct:6.2f}%")
 
-    def done(self) -> None:
+    def done(self, timings: dict | None = None) -> None:
+        self.finished = True
+        if self.mode == "bar":
+            self._line("done\n")
+        elif self.mode == "json":
+            self._event({"event": "done", "timings": timings or {}})
+
+    def failed(self, exc: GuestprepError) -> None:
+        self.finished = True
         if self.mode == "bar":
             sys.stderr.write("\n")
         elif self.mode == "json":
-            self._event({"event": "done"})
+            self._event({"event": "failed", "phase": self.current, "exit_code": exc.exit_code,
+                         "error": str(exc)})
+
+    def interrupted(self) -> None:
+        self.finished = True
+        if self.mode == "bar":
+            sys.stderr.write("\n")
+        elif self.mode == "json":
+            self._event({"event": "interrupted", "phase": self.current})
 
 
 def _parse_sources(values: list[str]) -> dict[str, str]:
@@ -224,7 +266,7 @@ def _parse_sources(values: list[str]) -> dict[str, str]:
 
 def _convert_jobs(args):
     """(jobs, hand-off document or None) from the command line."""
-    from hostside import handoff
+    from hostside.jobs import DiskJob
 
     handoff_only = [f for f, v in (("--disk", args.disk), ("--source", args.source),
                                    ("--storage", args.storage), ("--storage-cfg", args.storage_cfg))
@@ -237,7 +279,7 @@ def _convert_jobs(args):
                    if not v]
         if missing:
             raise ConfigError(f"missing {', '.join(missing)} (or give --handoff FILE)", "convert")
-        job = handoff.DiskJob(args.src, "arguments", source=args.src, source_from="SRC",
+        job = DiskJob(args.src, "arguments", source=args.src, source_from="SRC",
                               kind=args.to, dest=args.dest)
         return [job], None
     if args.src:
@@ -248,6 +290,7 @@ def _convert_jobs(args):
     if args.to in ("zvol", "lvmthin") and not args.dest:
         raise ConfigError(f"--to {args.to} needs --dest with --handoff (otherwise the "
                           "storage decides the kind)", "--to")
+    from hostside import handoff
     doc = handoff.load(args.handoff)
     ov = handoff.Overrides(disks=args.disk, sources=_parse_sources(args.source),
                            storage=args.storage,
@@ -307,14 +350,47 @@ def _print_plan(doc, jobs, readies) -> None:
 
 
 def cmd_convert(args, secrets) -> int:
+    from hostside import convert as convert_mod
+    from hostside.errors import Interrupted
+
+    reporters: dict[str, _Progress] = {}
+    several = args.handoff is not None
+
+    def reporter_for(job) -> _Progress:
+        if job.label not in reporters:
+            reporters[job.label] = _Progress(args.progress, job.label if several else None)
+        return reporters[job.label]
+
+    def last_open() -> _Progress:
+        open_ = [r for r in reporters.values() if not r.finished]
+        return open_[-1] if open_ else _Progress(args.progress)
+
+    try:
+        with convert_mod.stop_signals():
+            return _convert(args, secrets, reporter_for)
+    except (KeyboardInterrupt, convert_mod.Terminated):
+        last_open().interrupted()
+        raise Interrupted("interrupted outside a conversion: no partial target was left",
+                          None) from None
+    except Interrupted:
+        last_open().interrupted()
+        raise
+    except GuestprepError as exc:
+        last_open().failed(exc)
+        raise
+
+
+def _convert(args, secrets, reporter_for) -> int:
     from hostside import batch
     from hostside import convert as convert_mod
 
     if args.stall_timeout <= 0:
         raise ConfigError("must be a positive number of seconds", "--stall-timeout")
     jobs, doc = _convert_jobs(args)
+    qemu.tool("qemu-img")   # said first (exit 3): no source kind converts without it
     opts = convert_mod.ConvertOptions(compress=args.compress, verify=not args.no_verify,
-                                      manifest=args.manifest, stall_timeout=args.stall_timeout)
+                                      manifest=args.manifest, manifest_dir=args.manifest_dir,
+                                      stall_timeout=args.stall_timeout)
     topts = batch.TargetOptions(allow_qcow2_on_zfs=args.allow_qcow2_on_zfs,
                                 volblocksize=args.volblocksize,
                                 overwrite_device=args.overwrite_device)
@@ -322,7 +398,8 @@ def cmd_convert(args, secrets) -> int:
     converted = False
     try:
         readies = batch.prepare_all(jobs, doc, _source_options(args), secrets, topts, opts,
-                                    dry_run=args.dry_run, made_dirs=made_dirs)
+                                    dry_run=args.dry_run, made_dirs=made_dirs,
+                                    reporter_for=reporter_for)
         if args.dry_run:
             if args.json:
                 _print_json({"dry_run": True, "handoff": doc.identity() if doc else None,
@@ -332,9 +409,7 @@ def cmd_convert(args, secrets) -> int:
                 _print_plan(doc, jobs, readies)
                 print("dry run: nothing was created")
             return EXIT_OK
-        several = doc is not None
-        manifests = batch.execute_all(
-            readies, doc, lambda job: _Progress(args.progress, job.label if several else None))
+        manifests = batch.execute_all(readies, doc, reporter_for)
         converted = True
     finally:
         if not converted:
@@ -354,6 +429,7 @@ def cmd_convert(args, secrets) -> int:
         print(f"{r.source.spec.label} -> {r.target.path}{into} ({r.target.kind}): "
               f"{manifest['timings'].get('convert_s')}s, "
               f"verified: {'yes' if ver.get('ok') else 'skipped'}")
+        print(f"  phases: {r.clock.summary()}")
         print(f"  {_audit_line(manifest['audit'])}")
         print(f"manifest: {manifest['manifest_path']}")
     for j in jobs:
@@ -369,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     secrets = None
     try:
         args = build_parser().parse_args(argv)
-        secrets = remote.SecretDir.create()
+        secrets = privdir.PrivateDir()
         return COMMANDS[args.command](args, secrets)
     except GuestprepError as exc:
         print(f"guestprep-host: error: {exc}", file=sys.stderr)

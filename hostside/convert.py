@@ -10,8 +10,7 @@ the target this run created; SIGKILL leaves at most a `.partial` /
 
 from __future__ import annotations
 
-import errno
-import hashlib
+import contextlib
 import json
 import os
 import platform
@@ -21,19 +20,26 @@ import signal
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
-from guestprep.errors import ConfigError
-from guestprep.handoff import write_exclusive
 from hostside import qemu
+from hostside import verify as verify_mod
 from hostside.errors import (GuestprepError, InputError, Interrupted, TargetRefused,
-                             ToolFailed, VerificationFailed)
+                             ToolFailed)
 from hostside.image import Source
-from hostside.storage import Target, rename_noreplace
+from hostside.phases import Clock
+from hostside.storage import Target
+from hostside.verify import DIGEST_ALGORITHM, target_digest   # noqa: F401  (finalize uses them)
 
 MANIFEST_SCHEMA = "guestprep.host-manifest/2"  # /2 added audit and handoff
 _PROGRESS_RE = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
+# Manifests of targets that are not files (zvol, LV, device) go here unless --manifest
+# or --manifest-dir says otherwise: a state directory of the node, not the working one.
+MANIFEST_DIR_ENV = "GUESTPREP_HOST_MANIFEST_DIR"
+DEFAULT_MANIFEST_DIR = "/var/lib/guestprep/manifests"
+# A raw view is summarised in the manifest's command beyond this many source arguments.
+MAX_LISTED_SOURCES = 16
 
 ProgressFn = Callable[[float], None]
 
@@ -42,17 +48,28 @@ ProgressFn = Callable[[float], None]
 class ConvertOptions:
     compress: bool = False
     verify: bool = True
-    manifest: str | None = None      # default: beside the target (files) / cwd (devices)
+    manifest: str | None = None      # default: beside the target (files) / manifest_dir
+    manifest_dir: str | None = None  # for zvol/LV/device targets (default: env, then /var/lib)
     coroutines: int = 8
     stall_timeout: float = 600.0     # no progress for this long: kill qemu-img, clean up
 
 
-def manifest_path(target: Target, explicit: str | None) -> str:
+def manifest_dir(explicit: str | None) -> tuple[str, bool]:
+    """(directory for non-file targets' manifests, whether it was configured)."""
+    if explicit:
+        return os.path.abspath(explicit), True
+    env = os.environ.get(MANIFEST_DIR_ENV)
+    if env:
+        return os.path.abspath(env), True
+    return DEFAULT_MANIFEST_DIR, False
+
+
+def manifest_path(target: Target, explicit: str | None, directory: str | None = None) -> str:
     if explicit:
         return os.path.abspath(explicit)
     if target.is_block:
-        name = target.label.replace("/", "_")
-        return os.path.abspath(f"{name}.guestprep-manifest.json")
+        name = target.label.strip("/").replace("/", "_")
+        return os.path.join(manifest_dir(directory)[0], f"{name}.guestprep-manifest.json")
     return target.path + ".guestprep-manifest.json"
 
 
@@ -104,6 +121,18 @@ def _on_sigterm(signum, frame):
 
 # SIGHUP is what an SSH drop delivers: treated like SIGTERM (stop, clean up, exit 130).
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+Terminated = _Terminate   # what the handlers below raise (the CLI catches it too)
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """SIGTERM/SIGHUP raise `Terminated` in the main thread while inside."""
+    old = {sig: signal.signal(sig, _on_sigterm) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 @dataclass
@@ -116,31 +145,44 @@ class Prepared:
     measured: dict
     manifest_path: str
     timings: dict
+    clock: Clock = field(default_factory=Clock)
 
 
-def prepare(source: Source, target: Target, opts: ConvertOptions) -> Prepared:
+def prepare(source: Source, target: Target, opts: ConvertOptions,
+            clock: Clock | None = None) -> Prepared:
     """Every check that can fail before anything is created: size, space, target, manifest."""
-    if opts.compress and target.fmt != "qcow2":
-        raise InputError("--compress only applies to qcow2 targets", "--compress")
-    t0 = time.monotonic()
-    # qcow2 measure = allocated data (+metadata): what any sparse target really uses.
-    measured = _measure(source)
-    required = int(measured["required"])
-    target.preflight(source.virtual_size, required)
-    mpath = manifest_path(target, opts.manifest)
-    check_manifest_path(mpath)
-    return Prepared(source, target, opts, measured, mpath,
-                    {"preflight_s": round(time.monotonic() - t0, 3)})
+    clock = clock or Clock()
+    with clock.phase("space_check"):
+        if opts.compress and target.fmt != "qcow2":
+            raise InputError("--compress only applies to qcow2 targets", "--compress")
+        # qcow2 measure = allocated data (+metadata): what any sparse target really uses.
+        measured = _measure(source)
+        required = int(measured["required"])
+        target.preflight(source.virtual_size, required)
+        mpath = manifest_path(target, opts.manifest, opts.manifest_dir)
+        if target.is_block and not opts.manifest:
+            _ensure_default_dir(os.path.dirname(mpath), opts.manifest_dir)
+        check_manifest_path(mpath)
+    return Prepared(source, target, opts, measured, mpath, clock.timings, clock)
+
+
+def _ensure_default_dir(directory: str, explicit: str | None) -> None:
+    """The built-in manifest directory is made on first use (a node's state directory,
+    like a package's /var/lib); a configured one must exist."""
+    if manifest_dir(explicit)[1] or os.path.isdir(directory):
+        return
+    try:
+        os.makedirs(directory, 0o750, exist_ok=True)
+    except OSError as exc:
+        raise TargetRefused(f"cannot create the manifest directory ({exc.strerror}); "
+                            f"pass --manifest-dir or set {MANIFEST_DIR_ENV}", directory) from None
 
 
 def check_manifest_path(mpath: str) -> None:
-    """Every output path is checked before the conversion, not after it."""
+    """Every output path is checked before the conversion, not after it. A temporary
+    manifest left by a killed run has a unique name and never blocks a retry."""
     if os.path.lexists(mpath):
         raise TargetRefused("manifest already exists; refusing to overwrite it", mpath)
-    if os.path.lexists(mpath + ".partial"):
-        raise TargetRefused("a partial manifest from an interrupted run is in the way: "
-                            f"remove it and rerun, e.g. rm -- '{mpath}.partial'",
-                            mpath + ".partial")
     parent = os.path.dirname(mpath) or "."
     if not os.path.isdir(parent):
         raise TargetRefused("the manifest's directory does not exist", parent)
@@ -151,35 +193,54 @@ def check_manifest_path(mpath: str) -> None:
 def execute(prep: Prepared, progress: ProgressFn | None = None,
             extra: dict | None = None) -> dict:
     """Create the target, convert, verify, write the manifest (`extra` adds sections)."""
-    source, target, opts, timings = prep.source, prep.target, prep.opts, dict(prep.timings)
+    source, target, opts, clock = prep.source, prep.target, prep.opts, prep.clock
+    if progress is not None and clock.reporter is None:
+        clock.reporter = progress
     mpath = prep.manifest_path
-    old_handlers = {sig: signal.signal(sig, _on_sigterm) for sig in _STOP_SIGNALS}
     state = {"writing": False}
+    version: subprocess.Popen | None = None
+    source_map: verify_mod.SourceMap | None = None
     try:
-        t1 = time.monotonic()
-        target.create(source.virtual_size)
-        timings["create_s"] = round(time.monotonic() - t1, 3)
-        args = convert_argv(source, target, opts)
-        t2 = time.monotonic()
-        state["writing"] = True
-        _run_with_progress(args, source, progress, opts.stall_timeout)
-        timings["convert_s"] = round(time.monotonic() - t2, 3)
-        verification = {"performed": False}
-        if opts.verify:
-            t3 = time.monotonic()
-            verification = verify(source, target)
-            timings["verify_s"] = round(time.monotonic() - t3, 3)
-        t4 = time.monotonic()
-        digest = target_digest(target.write_path)
-        timings["digest_s"] = round(time.monotonic() - t4, 3)
-        # Only a verified target gets its final name; the manifest follows it.
-        target.commit()
-        manifest = _manifest(source, target, args, prep.measured, timings, verification)
-        manifest["target"]["digest"] = digest
-        manifest.update(extra or {})
-        _write_manifest(mpath, manifest)
-        manifest["manifest_path"] = mpath
-        return manifest
+        with stop_signals():
+            with clock.phase("convert"):
+                target.create(source.virtual_size)
+                args = convert_argv(source, target, opts)
+                side: dict = {}
+
+                def alongside() -> None:
+                    # qemu-img's version for the manifest, and qemu's own map of the source
+                    # for the verification, are asked for while the copy runs (after it
+                    # started: the copy is the first child).
+                    side["version"] = _start_version()
+                    if opts.verify and verify_mod.can_map(source):
+                        side["map"] = verify_mod.SourceMap(source.spec)
+
+                state["writing"] = True
+                try:
+                    _run_with_progress(args, source, progress, opts.stall_timeout, alongside)
+                finally:
+                    version, source_map = side.get("version"), side.get("map")
+            verification: dict = {"performed": False}
+            digest = None
+            if opts.verify:
+                with clock.phase("verify"):
+                    verification, digest = verify_mod.verify(source, target, source_map)
+                    source_map = None
+            with clock.phase("manifest"):
+                # Only a verified target gets its final name; the manifest follows it.
+                target.commit()
+                manifest = _manifest(source, target, args, prep.measured, clock.timings,
+                                     verification, _finish_version(version))
+                version = None
+                manifest["target"]["digest"] = digest
+                if digest is None:
+                    manifest["target"]["digest_note"] = ("not computed: --no-verify (finalize "
+                                                         "attaches only verified volumes)")
+                manifest.update(extra or {})
+                _write_manifest(mpath, manifest)
+            manifest["timings"] = dict(clock.timings)
+            manifest["manifest_path"] = mpath
+            return manifest
     except (KeyboardInterrupt, _Terminate):
         _cleanup(target)
         raise Interrupted("conversion interrupted; " + _cleanup_note(target, state["writing"]),
@@ -192,15 +253,31 @@ def execute(prep: Prepared, progress: ProgressFn | None = None,
         _cleanup(target)
         raise
     finally:
-        for sig, handler in old_handlers.items():
-            signal.signal(sig, handler)
+        if source_map is not None:
+            source_map.close()
+        if version is not None:
+            version.kill()
+            version.wait()
+
+
+def _start_version() -> subprocess.Popen:
+    return subprocess.Popen([qemu.tool("qemu-img"), "--version"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
+                            preexec_fn=qemu.die_with_parent)
+
+
+def _finish_version(proc: subprocess.Popen | None) -> str:
+    if proc is None:
+        return ""
+    out, _ = proc.communicate()
+    return out.splitlines()[0] if out else ""
 
 
 def _measure(source: Source) -> dict:
     if source.data_estimate is not None:
         # data + qcow2 L2/refcount metadata for the whole virtual size + headroom
         meta = source.virtual_size // 8192 + 2 * 1024 * 1024
-        return {"required": source.data_estimate + meta, "method": "vmdk grain tables"}
+        return {"required": source.data_estimate + meta, "method": source.estimate_method}
     total = {"required": 0, "fully-allocated": 0, "method": "qemu-img measure"}
     for seg in source.segments:
         m = qemu.measure(seg.spec, "qcow2")
@@ -227,7 +304,7 @@ def _cleanup_note(target: Target, writing: bool) -> str:
 
 
 def _run_with_progress(args: list[str], source: Source, progress: ProgressFn | None,
-                       stall_timeout: float) -> None:
+                       stall_timeout: float, started: Callable[[], None] | None = None) -> None:
     # stderr goes to a file: a pipe we do not drain while reading progress from
     # stdout would block qemu-img once it fills (e.g. curl retry messages).
     what = source.spec.label
@@ -240,6 +317,8 @@ def _run_with_progress(args: list[str], source: Source, progress: ProgressFn | N
     last_change = time.monotonic()
     buf = b""
     try:
+        if started is not None:
+            started()
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
         while True:
@@ -286,38 +365,8 @@ def _run_with_progress(args: list[str], source: Source, progress: ProgressFn | N
 
 
 def verify(source: Source, target: Target) -> dict:
-    """qemu-img compare (content, allocation-aware) and qemu-img check for qcow2."""
-    dest = qemu.local_spec(target.write_path, target.fmt)
-    result: dict = {"performed": True}
-    if target.fmt == "qcow2":
-        proc = qemu.run(["check", "--output=json", dest.image_arg()],
-                        what=target.path, ok_codes=(0, 1, 2, 3), timeout=None)
-        try:
-            check = json.loads(proc.stdout) if proc.stdout.strip() else {}
-        except json.JSONDecodeError:
-            check = {}
-        result["check"] = {"rc": proc.returncode,
-                           "corruptions": check.get("corruptions", 0),
-                           "leaks": check.get("leaks", 0)}
-        if proc.returncode != 0 or check.get("corruptions"):
-            result["ok"] = False
-            raise VerificationFailed(f"qemu-img check reports a damaged qcow2 "
-                                     f"(rc {proc.returncode})", target.path)
-    single = len(source.segments) == 1
-    for seg in source.segments:
-        # Each segment against the same window of the target; a single segment
-        # against the whole target (compare then also checks the target's tail).
-        other = dest if single else qemu.window_spec(dest, seg.offset, seg.size)
-        proc = qemu.run(["compare", seg.spec.image_arg(), other.image_arg()],
-                        what=target.path, specs=[seg.spec], ok_codes=(0, 1), timeout=None)
-        result["compare"] = {"rc": proc.returncode, "segments": len(source.segments),
-                             "message": proc.stdout.strip()[-200:]}
-        if proc.returncode == 1:
-            where = "" if single else f" (segment at byte {seg.offset})"
-            raise VerificationFailed(f"target differs from source{where}: "
-                                     f"{proc.stdout.strip()}", target.path)
-    result["ok"] = True
-    return result
+    """Verify `target.write_path` against the source (see hostside.verify); the result."""
+    return verify_mod.verify(source, target)[0]
 
 
 def _allocation(target: Target) -> int | None:
@@ -327,85 +376,82 @@ def _allocation(target: Target) -> int | None:
         return None
 
 
-def _qemu_version() -> str:
-    proc = subprocess.run([qemu.tool("qemu-img"), "--version"], capture_output=True, text=True)
-    return proc.stdout.splitlines()[0] if proc.stdout else ""
-
-
 def _manifest(source: Source, target: Target, args: list[str], measured: dict,
-              timings: dict, verification: dict) -> dict:
+              timings: dict, verification: dict, tool: str) -> dict:
     return {
         "schema": MANIFEST_SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": platform.node(),
-        "tool": _qemu_version(),
+        "tool": tool,
         "source": source.to_dict(),
         "target": dict(target.to_dict(), allocated_bytes=_allocation(target)),
         "measure": measured,
         # The argv is secret-free: a cookie is only referenced by its object id and
         # read by qemu from a pipe (--object secret,file=/dev/fd/N, added at run time).
-        "command": ["qemu-img"] + args,
-        "timings": timings,
+        "command": ["qemu-img"] + _listed(source, args),
+        "source_view": _view_summary(source),
+        "timings": dict(timings),
         "verification": verification,
     }
 
 
+def _listed(source: Source, args: list[str]) -> list[str]:
+    """The argv, with a raw view's many source arguments summarised (see source_view)."""
+    n = len(source.segments)
+    if not source.view_segments or n <= MAX_LISTED_SOURCES:
+        return list(args)
+    first = len(args) - 1 - n
+    return args[:first] + [f"<{n} raw-view sources of {source.spec.label}: see source_view>",
+                           args[-1]]
+
+
+def _view_summary(source: Source) -> dict | None:
+    if not source.view_segments:
+        return None
+    import hashlib
+    joined = "\n".join(seg.spec.image_arg() for seg in source.segments)
+    data = [[seg.offset, seg.size] for seg in source.segments
+            if seg.spec.opts.get("driver") == "raw"]
+    return {"how": "raw windows over the allocated grains (our grain tables) and null-co "
+                   "zero runs, concatenated by qemu-img in order",
+            "sources": len(source.segments), "data_runs": len(data),
+            "data_bytes": sum(n for _, n in data),
+            "sources_sha256": hashlib.sha256(joined.encode()).hexdigest()}
+
+
 def _write_manifest(path: str, data: dict) -> None:
-    """Complete or absent, never replacing another one (``write_exclusive``)."""
+    """Complete or absent, never replacing another one: written under a unique temporary
+    name in the same directory, fsynced, then hard-linked to its name (fails if taken)."""
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"  # serialised first: no half file
+    directory, base = os.path.split(path)
     try:
-        write_exclusive(path, text, mode=0o640)
-    except ConfigError as exc:
-        raise TargetRefused(f"cannot write the manifest: {exc.message}", path) from None
+        fd, tmp = tempfile.mkstemp(dir=directory or ".", prefix=f".{base}.", suffix=".partial")
     except OSError as exc:
         raise TargetRefused(f"cannot write the manifest: {exc.strerror}", path) from None
-
-
-DIGEST_ALGORITHM = "sha256-data-runs/1"
-_DIGEST_CHUNK = 4 << 20
-
-
-def target_digest(path: str) -> dict:
-    """sha256 over the target as stored, for finalize to recognise the volume.
-
-    Files: every data run (SEEK_DATA/SEEK_HOLE) as b"<offset>+<length>\\n" followed by
-    its bytes; holes are skipped, so a sparse 1 TiB disk costs its data, not its
-    size. Block devices (zvol, LV): one run 0+size, every byte. Recompute it with
-    this function; any write to the volume changes it.
-    """
-    h = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY)
     try:
-        size = os.lseek(fd, 0, os.SEEK_END)
-        runs: list[tuple[int, int]] = []
-        if stat_is_regular(fd):
-            pos = 0
-            while pos < size:
-                try:
-                    start = os.lseek(fd, pos, os.SEEK_DATA)
-                except OSError as exc:
-                    if exc.errno == errno.ENXIO:   # only a hole is left
-                        break
-                    raise
-                end = os.lseek(fd, start, os.SEEK_HOLE)
-                runs.append((start, end - start))
-                pos = end
-        else:
-            runs.append((0, size))
-        for start, length in runs:
-            h.update(f"{start}+{length}\n".encode())
-            done = 0
-            while done < length:
-                chunk = os.pread(fd, min(_DIGEST_CHUNK, length - done), start + done)
-                if not chunk:
-                    break
-                h.update(chunk)
-                done += len(chunk)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o640)
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise TargetRefused("manifest already exists; refusing to overwrite it",
+                                path) from None
+        except OSError:
+            if os.path.lexists(path):      # no hard links here (some CIFS): checked rename
+                raise TargetRefused("manifest already exists; refusing to overwrite it",
+                                    path) from None
+            os.rename(tmp, path)
+    except OSError as exc:
+        raise TargetRefused(f"cannot write the manifest: {exc.strerror}", path) from None
     finally:
-        os.close(fd)
-    return {"algorithm": DIGEST_ALGORITHM, "sha256": h.hexdigest(), "size": size}
-
-
-def stat_is_regular(fd: int) -> bool:
-    import stat
-    return stat.S_ISREG(os.fstat(fd).st_mode)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    with contextlib.suppress(OSError):
+        dfd = os.open(directory or ".", os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)

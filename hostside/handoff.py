@@ -21,6 +21,7 @@ from guestprep.handoff import DiskLocator, Handoff, check_import_from, load_hand
 from guestprep.models import parse_datastore_path
 from hostside import pvestorage
 from hostside.errors import InputError
+from hostside.jobs import DiskJob   # noqa: F401  (re-exported: hostside.handoff.DiskJob)
 
 
 def _at(doc: Handoff, field_name: str) -> str:
@@ -51,28 +52,6 @@ class Overrides:
     fmt: str | None = None                                  # --to qcow2|raw
     kind: str | None = None                                 # --to (with --dest)
     dest: str | None = None                                 # --dest (one disk)
-
-
-@dataclass
-class DiskJob:
-    label: str
-    where: str                      # "FILE: disks[i]" for messages
-    source: str | None = None
-    source_from: str = ""           # which field (or flag) gave the source
-    kind: str | None = None         # hostside target kind
-    dest: str | None = None
-    volid: str | None = None        # Proxmox volume id of the target (None: --dest)
-    document_volid: str | None = None
-    makes_dir: str | None = None
-    volblocksize: str | None = None
-    skipped: str | None = None      # reason the disk is not converted
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "source": self.source, "source_from": self.source_from,
-                "kind": self.kind, "dest": self.dest, "volid": self.volid,
-                "document_volid": self.document_volid, "skipped": self.skipped,
-                "warnings": self.warnings}
 
 
 StorageLoader = Callable[[], dict[str, pvestorage.Storage]]

@@ -70,6 +70,8 @@ class Node:
             "rbd: ceph\n\tpool vms\n\tcontent images\n".format(p=self.dir_storage))
         self.cwd = root / "cwd"
         self.cwd.mkdir()
+        self.manifests = root / "manifests"     # $GUESTPREP_HOST_MANIFEST_DIR: zvol manifests
+        self.manifests.mkdir()
 
     def handoff(self, disks, *, volumes=None, fmt="qcow2", name="app01.handoff.json") -> Path:
         """The hand-off as the controller writes it (the real `guestprep handoff`)."""
@@ -93,13 +95,15 @@ class Node:
                                "--progress", "none"],
                               capture_output=True, text=True, timeout=600, cwd=self.cwd,
                               env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]),
+                                       GUESTPREP_HOST_MANIFEST_DIR=str(self.manifests),
                                        **(env or {})))
 
     def written(self) -> list[str]:
         """Everything a run could have created: files on the dir storage, zvols, manifests."""
         files = [str(p.relative_to(self.root)) for p in (self.dir_storage / "images").rglob("*")]
         zvols = [str(p.relative_to(self.root)) for p in (self.standins.dev).rglob("*") if p.is_file()]
-        return sorted(files + zvols + [p.name for p in self.cwd.iterdir()])
+        return sorted(files + zvols + [p.name for p in self.cwd.iterdir()]
+                      + [p.name for p in self.manifests.iterdir()])
 
     def zfs_creates(self):
         return [c for c in self.standins.calls() if c[:2] == ["zfs", "create"]]
@@ -155,7 +159,11 @@ def test_convert_from_handoff_end_to_end(disks, node):
     assert node.zfs_creates() == [["zfs", "create", "-s", "-V", str(400 * MiB), "-o", "volblocksize=8192",
                                    "rpool/data/guestprep-partial-vm-120-disk-1"]]
 
-    # manifests on disk: the audit per disk and the document's identity
+    # manifests on disk: the file target's beside it, the zvol's in the configured
+    # directory ($GUESTPREP_HOST_MANIFEST_DIR), never the working directory
+    assert Path(by_disk["Hard disk 2"]["manifest_path"]).parent == node.manifests
+    assert Path(by_disk["Hard disk 1"]["manifest_path"]).parent == qcow.parent
+    assert list(node.cwd.iterdir()) == []
     sha = hashlib.sha256(doc.read_bytes()).hexdigest()
     for label, m in by_disk.items():
         on_disk = json.loads(Path(m["manifest_path"]).read_text())
@@ -263,7 +271,7 @@ def test_a_failing_second_disk_keeps_the_first_and_says_so(disks, node, datastor
     assert [c for c in node.standins.calls() if c[:2] == ["zfs", "destroy"]]
     assert not (node.standins.dev / "zvol/rpool/data/vm-120-disk-1").exists()
     assert not (node.standins.dev / "zvol/rpool/data/guestprep-partial-vm-120-disk-1").exists()
-    assert list(node.cwd.iterdir()) == []
+    assert list(node.cwd.iterdir()) == [] and list(node.manifests.iterdir()) == []
 
 
 # --------------------------------------------------------------------------- bad documents

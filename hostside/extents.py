@@ -1,0 +1,253 @@
+"""Where a disk's data is: allocation maps from our grain tables, the file system, or qemu.
+
+Three sources of the same kind of answer, a list of `Run`s covering the virtual disk:
+
+- `vmdk_view`: from a validated VMDK's own grain directories/tables (and flat extents),
+  read by us. Used to hand qemu-img a raw view of the allocated runs: qemu 7.2's vmdk
+  driver answers block status one grain at a time, so a 64 GiB disk costs it a million
+  calls even when it holds 1 GiB; windows over the data plus `null-co` zero runs do not.
+- `file_runs`: SEEK_DATA/SEEK_HOLE of a regular file.
+- `qemu_map`: `qemu-img map --output=json` (qemu's own reading of any format, used by the
+  verification so that it does not depend on our grain-table parsing).
+"""
+
+from __future__ import annotations
+
+import array
+import errno
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+
+from hostside import vmdk
+from hostside.errors import InputError, ToolFailed
+
+SECTOR = 512
+
+
+@dataclass
+class Run:
+    """[start, start+length) of the virtual disk: data at `offset` in `path`, or zeros."""
+
+    start: int
+    length: int
+    path: str | None = None      # None: reads as zeros
+    offset: int = 0              # byte offset in `path`
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+    @property
+    def is_data(self) -> bool:
+        return self.path is not None
+
+
+def _append(runs: list[Run], run: Run) -> None:
+    """Append, merging with the previous run when both are contiguous (guest and file)."""
+    if runs:
+        last = runs[-1]
+        if last.end == run.start and last.path == run.path and (
+                run.path is None or last.offset + last.length == run.offset):
+            last.length += run.length
+            return
+    runs.append(run)
+
+
+# --------------------------------------------------------------------------- VMDK view
+
+
+def vmdk_view(image: vmdk.VmdkImage) -> list[Run] | None:
+    """Runs of a validated VMDK (no parent), or None when qemu must read it itself
+    (snapshot deltas, compressed/stream-optimized grains, ESXi delta extents)."""
+    d = image.descriptor
+    if d.has_parent:
+        return None
+    runs: list[Run] = []
+    pos = 0
+    for ext, path in zip(d.extents, image.extent_paths):
+        if ext.type == "ZERO" or path is None:
+            _append(runs, Run(pos, ext.size))
+        elif ext.type in ("FLAT", "VMFS"):
+            # one window per flat extent: the raw driver sees its holes itself
+            _append(runs, Run(pos, ext.size, path, ext.offset * SECTOR))
+        elif ext.type == "SPARSE":
+            part = sparse_runs(path, pos, ext.size)
+            if part is None:
+                return None
+            for r in part:
+                _append(runs, r)
+        else:
+            return None
+        pos += ext.size
+    return runs
+
+
+def sparse_runs(path: str, base: int, size: int) -> list[Run] | None:
+    """The grains of one uncompressed sparse extent as runs (None: compressed).
+
+    Mirrors qemu's block/vmdk.c get_cluster_offset(): a grain table entry 0 is
+    unallocated (zeros, no parent here), 1 is a zeroed grain when the header has the
+    zeroed-grain flag, anything else is the grain's sector in the file.
+    """
+    with vmdk.open_regular(path, path, "extent file") as f:
+        fd = f.fileno()
+        file_size = os.fstat(fd).st_size
+        header = vmdk.parse_sparse_header(os.pread(fd, SECTOR, 0), path)
+        if header.compressed or header.gd_offset == vmdk.GD_AT_END:
+            return None
+        grain = header.grain_size * SECTOR
+        gtes = header.gtes_per_gt
+        capacity = min(header.capacity * SECTOR, size)
+        n_gdes = -(-header.capacity // (header.grain_size * gtes))
+        gd = _u32(os.pread(fd, n_gdes * 4, header.gd_offset * SECTOR), n_gdes, path)
+        zero_ok = header.zeroed_grain_ok
+        runs: list[Run] = []
+        used = [i for i, gde in enumerate(gd) if gde]
+        used.sort(key=gd.__getitem__)
+        # vmdk._read_tables reads neighbouring tables with one request
+        empty = bytes(gtes * 4)
+        for i, raw in sorted(vmdk._read_tables(f, gd, used, gtes * 4)):
+            if raw == empty:       # memcmp; most tables of a big thin disk are empty
+                continue
+            gt = _u32(raw, gtes, path)
+            first = base + i * gtes * grain
+            for j, k, value in _gt_runs(gt, header.grain_size, zero_ok):
+                start = first + j * grain
+                length = min(k * grain, base + capacity - start)
+                if length <= 0:
+                    break
+                if value is None:
+                    continue
+                off = value * SECTOR
+                if off + length > file_size:
+                    raise InputError(f"grain table {i} points past the end of the file "
+                                     "(the file changed since it was checked?)", path)
+                _append(runs, Run(start, length, path, off))
+    return runs
+
+
+def _u32(raw: bytes, count: int, where: str) -> array.array:
+    if len(raw) < count * 4:
+        raise InputError("grain directory or table is truncated", where)
+    out = array.array("I")
+    out.frombytes(raw[:count * 4])
+    if sys.byteorder == "big":
+        out.byteswap()
+    return out
+
+
+def _gt_runs(gt: array.array, grain_sectors: int, zero_ok: bool):
+    """(first entry, entries, first sector or None for zeros) per run of one table.
+
+    Work is per run, not per entry: zero runs are found with bytes.lstrip, data runs
+    (consecutive grains stored consecutively, what VMware and qemu write) by
+    comparing slices with an arithmetic progression, galloping.
+    """
+    n = len(gt)
+    raw = gt.tobytes()
+    j = 0
+    while j < n:
+        v = gt[j]
+        if v == 0:
+            k = max(1, (_ZEROS.match(raw, 4 * j).end() - 4 * j) // 4)
+            yield j, k, None
+        elif v == 1 and zero_ok:
+            k = _gallop(gt, j, lambda m: array.array("I", [1]) * m)
+            yield j, k, None
+        else:
+            step = grain_sectors
+            limit = (0xFFFFFFFF - v) // step + 1   # progression stays a u32
+            k = _progression(gt, j, v, step, limit)
+            yield j, k, v
+        j += k
+
+
+_ZEROS = re.compile(rb"(?:\0\0\0\0)*")   # whole zero entries from an aligned position
+
+
+def _progression(gt: array.array, j: int, v: int, step: int, limit: int) -> int:
+    """Length of the run of consecutive grains starting at entry j: a guess from the
+    end points (cheap), confirmed by one slice comparison; galloping if it fails."""
+    cap = min(len(gt) - j, limit)
+    good, k = 1, 2
+    while k <= cap and gt[j + k - 1] == v + (k - 1) * step:
+        good, k = k, k * 2
+    hi = min(k, cap + 1)
+    while hi - good > 1:
+        mid = (good + hi) // 2
+        if gt[j + mid - 1] == v + (mid - 1) * step:
+            good = mid
+        else:
+            hi = mid
+    if gt[j:j + good] == array.array("I", range(v, v + good * step, step)):
+        return good
+    return _gallop(gt, j, lambda m: array.array("I", range(v, v + m * step, step)), limit)
+
+
+def _gallop(gt: array.array, j: int, expected, limit: int | None = None) -> int:
+    """Largest k with gt[j:j+k] == expected(k) (k >= 1, expected(1) == gt[j:j+1])."""
+    hi_cap = len(gt) - j if limit is None else min(len(gt) - j, limit)
+    good, k = 1, 2
+    while k <= hi_cap and gt[j:j + k] == expected(k):
+        good, k = k, k * 2
+    hi = min(k, hi_cap + 1)     # first size known (or assumed) not to match
+    while hi - good > 1:
+        mid = (good + hi) // 2
+        if gt[j:j + mid] == expected(mid):
+            good = mid
+        else:
+            hi = mid
+    return good
+
+
+# --------------------------------------------------------------------------- files
+
+
+def file_runs(fd: int, size: int) -> list[tuple[int, int]]:
+    """(offset, length) of every data run of a regular file (SEEK_DATA/SEEK_HOLE)."""
+    runs: list[tuple[int, int]] = []
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:   # only a hole is left
+                break
+            raise
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        if end <= start:
+            break
+        runs.append((start, end - start))
+        pos = end
+    return runs
+
+
+# --------------------------------------------------------------------------- qemu-img map
+
+
+@dataclass
+class MapEntry:
+    start: int
+    length: int
+    depth: int
+    zero: bool
+    data: bool
+    offset: int | None
+
+
+def parse_map(text: str, what: str) -> list[MapEntry]:
+    """`qemu-img map --output=json` (qemu's qemu-img.c dump_map_entry: start, length,
+    depth, present, zero, data, offset when known)."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        raise ToolFailed("qemu-img map printed something that is not JSON", what) from None
+    out = []
+    for e in doc:
+        out.append(MapEntry(int(e["start"]), int(e["length"]), int(e.get("depth", 0)),
+                            bool(e.get("zero")), bool(e.get("data")),
+                            int(e["offset"]) if "offset" in e else None))
+    return out
