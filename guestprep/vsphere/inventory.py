@@ -8,7 +8,7 @@ ContinueRetrievePropertiesEx. Nothing here makes a round trip per VM or per prop
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from pyVmomi import vim, vmodl
 
@@ -105,37 +105,8 @@ def fetch_one(session: Session | Any, vm: Any, *, where: str = "vsphere") -> Sou
 def fetch_all(session: Session | Any, *, page_size: int = DEFAULT_PAGE_SIZE,
               where: str = "vsphere", vms: list[Any] | None = None, fast: bool = True) -> list[SourceVM]:
     """All VMs (or just ``vms``) as ``SourceVM`` records, sorted by name then moref."""
-    selected = vms
-    ctx = Context()
-    vms: list[tuple[str, dict[str, Any]]] = []  # type: ignore[no-redef]
     try:
-        for obj in retrieve(session, page_size=page_size, vms=selected, fast=fast):
-            props = {p.name: p.val for p in obj.propSet or []}
-            ref = obj.obj._moId
-            if isinstance(obj.obj, vim.VirtualMachine):
-                vms.append((ref, props))
-            elif isinstance(obj.obj, vim.HostSystem):
-                ctx.hosts[ref] = {"name": props.get("name"), "parent": _ref(props.get("parent"))}
-                ctx.host_vlans[ref] = {pg.spec.name: pg.spec.vlanId
-                                       for pg in props.get("config.network.portgroup") or [] if pg.spec}
-            elif isinstance(obj.obj, vim.ComputeResource):  # clusters are ComputeResources too
-                cfg = props.get("configurationEx")
-                ctx.computes[ref] = {"name": props.get("name"), "parent": _ref(props.get("parent")),
-                                     "cluster": isinstance(obj.obj, vim.ClusterComputeResource),
-                                     "rules": list(getattr(cfg, "rule", None) or []),
-                                     "groups": list(getattr(cfg, "group", None) or []),
-                                     "drs": _enabled(cfg, "drsConfig"), "dpm": _enabled(cfg, "dpmConfigInfo"),
-                                     "ha": _enabled(cfg, "dasConfig")}
-            elif isinstance(obj.obj, vim.Folder):
-                ctx.folders[ref] = {"name": props.get("name"), "parent": _ref(props.get("parent"))}
-            elif isinstance(obj.obj, vim.Datacenter):
-                ctx.datacenters[ref] = {"name": props.get("name"), "parent": _ref(props.get("parent"))}
-            elif isinstance(obj.obj, vim.dvs.DistributedVirtualPortgroup):
-                ctx.dvportgroups[props.get("key") or ref] = {
-                    "name": props.get("name"), "vlan": _vlan_of(props.get("config.defaultPortConfig"))}
-                ctx.networks[ref] = props.get("name") or ref
-            elif isinstance(obj.obj, vim.Network):
-                ctx.networks[ref] = props.get("name") or ref
+        return source_vms(retrieve(session, page_size=page_size, vms=vms, fast=fast))
     except vim.fault.NotAuthenticated as exc:
         raise translate(exc, where) from None
     except TRANSPORT_ERRORS as exc:
@@ -143,8 +114,48 @@ def fetch_all(session: Session | Any, *, page_size: int = DEFAULT_PAGE_SIZE,
     except vmodl.MethodFault as exc:
         raise ConnectionFailed(f"vCenter refused the inventory query: {exc.msg or type(exc).__name__}",
                                where=where) from None
-    out = [to_source_vm(ref, props, ctx) for ref, props in vms]
+
+
+def source_vms(objects: Iterable[Any]) -> list[SourceVM]:
+    """The VMs of one retrieval's ObjectContents (pyVmomi objects or fastsoap records alike), mapped
+    once every object they refer to (host, cluster, folder, network) is known."""
+    ctx = Context()
+    found: list[tuple[str, dict[str, Any]]] = []
+    for obj in objects:
+        props = {p.name: p.val for p in obj.propSet or []}
+        if isinstance(obj.obj, vim.VirtualMachine):
+            found.append((obj.obj._moId, props))
+        else:
+            add_context(ctx, obj.obj, props)
+    out = [to_source_vm(ref, props, ctx) for ref, props in found]
     return sorted(out, key=lambda v: (v.name, v.moref or ""))
+
+
+def add_context(ctx: Context, obj: Any, props: dict[str, Any]) -> None:
+    """Remember a host, cluster, folder, datacenter or network of the retrieval for the VMs' mapping."""
+    ref = obj._moId
+    if isinstance(obj, vim.HostSystem):
+        ctx.hosts[ref] = {"name": props.get("name"), "parent": _ref(props.get("parent"))}
+        ctx.host_vlans[ref] = {pg.spec.name: pg.spec.vlanId
+                               for pg in props.get("config.network.portgroup") or [] if pg.spec}
+    elif isinstance(obj, vim.ComputeResource):  # clusters are ComputeResources too
+        cfg = props.get("configurationEx")
+        ctx.computes[ref] = {"name": props.get("name"), "parent": _ref(props.get("parent")),
+                             "cluster": isinstance(obj, vim.ClusterComputeResource),
+                             "rules": list(getattr(cfg, "rule", None) or []),
+                             "groups": list(getattr(cfg, "group", None) or []),
+                             "drs": _enabled(cfg, "drsConfig"), "dpm": _enabled(cfg, "dpmConfigInfo"),
+                             "ha": _enabled(cfg, "dasConfig")}
+    elif isinstance(obj, vim.Folder):
+        ctx.folders[ref] = {"name": props.get("name"), "parent": _ref(props.get("parent"))}
+    elif isinstance(obj, vim.Datacenter):
+        ctx.datacenters[ref] = {"name": props.get("name"), "parent": _ref(props.get("parent"))}
+    elif isinstance(obj, vim.dvs.DistributedVirtualPortgroup):
+        ctx.dvportgroups[props.get("key") or ref] = {
+            "name": props.get("name"), "vlan": _vlan_of(props.get("config.defaultPortConfig"))}
+        ctx.networks[ref] = props.get("name") or ref
+    elif isinstance(obj, vim.Network):
+        ctx.networks[ref] = props.get("name") or ref
 
 
 def _enabled(cfg: Any, part: str) -> bool:
