@@ -44,7 +44,7 @@ _LEAF = re.compile(rb"<([A-Za-z_][\w.-]*)(?:\s[^>]*)?>([^<]*)</\1>")
 _XSI = re.compile(rb'[A-Za-z_][\w.-]*:type="([^"]*)"')
 
 
-@dataclass
+@dataclass(slots=True)
 class _Dev:
     """The parts of one <VirtualDevice> guestprep reads."""
 
@@ -141,12 +141,10 @@ def parse_devices(raw: bytes) -> list[_Dev]:
     out = []
     for piece in pieces[:-1]:
         gt = piece.find(b">")
-        if not piece.startswith(b"<VirtualDevice "):
-            raise NotUnderstood("a device list item that is not one <VirtualDevice>")
-        m = _XSI.search(piece, 15, gt)
-        if m is None:
-            raise NotUnderstood("a device without xsi:type")
-        cls, role, model = _classify(m.group(1))
+        at = piece.find(b':type="', 15, gt)  # xsi:type, whatever the prefix
+        if at < 0 or not piece.startswith(b"<VirtualDevice "):
+            raise NotUnderstood("a device list item that is not a <VirtualDevice xsi:type=...>")
+        cls, role, model = _classify(piece[at + 7:piece.find(b'"', at + 7)])
         if not role:
             continue  # keyboard, video card, PCI/PS2/SIO controllers...: nothing guestprep keeps
         body = piece[gt + 1:]
@@ -163,9 +161,13 @@ def parse_devices(raw: bytes) -> list[_Dev]:
                 inner = inner[:cut]
             backing_leaves = dict(_LEAF.findall(inner))
             has_port = b"<port>" in inner or b"<port " in inner
-            body = body[:start] + body[end:]
-        out.append(_Dev(cls, role, model, dict(_LEAF.findall(body)), b"<deviceInfo" in body,
-                        b"<connectable" in body, backing_cls, backing_leaves, has_port))
+            leaves = dict(_LEAF.findall(body, 0, start))
+            leaves.update(_LEAF.findall(body, end))
+            outside = (body[:start], body[end:])
+        else:
+            leaves, outside = dict(_LEAF.findall(body)), (body,)
+        out.append(_Dev(cls, role, model, leaves, any(b"<deviceInfo" in p for p in outside),
+                        any(b"<connectable" in p for p in outside), backing_cls, backing_leaves, has_port))
     return out
 
 

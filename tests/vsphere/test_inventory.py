@@ -132,6 +132,17 @@ def test_fast_parser_matches_pyvmomi(session, fleet):
     assert slow == {n: v.to_dict() for n, v in fleet.items()}
 
 
+def test_fast_mapper_matches_on_the_shaped_fleet(session, fleet, monkeypatch):
+    """fastmap (device lists read straight from the answer's XML) gives the same facts as mapping."""
+    from guestprep.vsphere import fastmap, inventory, mapping
+
+    monkeypatch.setattr(inventory, "to_source_vm", fastmap.to_source_vm)
+    fast = {v.name: v.to_dict() for v in fetch_all(session, page_size=3)}
+    monkeypatch.setattr(inventory, "to_source_vm", mapping.to_source_vm)
+    assert fast == {v.name: v.to_dict() for v in fetch_all(session, page_size=3)}
+    assert fast["DC0_C0_RP0_VM0"]["vgpu"] == ["grid_t4-4q"] and fast["DC0_C0_RP0_VM0"]["snapshot_count"] == 2
+
+
 def test_fetch_one_matches_fetch_all(session, fleet):
     one = fetch_one(session, find_vm(session, "DC0_C0_RP0_VM0"))
     assert one.to_dict() == fleet["DC0_C0_RP0_VM0"].to_dict()
