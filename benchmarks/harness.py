@@ -29,6 +29,7 @@ sys.path):
     fsync_path(path)                   fsync a file (or block device) and its directory
     load() -> str                      load average now, and the number of cores
     machine(tools=("qemu-img",)) -> str   CPU model, cores, memory, kernel, Python, tool versions
+                                       (a tool is a name or an argv, e.g. ("ssh", "-V"))
     print_summaries(samples), format_ratio(...) for the common report lines
 """
 
@@ -221,16 +222,19 @@ def _mem_total() -> str:
     return "RAM unknown"
 
 
-def _version(tool: str) -> str:
+def _version(tool: str | Sequence[str]) -> str:
+    argv = [tool, "--version"] if isinstance(tool, str) else list(tool)
     try:
-        out = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
-        return f"{tool}: not found"
+        return f"{argv[0]}: not found"
     lines = (out.stdout or out.stderr).splitlines()
-    return lines[0].strip() if lines else f"{tool}: no version"
+    return lines[0].strip() if lines else f"{argv[0]}: no version"
 
 
-def machine(tools: Sequence[str] = ("qemu-img",)) -> str:
+def machine(tools: Sequence[str | Sequence[str]] = ("qemu-img",)) -> str:
+    """One line: CPU, cores, RAM, kernel, Python and each tool's version (a tool is a name,
+    asked `NAME --version`, or the argv that prints its version, e.g. ("ssh", "-V"))."""
     parts = [f"{_cpu_model()}, {os.cpu_count()} cores, {_mem_total()}",
              f"kernel {platform.release()}, Python {platform.python_version()}"]
     parts += [_version(t) for t in tools]
