@@ -196,6 +196,45 @@ def _check_start(text: str, where: str) -> list[str]:
     return [note]
 
 
+_ENCODING_RE = re.compile(rb'^[ \t]*encoding[ \t]*=[ \t]*"?([A-Za-z0-9_.:-]+)"?[ \t]*\r?$',
+                          re.MULTILINE)
+
+
+def decode_descriptor(raw: bytes, where: str) -> str:
+    """Descriptor bytes as text, in the encoding the descriptor declares.
+
+    ESXi writes encoding="UTF-8"; Workstation on Windows writes the host's code page
+    ("windows-1252", "Shift_JIS", "GBK"), and a file name decoded with the wrong one
+    would not match the file beside it. Without encoding= it is read as UTF-8 (invalid
+    bytes replaced, as before). A byte-order mark (an editor's) is dropped.
+    """
+    m = _ENCODING_RE.search(raw)
+    if m is None:
+        return raw.decode("utf-8", errors="replace").removeprefix("\ufeff")
+    name = m.group(1).decode("ascii")
+    lineno = raw.count(b"\n", 0, m.start()) + 1
+    line = f"{where}:{lineno}"
+    try:
+        try:
+            return raw.decode(name).removeprefix("\ufeff")
+        except UnicodeDecodeError:
+            text = raw.decode(name, errors="replace").removeprefix("\ufeff")
+    except LookupError:   # unknown, or not a text encoding ("base64", "rot13")
+        raise InputError(f"encoding={name!r} is not a character set this node knows",
+                         line) from None
+    except (UnicodeError, ValueError) as exc:
+        raise InputError(f"cannot be read as {name}, the encoding the descriptor declares: "
+                         f"{exc}", line) from None
+    # Bytes the declared encoding cannot read matter only in file names (extents, parent).
+    for n, row in enumerate(text.splitlines(), 1):
+        if "\ufffd" in row and (_EXTENT_RE.match(row.strip())
+                                 or row.strip().startswith("parentFileNameHint")):
+            raise InputError(f"this file name has bytes that are not valid {name}, the "
+                             f"encoding the descriptor declares on line {lineno}",
+                             f"{where}:{n}")
+    return text
+
+
 def parse_descriptor(text: str, where: str = "descriptor") -> Descriptor:
     """Parse descriptor text. Pure: no file access. Raises InputError."""
     if "\x00" in text:
@@ -350,7 +389,7 @@ def read_embedded_descriptor(f, header: SparseHeader, file_size: int, where: str
     # in monolithic ones: the pieces of a split disk carry an empty (all-NUL) area.
     if not raw.strip():
         return None
-    return raw.decode("utf-8", errors="replace")
+    return decode_descriptor(raw, where)
 
 
 def check_grain_tables(f, header: SparseHeader, file_size: int, where: str) -> dict:
@@ -629,7 +668,10 @@ def extent_of(path: str, limit: int = 256) -> ExtentOf | None:
             continue
         if not is_text_descriptor(head):
             continue
-        text = head.rstrip(b"\x00").decode("utf-8", errors="replace")
+        try:
+            text = decode_descriptor(head.rstrip(b"\x00"), candidate)
+        except InputError:
+            continue
         extents = [(lineno, m) for lineno, line in enumerate(text.splitlines(), 1)
                    if (m := _EXTENT_LINE_RE.match(line))]
         for i, (lineno, m) in enumerate(extents, 1):
@@ -808,7 +850,7 @@ def load(path: str, *, _depth: int = 0) -> VmdkImage:
                                  f"{MAX_DESCRIPTOR_BYTES}", where)
             f.seek(0)
             # qemu pads descriptor files with NULs to a sector; only trailing ones.
-            text = f.read().rstrip(b"\x00").decode("utf-8", errors="replace")
+            text = decode_descriptor(f.read().rstrip(b"\x00"), where)
             embedded = False
         else:
             raise InputError("not a VMDK: neither a descriptor nor a KDMV sparse extent",

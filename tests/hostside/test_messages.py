@@ -307,6 +307,49 @@ def test_vmware_layout_blank_lines_between_sections_read_once(images, tmp_path):
     assert json.loads(r.stdout)["source"]["virtual_size"] == flat.stat().st_size
 
 
+def test_a_descriptor_saved_by_notepad_with_a_byte_order_mark_converts(images, tmp_path):
+    """Before: "unparseable descriptor line '\\ufeff# Disk DescriptorFile'"."""
+    flat, sectors = _flat_disk(tmp_path, images)
+    desc = tmp_path / "web01.vmdk"
+    desc.write_bytes(b"\xef\xbb\xbf# Disk DescriptorFile\r\n"
+                     + VMWARE_BODY.format(sectors=sectors).replace("\n", "\r\n").encode())
+    dest = tmp_path / "out.raw"
+    r = host_cli("convert", desc, "--to", "raw", "--dest", dest)
+    assert r.returncode == 0, r.stderr
+    assert dest.read_bytes() == Path(images["mbr.raw"]).read_bytes()
+
+
+def _workstation_descriptor(directory: Path, images, encoding: str) -> Path:
+    """Workstation on Windows writes the host's code page into encoding= and the names in
+    it; copied to Linux, the file names themselves are UTF-8."""
+    flat = directory / "café-flat.vmdk"
+    sh("cp", "--sparse=always", images["mbr.raw"], flat)
+    sectors = flat.stat().st_size // SECTOR
+    desc = directory / "café.vmdk"
+    desc.write_bytes(
+        b'# Disk DescriptorFile\r\nversion=1\r\nencoding="' + encoding.encode()
+        + b'"\r\nCID=1234abcd\r\nparentCID=ffffffff\r\ncreateType="monolithicFlat"\r\n\r\n'
+        b'# Extent description\r\nRW ' + str(sectors).encode()
+        + b' FLAT "' + "café-flat.vmdk".encode("cp1252") + b'" 0\r\n')
+    return desc
+
+
+def test_a_windows_1252_descriptor_finds_its_non_ascii_extent(images, tmp_path):
+    """Before: "extent file 'caf\\ufffd-flat.vmdk' is missing" (read as UTF-8)."""
+    desc = _workstation_descriptor(tmp_path, images, "windows-1252")
+    dest = tmp_path / "out.qcow2"
+    r = host_cli("convert", desc, "--to", "qcow2", "--dest", dest)
+    assert r.returncode == 0, r.stderr
+    assert subprocess.run(["qemu-img", "compare", "-F", "qcow2", str(images["mbr.raw"]),
+                           str(dest)], capture_output=True).returncode == 0
+
+
+def test_a_file_name_its_declared_encoding_cannot_read_names_both_lines(images, tmp_path):
+    desc = _workstation_descriptor(tmp_path, images, "UTF-8")
+    _refused_both_ways(desc, tmp_path, f"{desc}:9", "not valid UTF-8",
+                       "the encoding the descriptor declares on line 3")
+
+
 # ------------------------------------------------------------------ memory-backed targets
 
 

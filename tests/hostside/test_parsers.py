@@ -126,6 +126,22 @@ def test_fuzz_descriptor_structure(lines):
         assert d.parent_hint
 
 
+@FUZZ
+@given(st.sampled_from(["UTF-8", "windows-1252", "Shift_JIS", "GBK", "base64", "rot13", "idna",
+                        "utf-16", "zz", "ascii"]),
+       st.binary(max_size=200), st.booleans())
+def test_fuzz_declared_encoding(encoding, body, bom):
+    """Any encoding= name and any bytes: text or a clean InputError naming the file."""
+    raw = (b"\xef\xbb\xbf" if bom else b"") + b'# Disk DescriptorFile\nencoding="' \
+        + encoding.encode() + b'"\n' + body
+    try:
+        text = vmdk.decode_descriptor(raw, "fuzz.vmdk")
+    except InputError as exc:
+        assert exc.where.startswith("fuzz.vmdk:")
+    else:
+        assert isinstance(text, str) and not text.startswith("\ufeff")
+
+
 def _sparse_header(**over):
     f = dict(magic=0x564D444B, version=1, flags=3, capacity=2048, grain=128, doff=1, dsize=20,
              gtes=512, rgd=21, gd=25, overhead=128, unclean=0, nl=b"\n \r\n", compress=0)
