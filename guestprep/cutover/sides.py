@@ -105,6 +105,64 @@ class NodeLink:
     def run(self, argv: list[str], *, timeout: float = 300.0, stdin: bytes | None = None):
         return self.conn.run(argv, timeout=timeout, stdin=stdin)
 
+    def run_tethered(self, argv: list[str], *, lock: str, done_if: str | None = None,
+                     stdin_line: bytes | None = None, env: list[str] | None = None, wait: float = 3600.0,
+                     timeout: float = 24 * 3600.0):
+        """``argv`` under guestprep-host's watchdog (hostside/watchdog.py): it stops when this channel's
+        stdin ends — this process exited or was killed, the connection dropped — and one run per
+        ``lock`` at a time (a resume waits for a dying run to clean up). ``stdin_line`` (a cookie)
+        is the only thing ever written to the channel; its stdin stays open until the command ends."""
+        import time
+
+        import paramiko
+
+        from guestprep.connectors.quoting import join_argv
+        from guestprep.errors import CommandTimeout, ConnectionFailed
+        from guestprep.models import CommandResult
+
+        wd = ["env", f"PYTHONPATH={self.zipapp}", *(env or []), self.spec.python, "-m", "hostside.watchdog",
+              "--lock", lock, "--wait", f"{wait:g}", *(["--done-if", done_if] if done_if else []),
+              *(["--stdin-line"] if stdin_line is not None else []), "--", *argv]
+        where = f"node {self.spec.name}"
+        # the connector's run() closes stdin after writing it; the tether needs it open (its _client
+        # is the connector's paramiko client: same session, same verified host key)
+        transport = self.conn._client.get_transport()
+        if transport is None or not transport.is_active():
+            raise ConnectionFailed("SSH session is closed", where=where)
+        start, deadline = time.monotonic(), time.monotonic() + timeout
+        out, err = bytearray(), bytearray()
+        try:
+            chan = transport.open_session(timeout=30)
+            chan.settimeout(1.0)
+            chan.exec_command(join_argv(wd))
+            if stdin_line is not None:
+                chan.sendall(stdin_line)
+            exited_at = 0.0
+            while True:
+                moved = False
+                while chan.recv_ready():
+                    out += chan.recv(65536)
+                    moved = True
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                    moved = True
+                if chan.exit_status_ready() and not moved:
+                    exited_at = exited_at or time.monotonic()   # then the channel's EOF, briefly
+                    if chan.eof_received or time.monotonic() - exited_at > 5:
+                        break
+                if time.monotonic() > deadline:
+                    chan.close()   # the watchdog sees stdin end and stops the command
+                    raise CommandTimeout(f"command did not finish within {timeout:g} s", where=where)
+                if not transport.is_active():
+                    raise ConnectionFailed("connection lost while the command ran", where=where)
+                if not moved:
+                    time.sleep(0.02)
+            rc = chan.recv_exit_status()
+            chan.close()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectionFailed(f"SSH channel failed: {exc or type(exc).__name__}", where=where) from None
+        return CommandResult(rc, bytes(out), bytes(err), time.monotonic() - start)
+
     def remote_sha256(self, path: str) -> str | None:
         r = self.run(["sha256sum", "--", path], timeout=600)
         return r.stdout.split()[0].decode() if r.rc == 0 and r.stdout.split() else None

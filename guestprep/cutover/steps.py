@@ -363,8 +363,7 @@ def convert(ctx: VmContext) -> dict[str, Any]:
             if trust is None:
                 trust = stream_trust(ctx)
             env, flags, _ = trust
-            argv = (["env", *env] if env else []) + argv + ["--source", f"{disk['label']}={src['url']}",
-                                                             "--cookie-stdin", *flags]
+            argv += ["--source", f"{disk['label']}={src['url']}", "--cookie-stdin", *flags]
             stdin = (_session_cookie(ctx) + "\n").encode()
         for s in sems:
             s.acquire()
@@ -372,10 +371,16 @@ def convert(ctx: VmContext) -> dict[str, Any]:
             ctx.say(f"converting {disk['label']} -> {disk['volid']} on {ctx.vm.node}"
                     + (" (streamed over HTTPS)" if stdin else ""))
             started = time.monotonic()
-            r = node.run(argv, timeout=24 * 3600.0, stdin=stdin)
+            # tethered: if this controller dies, the node stops the conversion and removes its partial
+            # target; a resume waits for that, and does nothing when the dying run had finished
+            r = node.run_tethered(argv, lock=ctx.manifest_path(disk["label"]) + ".lock",
+                                  done_if=ctx.manifest_path(disk["label"]), stdin_line=stdin, env=env)
         finally:
             for s in reversed(sems):
                 s.release()
+        if r.rc == 75:   # hostside/watchdog.py EXIT_LOCKED
+            raise StepFailed(f"another conversion of {disk['label']} still runs on node {ctx.vm.node}: "
+                             f"{r.stderr.decode(errors='replace').strip()[-300:]}", where=ctx.vm.name)
         if r.rc != 0:
             tail = r.stderr.decode(errors="replace").strip().splitlines()[-3:]
             raise StepFailed(f"guestprep-host convert of {disk['label']} exited {r.rc}: {' / '.join(tail)}",

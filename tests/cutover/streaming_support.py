@@ -12,6 +12,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import pytest
+
+from tests.cutover.conftest import Lab
 from tests.support.cachelock import exclusive
 from tests.vsphere import simulator as simlib
 
@@ -68,3 +71,55 @@ def place_disk_in_datastore(lab_) -> Path:
     policy.pop("datastores", None)
     lab_.policy.write_text(json.dumps(policy))
     return desc
+
+
+# --------------------------------------------------------------------------- fixtures (imported by the test modules)
+
+
+@pytest.fixture(scope="module")
+def folder_sim(tmp_path_factory):
+    import secrets as pysecrets
+
+    try:
+        binary = build()
+    except simlib.SimulatorUnavailable as exc:
+        pytest.fail(f"vCenter simulator unavailable: {exc}")
+    d = tmp_path_factory.mktemp("vcsim-folder")
+    delay_file = d / "folder-delay-ms"
+    saved = os.environ.get("VCSIM_FOLDER_DELAY_FILE")
+    os.environ["VCSIM_FOLDER_DELAY_FILE"] = str(delay_file)   # the simulator's environment, read once
+    try:
+        s = simlib.Simulator(binary, simlib.make_certs(d), "pw-" + pysecrets.token_hex(8), vms_per_pool=4)
+    finally:
+        os.environ.pop("VCSIM_FOLDER_DELAY_FILE") if saved is None else os.environ.update(
+            VCSIM_FOLDER_DELAY_FILE=saved)
+    s.delay_file = delay_file
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def folder_vs(folder_sim):
+    from guestprep.vsphere.client import connect
+
+    s = connect(folder_sim.server, folder_sim.user, folder_sim.password, ca_bundle=str(folder_sim.certs.ca_pem))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def slab(tmp_path, folder_sim, folder_vs, sshd, apidata, zipapp):
+    """``slab(VM, vmid)``: a Lab whose disk only the simulator's /folder serves."""
+    made = []
+
+    def make(vm_name: str, vmid: int) -> Lab:
+        d = tmp_path / vm_name
+        d.mkdir()
+        made.append(Lab(d, folder_sim, folder_vs, sshd, apidata, zipapp, vm_name, vmid, "10.0.0.42"))
+        made[-1].descriptor = place_disk_in_datastore(made[-1])
+        return made[-1]
+
+    yield make
+    folder_sim.delay_file.unlink(missing_ok=True)
+    for lab_ in made:
+        lab_.close()

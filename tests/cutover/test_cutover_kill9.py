@@ -50,3 +50,113 @@ def test_kill_after_each_step_then_resume_finishes_exactly_once(lab, step):
     assert subprocess.run(["qemu-img", "compare", "-q", "-F", "qcow2", str(lab_.raw),
                            str(lab_.storage / f"images/{vmid}/vm-{vmid}-disk-0.qcow2")]).returncode == 0
     assert vm["downtime_s"] is not None and vm["downtime_s"] > 0
+
+
+# --------------------------------------------------------------------------- kill -9 *during* a conversion
+
+from tests.cutover.streaming_support import folder_sim, folder_vs, slab  # noqa: E402,F401 (fixtures)
+
+
+def _node_processes(*needles: str) -> list[str]:
+    """Processes on the node (the suite's sshd runs them on this machine) whose argv names our target."""
+    import glob
+
+    found = []
+    for path in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            with open(path, "rb") as f:
+                argv = f.read().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if any(n.encode() in argv for n in needles) and b"-m pytest" not in argv:
+            found.append(argv.decode(errors="replace"))
+    return found
+
+
+def test_kill_during_the_conversion_stops_it_on_the_node_and_resume_converts_once(slab):
+    """The controller is killed while qemu-img copies on the node: the node's guestprep-host and its
+    qemu-img stop with the SSH channel (hostside/watchdog.py) and leave no partial target; `resume`
+    converts again, exactly once: one VM, one volume, the source's bytes."""
+    import os
+    import signal
+    import time
+
+    from tests.cutover.conftest import EXE
+
+    vm_name, vmid = "DC0_C0_RP0_VM1", 9311
+    lab_ = slab(vm_name, vmid)
+    lab_.plan()
+    accept_gate(lab_)
+    lab_.sim.delay_file.write_text("4000")   # every datastore read takes 4 s: a long conversion
+    images = str(lab_.storage / "images" / str(vmid))
+    ours = (images, f"/{vm_name}/handoff.json")   # qemu-img writes there; guestprep-host and its watchdog read this
+    proc = subprocess.Popen([str(EXE), "cutover", "run", str(lab_.wave), "--poll", "0.05", "--agent-timeout", "5"],
+                            env=lab_.env(), cwd=lab_.tmp, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while not [p for p in _node_processes(images) if "qemu-img" in p and " convert " in p]:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "qemu-img convert never started on the node"
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGKILL)   # the controller dies mid-copy: no cleanup of its own
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    killed_at = time.monotonic()
+    while _node_processes(*ours) and time.monotonic() - killed_at < 6:
+        time.sleep(0.2)
+    left = _node_processes(*ours)
+    assert left == [], f"still running on the node 6 s after the controller died: {left}"
+    assert not [p for p in (lab_.storage / "images").rglob("*") if p.is_file()]   # no partial target
+    vm = lab_.status()["vms"][0]
+    assert vm["steps"][-1]["step"] == "convert" and vm["steps"][-1]["status"] == "running"
+
+    lab_.sim.delay_file.unlink()
+    r = lab_.resume()
+    assert r.returncode == 0, r.stdout + r.stderr
+    vm = lab_.status()["vms"][0]
+    assert vm["phase"] == "done"
+    assert [s["step"] for s in vm["steps"] if s["status"] == "done"] == list(STEPS)
+    assert [s["step"] for s in vm["steps"] if s["status"] == "interrupted"] == ["convert"]
+    t = lab_.target()
+    assert t["vms"] == [vmid] and t["status"] == "running"
+    assert t["volumes"] == [f"local:{vmid}/vm-{vmid}-disk-0.qcow2"] and t["files"] == [f"vm-{vmid}-disk-0.qcow2"]
+    assert len([q for q in lab_.pve.state.requests if q[0] == "POST" and q[1] == "/nodes/{node}/qemu"]) == 1
+    assert subprocess.run(["qemu-img", "compare", "-q", "-F", "qcow2", str(lab_.raw),
+                           str(lab_.storage / f"images/{vmid}/vm-{vmid}-disk-0.qcow2")]).returncode == 0
+    assert _node_processes(*ours) == []
+
+
+def test_the_node_watchdog_stops_its_command_on_eof_and_lets_one_run_per_target(tmp_path):
+    """hostside/watchdog.py on its own: stdin's end stops the command (and its process group); a
+    second run of the same target waits for the lock, gives up naming the holder, and does nothing
+    when the first one left its result (--done-if)."""
+    import sys
+    import time
+
+    from tests.cutover.conftest import REPO
+
+    lock, done = tmp_path / "d.lock", tmp_path / "d.manifest.json"
+    wd = [sys.executable, "-m", "hostside.watchdog", "--lock", str(lock)]
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    marker = f"sleep-{tmp_path.name}"
+    first = subprocess.Popen(wd + ["--", sys.executable, "-c", "import time; time.sleep(300)", marker], stdin=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 30
+    while not _node_processes(marker):
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.05)
+    second = subprocess.run(wd + ["--wait", "1", "--", "true"], stdin=subprocess.DEVNULL, capture_output=True,
+                            text=True, env=env, timeout=30)
+    assert second.returncode == 75 and f"pid {first.pid}" in second.stderr, second.stderr
+    first.stdin.close()   # what a dead controller's channel looks like on the node
+    assert first.wait(30) != 0
+    assert b"channel closed" in first.stderr.read()
+    assert _node_processes(marker) == []
+    done.write_text("{}")
+    third = subprocess.run(wd + ["--done-if", str(done), "--", "sh", "-c", "echo ran"], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, env=env, timeout=30)
+    assert third.returncode == 0 and "ran" not in third.stdout

@@ -7,54 +7,15 @@ real qemu-img, the Proxmox API test server."""
 from __future__ import annotations
 
 import json
-import secrets as pysecrets
 import sqlite3
 import subprocess
 
 import pytest
 
-from tests.cutover import streaming_support
-from tests.cutover.conftest import Lab, accept_gate
-from tests.vsphere import simulator as simlib
+from tests.cutover.conftest import accept_gate
+from tests.cutover.streaming_support import folder_sim, folder_vs, slab  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def folder_sim(tmp_path_factory):
-    try:
-        binary = streaming_support.build()
-    except simlib.SimulatorUnavailable as exc:
-        pytest.fail(f"vCenter simulator unavailable: {exc}")
-    s = simlib.Simulator(binary, simlib.make_certs(tmp_path_factory.mktemp("vcsim-folder")),
-                         "pw-" + pysecrets.token_hex(8), vms_per_pool=2)
-    yield s
-    s.close()
-
-
-@pytest.fixture(scope="module")
-def folder_vs(folder_sim):
-    from guestprep.vsphere.client import connect
-
-    s = connect(folder_sim.server, folder_sim.user, folder_sim.password, ca_bundle=str(folder_sim.certs.ca_pem))
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def slab(tmp_path, folder_sim, folder_vs, sshd, apidata, zipapp):
-    made = []
-
-    def make(vm_name: str, vmid: int) -> Lab:
-        d = tmp_path / vm_name
-        d.mkdir()
-        made.append(Lab(d, folder_sim, folder_vs, sshd, apidata, zipapp, vm_name, vmid, "10.0.0.42"))
-        made[-1].descriptor = streaming_support.place_disk_in_datastore(made[-1])
-        return made[-1]
-
-    yield make
-    for lab_ in made:
-        lab_.close()
 
 
 def _folder_get(sim, url_path: str, cookie: str | None) -> int:

@@ -4,6 +4,8 @@
 // Guide", HTTP access to datastore files: the request must carry the vmware_soap_session cookie of
 // an authenticated session). The session is checked with the simulator's own SessionIsActive
 // (govmomi simulator/session_manager.go), so a logged-out or unknown cookie is refused.
+// $VCSIM_FOLDER_DELAY_FILE, when that file exists, holds milliseconds every /folder GET waits
+// first (a slow datastore: a conversion long enough to kill its controller midway).
 // Prints one JSON line {"url": ..., "pid": ...} once serving; exits when stdin closes.
 package main
 
@@ -16,7 +18,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/methods"
@@ -33,6 +37,18 @@ func liveSession(r *http.Request, user string) bool {
 	res := simulator.Map.SessionManager().SessionIsActive(ctx, &types.SessionIsActive{SessionID: c.Value, UserName: user})
 	body, ok := res.(*methods.SessionIsActiveBody)
 	return ok && body.Res != nil && body.Res.Returnval
+}
+
+func folderDelay() {
+	name := os.Getenv("VCSIM_FOLDER_DELAY_FILE")
+	if name == "" {
+		return
+	}
+	if raw, err := ioutil.ReadFile(name); err == nil {
+		if ms, err := strconv.Atoi(strings.TrimSpace(string(raw))); err == nil {
+			time.Sleep(time.Duration(ms) * time.Millisecond)
+		}
+	}
 }
 
 func main() {
@@ -69,6 +85,9 @@ func main() {
 			w.Header().Set("Content-Length", "0")
 			w.WriteHeader(http.StatusUnauthorized)
 			return
+		}
+		if strings.HasPrefix(r.URL.Path, "/folder/") && r.Method == http.MethodGet {
+			folderDelay()
 		}
 		inner.ServeHTTP(w, r)
 	})
