@@ -201,26 +201,39 @@ def _object(piece: bytes, fragments: Fragments) -> Record:
     return Record(PC.ObjectContent, {"obj": obj, "propSet": props})
 
 
-def _property(piece: bytes, fragments: Fragments) -> Record:
-    if not piece.startswith(b"<propSet><name>"):
-        raise NotUnderstood("a propSet that does not start with its name")
-    name_end = piece.find(b"</name>", 15)
-    val = name_end + 7
-    if name_end < 0 or not piece.startswith(b"<val", val) or piece[val + 4:val + 5] not in (b" ", b">", b"/"):
+def _property(piece: bytes, fragments: Fragments) -> Property:
+    val = piece.find(b"</name><val")
+    gt = piece.find(b">", val + 11)
+    if val < 0 or gt < 0:
         raise NotUnderstood("a propSet without <name> then <val>")
-    gt = piece.find(b">", val)
-    attrs = piece[val + 4:gt]
-    if attrs.endswith(b"/"):
-        attrs, content = attrs[:-1], b""
+    head = piece[:gt + 1]  # <propSet><name>N</name><val ...>: the same few hundred in every answer
+    found = _heads.get(head)
+    if found is None:
+        found = _heads[head] = _head(head, val)
+    name, attrs, empty = found
+    if empty:
         if gt + 1 != len(piece):
             raise NotUnderstood("content after an empty <val/>")
-    else:
-        if not piece.endswith(b"</val>"):
-            raise NotUnderstood("a propSet that does not end with its value")
+        content = b""
+    elif piece.endswith(b"</val>"):
         content = piece[gt + 1:-6]
-    prop = Property(text(piece[15:name_end]))
+    else:
+        raise NotUnderstood("a propSet that does not end with its value")
+    prop = Property(name)
     prop.val = _value(attrs, content, fragments, prop)
     return prop
+
+
+_heads: dict[bytes, tuple[str, bytes, bool]] = {}
+
+
+def _head(head: bytes, val: int) -> tuple[str, bytes, bool]:
+    """(property name, <val> attributes, whether the <val/> is empty) of a propSet's head."""
+    if not head.startswith(b"<propSet><name>") or b"<" in head[15:val] or head[val + 11:val + 12] not in b" >/":
+        raise NotUnderstood("a propSet that does not start with <name> then <val>")
+    attrs = head[val + 11:-1]
+    empty = attrs.endswith(b"/")
+    return text(head[15:val]), attrs[:-1] if empty else attrs, empty
 
 
 _val_types: dict[bytes, tuple[str | None, Any, int]] = {}
