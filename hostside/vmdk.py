@@ -239,6 +239,7 @@ def parse_descriptor(text: str, where: str = "descriptor") -> Descriptor:
     """Parse descriptor text. Pure: no file access. Raises InputError."""
     if "\x00" in text:
         raise InputError("descriptor contains NUL bytes (not a text descriptor)", where)
+    text = text.removeprefix("\ufeff")   # a byte-order mark, however the text was decoded
     notes = _check_start(text, where)
     values: dict[str, tuple[str, int]] = {}
     ddb: dict[str, str] = {}
