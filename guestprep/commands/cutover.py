@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
 from typing import List, Optional
 
@@ -49,8 +50,13 @@ PasswordEnvOpt = typer.Option(None, "--password-env", help="Environment variable
                                                           "(default: the wave's, else GUESTPREP_VSPHERE_PASSWORD).")
 
 
+_said = threading.Lock()
+
+
 def _say(vm: str, text: str) -> None:
-    err.print(f"[cyan]{safe(vm)}[/]: {safe(text)}")
+    """One line of what a VM's rehearsal does; called from its job's thread, so one line at a time."""
+    with _said:
+        err.print(f"[cyan]{safe(vm)}[/]: {safe(text)}")
 
 
 def _progress(wave, only: Optional[List[str]] = None):
