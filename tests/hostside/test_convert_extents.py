@@ -1,0 +1,204 @@
+"""Issue 17: conversion and verification at the cost of the data, not of the virtual size.
+
+Real qemu-img throughout (qemu-io writes the data, a zeroed grain included); a recording
+wrapper on PATH (it runs the real qemu-img) shows which qemu-img calls a run makes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hostside_support import host_cli, sh
+from hostside import convert, image, privdir, storage
+from hostside.errors import VerificationFailed
+
+pytestmark = pytest.mark.integration
+
+MiB = 1 << 20
+GiB = 1 << 30
+# (offset, length, pattern) written into the 64 GiB test disk; grain-aligned and not
+WRITES = [(0, 1 * MiB, 0x11), (5 * GiB + 12345, 300000, 0x22), (33 * GiB, 2 * MiB, 0x33),
+          (64 * GiB - 64 * 1024, 64 * 1024, 0x44)]
+
+
+@pytest.fixture(scope="module")
+def big_sparse(tmp_path_factory):
+    """64 GiB monolithicSparse (zeroed-grain flag on) with ~3.5 MiB of data and one
+    zeroed grain between two data grains."""
+    root = tmp_path_factory.mktemp("big-sparse")
+    disk = root / "big.vmdk"
+    sh("qemu-img", "create", "-q", "-f", "vmdk", "-o", "zeroed_grain=on", disk, "64G")
+    for off, length, pat in WRITES:
+        sh("qemu-io", "-f", "vmdk", "-c", f"write -P {pat} {off} {length}", disk)
+    sh("qemu-io", "-f", "vmdk", "-c", "write -P 0x55 40G 192k", disk)
+    sh("qemu-io", "-f", "vmdk", "-c", f"write -z {40 * GiB + 65536} 64k", disk)  # zeroed grain
+    return disk
+
+
+def _same(a, b, fmt_b) -> bool:
+    return subprocess.run(["qemu-img", "compare", "-F", fmt_b, str(a), str(b)],
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("to", ["qcow2", "raw"])
+def test_a_big_thin_vmdk_costs_its_data(big_sparse, tmp_path, to):
+    before = big_sparse.stat().st_mtime_ns, big_sparse.stat().st_size
+    dest = tmp_path / f"big.{to}"
+    r = host_cli("convert", big_sparse, "--to", to, "--dest", dest, "--json")
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    # qemu-img read a raw view of the data runs, never the vmdk driver's grain-by-grain walk
+    view = m["source_view"]
+    # 5 written places, the one at 40G split by its zeroed grain; whole 64 KiB grains
+    assert view and view["data_runs"] == 6 and view["data_bytes"] == 3670016
+    assert not any('"driver":"vmdk"' in a for a in m["command"])
+    # verification read the data (and its neighbourhood), not 64 GiB
+    ver = m["verification"]
+    assert ver["method"] == "extent-compare/1" and ver["ok"]
+    assert ver["compared_bytes"] < 8 * MiB
+    assert ver["zero_by_block_status_bytes"] > 63 * GiB
+    assert ver["source_map"] == "qemu-img map (vmdk driver)"
+    assert [r_[0] for r_ in ver["ranges"]][:1] == [0] and ver["ranges_count"] == len(ver["ranges"])
+    assert m["measure"]["required"] < 64 * MiB       # space check from the grain tables
+    assert _same(big_sparse, dest, to)
+    assert (big_sparse.stat().st_mtime_ns, big_sparse.stat().st_size) == before
+
+
+def test_no_verify_computes_nothing_that_reads_the_target_again(images, tmp_path):
+    dest = tmp_path / "nv.raw"
+    r = host_cli("convert", images["monolithicSparse"], "--to", "raw", "--dest", dest,
+                 "--no-verify", "--json")
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    assert m["verification"] == {"performed": False}
+    assert m["target"]["digest"] is None and "--no-verify" in m["target"]["digest_note"]
+    assert "verify_s" not in m["timings"] and "digest_s" not in m["timings"]
+    # with verification the digest comes from the same pass over the target
+    dest2 = tmp_path / "v.raw"
+    r = host_cli("convert", images["monolithicSparse"], "--to", "raw", "--dest", dest2, "--json")
+    m = json.loads(r.stdout)
+    assert m["verification"]["digest"] == "computed in the same pass"
+    assert m["target"]["digest"] == convert.target_digest(str(dest2))
+
+
+RECORDER = """#!{python}
+import json, os, sys
+with open({log!r}, "a") as f:
+    f.write(json.dumps(sys.argv[1:2]) + "\\n")
+os.execv({real!r}, [{real!r}] + sys.argv[1:])
+"""
+
+
+def test_a_local_sparse_vmdk_asks_qemu_only_to_copy(tmp_path):
+    """Fixed cost: what our parsing knows (size, allocation, partition table) is not asked
+    of qemu-img again (each call is a process: 10-20 ms on a loaded node)."""
+    disk = tmp_path / "empty.vmdk"
+    sh("qemu-img", "create", "-q", "-f", "vmdk", disk, "4G")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "calls.jsonl"
+    real = subprocess.run(["sh", "-c", "command -v qemu-img"], capture_output=True,
+                          text=True).stdout.strip()
+    wrapper = bindir / "qemu-img"
+    wrapper.write_text(RECORDER.format(python=sys.executable, log=str(log), real=real))
+    wrapper.chmod(0o755)
+    env = {"PATH": f"{bindir}:{os.environ['PATH']}"}
+    r = host_cli("convert", disk, "--to", "qcow2", "--dest", tmp_path / "o.qcow2",
+                 "--no-verify", env=env)
+    assert r.returncode == 0, r.stderr
+    calls = sorted(json.loads(x)[0] for x in log.read_text().splitlines())
+    assert calls == ["--version", "convert", "create"], calls     # no info, dd, measure
+    log.unlink()
+    r = host_cli("convert", disk, "--to", "raw", "--dest", tmp_path / "o.raw", env=env)
+    assert r.returncode == 0, r.stderr
+    calls = sorted(json.loads(x)[0] for x in log.read_text().splitlines())
+    assert calls == ["--version", "convert", "map"], calls   # the source map: qemu's own view
+
+
+def test_a_local_convert_imports_no_https_or_handoff_machinery(images, tmp_path):
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "hostside.cli", "convert",
+                        str(images["monolithicSparse"]), "--to", "raw", "--dest",
+                        str(tmp_path / "o.raw"), "--no-verify"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert not imported & {"ssl", "http.client", "hostside.remote", "guestprep.handoff",
+                           "guestprep.target_policy"}, sorted(imported)
+
+
+def test_a_temporary_manifest_left_by_a_killed_run_never_blocks_the_retry(images, tmp_path):
+    dest = tmp_path / "vm-7-disk-0.raw"
+    left = Path(str(dest) + ".guestprep-manifest.json.partial")
+    left.write_text('{"half": ')                 # what a kill -9 during the write leaves
+    r = host_cli("convert", images["mbr.raw"], "--to", "raw", "--dest", dest, "--json")
+    assert r.returncode == 0, r.stderr
+    manifest = Path(json.loads(r.stdout)["manifest_path"])
+    assert json.loads(manifest.read_text())["verification"]["ok"]
+    # only the final manifest was added (our own temporary name is gone)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [dest.name, manifest.name, left.name])
+
+
+def test_device_and_zvol_manifests_go_to_the_manifest_dir(images, standins, tmp_path):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    mdir = tmp_path / "manifests"
+    mdir.mkdir()
+    r = subprocess.run([sys.executable, "-m", "hostside.cli", "convert",
+                        str(images["mbr.raw"]), "--to", "zvol", "--dest",
+                        "rpool/data/vm-8-disk-0", "--json"],
+                       capture_output=True, text=True, cwd=cwd,
+                       env=dict(os.environ, GUESTPREP_HOST_MANIFEST_DIR=str(mdir),
+                                PYTHONPATH=str(Path(__file__).resolve().parents[2])))
+    assert r.returncode == 0, r.stderr
+    assert Path(json.loads(r.stdout)["manifest_path"]) == \
+        mdir / "rpool_data_vm-8-disk-0.guestprep-manifest.json"
+    assert list(cwd.iterdir()) == []
+    other = tmp_path / "other"
+    other.mkdir()
+    r = subprocess.run([sys.executable, "-m", "hostside.cli", "convert",
+                        str(images["mbr.raw"]), "--to", "zvol", "--dest",
+                        "rpool/data/vm-9-disk-0", "--manifest-dir", str(other), "--json"],
+                       capture_output=True, text=True, cwd=cwd,
+                       env=dict(os.environ, GUESTPREP_HOST_MANIFEST_DIR=str(mdir),
+                                PYTHONPATH=str(Path(__file__).resolve().parents[2])))
+    assert r.returncode == 0, r.stderr
+    assert Path(json.loads(r.stdout)["manifest_path"]).parent == other   # the option wins
+    assert list(cwd.iterdir()) == []
+
+
+def _target(path: Path) -> storage.FileTarget:
+    t = storage.FileTarget("raw", str(path))
+    t.write_path = t.path          # verify reads what qemu wrote (before the rename)
+    return t
+
+
+def test_extent_verification_sees_a_hole_where_the_source_has_data(big_sparse, tmp_path):
+    scratch = privdir.PrivateDir()
+    try:
+        src = image.inspect(str(big_sparse), image.SourceOptions(), scratch)
+        good = tmp_path / "good.raw"
+        r = host_cli("convert", big_sparse, "--to", "raw", "--dest", good, "--no-verify")
+        assert r.returncode == 0, r.stderr
+        assert convert.verify(src, _target(good))["ok"]                 # negative control
+        holed = tmp_path / "holed.raw"
+        sh("cp", "--sparse=always", good, holed)
+        sh("fallocate", "--punch-hole", "--offset", str(33 * GiB + MiB), "--length", "4096",
+           holed)                                  # zeros where the source holds 0x33
+        with pytest.raises(VerificationFailed, match="source holds data"):
+            convert.verify(src, _target(holed))
+        extra = tmp_path / "extra.raw"
+        sh("cp", "--sparse=always", good, extra)
+        with open(extra, "r+b") as f:              # data where the source is a hole
+            f.seek(20 * GiB)
+            f.write(b"stray")
+        with pytest.raises(VerificationFailed, match="differs"):
+            convert.verify(src, _target(extra))
+    finally:
+        scratch.close()
