@@ -91,3 +91,61 @@ def test_terminal_shows_a_live_table_redrawn_in_place(wave_lab):
     assert "convert" in seen_steps and len(seen_steps) >= 3, seen_steps   # the row followed the steps
     last = re.search(rf"│ {name}\s*│ {node}\s*│ (\w+)\s*│\s*([\d.ms]+)\s*│ (\w+)", frames[-1])
     assert last and last.group(1) == "verify" and last.group(3) == "done", frames[-1]
+
+
+def test_every_journal_boundary_is_one_event_and_a_broken_screen_fails_nothing(tmp_path):
+    """The journal (real SQLite) under WatchedJournal: each boundary it commits is told once, in
+    order, with the attempt, seconds, held post-condition and error; the words machine.run_step
+    says for the same moments are not told twice; a sink that raises (a closed terminal) changes
+    nothing in the journal."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from guestprep.commands.cutover_progress import WaveProgress
+    from guestprep.cutover.controller import WatchedJournal
+    from guestprep.cutover.journal import Journal
+
+    wave = SimpleNamespace(vms=[SimpleNamespace(name="app01", node="pve2")])
+    seen = []
+    j = WatchedJournal(Journal(tmp_path / "journal.sqlite"), wave, seen.append)
+    say = j.note("app01")
+    j.set_vm("app01", "running")
+    a = j.start_attempt("app01", "convert", {})
+    say("convert ...")                                     # machine.run_step's words: already an event
+    say("converting Hard disk 1 -> local:120/vm-120-disk-0.qcow2 on pve2")
+    j.fail_attempt(a, "node gone")
+    say("FAILED: node gone")                               # run_vm's words for the same failure
+    b = j.start_attempt("app01", "convert", {})
+    j.finish_attempt(b, {"postcondition_held": True})
+    say("convert done")
+    j.set_vm("app01", "done")
+    j.set_vm("app01", "done")                              # no change, no event
+    told = [(e.kind, e.step, e.status, e.attempt, e.held, e.text) for e in seen]
+    assert told == [("phase", None, "running", None, False, ""),
+                    ("step", "convert", "running", 1, False, ""),
+                    ("note", None, None, None, False, "converting Hard disk 1 -> local:120/vm-120-disk-0.qcow2 on pve2"),
+                    ("step", "convert", "failed", 1, False, "node gone"),
+                    ("step", "convert", "running", 2, False, ""),
+                    ("step", "convert", "done", 2, True, ""),
+                    ("phase", None, "done", None, False, "")]
+    assert all(e.node == "pve2" for e in seen) and all(e.seconds is not None for e in seen if e.kind == "step" and e.status != "running")
+
+    out = io.StringIO()
+    progress = WaveProgress([("app01", "pve2")], console=Console(file=out, force_terminal=True, width=60), live=False)
+    for e in seen:
+        progress.event(e)
+    lines = [line.split(" ", 1)[1] for line in out.getvalue().splitlines()]
+    assert "\x1b" not in out.getvalue()                    # plain even on a console rich calls a terminal
+    assert lines[3].startswith("app01 [pve2] convert FAILED ") and lines[3].endswith(" s: node gone")
+    assert lines[5].startswith("app01 [pve2] convert done ") and lines[5].endswith(" s (attempt 2) (post-condition already held)")
+
+    def broken(_event):
+        raise BrokenPipeError("the terminal went away")
+
+    k = WatchedJournal(Journal(tmp_path / "other.sqlite"), wave, broken)
+    c = k.start_attempt("app01", "gate", {})
+    k.finish_attempt(c, {"verdict": "ready"})
+    k.set_vm("app01", "done")
+    assert [r["status"] for r in k.attempts("app01")] == ["done"] and k.vm("app01")["phase"] == "done"
