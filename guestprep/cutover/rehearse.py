@@ -181,7 +181,7 @@ class Rehearsal:
         return {k: after[k] for k in sorted(nets)}
 
     def verify(self, ctx: VmContext) -> dict[str, Any]:
-        out = steps.verify(ctx)
+        out = steps.verify(ctx, post_preflight=False)   # links down: the address answering is the source's
         if self.o.console:   # configured: a login prompt must show too
             w = ctx.console_watch
             res = w.wait(max(5.0, self.o.agent_timeout)) if w else None

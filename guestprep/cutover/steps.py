@@ -480,8 +480,10 @@ def watch_console(ctx: VmContext):
     return ctx.console_watch
 
 
-def verify(ctx: VmContext) -> dict[str, Any]:
-    """agent/ping answers; network-get-interfaces shows every source MAC and expected address."""
+def verify(ctx: VmContext, post_preflight: bool = True) -> dict[str, Any]:
+    """agent/ping answers; network-get-interfaces shows every source MAC and expected address; with the
+    wave's ``options.post_preflight``, a post-phase preflight of the guest (guestprep/cutover/postflight.py).
+    A rehearsal passes ``post_preflight=False``: its copy's links are down, the address is the source's."""
     from guestprep.proxmox.client import PveApiError
 
     pp, deadline = ctx.pp(), time.monotonic() + ctx.o.agent_timeout
@@ -519,6 +521,16 @@ def verify(ctx: VmContext) -> dict[str, Any]:
            "expected_addresses": ctx.vm.expected_addresses}
     if watch is not None:   # evidence: the login prompt usually follows the agent's start by seconds
         out["console"] = watch.wait(max(0.0, min(60.0, deadline - time.monotonic()))) or {"verdict": "still reading"}
+    spec = ctx.wave.post_preflight() if post_preflight else None
+    if spec is not None:
+        from guestprep.cutover import postflight
+
+        ctx.say("post-phase preflight of the guest ...")
+        out["post_preflight"], failing = postflight.run(ctx.wave, ctx.vm.name, spec)
+        if failing:
+            raise StepFailed(f"post-phase preflight: {len(failing)} open finding(s) at or above {spec['fail_on']}: "
+                             + "; ".join(failing[:5]) + (" ..." if len(failing) > 5 else ""),
+                             where=f"{ctx.vm.name} (VM {ctx.vm.vmid})")
     return out
 
 

@@ -77,6 +77,11 @@ class Wave:
     vms: list[VmPlan]
     options: dict[str, Any] = field(default_factory=dict)
     created: str = ""
+    inventory: str = ""               # the fleet file the plan read (the post-phase preflight reads it again)
+
+    def post_preflight(self) -> dict[str, Any] | None:
+        """``options.post_preflight`` (from the policy's ``cutover.options``), checked at load."""
+        return post_preflight_spec(self.options, str(self.path))
 
     @property
     def state_dir(self) -> Path:
@@ -165,6 +170,37 @@ def _vm(d: Any, where: str, nodes: Mapping[str, NodeSpec]) -> VmPlan:
         expected_macs=[str(m).lower() for m in d.get("expected_macs") or []], steps=list(steps))
 
 
+POST_PREFLIGHT_KEYS = ("known_hosts", "timeout", "fail_on", "waivers", "inventory")
+FAIL_ON = ("blocker", "warning", "none")
+
+
+def post_preflight_spec(options: Mapping[str, Any], where: str) -> dict[str, Any] | None:
+    """``post_preflight: true`` or ``{known_hosts, timeout, fail_on: blocker|warning|none, waivers,
+    inventory}``: at verify, a post-phase preflight of the guest over its inventory transport."""
+    v = options.get("post_preflight")
+    w = f"{where}: options.post_preflight"
+    if v is None or v is False:
+        return None
+    if v is True:
+        v = {}
+    if not isinstance(v, Mapping):
+        raise ConfigError(f"must be true, false or a mapping ({', '.join(POST_PREFLIGHT_KEYS)})", where=w)
+    unknown = set(v) - set(POST_PREFLIGHT_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(sorted(map(str, unknown)))}", where=w)
+    fail_on = v.get("fail_on", "blocker")
+    if fail_on not in FAIL_ON:
+        raise ConfigError(f"fail_on must be one of {', '.join(FAIL_ON)}, got {fail_on!r}", where=w)
+    timeout = v.get("timeout", 300)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}", where=w)
+    for key in ("known_hosts", "waivers", "inventory"):
+        if v.get(key) is not None and not isinstance(v[key], str):
+            raise ConfigError(f"{key} must be a path, got {v[key]!r}", where=w)
+    return {"fail_on": fail_on, "timeout": float(timeout), "known_hosts": v.get("known_hosts"),
+            "waivers": v.get("waivers"), "inventory": v.get("inventory")}
+
+
 def load(path: str | Path) -> Wave:
     p = Path(path)
     try:
@@ -200,5 +236,10 @@ def load(path: str | Path) -> Wave:
     _need(vs, "user", (str,), "a vSphere user", f"{where}: vsphere")
     px = _need(doc, "proxmox", (dict,), "a mapping (host, user, token_name, ...)", where)
     _need(px, "host", (str,), "the Proxmox API host", f"{where}: proxmox")
+    options = doc.get("options") or {}
+    if not isinstance(options, Mapping):
+        raise ConfigError("must be a mapping", where=f"{where}: options")
+    post_preflight_spec(options, where)
     return Wave(path=p.resolve(), plan_hash=hashlib.sha256(raw).hexdigest(), vsphere=dict(vs), proxmox=dict(px),
-                nodes=nodes, vms=vms, options=dict(doc.get("options") or {}), created=str(doc.get("created", "")))
+                nodes=nodes, vms=vms, options=dict(options), created=str(doc.get("created", "")),
+                inventory=str(doc.get("inventory") or ""))
