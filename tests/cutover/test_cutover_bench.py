@@ -22,7 +22,8 @@ def test_quick_benchmark_prints_overhead_per_vm_for_each_n_and_k():
     out = r.stdout
     assert re.search(r"^machine: .+ cores", out, re.M) and re.search(r"^before: load average", out, re.M)
     rows = {}
-    for m in re.finditer(r"^  (N=\d+\s+K=\d) +overhead min +([\d.]+) median +([\d.]+) .*VM wall +([\d.]+) +"
+    for m in re.finditer(r"^  (N=\d+\s+K=\d) +overhead min +([\d.]+) median +([\d.]+) +\(x[\d.]+ vs N=\d+, 1 round\(s\)\)"
+                         r" \| VM wall +([\d.]+) +"
                          r"conversion +([\d.]+) +boot +([\d.]+) \| wave +([\d.]+) s, controller CPU +([\d.]+) s/VM$", out, re.M):
         over_min, over_med, wall, conv, boot = map(float, m.groups()[1:6])
         rows[re.sub(r"\s+", " ", m.group(1))] = over_med
