@@ -112,17 +112,18 @@ class WaveProgress:
                     row.vm_ended = now
             else:
                 row.note = ev.text
-            self._say(ev, row)
+            if not self.live:   # printed under the lock: the lines keep the order of the events
+                self._plain(ev)
+                return
+        # On a terminal, printed after the lock is released: rich's refresh thread holds the Live's
+        # lock while it asks for the table (which takes ours), and printing takes the Live's lock.
+        if (ev.kind == "step" and ev.status == "failed") or (ev.kind == "phase" and ev.status in ENDINGS):
+            line = Text(f"{visible(ev.vm)} [{visible(ev.node)}] ")
+            line.append(self._words(ev), style=STATE_STYLE.get(ev.status or "", "red"))
+            self.console.print(line)   # stays in the scrollback above the table
 
-    def _say(self, ev: Event, row: Row) -> None:
-        """The plain line of an event; on a terminal only what must stay in the scrollback."""
-        if self.live:
-            if (ev.kind == "step" and ev.status == "failed") or (ev.kind == "phase" and ev.status in ENDINGS):
-                line = Text(f"{visible(row.vm)} [{visible(row.node)}] ")
-                line.append(self._words(ev), style=STATE_STYLE.get(ev.status or "", "red"))
-                self.console.print(line)
-            return
-        # plain: a Text without style (no markup parsed, no colour even when forced), never wrapped
+    def _plain(self, ev: Event) -> None:
+        """A Text without style (no markup parsed, no colour even when forced), never wrapped."""
         clock = time.strftime("%H:%M:%S", time.localtime(ev.at or time.time()))
         self.console.print(Text(f"{clock} {visible(ev.vm)} [{visible(ev.node)}] {self._words(ev)}"), soft_wrap=True)
 
