@@ -648,13 +648,23 @@ _DATA_SUFFIX_RE = re.compile(r"-(?:delta|sesparse|flat|s\d{3}|f\d{3})\.vmdk$", r
 
 
 def extent_of(path: str, limit: int = 256) -> ExtentOf | None:
-    """The descriptor in the same directory whose extents name this file, and where."""
+    """The descriptor in the same directory whose extents name this file, and where.
+
+    The name VMware gives that descriptor (web01-000001-delta.vmdk -> web01-000001.vmdk)
+    is tried first; others are read only if they mention the file's name.
+    """
     directory, base = os.path.split(os.path.abspath(path))
+    if not base.lower().endswith(".vmdk"):
+        return None             # VMware names every extent *.vmdk
     try:
         names = sorted(os.listdir(directory))[:4096]
     except OSError:
         return None
-    for name in names:
+    guess = _DATA_SUFFIX_RE.sub(".vmdk", base)
+    if guess in names:
+        names.insert(0, guess)
+    quoted = f'"{base}"'.encode() if base.isascii() else None
+    for name in dict.fromkeys(names):
         if not name.lower().endswith(".vmdk") or name == base or limit <= 0:
             continue
         candidate = os.path.join(directory, name)
@@ -667,7 +677,7 @@ def extent_of(path: str, limit: int = 256) -> ExtentOf | None:
                 head = f.read(MAX_DESCRIPTOR_BYTES)
         except (OSError, InputError):
             continue
-        if not is_text_descriptor(head):
+        if (quoted is not None and quoted not in head) or not is_text_descriptor(head):
             continue
         try:
             text = decode_descriptor(head.rstrip(b"\x00"), candidate)
