@@ -235,12 +235,27 @@ def decode_descriptor(raw: bytes, where: str) -> str:
     return text
 
 
+def _refuse_unsupported_type(text: str, where: str) -> None:
+    """An RDM or passthrough descriptor is refused by its createType before its extent
+    lines are judged: they name a device (VMFSRDM, VMFSRAW, /dev/sda, \\\\.\\PhysicalDrive0),
+    which would otherwise be reported as an odd extent rather than as what it is."""
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        m = _KV_RE.match(raw.strip())
+        if m and m.group("key") == "createType":
+            create_type = _unquote(m.group("value"))
+            if create_type in UNSUPPORTED_TYPES:
+                raise InputError(f"createType {create_type!r} is "
+                                 f"{UNSUPPORTED_TYPES[create_type]}", f"{where}:{lineno}")
+            return
+
+
 def parse_descriptor(text: str, where: str = "descriptor") -> Descriptor:
     """Parse descriptor text. Pure: no file access. Raises InputError."""
     if "\x00" in text:
         raise InputError("descriptor contains NUL bytes (not a text descriptor)", where)
     text = text.removeprefix("\ufeff")   # a byte-order mark, however the text was decoded
     notes = _check_start(text, where)
+    _refuse_unsupported_type(text, where)
     values: dict[str, tuple[str, int]] = {}
     ddb: dict[str, str] = {}
     extents: list[Extent] = []

@@ -96,6 +96,24 @@ def test_a_zero_extent_is_named_not_a_size_mismatch(images, tmp_path):
     _refused_both_ways(desc, tmp_path, f"{desc}:{line}", "ZERO extent", "no ZERO extents")
 
 
+@pytest.mark.parametrize("create_type,extent,message", [
+    # ESXi physical/virtual RDM descriptors (extent types as qemu's vmdk.c and VMware list)
+    ("vmfsPassthroughRawDeviceMap", 'RW 209715200 VMFSRDM "db01-rdmp.vmdk"',
+     "raw device mapping"),
+    ("vmfsRawDeviceMap", 'RW 209715200 VMFSRAW "db01-rdm.vmdk"', "raw device mapping"),
+    # Workstation's physical-disk descriptor names the host's disk
+    ("fullDevice", 'RW 209715200 FLAT "\\\\.\\PhysicalDrive1" 0', "physical-disk passthrough"),
+    ("partitionedDevice", 'RW 63 FLAT "/dev/sdb" 0', "physical-disk passthrough"),
+])
+def test_rdm_and_passthrough_descriptors_are_named_by_their_type(tmp_path, create_type,
+                                                                 extent, message):
+    """Before: "unsupported extent type 'VMFSRDM'" / "extent '/dev/sdb' is an absolute
+    path": the extent line was judged before the createType said what the file is."""
+    desc = write_descriptor(tmp_path / "db01.vmdk", create_type, [extent])
+    line = desc.read_text().splitlines().index(f'createType="{create_type}"') + 1
+    _refused_both_ways(desc, tmp_path, f"{desc}:{line}", message)
+
+
 # ------------------------------------------------------------------ split sparse pieces
 
 
