@@ -236,6 +236,7 @@ def parse_vmx(text: str, where: str = "<vmx>", base_dir: Path | None = None) -> 
             capacity_bytes=vmdk_capacity(Path(path), base_dir) if base_dir is not None else 0,
             datastore_path=path, disk_mode=mode, rdm_mode=rdm,
             sharing="sharingMultiWriter" if kv.get(f"{prefix}.sharing", "").lower() == "multi-writer" else "sharingNone",
+            cbt_enabled=_true(kv[f"{prefix}.ctkenabled"]) if f"{prefix}.ctkenabled" in kv else None,
         ))
     boot_label = (kv.get("bios.hddorder", "").split(",")[0] or "").strip().lower()
     disks.sort(key=lambda d: (d.label.lower() != boot_label, BUS_BOOT_RANK[re.match(r"[a-z]+", d.label).group(0)],
@@ -275,6 +276,12 @@ def parse_vmx(text: str, where: str = "<vmx>", base_dir: Path | None = None) -> 
         memory_mb=memory,
         cpu_hot_add=_true(kv.get("vcpu.hotadd")),
         mem_hot_add=_true(kv.get("mem.hotadd")),
+        # the same keys vSphere's extraConfig shows (read_vmx lower-cases them). Fault Tolerance is
+        # not read from a .vmx: ESXi writes ftcpt.* keys (e.g. ftcpt.ftEncryptionMode) on VMs without FT.
+        cpu_hot_remove=_true(kv.get("vcpu.hotremove")),
+        disk_enable_uuid=_true(kv.get("disk.enableuuid")),
+        numa_node_affinity=[n.strip() for n in kv.get("numa.nodeaffinity", "").split(",") if n.strip()],
+        cbt_enabled=_true(kv.get("ctkenabled")),
         controllers=controllers,
         disks=disks,
         cdroms=cdroms,
