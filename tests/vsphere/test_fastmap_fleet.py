@@ -13,13 +13,13 @@ from __future__ import annotations
 import secrets
 
 import pytest
-from pyVmomi import vim
-
 import simulator as simlib
+from pyVmomi import vim
+from vsphere_support import reconfig, set_guest
+
 from guestprep.vsphere import fastmap, fastscan, fastsoap, inventory, mapping
 from guestprep.vsphere.actions import find_vm, run_task
 from guestprep.vsphere.client import connect
-from vsphere_support import reconfig, set_guest
 
 pytestmark = pytest.mark.integration
 
@@ -76,8 +76,8 @@ def fleet_shaped(own_session):
         ]))
     set_guest(s, vm, ipAddress="10.9.8.7", hostName="db & web", toolsRunningStatus="guestToolsRunning")
     for name in ("base", "patched"):  # a snapshot chain: the disks' backings get parents
-        run_task(s, "snapshot", lambda: vm.CreateSnapshot_Task(name=name, description="", memory=False,
-                                                                quiesce=False))
+        run_task(s, "snapshot", lambda name=name: vm.CreateSnapshot_Task(name=name, description="", memory=False,
+                                                                          quiesce=False))
     cluster = vm.runtime.host.parent
     rule = vim.cluster.AffinityRuleSpec(name="together", enabled=True, mandatory=False,
                                         vm=[vm, find_vm(s, "DC0_C0_RP0_VM1")])
@@ -85,7 +85,7 @@ def fleet_shaped(own_session):
         spec=vim.cluster.ConfigSpecEx(rulesSpec=[vim.cluster.RuleSpec(operation="add", info=rule)]), modify=True))
     folder = vm.parent
     for i in range(3):  # more VMs of the same shape, and a name that needs escaping in XML
-        run_task(s, "clone", lambda: vm.CloneVM_Task(folder=folder, name=f"clone-{i} <&>",
+        run_task(s, "clone", lambda i=i: vm.CloneVM_Task(folder=folder, name=f"clone-{i} <&>",
                                                      spec=vim.vm.CloneSpec(location=vim.vm.RelocateSpec())))
     return vm
 
