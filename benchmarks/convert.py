@@ -411,7 +411,8 @@ def run(work: Path, sizes: Sizes, rounds: int, args) -> int:
         {n: harness.Case(run=c.run, before=c.before, after=c.after) for n, c in cases.items()},
         rounds, flush=flush, order=args.order,
         progress=lambda line: print("  " + line, file=sys.stderr, flush=True))
-    print(f"timed rounds took {time.perf_counter() - t0:.0f}s; after: {harness.load()}")
+    print(f"timed rounds took {time.perf_counter() - t0:.0f}s; after: {harness.load()}; "
+          f"1-minute load as each round started: {' '.join(f'{x:.1f}' for x in samples.loads)}")
     rc = report(samples, cases, args.quick)
     changed = [p.name for p, d in digests.items() if data_digest(p) != d]
     print(f"\nsources unchanged: {'yes' if not changed else 'NO: ' + ', '.join(changed)}")

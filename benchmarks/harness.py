@@ -19,7 +19,8 @@ sys.path):
     interleaved(cases, rounds, flush=flush, order="abab", clock=time.perf_counter,
                 progress=None) -> Samples
                                        dict name -> [seconds per round], .orders = the
-                                       order of each round
+                                       order of each round, .loads = the 1-minute load
+                                       average as each round started
     summary(xs) -> Summary             .min .median .max .rounds (of one case's samples)
     ratio(a, b) -> Ratio               per-round a[i]/b[i]; .per_round .min .median .max .rounds
     difference(a, b) -> Summary        per-round a[i]-b[i] (e.g. fixed cost: ours-empty - bare-empty)
@@ -98,6 +99,7 @@ class Samples(dict):
     def __init__(self, names: Iterable[str]):
         super().__init__((n, []) for n in names)
         self.orders: list[list[str]] = []
+        self.loads: list[float] = []     # 1-minute load average as each round started
         self.flushed: str = ""
 
 
@@ -121,6 +123,7 @@ def interleaved(cases: Mapping[str, Case | Callable[[], object]], rounds: int, *
     for rnd in range(rounds):
         names = round_order(list(wrapped), rnd, order)
         samples.orders.append(names)
+        samples.loads.append(os.getloadavg()[0])
         for name in names:
             case = wrapped[name]
             if case.before:

@@ -57,6 +57,7 @@ def test_every_run_is_preceded_by_a_flush_and_cases_interleave(h):
     assert log == one_round * 3
     assert samples == {"A": [2.0, 2.0, 2.0], "B": [1.0, 1.0, 1.0]}
     assert samples.orders == [["A", "B"]] * 3
+    assert len(samples.loads) == 3  # the load each round started under, for the report
     assert samples.flushed == "fake"
 
 
