@@ -15,6 +15,10 @@ round, the order reversed every other round, min/median/max and per-round ratios
              what no client-side work can go below
   scan       fastscan.scan_result on the answer of `request` (no network)
 
+Each case is also measured in CPU seconds, ours and the simulator's: on the shared 2-core machine
+wall time swings 2-3x with the load and favours naive's thousands of short sleeps (the scheduler
+wakes a task that slept first), while the CPU work is what an idle machine would wait for.
+
 Both sides read the same facts (naive skips vm.snapshot, which crashes vcsim 0.24 when nil).
 Nothing is written to disk, so the flush between runs is `sync` only (dropping the page cache
 would only slow the other users of this shared machine). Goal (issue 17): fast >= 20x naive.
