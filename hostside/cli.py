@@ -198,13 +198,14 @@ class _Progress:
     "..."} or {"event": "interrupted", "phase": ...}. With --handoff each carries "disk".
     """
 
-    def __init__(self, mode: str, disk: str | None = None):
+    def __init__(self, mode: str, disk: str | None = None, on_phase=None):
         if mode == "auto":
             mode = "bar" if sys.stderr.isatty() else "none"
         self.mode = mode
         self.disk = disk   # named in JSON events when a run converts several disks
         self.current: str | None = None
         self.finished = False
+        self.on_phase = on_phase     # tells the run which disk is in progress
 
     def _event(self, doc: dict) -> None:
         if self.disk is not None:
@@ -219,6 +220,8 @@ class _Progress:
 
     def phase(self, name: str) -> None:
         self.current = name
+        if self.on_phase is not None:
+            self.on_phase(self)
         if self.mode == "json":
             self._event({"event": "phase", "phase": name})
         elif self.mode == "bar":
@@ -354,16 +357,19 @@ def cmd_convert(args, secrets) -> int:
     from hostside.errors import Interrupted
 
     reporters: dict[str, _Progress] = {}
+    active: dict[str, _Progress] = {}     # "disk": the one whose phase started last
     several = args.handoff is not None
 
     def reporter_for(job) -> _Progress:
         if job.label not in reporters:
-            reporters[job.label] = _Progress(args.progress, job.label if several else None)
+            reporters[job.label] = _Progress(args.progress, job.label if several else None,
+                                             on_phase=lambda r: active.update(disk=r))
         return reporters[job.label]
 
     def last_open() -> _Progress:
-        open_ = [r for r in reporters.values() if not r.finished]
-        return open_[-1] if open_ else _Progress(args.progress)
+        if "disk" in active and not active["disk"].finished:
+            return active["disk"]
+        return _Progress(args.progress)   # before any disk started: an event all the same
 
     try:
         with convert_mod.stop_signals():
