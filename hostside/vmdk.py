@@ -659,7 +659,10 @@ class ExtentOf:
 _EXTENT_LINE_RE = re.compile(r'^\s*(?:RW|RDONLY|NOACCESS)\s+\d+\s+([A-Z]+)(?:\s+"([^"]*)")?')
 _CREATE_TYPE_RE = re.compile(r'^\s*createType\s*=\s*"?([A-Za-z0-9]+)', re.M)
 # ESXi / Workstation names of data files and of the descriptor that lists them.
-_DATA_SUFFIX_RE = re.compile(r"-(?:delta|sesparse|flat|s\d{3}|f\d{3})\.vmdk$", re.I)
+_DATA_SUFFIX_RE = re.compile(r"-(?:delta|sesparse|flat|ctk|s\d{3}|f\d{3})\.vmdk$", re.I)
+# version=3 descriptors name their changed-block-tracking file (VMware VDDK programming
+# guide, "VMDK versions": changeTrackPath="<disk>-ctk.vmdk").
+_CTK_RE = re.compile(r'^\s*changeTrackPath\s*=\s*"([^"]*)"')
 
 
 def extent_of(path: str, limit: int = 256) -> ExtentOf | None:
@@ -700,11 +703,15 @@ def extent_of(path: str, limit: int = 256) -> ExtentOf | None:
             continue
         extents = [(lineno, m) for lineno, line in enumerate(text.splitlines(), 1)
                    if (m := _EXTENT_LINE_RE.match(line))]
+        ct = _CREATE_TYPE_RE.search(text)
+        create_type = ct.group(1) if ct else "unknown"
         for i, (lineno, m) in enumerate(extents, 1):
             if m.group(2) == base:
-                ct = _CREATE_TYPE_RE.search(text)
-                return ExtentOf(candidate, i, len(extents), lineno,
-                                ct.group(1) if ct else "unknown", m.group(1))
+                return ExtentOf(candidate, i, len(extents), lineno, create_type, m.group(1))
+        for lineno, line in enumerate(text.splitlines(), 1):
+            m = _CTK_RE.match(line)
+            if m and m.group(1) == base:
+                return ExtentOf(candidate, 0, len(extents), lineno, create_type, "CTK")
     return None
 
 
@@ -753,6 +760,11 @@ def refuse_data_file(path: str, kind: str, where: str) -> None:
             f"taken, not a disk on its own; {instead} (with --chain to convert the disk as "
             "the VM sees it through the snapshot), or consolidate the snapshots on ESXi "
             "first", where)
+    if found and found.extent_type == "CTK":
+        raise InputError(
+            f"this is the changed-block-tracking file of {found.descriptor} (its "
+            f"changeTrackPath, line {found.line}): it records which blocks changed for "
+            f"backups, not disk data; open the descriptor {found.descriptor} instead", where)
     if found and found.count > 1:
         raise InputError(
             f"this is extent {found.index} of {found.count} of the {found.create_type} disk "
@@ -806,11 +818,12 @@ def _check_sparse(path: str, ext: Extent, where: str) -> tuple[SparseHeader, dic
 
 def refuse_extent_piece(path: str, where: str) -> None:
     """A file about to be read as a raw disk that a descriptor beside it lists as one of
-    several extents (a twoGbMaxExtentFlat -f002.vmdk: 2 GiB of a larger disk) or as
-    snapshot data: refuse it, naming the descriptor. The -flat.vmdk of a monolithicFlat
+    several extents (a twoGbMaxExtentFlat -f002.vmdk: 2 GiB of a larger disk), as
+    snapshot data or as its change-tracking file (-ctk.vmdk): refuse it, naming the
+    descriptor. The -flat.vmdk of a monolithicFlat
     or vmfs descriptor is the whole disk and passes."""
     found = extent_of(path)
-    if found and (found.count > 1 or found.extent_type in ("VMFSSPARSE", "SESPARSE")):
+    if found and (found.count > 1 or found.extent_type in ("VMFSSPARSE", "SESPARSE", "CTK")):
         refuse_data_file(path, "a raw extent of a VMware disk", where)
 
 

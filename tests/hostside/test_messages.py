@@ -171,6 +171,26 @@ def test_a_split_flat_piece_is_named_for_the_raw_path(images):
     vmdk.refuse_extent_piece(str(whole), str(whole))      # no error: the whole disk
 
 
+def test_a_change_tracking_file_is_named_for_the_raw_path(images, tmp_path):
+    """ESXi with CBT: version=3 and changeTrackPath (VMware VDDK programming guide);
+    the -ctk.vmdk holds block sequence numbers, not data."""
+    from hostside import vmdk
+    from hostside.errors import InputError
+    flat, sectors = _flat_disk(tmp_path, images)
+    (tmp_path / "web01-ctk.vmdk").write_bytes(bytes(4096))   # content does not matter
+    desc = write_descriptor(tmp_path / "web01.vmdk", "vmfs",
+                            [f'RW {sectors} VMFS "{flat.name}"'],
+                            extra='# Change Tracking File\nchangeTrackPath="web01-ctk.vmdk"')
+    line = desc.read_text().splitlines().index('changeTrackPath="web01-ctk.vmdk"') + 1
+    ctk = str(tmp_path / "web01-ctk.vmdk")
+    with pytest.raises(InputError, match=rf"changed-block-tracking file of {desc} "
+                                         rf"\(its changeTrackPath, line {line}\)"):
+        vmdk.refuse_extent_piece(ctk, ctk)
+    vmdk.refuse_extent_piece(str(flat), str(flat))         # the disk's data: no error
+    r = host_cli("inspect", desc, "--json")                # and the descriptor reads
+    assert r.returncode == 0, r.stderr
+
+
 def test_a_remote_split_piece_is_refused_as_a_piece(images, datastore, tmp_path):
     desc = Path(images["twoGbMaxExtentSparse"])
     sh("cp", "--sparse=always", desc.parent / f"{desc.stem}-s001.vmdk",
