@@ -116,10 +116,12 @@ def test_rdm_sriov_dvs_opaque_boot_order_and_parent_chain_read_straight():
     extra = vim.option.OptionValue.Array([vim.option.OptionValue(key="disk.EnableUUID", value="TRUE"),
                                           vim.option.OptionValue(key="scsi0:0.ctkEnabled", value="false"),
                                           vim.option.OptionValue(key="guestinfo.secret", value="not-read")])
-    fast, expected, scanned = fast_and_expected(props_of(
-        devices, **{"config.bootOptions": boot, "config.extraConfig": extra, "config.changeTrackingEnabled": True}))
+    props = props_of(devices, **{"config.bootOptions": boot, "config.extraConfig": extra,
+                                 "config.changeTrackingEnabled": True})
+    fast, expected, scanned = fast_and_expected(props)
     assert not scanned.decoded  # read straight: the generic decoder never saw the device list
     assert fast == expected
+    assert fastmap.to_source_vm("vm-9", props, ctx()).to_dict() == expected  # pyVmomi objects (fast=False)
     by_key = {d["key"]: d for d in fast["disks"]}
     assert by_key[2000]["datastore_path"] == "[ds1] db01/db01-000001.vmdk"  # not the parent's file
     assert by_key[2000]["disk_mode"] == "persistent" and by_key[2001]["rdm_mode"] == "physicalMode"
