@@ -27,10 +27,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-from guestprep.checks.vm.target import PVE_SERIAL_MAX, carried_serial
 from guestprep.errors import ConfigError
 from guestprep.models import HANDOFF_SCHEMA, Readiness, SourceVM, parse_datastore_path
-from guestprep.target_policy import VOLID_RE, TargetPolicy, check_root_path, is_system_path
+from guestprep.target_policy import (PVE_SERIAL_MAX, VOLID_RE, TargetPolicy, carried_serial, check_root_path,
+                                     is_system_path)
 from guestprep.vmx import check_hardware
 
 _VMFS_PATH = re.compile(r"/vmfs/volumes/(?P<ds>[^/]+)/(?P<rel>.+)")

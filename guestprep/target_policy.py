@@ -221,3 +221,15 @@ def proxmox_name(name: str) -> str:
     s = re.sub(r"[^A-Za-z0-9.\-]+", "-", (name or "").strip())
     labels = [re.sub(r"-{2,}", "-", lab).strip("-")[:63].strip("-") for lab in s.split(".")]
     return ".".join(lab for lab in labels if lab)[:253].strip(".-")
+
+
+# Proxmox drive property "serial": "url-encoded, up to 20 bytes long" (PVE API schema, the scsi[n]/sata[n]
+# format key "serial", maxLength 60 once url-encoded)
+PVE_SERIAL_MAX = 20
+_SERIAL_CHARS = re.compile(r"[^0-9A-Za-z._-]")
+
+
+def carried_serial(serial: str) -> str:
+    """The serial finalize gives the Proxmox drive: the guest's serial cut to PVE's 20 bytes, only
+    characters that need no url-encoding (VMware serials are hex digits)."""
+    return _SERIAL_CHARS.sub("", serial or "")[:PVE_SERIAL_MAX]

@@ -19,10 +19,9 @@ PROXMOX_DISK_SLOTS = {"scsi": 31, "sata": 6, "ide": 4, "virtio": 16}
 # route boots the system disk from sata0 and adds one small VirtIO disk on the next SCSI slot.
 TARGET_BUS = "scsi"
 
-# Proxmox drive property "serial": "url-encoded, up to 20 bytes long" (same schema, the scsi[n]/sata[n]
-# format key "serial", maxLength 60 once url-encoded)
-PVE_SERIAL_MAX = 20
-_SERIAL_CHARS = re.compile(r"[^0-9A-Za-z._-]")
+# The drive serial rule lives with the target policy: the hand-off (bundled in the stdlib-only
+# guestprep-host zipapp) applies it too.
+from guestprep.target_policy import PVE_SERIAL_MAX, carried_serial  # noqa: F401
 
 # VMware Tools full names ("Red Hat Enterprise Linux 9 (64-bit)") -> a guestId the shared table knows.
 # Most specific first: "Windows Server 2022" must not match the "2" of another rule.
@@ -83,9 +82,3 @@ def scsi_slots_for(vm: SourceVM) -> int:
     found, _ = resolve_ostype(vm)
     windows = found is not None and found.family == "windows"
     return PROXMOX_DISK_SLOTS[TARGET_BUS] - (1 if windows else 0)
-
-
-def carried_serial(serial: str) -> str:
-    """The serial finalize gives the Proxmox drive: the guest's serial cut to PVE's 20 bytes, only
-    characters that need no url-encoding (VMware serials are hex digits)."""
-    return _SERIAL_CHARS.sub("", serial or "")[:PVE_SERIAL_MAX]
