@@ -74,15 +74,15 @@ def naive(session) -> int:
 
 def fetch(session, *, mapper=None, decoder=None) -> int:
     """fetch_all with the given mapper / answer decoder swapped in for the duration of the run."""
-    saved = inventory.to_source_vm, fastsoap.retrieve_result
+    saved = inventory.to_source_vm, fastscan.retrieve_result
     try:
         if mapper:
             inventory.to_source_vm = mapper
         if decoder:
-            fastsoap.retrieve_result = decoder
+            fastscan.retrieve_result = decoder
         return len(inventory.fetch_all(session))
     finally:
-        inventory.to_source_vm, fastsoap.retrieve_result = saved
+        inventory.to_source_vm, fastscan.retrieve_result = saved
 
 
 class Request:

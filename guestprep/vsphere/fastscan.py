@@ -280,3 +280,25 @@ def _value(attrs: bytes, content: bytes, fragments: Fragments, holder: Property)
         return DeferredArray(attrs, content, fragments)
     fragments.add(attrs, content, lambda v: setattr(holder, "val", v))
     return None
+
+
+# ---- the retrieval entry points (fastsoap carries the request; this module reads the answer)
+
+def retrieve_result(body: bytes) -> Any:
+    """The ``returnval`` of a (Continue)RetrievePropertiesEx answer as a Record (or None).
+
+    The usual answer is read here without building a tree; anything this module does not
+    expect is decoded by :func:`fastsoap.decode_result`, element by element.
+    """
+    try:
+        return scan_result(body)
+    except (NotUnderstood, ET.ParseError, UnicodeDecodeError, ValueError):
+        return fastsoap.decode_result(body)
+
+
+def retrieve_properties_ex(pc: Any, specs: list[Any], options: Any) -> Any:
+    return retrieve_result(fastsoap.invoke_raw(pc._stub, pc, "RetrievePropertiesEx", (specs, options)))
+
+
+def continue_retrieve_properties_ex(pc: Any, token: str) -> Any:
+    return retrieve_result(fastsoap.invoke_raw(pc._stub, pc, "ContinueRetrievePropertiesEx", (token,)))

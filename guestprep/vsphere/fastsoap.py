@@ -232,32 +232,10 @@ def invoke_raw(stub: Any, mo: Any, method: str, args: tuple) -> bytes | None:
     raise HTTPException(f"{resp.status} {resp.reason}")
 
 
-def retrieve_result(body: bytes) -> Any:
-    """The ``returnval`` of a (Continue)RetrievePropertiesEx answer as a Record (or None).
-
-    :mod:`fastscan` reads the usual answer without building a tree; anything it does not
-    expect is decoded here element by element.
-    """
-    from guestprep.vsphere import fastscan  # it builds on this module's records
-
-    try:
-        return fastscan.scan_result(body)
-    except (fastscan.NotUnderstood, ET.ParseError, UnicodeDecodeError, ValueError):
-        return decode_result(body)
-
-
 def decode_result(body: bytes) -> Any:
-    """:func:`retrieve_result` through one ElementTree of the whole answer (the generic way)."""
+    """:func:`fastscan.retrieve_result` through one ElementTree of the whole answer (the generic way)."""
     root = ET.fromstring(body)
     for el in root.iter():
         if _local(el.tag) == "returnval":
             return _decode(el, vmodl.query.PropertyCollector.RetrieveResult)
     return None
-
-
-def retrieve_properties_ex(pc: Any, specs: list[Any], options: Any) -> Any:
-    return retrieve_result(invoke_raw(pc._stub, pc, "RetrievePropertiesEx", (specs, options)))
-
-
-def continue_retrieve_properties_ex(pc: Any, token: str) -> Any:
-    return retrieve_result(invoke_raw(pc._stub, pc, "ContinueRetrievePropertiesEx", (token,)))

@@ -14,9 +14,10 @@ from pyVmomi import vim, vmodl
 
 from guestprep.errors import ConnectionFailed
 from guestprep.models import SourceVM
-from guestprep.vsphere import fastsoap
+from guestprep.vsphere import fastscan
 from guestprep.vsphere.client import TRANSPORT_ERRORS, Session, translate
-from guestprep.vsphere.mapping import Context, to_source_vm
+from guestprep.vsphere.fastmap import to_source_vm  # mapping.to_source_vm, device lists read straight from the XML
+from guestprep.vsphere.mapping import Context
 
 VM_PROPERTIES = [
     "name", "config.uuid", "config.instanceUuid", "config.guestId", "config.guestFullName",
@@ -59,7 +60,7 @@ def retrieve(session: Session | Any, *, page_size: int = DEFAULT_PAGE_SIZE,
 
     With ``vms`` the view holds only the small context types and the given VMs are added
     as objects of their own: still one retrieval, without reading the whole fleet.
-    ``fast`` parses the answers with :mod:`guestprep.vsphere.fastsoap` (same records,
+    ``fast`` parses the answers with :mod:`guestprep.vsphere.fastscan` (same records,
     ~10x less CPU than pyVmomi's deserializer); ``fast=False`` uses pyVmomi throughout.
     """
     si = getattr(session, "si", session)
@@ -70,7 +71,7 @@ def retrieve(session: Session | Any, *, page_size: int = DEFAULT_PAGE_SIZE,
     try:
         options = vmodl.query.PropertyCollector.RetrieveOptions(maxObjects=page_size)
         if fast:
-            result = fastsoap.retrieve_properties_ex(pc, [_filter_spec(view, vms)], options)
+            result = fastscan.retrieve_properties_ex(pc, [_filter_spec(view, vms)], options)
         else:
             result = pc.RetrievePropertiesEx([_filter_spec(view, vms)], options)
         while result is not None:
@@ -78,7 +79,7 @@ def retrieve(session: Session | Any, *, page_size: int = DEFAULT_PAGE_SIZE,
             if not result.token:
                 break
             if fast:
-                result = fastsoap.continue_retrieve_properties_ex(pc, result.token)
+                result = fastscan.continue_retrieve_properties_ex(pc, result.token)
             else:
                 result = pc.ContinueRetrievePropertiesEx(result.token)
     finally:

@@ -265,7 +265,7 @@ def to_source_vm(moref: str, props: dict[str, Any], ctx: Context) -> SourceVM:
         elif isinstance(dev, D.VirtualCdrom):
             vm.cdroms.append(_cdrom(dev))
         elif isinstance(dev, D.VirtualEthernetCard):
-            model = _kind(dev, _NIC_MODELS) or type(dev).__name__.split(".")[-1].lower()
+            model = _kind(dev, _NIC_MODELS) or dev.__class__.__name__.split(".")[-1].lower()
             vm.nics.append(_nic(dev, model, host, ctx))
             if model == "sriov":
                 vm.sriov_nics.append(vm.nics[-1].label)

@@ -97,7 +97,7 @@ def _fetch(session, monkeypatch, path: str):
         else:
             m.setattr(inventory, "to_source_vm", mapping.to_source_vm)
         if path == "elements":
-            m.setattr(fastsoap, "retrieve_result", fastsoap.decode_result)
+            m.setattr(fastscan, "retrieve_result", fastsoap.decode_result)
         return [v.to_dict() for v in inventory.fetch_all(session, fast=path != "pyvmomi")]
 
 

@@ -59,7 +59,7 @@ def props_of(devices: list, **extra) -> dict:
 
 def fast_and_expected(props: dict) -> tuple[dict, dict, fastscan.DeferredArray]:
     """(fastmap's SourceVM, mapping's SourceVM over the pyVmomi objects, the scanned device value)."""
-    scanned = fastsoap.retrieve_result(answer([(vim.VirtualMachine("vm-9"), props)]))
+    scanned = fastscan.retrieve_result(answer([(vim.VirtualMachine("vm-9"), props)]))
     got = {p.name: p.val for p in scanned.objects[0].propSet}
     fast = fastmap.to_source_vm("vm-9", got, ctx()).to_dict()
     return fast, to_source_vm("vm-9", props, ctx()).to_dict(), got["config.hardware.device"]
@@ -149,7 +149,7 @@ def test_unknown_shapes_go_the_generic_way():
     body = answer([(vim.VirtualMachine("vm-9"), props_of(devices))])
     for altered in (body.replace(b'xsi:type="VirtualDisk"', b'xsi:type="VirtualDiskFromTheFuture"'),
                     body.replace(b"<label>Hard disk 2000</label>", b"<label/>")):
-        got = {p.name: p.val for p in fastsoap.retrieve_result(altered).objects[0].propSet}
+        got = {p.name: p.val for p in fastscan.retrieve_result(altered).objects[0].propSet}
         fast = fastmap.to_source_vm("vm-9", got, ctx())
         assert got["config.hardware.device"].decoded  # handed to the generic decoder
         generic = {p.name: p.val for p in fastsoap.decode_result(altered).objects[0].propSet}
@@ -166,7 +166,7 @@ def test_scan_matches_the_element_decoder_and_falls_back_whole():
     vm = (vim.VirtualMachine("vm-9"), props_of([D.VirtualIDEController(key=200, busNumber=0)],
                                                **{"config.hardware.memoryMB": 4096, "config.template": False}))
     body = answer([host, vm], token="next-7")
-    scanned, generic = fastsoap.retrieve_result(body), fastsoap.decode_result(body)
+    scanned, generic = fastscan.retrieve_result(body), fastsoap.decode_result(body)
     assert scanned.token == generic.token == "next-7"
     assert normal(scanned) == normal(generic)
     assert scanned.objects[0].propSet[0].val == "esx&1"
@@ -174,7 +174,7 @@ def test_scan_matches_the_element_decoder_and_falls_back_whole():
                 body.replace(b"</objects>", b"<missingSet><path>snapshot</path></missingSet></objects>", 1)):
         with pytest.raises(fastscan.NotUnderstood):
             fastscan.scan_result(odd)
-        assert normal(fastsoap.retrieve_result(odd).objects[1]) == normal(generic.objects[1])
+        assert normal(fastscan.retrieve_result(odd).objects[1]) == normal(generic.objects[1])
 
 
 def normal(v):

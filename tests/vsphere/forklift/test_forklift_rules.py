@@ -25,7 +25,7 @@ from pyVmomi import SoapAdapter, VmomiSupport, vim, vmodl
 from guestprep.checks.registry import get
 from guestprep.checks.vm.fleet import fleet_findings
 from guestprep.models import SourceVM, Status
-from guestprep.vsphere import fastmap, fastsoap, inventory, mapping
+from guestprep.vsphere import fastmap, fastscan, fastsoap, inventory, mapping
 
 pytestmark = pytest.mark.unit
 
@@ -119,7 +119,7 @@ def mapped(c: dict[str, Any], monkeypatch) -> list[SourceVM]:
     slow = inventory.source_vms(objects)
     for name, mapper in MAPPERS.items():
         monkeypatch.setattr(inventory, "to_source_vm", mapper)
-        fast = inventory.source_vms(fastsoap.retrieve_result(soap_body(objects)).objects)
+        fast = inventory.source_vms(fastscan.retrieve_result(soap_body(objects)).objects)
         assert [v.to_dict() for v in fast] == [v.to_dict() for v in slow], f"{name} differs from pyVmomi"
     return slow
 
