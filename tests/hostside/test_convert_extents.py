@@ -266,3 +266,43 @@ def test_a_vmfs_sparse_chain_is_sized_from_its_files_and_verified_by_extents(tmp
     assert ver["ranges"] == [[MiB, 65536], [2 * MiB, 8192]]
     sh("qemu-io", "-f", "raw", "-c", "read -P 0xab 1M 64k", "-c", "read -P 0xcd 2M 8k",
        "-c", "read -P 0 3M 1M", dest)
+
+
+def _unwritten_extents(path: Path) -> int:
+    import fcntl
+    import struct
+    from hostside import extents as ext
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        buf = bytearray(ext._FIEMAP_HEAD.size + 512 * ext._FIEMAP_EXTENT.size)
+        ext._FIEMAP_HEAD.pack_into(buf, 0, 0, os.fstat(fd).st_size, 1, 0, 512, 0)
+        fcntl.ioctl(fd, ext._FS_IOC_FIEMAP, buf)
+        mapped = ext._FIEMAP_HEAD.unpack_from(buf, 0)[3]
+        flags = [struct.unpack_from("=I", buf, ext._FIEMAP_HEAD.size + k * ext._FIEMAP_EXTENT.size
+                                    + 40)[0] for k in range(mapped)]
+        return sum(1 for f in flags if f & ext._FIEMAP_EXTENT_UNWRITTEN)
+    finally:
+        os.close(fd)
+
+
+def test_the_digest_of_a_qcow2_does_not_follow_the_page_cache(images, tmp_path):
+    """qemu's qcow2 driver zero-fills the rest of a new cluster with fallocate: unwritten
+    extents, which ext4/XFS report to SEEK_DATA as data or hole depending on whether their
+    (zero) pages are cached. The digest finalize recomputes must not change with that
+    (the cutover's finalize refused a fresh volume as 'changed after its conversion')."""
+    dest = tmp_path / "vm-1-disk-0.qcow2"
+    r = host_cli("convert", images["monolithicSparse"], "--to", "qcow2", "--dest", dest, "--json")
+    assert r.returncode == 0, r.stderr
+    stated = json.loads(r.stdout)["target"]["digest"]
+    assert _unwritten_extents(dest) > 0          # the case this is about is really here
+    fd = os.open(dest, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)    # cold cache
+        assert convert.target_digest(str(dest)) == stated
+        while os.read(fd, 1 << 20):                            # every page cached
+            pass
+        assert convert.target_digest(str(dest)) == stated
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        assert convert.target_digest(str(dest)) == stated
+    finally:
+        os.close(fd)
