@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests.support, also when run directly
-from qemu_vm import LabVM, ssh  # noqa: E402
+from qemu_vm import LabVM, ssh, ssh_ok  # noqa: E402
 
 from tests.support.cachelock import exclusive  # noqa: E402
 
@@ -197,7 +197,7 @@ def stage2(work: Path, raw: Path, artifacts: Path) -> dict:
         state = vm.wait_boot(300)
         if state != "multi-user" or not vm.wait_ssh_banner(120):
             raise RuntimeError(f"lab image first boot on VMware-shaped hardware: {state}; see {vm.serial_log}")
-        virt = ssh(vm.ssh_port, key, ["systemd-detect-virt"]).stdout.decode().strip()
+        virt = ssh_ok(vm.ssh_port, key, ["systemd-detect-virt"]).stdout.decode().strip()
         if virt != "vmware":
             raise RuntimeError(f"guest believes it runs on {virt!r}, not vmware: dracut would add virtio")
         log("regenerating the host-only initramfs on pvscsi")
@@ -205,7 +205,7 @@ def stage2(work: Path, raw: Path, artifacts: Path) -> dict:
         if res.returncode != 0:
             raise RuntimeError(f"dracut --regenerate-all failed: {res.stderr.decode(errors='replace')[-2000:]}")
         kver = (work / "kver").read_text().strip()
-        listing = ssh(vm.ssh_port, key, ["lsinitrd", f"/boot/initrd.img-{kver}"]).stdout.decode()
+        listing = ssh_ok(vm.ssh_port, key, ["lsinitrd", f"/boot/initrd.img-{kver}"]).stdout.decode()
         if "vmw_pvscsi" not in listing or "virtio_scsi" in listing:
             raise RuntimeError("host-only initramfs does not look VMware-only (vmw_pvscsi in, virtio_scsi out)")
         nic = ssh(vm.ssh_port, key, ["ip", "-o", "link", "show", "dev", VMWARE_NIC])

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 import labimage
-from qemu_vm import LAB_MAC, LabVM, qga_ping, ssh
+from qemu_vm import LAB_MAC, LabVM, qga_ping, ssh, ssh_ok
 
 # the per-test timeout covers the shared fixture: it boots, prepares and reboots under TCG
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(2400)]
@@ -40,7 +40,7 @@ def convert(vmdk: Path, qcow2: Path) -> None:
 
 
 def digests(port: int, key: Path, paths: list[str]) -> dict[str, str]:
-    out = ssh(port, key, ["sha256sum", *paths]).stdout.decode()
+    out = ssh_ok(port, key, ["sha256sum", *paths]).stdout.decode()
     return {line.split()[1]: line.split()[0] for line in out.splitlines() if line.strip()}
 
 
@@ -133,7 +133,7 @@ def lab(lab_image, lab_artifacts, tmp_path_factory):
                                       env={**os.environ, "LAB_SUDO_PASSWORD": "not-the-password"})
     state["after_sudo_refused"] = digests(vm.ssh_port, key, state["restore_paths"])
     clock("wrong sudo password")
-    state["vmware_lsinitrd"] = ssh(vm.ssh_port, key, ["lsinitrd", f"/boot/initrd.img-{kver}"]).stdout.decode()
+    state["vmware_lsinitrd"] = ssh_ok(vm.ssh_port, key, ["lsinitrd", f"/boot/initrd.img-{kver}"]).stdout.decode()
     clock("lsinitrd")
 
     ssh(vm.ssh_port, key, ["systemctl", "poweroff"], timeout=60)
@@ -212,16 +212,16 @@ def test_prepared_guest_boots_on_virtio(lab):
     assert lab["pve_boot"] == "multi-user", f"see {lab['pve'].serial_log}"
     assert lab["pve_ssh"], "SSH does not answer on the VirtIO-booted guest"
     port, key = lab["pve"].ssh_port, lab["key"]
-    assert ssh(port, key, ["systemd-detect-virt"]).stdout.decode().strip() != "vmware"
+    assert ssh_ok(port, key, ["systemd-detect-virt"]).stdout.decode().strip() != "vmware"
     drivers = ssh(port, key, ["sh", "-c", "readlink -f /sys/block/sda/device/../../../driver; "
                                           "readlink -f /sys/class/net/ens16/device/driver"]).stdout.decode()
     assert "virtio" in drivers, drivers
 
 
 def test_nic_keeps_its_name_and_address(lab):
-    out = ssh(lab["pve"].ssh_port, lab["key"], ["ip", "-o", "addr", "show", "dev", "ens16"]).stdout.decode()
+    out = ssh_ok(lab["pve"].ssh_port, lab["key"], ["ip", "-o", "addr", "show", "dev", "ens16"]).stdout.decode()
     assert "10.0.2.15/24" in out, out
-    link = ssh(lab["pve"].ssh_port, lab["key"], ["cat", "/sys/class/net/ens16/address"]).stdout.decode().strip()
+    link = ssh_ok(lab["pve"].ssh_port, lab["key"], ["cat", "/sys/class/net/ens16/address"]).stdout.decode().strip()
     assert link == LAB_MAC
 
 

@@ -24,7 +24,7 @@ import uefiimage
 from uefi_vm import OVMF_VARS, REACHED_OS_RE, UefiVM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab"))
-from qemu_vm import qga_ping, ssh  # noqa: E402
+from qemu_vm import qga_ping, ssh, ssh_ok  # noqa: E402
 
 pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parents[2]
@@ -99,7 +99,7 @@ def test_prepared_guest_boots_from_a_fresh_vars_store_on_virtio(uefi_image, uefi
         assert vm.wait_boot(900) == "multi-user" and vm.wait_ssh_banner(180), f"see {vm.serial_log}"
         assert uefiimage.booted_with_long_root_wait(vm.serial_log), f"root-device wait not lengthened; see {vm.serial_log}"
         # positive control for the negative one: on its own NVRAM the guest boots through \EFI\debian
-        efi = ssh(vm.ssh_port, key, ["efibootmgr", "-v"]).stdout.decode()
+        efi = ssh_ok(vm.ssh_port, key, ["efibootmgr", "-v"]).stdout.decode()
         current = next(l.split(":", 1)[1].strip() for l in efi.splitlines() if l.startswith("BootCurrent"))
         assert f"Boot{current}* debian" in efi and "\\EFI\\debian\\grubx64.efi" in efi, efi
         assert ssh(vm.ssh_port, key, ["test", "-e", "/boot/efi/EFI/BOOT/BOOTX64.EFI"]).returncode != 0
@@ -115,7 +115,7 @@ def test_prepared_guest_boots_from_a_fresh_vars_store_on_virtio(uefi_image, uefi
         assert efi_op["error"] is None and efi_op["verified"] is True, json.dumps(efi_op, indent=1)
         # planned only because LNX-EFI-FALLBACK failed on the collected facts (no preflight round trip: TCG is slow)
         assert efi_op["plan"]["changes"][0]["detail"]["argv"][0] == "grub-install", efi_op["plan"]
-        listing = ssh(vm.ssh_port, key, ["sha256sum", "/boot/efi/EFI/BOOT/BOOTX64.EFI",
+        listing = ssh_ok(vm.ssh_port, key, ["sha256sum", "/boot/efi/EFI/BOOT/BOOTX64.EFI",
                                          "/boot/efi/EFI/debian/grubx64.efi"]).stdout.decode().split()
         assert listing[0] == listing[2], "fallback and the distribution's loader are the same image"
         ssh(vm.ssh_port, key, ["sync"])
@@ -135,7 +135,7 @@ def test_prepared_guest_boots_from_a_fresh_vars_store_on_virtio(uefi_image, uefi
         state = pve.wait_boot(900)
         assert state == "multi-user", f"{state}; see {pve.serial_log}"
         assert pve.wait_ssh_banner(180), f"no SSH over the new NIC; see {pve.serial_log}"
-        out = ssh(pve.ssh_port, key, ["sh", "-c", "ip -o -4 addr show; efibootmgr; readlink -f /sys/block/sda/device"])
+        out = ssh_ok(pve.ssh_port, key, ["sh", "-c", "ip -o -4 addr show; efibootmgr; readlink -f /sys/block/sda/device"])
         text = out.stdout.decode()
         assert "10.0.2.15" in text and "virtio" in text, text
         reply = qga_ping(qga, timeout=180)
