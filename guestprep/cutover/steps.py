@@ -196,7 +196,33 @@ def gate(ctx: VmContext) -> dict[str, Any]:
         raise StepFailed(f"gate: vmid {v.vmid} is taken on Proxmox by another VM ({tgt['name']!r}); refusing to "
                          "touch it", where=v.name)
     return {"verdict": verdict, "accepted_by_reviewer": accepted, "prepare_verified": v.prepare_verified,
-            "source_power": facts.power_state, "tools": facts.tools_running}
+            "source_power": facts.power_state, "tools": facts.tools_running,
+            "finalize_dry_run": finalize_dry_run(ctx, bool(accepted))}
+
+
+def finalize_dry_run(ctx: VmContext, accepted: bool) -> dict[str, Any]:
+    """The Proxmox VM config the finalize step will create, built now by finalize's own builder (read-only:
+    no API write) and checked against the Proxmox API schema, while the source still runs: a config
+    Proxmox would refuse fails the gate, not the night after the source went down."""
+    from guestprep.finalize.config_builder import build_config
+    from guestprep.finalize.flow import QEMU
+
+    h = ctx.handoff()
+    doc = replace(h, policy=replace(h.policy, start=ctx.vm.strategy == "sata-first"))   # as finalize() hands it
+    try:
+        b = build_config(doc, ctx.vm.vmid, strategy=None if ctx.vm.strategy == "auto" else ctx.vm.strategy)
+    except GuestprepError as exc:
+        raise StepFailed(f"gate: finalize cannot build the Proxmox VM config: {exc}; fix the source or the policy "
+                         "and plan again", where=ctx.vm.name) from None
+    if b.blocked and not accepted:   # finalize would refuse it the same way
+        raise StepFailed(f"gate: finalize would refuse this VM: {'; '.join(b.blocked)}", where=ctx.vm.name)
+    errors = ctx.pve.schema.errors("POST", QEMU, b.params, {"node": b.node})
+    if errors:
+        raise StepFailed("gate: the VM config finalize would create is invalid for the Proxmox API ("
+                         + "; ".join(f"{k}: {v}" for k, v in sorted(errors.items()))
+                         + "); fix the source or the policy and plan again", where=ctx.vm.name)
+    return {"schema": "valid", "node": b.node, "vmid": ctx.vm.vmid, "keys": sorted(b.params),
+            "findings": [f"{n.level}: {n.message}" for n in b.findings if n.level != "info"]}
 
 
 def _coexist_absent(ctx: VmContext) -> dict[str, Any] | None:

@@ -120,3 +120,34 @@ def test_bad_input_names_what_and_where(lab, tmp_path):
                     "--server", lab_.sim.server, "--user", lab_.sim.user)
     assert again.returncode == 2 and "already exists" in again.stderr
     assert lab_.source()["power"] == "poweredOn"
+
+
+# --------------------------------------------------------------------------- the finalize dry-run at the gate
+
+from tests.cutover.streaming_support import folder_sim, folder_vs, slab  # noqa: E402,F401 (fixtures)
+
+
+def test_a_config_proxmox_would_refuse_fails_the_gate_with_the_source_running(slab):
+    """The source NIC carries a hand-set multicast MAC, which Proxmox refuses for a NIC (qemu-server's
+    mac check, guestprep/proxmox/schema.py): the VM config finalize would create is checked against the
+    API schema at the gate, before the shutdown. Nothing changes on either side."""
+    from pyVmomi import vim
+
+    from guestprep.vsphere.actions import wait_for_task
+
+    lab_ = slab("DC0_H0_VM0", 9106)
+    nic = next(d for d in lab_.vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualEthernetCard))
+    nic.addressType, nic.macAddress = "manual", "03:50:56:aa:bb:cc"
+    change = vim.vm.device.VirtualDeviceSpec(operation=vim.vm.device.VirtualDeviceSpec.Operation.edit, device=nic)
+    wait_for_task(lab_.vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])), "a multicast MAC")
+    lab_.plan()
+    accept_gate(lab_)
+    r = lab_.run()
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "invalid for the Proxmox API" in r.stderr and "multicast MAC" in r.stderr, r.stderr
+    vm = lab_.status()["vms"][0]
+    assert vm["phase"] == "failed" and [s["step"] for s in vm["steps"]] == ["gate"]
+    assert lab_.source() == {"power": "poweredOn", "marked": False, "field": None}
+    assert str(lab_.vm.guest.toolsRunningStatus) == "guestToolsRunning"
+    assert lab_.target()["vms"] == [] and lab_.target()["files"] == []
+    assert not [q for q in lab_.pve.state.requests if q[0] != "GET"]   # the dry run wrote nothing to Proxmox
