@@ -24,7 +24,7 @@ Cases (the same DATA bytes in each source):
                                           256 MiB by default (--chain-mib): see FULL below
 
     python benchmarks/convert.py [--rounds 5] [--data-mib 1024] [--workdir /var/tmp]
-                                 [--order abab|alternate] [--no-drop-caches] [--quick]
+                                 [--order alternate|abab] [--no-drop-caches] [--quick]
 """
 
 from __future__ import annotations
@@ -315,11 +315,9 @@ def report(samples: harness.Samples, cases: dict[str, ConvertCase], quick: bool)
             continue
         r = harness.ratio(samples[a], samples[b])
         print(harness.format_ratio(label, r, op, goal, width=48))
-        if len(set(map(tuple, samples.orders))) > 1:
-            first, second = harness.order_effect(samples, a, b)
-            if first is not None and second is not None:
-                print(f"  {'':<48} median when {a} ran first {first:.3f}, "
-                      f"when {b} ran first {second:.3f}")
+        note = harness.order_note(samples, a, b)
+        if note:
+            print(f"  {'':<48} {note}")
     if not {"ours-empty", "bare-empty"} <= set(cases):
         print("  fixed cost: not run (--only)")
     elif {"ours-empty", "bare-empty"} <= ok:
@@ -343,9 +341,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="virtual size of the vmfsSparse chain (a quarter of it data, "
                          "1/32 in the redo log)")
     ap.add_argument("--workdir", default="/var/tmp")
-    ap.add_argument("--order", choices=["abab", "alternate"], default="abab",
-                    help="abab: the same order every round; alternate: reversed every other "
-                         "round (shows whether a ratio moves with run order)")
+    ap.add_argument("--order", choices=["abab", "alternate"], default="alternate",
+                    help="alternate (default): reversed every other round, so every pair is "
+                         "measured in both orders and a ratio that moves with run order is "
+                         "flagged; abab: the same order every round")
     ap.add_argument("--no-drop-caches", action="store_true",
                     help="sync only between runs (do not drop the page cache even as root)")
     ap.add_argument("--only", default="", help="comma-separated case names (default: all)")

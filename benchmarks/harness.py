@@ -26,6 +26,9 @@ sys.path):
     difference(a, b) -> Summary        per-round a[i]-b[i] (e.g. fixed cost: ours-empty - bare-empty)
     order_effect(samples, a, b)        (median a/b in rounds where a ran first,
                                         median a/b in rounds where b ran first)
+    order_note(samples, a, b, tolerance=0.10) -> str   "" when a/b was measured in one order
+                                       only; else both medians, and "MOVES WITH RUN ORDER:
+                                       not a result" when they differ by more than tolerance
     verdict(value, op, goal) -> str    "met" / "NOT met" (op is "<=" or ">=")
     fsync_path(path)                   fsync a file (or block device) and its directory
     load() -> str                      load average now, and the number of cores
@@ -186,6 +189,16 @@ def order_effect(samples: Samples, a: str, b: str) -> tuple[float | None, float 
         (first if names.index(a) < names.index(b) else second).append(r)
     med = lambda xs: statistics.median(xs) if xs else None  # noqa: E731
     return med(first), med(second)
+
+
+def order_note(samples: Samples, a: str, b: str, tolerance: float = 0.10) -> str:
+    first, second = order_effect(samples, a, b)
+    if first is None or second is None:
+        return ""
+    note = f"median a/b when {a} ran first {first:.3f}, when {b} ran first {second:.3f}"
+    if abs(first - second) > tolerance * min(first, second):
+        note += f": MOVES WITH RUN ORDER (> {tolerance:.0%}), not a result"
+    return note
 
 
 def verdict(value: float, op: str, goal: float) -> str:

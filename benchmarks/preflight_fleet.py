@@ -160,11 +160,9 @@ def run(work: Path, server, ansible: str, sizes: list[int], rounds: int, args) -
         print(harness.format_summary("guestprep", o, 18) + f"  ({n / o.median:6.1f} guests/s median)")
         print(harness.format_summary("ansible -m script", t, 18) + f"  ({n / t.median:6.1f} guests/s median)")
         print(harness.format_ratio("speed-up ansible / guestprep", r, ">=", GOAL, width=30))
-        if len(set(map(tuple, samples.orders))) > 1:
-            first, second = harness.order_effect(samples, "ansible", "guestprep")
-            if first is not None and second is not None:
-                print(f"  {'':<30} median when ansible ran first {first:.2f}, "
-                      f"when guestprep ran first {second:.2f}")
+        note = harness.order_note(samples, "ansible", "guestprep")
+        if note:
+            print(f"  {'':<30} {note}")
     print(f"\nafter: {harness.load()}")
     print(f"goal: speed-up >= {GOAL:g}x (throughput vs. Ansible with the same forks): " + ", ".join(
         f"N={n} {harness.verdict(r.median, '>=', GOAL)}" for n, r in results))

@@ -106,6 +106,11 @@ def test_order_effect_splits_rounds_by_who_ran_first(h):
     samples["A"][:] = [2.0, 1.0, 2.0, 1.0]
     samples["B"][:] = [1.0, 1.0, 1.0, 1.0]
     assert h.order_effect(samples, "A", "B") == (2.0, 1.0)
+    assert h.order_note(samples, "A", "B").endswith("MOVES WITH RUN ORDER (> 10%), not a result")
+    samples["A"][:] = [1.05, 1.0, 1.05, 1.0]   # 5% apart: within the tolerance
+    assert "MOVES" not in h.order_note(samples, "A", "B")
+    samples.orders = [["A", "B"]] * 4          # one order only: nothing to say
+    assert h.order_note(samples, "A", "B") == ""
 
 
 def test_verdict_and_report_lines(h):
