@@ -107,11 +107,12 @@ class NodeLink:
 
     def run_tethered(self, argv: list[str], *, lock: str, done_if: str | None = None,
                      stdin_line: bytes | None = None, env: list[str] | None = None, wait: float = 3600.0,
-                     timeout: float = 24 * 3600.0):
+                     timeout: float = 24 * 3600.0, keepalive=None, keepalive_every: float = 300.0):
         """``argv`` under guestprep-host's watchdog (hostside/watchdog.py): it stops when this channel's
         stdin ends — this process exited or was killed, the connection dropped — and one run per
         ``lock`` at a time (a resume waits for a dying run to clean up). ``stdin_line`` (a cookie)
-        is the only thing ever written to the channel; its stdin stays open until the command ends."""
+        is the only thing ever written to the channel; its stdin stays open until the command ends.
+        ``keepalive`` is called every ``keepalive_every`` seconds meanwhile (in this thread)."""
         import time
 
         import paramiko
@@ -137,8 +138,14 @@ class NodeLink:
             chan.exec_command(join_argv(wd))
             if stdin_line is not None:
                 chan.sendall(stdin_line)
-            exited_at = 0.0
+            exited_at, kept = 0.0, time.monotonic()
             while True:
+                if keepalive is not None and time.monotonic() - kept > keepalive_every:
+                    kept = time.monotonic()
+                    try:
+                        keepalive()
+                    except Exception:   # the command's own result says whether the session held
+                        pass
                 moved = False
                 while chan.recv_ready():
                     out += chan.recv(65536)

@@ -400,7 +400,9 @@ def convert(ctx: VmContext) -> dict[str, Any]:
             # tethered: if this controller dies, the node stops the conversion and removes its partial
             # target; a resume waits for that, and does nothing when the dying run had finished
             r = node.run_tethered(argv, lock=ctx.manifest_path(disk["label"]) + ".lock",
-                                  done_if=ctx.manifest_path(disk["label"]), stdin_line=stdin, env=env)
+                                  done_if=ctx.manifest_path(disk["label"]), stdin_line=stdin, env=env,
+                                  keepalive=(lambda: ctx.vsphere.si.content.sessionManager.currentSession)
+                                  if stdin else None)   # the node reads with our session: keep it from idling out
         finally:
             for s in reversed(sems):
                 s.release()
