@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import subprocess
 
 import pytest
 
@@ -124,7 +123,10 @@ def test_bad_input_names_what_and_where(lab, tmp_path):
 
 # --------------------------------------------------------------------------- the finalize dry-run at the gate
 
-from tests.cutover.streaming_support import folder_sim, folder_vs, slab  # noqa: E402,F401 (fixtures)
+from tests.cutover import streaming_support  # noqa: E402
+
+folder_sim, folder_vs, slab = (streaming_support.folder_sim, streaming_support.folder_vs,  # fixtures
+                               streaming_support.slab)
 
 
 def test_a_config_proxmox_would_refuse_fails_the_gate_with_the_source_running(slab):

@@ -13,7 +13,10 @@ import subprocess
 import pytest
 
 from tests.cutover.conftest import accept_gate
-from tests.cutover.streaming_support import folder_sim, folder_vs, slab  # noqa: F401 (fixtures)
+from tests.cutover import streaming_support  # noqa: E402
+
+folder_sim, folder_vs, slab = (streaming_support.folder_sim, streaming_support.folder_vs,  # fixtures
+                               streaming_support.slab)
 
 pytestmark = pytest.mark.integration
 
