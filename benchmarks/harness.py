@@ -9,7 +9,9 @@ so that neither side leaves dirty pages for the next one to pay for), then `afte
 (A B C, A B C, ...; never A A A then B B B), so drift over time hits every case alike.
 A ratio is computed per round (a[i] / b[i], runs minutes apart at most) and summarised by
 its min and median: a ratio whose value moves with run order is not a result, and
-`order="alternate"` (A B C, C B A, ...) with `order_effect()` shows whether it does.
+`order="alternate"` (A B C, C B A, ...: every pair measured in both orders; the case at a
+round boundary runs twice in a row, each run still after its own flush) with
+`order_effect()` / `order_note()` shows whether it does.
 
 API (import from the benchmark scripts as `import harness`; they run with benchmarks/ on
 sys.path):
