@@ -212,7 +212,7 @@ def execute(prep: Prepared, progress: ProgressFn | None = None,
                     # for the verification, are asked for while the copy runs (after it
                     # started: the copy is the first child).
                     side["version"] = _start_version()
-                    if opts.verify and verify_mod.can_map(source):
+                    if opts.verify and not source.view_segments and verify_mod.can_map(source):
                         side["map"] = verify_mod.SourceMap(source.spec)
 
                 state["writing"] = True
