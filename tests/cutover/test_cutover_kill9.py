@@ -149,7 +149,9 @@ def test_the_node_watchdog_stops_its_command_on_eof_and_lets_one_run_per_target(
     first = subprocess.Popen(wd + ["--", sys.executable, "-c", "import time; time.sleep(300)", marker], stdin=subprocess.PIPE,
                              stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 30
-    while not _node_processes(marker):
+    # the watchdog holds the lock (it writes its pid there) and its command runs (not the watchdog's own argv)
+    while not (lock.exists() and lock.read_text().strip() == str(first.pid)
+               and [p for p in _node_processes(marker) if "hostside.watchdog" not in p]):
         assert time.monotonic() < deadline and first.poll() is None
         time.sleep(0.05)
     second = subprocess.run(wd + ["--wait", "1", "--", "true"], stdin=subprocess.DEVNULL, capture_output=True,
