@@ -81,8 +81,17 @@ def differences(volid: str, manifest: Mapping[str, Any], h: Handoff, listed: Map
         out.append(f"VM uuid {handoff.get('vm_uuid')!r} in the manifest, {h.vm.uuid_bios!r} here")
     if listed.get("size") is not None and target.get("size") != listed.get("size"):
         out.append(f"size {target.get('size')} in the manifest, {listed.get('size')} on Proxmox")
-    if stated.get("algorithm") != "sha256-data-runs/1" or not isinstance(stated.get("sha256"), str):
+    from hostside.verify import DIGEST_ALGORITHM
+
+    algorithm = stated.get("algorithm")
+    if not isinstance(stated.get("sha256"), str) or not isinstance(algorithm, str):
         out.append("the manifest records no content digest")
+        return out
+    if algorithm != DIGEST_ALGORITHM:
+        # a digest of another definition cannot be compared: the same bytes give another value
+        out.append(f"its content digest is {algorithm!r}, written by another guestprep-host version; this one "
+                   f"computes {DIGEST_ALGORITHM!r}: convert again with the guestprep-host that ships with this "
+                   "controller")
         return out
     actual = _recomputed_digest(str(target.get("path") or ""))
     if actual is not None and (actual["sha256"], actual["size"]) != (stated["sha256"], stated.get("size")):

@@ -24,7 +24,7 @@ def write_manifest(directory: Path, h: Handoff, volid: str, size: int, *, target
         path, digest = str(target_file), target_digest(str(target_file))
     else:
         path = f"/dev/zvol/rpool/data/{volname}"
-        digest = {"algorithm": "sha256-data-runs/1", "sha256": "cd" * 32, "size": size}
+        digest = {"algorithm": "sha256-data-runs/2", "sha256": "cd" * 32, "size": size}
     doc = {"schema": MANIFEST_SCHEMA,
            "target": {"kind": "zvol", "path": path, "size": size, "digest": digest},
            "handoff": {**h.identity(), "disk": h.disks[0].label, "volid": volid, **handoff_changes}}

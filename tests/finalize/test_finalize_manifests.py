@@ -75,6 +75,21 @@ def test_a_reachable_volume_whose_digest_changed_is_refused(pve, client, attache
     refused(pve, client, h, tmp_path, "content digest .* the volume changed after its conversion")
 
 
+def test_a_digest_of_another_definition_is_refused_as_a_version_mismatch(pve, client, attached, tmp_path):
+    """/1 counted ext4's unwritten extents as data once cached; /2 does not: the same bytes, another
+    value. A /1 manifest (an older guestprep-host on the node) is named as such, not as a changed volume."""
+    vol, h = attached
+    disk = tmp_path / "images" / "vm-100-disk-0"
+    disk.parent.mkdir()
+    disk.write_bytes(b"converted" * 1000)
+    path = write_manifest(tmp_path, h, vol.volid, SIZE, target_file=disk)
+    doc = json.loads(path.read_text())
+    doc["target"]["digest"]["algorithm"] = "sha256-data-runs/1"
+    path.write_text(json.dumps(doc))
+    e = refused(pve, client, h, tmp_path, "'sha256-data-runs/1', written by another guestprep-host version")
+    assert "changed after its conversion" not in str(e)
+
+
 @pytest.mark.parametrize("name", ["guestprep-partial-vm-100-disk-0", "vm-100-disk-0.partial"])
 def test_a_volume_under_a_temporary_name_is_never_attached(pve, client, source_disks, tmp_path, name):
     vol = pve.state.add_volume("pve1", "local-zfs", 100, SIZE, name=name)
