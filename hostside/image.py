@@ -170,6 +170,9 @@ def inspect(src: str, opts: SourceOptions, secrets) -> Source:
         return _inspect_qcow2(path, opts, is_block)
     notes: list[str] = []
     _check_raw(head, opts, path, notes)
+    if opts.format is None and stat.S_ISREG(st.st_mode):
+        # a -f002.vmdk is 2 GiB of a larger disk, a -ctk.vmdk no disk at all; a -flat.vmdk passes
+        vmdk.refuse_extent_piece(path, path)
     spec = qemu.local_spec(path, fmt)
     # A raw file or device is its own map: its size is the disk's size (no qemu-img info).
     size = st.st_size if not is_block else _device_size(path)
@@ -359,7 +362,7 @@ def _remote_vmdk(rf, head: bytes, url: str, spec: ImageSpec, opts: SourceOptions
     if rf.size > vmdk.MAX_DESCRIPTOR_BYTES:
         raise InputError(f"descriptor is {rf.size} bytes; refusing anything over "
                          f"{vmdk.MAX_DESCRIPTOR_BYTES}", where)
-    text = rf.read_at(0, rf.size).rstrip(b"\x00").decode("utf-8", errors="replace")
+    text = vmdk.decode_descriptor(rf.read_at(0, rf.size).rstrip(b"\x00"), where)
     desc = vmdk.parse_descriptor(text, where)
     _refuse_remote_parent(desc, where)
     data_extents = [e for e in desc.extents if e.type != "ZERO"]

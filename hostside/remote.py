@@ -71,7 +71,7 @@ class SecretDir:
     def write(self, name: str, value: str) -> str:
         """A new 0600 file ending in ``name``; unique, so several disks of one run can share the dir."""
         fd, path = tempfile.mkstemp(dir=self.path, suffix=f"-{name}")
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:   # extent paths reach qemu as the file's bytes
             f.write(value)
         return path
 

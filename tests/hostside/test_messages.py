@@ -440,3 +440,9 @@ def test_memory_available_reads_meminfo(tmp_path):
     meminfo.write_text("MemTotal:  1000 kB\n")              # kernels before 3.14
     assert storage.memory_available(str(meminfo)) is None
     assert storage.memory_available() > 0                    # this machine's
+
+
+def test_a_split_flat_piece_opened_directly_names_its_descriptor(images, tmp_path):
+    desc = Path(images["twoGbMaxExtentFlat"])
+    piece = desc.parent / f"{desc.stem}-f002.vmdk"
+    _refused_both_ways(piece, tmp_path, "extent 2 of 3", f"described by {desc} (line 9)")
