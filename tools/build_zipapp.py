@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import ast
 import os
+import py_compile
 import shutil
 import sys
 import tempfile
@@ -71,6 +72,12 @@ def build(out: Path) -> Path:
         bad = check_imports(stage)
         if bad:
             raise SystemExit("build_zipapp: refusing to build:\n  " + "\n  ".join(bad))
+        # bytecode beside each module (zipimport's legacy location, CPython Lib/zipimport.py
+        # _zip_searchorder): a node whose python3 has this magic number skips compiling every
+        # module on every run (zipimport writes no cache); another version falls back to source
+        for src in sorted(stage.rglob("*.py")):
+            py_compile.compile(str(src), cfile=str(src) + "c", doraise=True,
+                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(out.name + ".partial")
         zipapp.create_archive(stage, partial, interpreter="/usr/bin/env python3",
