@@ -249,7 +249,7 @@ class Rehearsal:
 
 def rehearse_wave(wave: Wave, names: list[str], secrets: Secrets, options: RunOptions, *, parallel: int,
                   vmids: dict[str, int] | None, say: Callable[[str, str], None]) -> RehearsalResult:
-    import threading
+    """``say(vm, text)`` is called from the VMs' threads at once: it must be thread-safe."""
     from types import SimpleNamespace
 
     from guestprep.runner import run_guests
@@ -257,16 +257,9 @@ def rehearse_wave(wave: Wave, names: list[str], secrets: Secrets, options: RunOp
     chosen = [wave.vm(n) for n in names] if names else list(wave.vms)
     if not wave.state_dir.is_dir():   # finalize keeps its copies of the manifests there (private, as `run` makes it)
         wave.state_dir.mkdir(mode=0o700)
-    lock = threading.Lock()
-
-    def tell(vm: str) -> Callable[[str], None]:
-        def out(text: str) -> None:
-            with lock:
-                say(vm, text)
-        return out
-
-    def job(item, interrupt):
-        return Rehearsal(wave, item.plan, secrets, options, tell(item.name), (vmids or {}).get(item.name)).run()
+    def job(item, interrupt):   # ``say`` is thread-safe: the command's _say prints one line under its lock
+        return Rehearsal(wave, item.plan, secrets, options, lambda text, vm=item.name: say(vm, text),
+                         (vmids or {}).get(item.name)).run()
 
     def crashed(item, exc: BaseException):
         return {"vm": item.name, "would_boot": False, "reasons": [f"controller error: {type(exc).__name__}: {exc}"]}
