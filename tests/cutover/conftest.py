@@ -283,6 +283,9 @@ class WaveLab:
 cmd=$(printf %s "$2" | head -c 40 | tr -c 'a-z_-' '_')
 vm=$(printf %s "$(basename "$(dirname "$4")")" | tr -c 'A-Za-z0-9_.-' '_')
 echo "{node} start $(date +%s.%N) $$ $cmd $vm" >> '{self.runs_log}'
+# a 1 MiB conversion lasts ~0.3 s: too short for two nodes' runs to overlap reliably (CI saw the
+# nodes interleave without touching); 2 s inside the recorded run makes parallelism observable
+if [ "$cmd" = convert ]; then sleep 2; fi
 python3 "$@"
 rc=$?
 echo "{node} end $(date +%s.%N) $$ $cmd $vm" >> '{self.runs_log}'

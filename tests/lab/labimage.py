@@ -38,9 +38,12 @@ GUEST_ADDR = "10.0.2.15/24"   # QEMU user networking's guest address
 INCLUDE = ["dracut", "openssh-server", "sudo", "ifupdown", "iproute2", "ca-certificates"]
 CHROOT_PACKAGES = ["linux-image-amd64", "grub-pc", "open-vm-tools"]
 # rd.retry/rd.timeout only shorten the initqueue wait so a failed boot reaches the
-# emergency shell in seconds, not three minutes; they change nothing else.
+# emergency shell sooner; they change nothing else. 40 s was too short for a *good* boot under
+# TCG on a loaded 2-core CI machine (udev coldplug ran until 32 s, vmw_pvscsi loaded at 63 s, the
+# root wait had expired: the VMware-shaped guest itself went to emergency). 180 s leaves room;
+# the negative control needs ~3 min then, in parallel with the VMware-side boot.
 # (The UEFI lab lengthens exactly this string again: tests/lab_uefi/uefiimage.py.)
-ROOT_WAIT = "rd.retry=20 rd.timeout=40"
+ROOT_WAIT = "rd.retry=60 rd.timeout=180"
 KERNEL_CMDLINE = f"console=ttyS0,115200 {ROOT_WAIT}"
 SUDO_USER = "labadmin"
 SUDO_PASSWORD = "lab-sudo-pw-7"   # a throwaway lab secret: the guest only listens on 127.0.0.1
