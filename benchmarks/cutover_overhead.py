@@ -193,7 +193,6 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--rounds must be >= 1")
     pairs = [(n, k) for k in ks for n in ns if k <= n]   # K nodes need at least K VMs to be used
 
-    from guestprep.vsphere.client import connect
     from tests.support.sshd import start_sshd
     from tests.vsphere import simulator as simlib
 
@@ -204,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     sim = simlib.Simulator(simlib.build(), simlib.make_certs(work / "certs"), "pw-" + secrets.token_hex(8),
                            vms_per_pool=8)
     sshd = start_sshd(work / "sshd")
-    vs = connect(sim.server, sim.user, sim.password, ca_bundle=str(sim.certs.ca_pem))
+    vs = sim.connect()
     configs: dict[str, Config] = {}
     try:
         print(f"machine: {harness.machine()}", flush=True)

@@ -36,9 +36,8 @@ def sim(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def vs(sim):
-    from guestprep.vsphere.client import connect
 
-    s = connect(sim.server, sim.user, sim.password, ca_bundle=str(sim.certs.ca_pem))
+    s = sim.connect()
     yield s
     s.close()
 

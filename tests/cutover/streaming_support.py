@@ -100,9 +100,8 @@ def folder_sim(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def folder_vs(folder_sim):
-    from guestprep.vsphere.client import connect
 
-    s = connect(folder_sim.server, folder_sim.user, folder_sim.password, ca_bundle=str(folder_sim.certs.ca_pem))
+    s = folder_sim.connect()
     yield s
     s.close()
 

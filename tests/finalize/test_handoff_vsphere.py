@@ -57,10 +57,9 @@ def test_handoff_reads_the_vm_from_vcenter(sim, tmp_path):
     assert doc["source_vm"] == json.loads(facts.stdout)
     assert doc["origin"]["moref"] == doc["source_vm"]["moref"]
     # checked against the simulator through pyVmomi directly, not through our mapping
-    from guestprep.vsphere.client import connect
     from pyVmomi import vim
 
-    session = connect(sim.server, sim.user, sim.password, ca_bundle=str(sim.certs.ca_pem))
+    session = sim.connect()
     try:
         view = session.si.RetrieveContent().viewManager.CreateContainerView(
             session.si.RetrieveContent().rootFolder, [vim.VirtualMachine], True)

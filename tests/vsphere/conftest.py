@@ -37,9 +37,8 @@ def vcsim(vcsim_binary, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def session(vcsim):
-    from guestprep.vsphere.client import connect
 
-    s = connect(vcsim.server, vcsim.user, vcsim.password, ca_bundle=str(vcsim.certs.ca_pem))
+    s = vcsim.connect()
     yield s
     s.close()
 

@@ -176,6 +176,12 @@ class Simulator:
         self.port = int(port)
         self.server = f"{self.host}:{self.port}"
 
+    def connect(self):
+        """A guestprep vSphere session to this simulator, its certificate verified (the one way tests log in)."""
+        from guestprep.vsphere.client import connect
+
+        return connect(self.server, self.user, self.password, ca_bundle=str(self.certs.ca_pem))
+
     def close(self) -> None:
         if self.proc.poll() is None:
             try:

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_ca_bundle_verifies_and_logs_in(vcsim):
-    s = connect(vcsim.server, vcsim.user, vcsim.password, ca_bundle=str(vcsim.certs.ca_pem))
+    s = vcsim.connect()
     try:
         assert s.content.about.apiType == "VirtualCenter"
         assert s.cookie().startswith("vmware_soap_session=")

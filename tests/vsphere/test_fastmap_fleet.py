@@ -19,7 +19,6 @@ from vsphere_support import reconfig, set_guest
 
 from guestprep.vsphere import fastmap, fastscan, fastsoap, inventory, mapping
 from guestprep.vsphere.actions import find_vm, run_task
-from guestprep.vsphere.client import connect
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +30,7 @@ Op = D.VirtualDeviceSpec.Operation
 def own_session(vcsim_binary, tmp_path_factory):
     certs = simlib.make_certs(tmp_path_factory.mktemp("fastmap-certs"))
     sim = simlib.Simulator(vcsim_binary, certs, "pw-" + secrets.token_hex(8), vms_per_pool=3)
-    s = connect(sim.server, sim.user, sim.password, ca_bundle=str(certs.ca_pem))
+    s = sim.connect()
     yield s
     s.close()
     sim.close()

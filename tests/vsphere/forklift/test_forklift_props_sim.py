@@ -17,7 +17,6 @@ from guestprep.checks.registry import get
 from guestprep.checks.vm.fleet import fleet_findings
 from guestprep.models import Status
 from guestprep.vsphere.actions import find_vm
-from guestprep.vsphere.client import connect
 from guestprep.vsphere.inventory import fetch_all
 from vsphere_support import reconfig, set_guest
 
@@ -30,7 +29,7 @@ Op = D.VirtualDeviceSpec.Operation
 def sim_session(vcsim_binary, tmp_path_factory):
     certs = simlib.make_certs(tmp_path_factory.mktemp("forklift-certs"))
     sim = simlib.Simulator(vcsim_binary, certs, "pw-" + secrets.token_hex(8), vms_per_pool=2)
-    s = connect(sim.server, sim.user, sim.password, ca_bundle=str(certs.ca_pem))
+    s = sim.connect()
     yield s
     s.close()
     sim.close()
