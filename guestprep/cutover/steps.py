@@ -396,13 +396,14 @@ def convert(ctx: VmContext) -> dict[str, Any]:
         try:
             ctx.say(f"converting {disk['label']} -> {disk['volid']} on {ctx.vm.node}"
                     + (" (streamed over HTTPS)" if stdin else ""))
-            started = time.monotonic()
+            started, started_at = time.monotonic(), now()
             # tethered: if this controller dies, the node stops the conversion and removes its partial
             # target; a resume waits for that, and does nothing when the dying run had finished
             r = node.run_tethered(argv, lock=ctx.manifest_path(disk["label"]) + ".lock",
                                   done_if=ctx.manifest_path(disk["label"]), stdin_line=stdin, env=env,
                                   keepalive=(lambda: ctx.vsphere.si.content.sessionManager.currentSession)
                                   if stdin else None)   # the node reads with our session: keep it from idling out
+            ended_at = now()   # inside the limits: the journal shows when each conversion held its node's turn
         finally:
             for s in reversed(sems):
                 s.release()
@@ -418,6 +419,7 @@ def convert(ctx: VmContext) -> dict[str, Any]:
             raise StepFailed(f"guestprep-host reported success but wrote no manifest for {disk['label']}",
                              where=ctx.vm.name)
         have["seconds"] = round(time.monotonic() - started, 2)
+        have["started_at"], have["ended_at"] = started_at, ended_at
         have["read_by"] = src["read_by"]
         if stdin:
             have.update(url=src["url"], **trust[2])
