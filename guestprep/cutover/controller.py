@@ -24,7 +24,7 @@ from guestprep.errors import ConfigError
 from guestprep.cutover import machine, report
 from guestprep.cutover.journal import FINAL_PHASES, Journal, WaveLock
 from guestprep.cutover.sides import Secrets
-from guestprep.cutover.steps import HOLD, ROLLBACK, STEPS, Limits, RunOptions, VmContext
+from guestprep.cutover.steps import Limits, RunOptions, VmContext
 from guestprep.cutover.wave import Wave
 
 RESUMABLE_SKIP = ("done", "rolled_back", "held")
@@ -36,7 +36,8 @@ class Event:
 
     ``kind`` is ``step`` (``status`` running | done | failed, with ``seconds`` once it ended,
     ``held`` when its post-condition was found already true, ``text`` the error of a failure),
-    ``phase`` (``status`` the VM's new phase) or ``note`` (``text``: what a step says it does,
+    ``phase`` (``status`` the VM's new phase, ``text`` its error when a failure phase records one that no
+    failed step told) or ``note`` (``text``: what a step says it does,
     e.g. which disk it converts). Step and phase events are the journal's own boundaries, sent
     right after they were committed; the journal stays the record."""
 
@@ -53,7 +54,6 @@ class Event:
 
 
 Events = Callable[[Event], None]
-_STEP_NAMES = {s.name for s in (*STEPS.values(), *ROLLBACK, *HOLD)}
 
 
 class WatchedJournal:
@@ -68,7 +68,7 @@ class WatchedJournal:
         self._node = {vm.name: vm.node for vm in wave.vms}
         self._open: dict[int, tuple[str, str, int, float]] = {}
         self._phase: dict[str, str | None] = {}
-        self._failed: dict[str, str] = {}   # the last step error per VM (its 'FAILED:' note repeats it)
+        self._failed: dict[str, str] = {}   # the last step error per VM: a phase recording it does not repeat it
         self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
@@ -109,21 +109,17 @@ class WatchedJournal:
 
     def set_vm(self, vm: str, phase: str, **fields: Any) -> None:
         self._j.set_vm(vm, phase, **fields)
+        error = fields.get("error")
         with self._lock:
             changed, self._phase[vm] = self._phase.get(vm) != phase, phase
+            untold = error if isinstance(error, str) and error not in (self._failed.get(vm) or "") else ""
         if changed:
-            self.tell(vm, "phase", status=phase)
+            self.tell(vm, "phase", status=phase, text=untold if phase.endswith("failed") else "")
 
     def note(self, vm: str) -> Callable[[str], None]:
-        """What the VM's steps say, as ``note`` events. machine.run_step also says '<step> ...' and
-        '<step> done', and run_vm 'FAILED: <error>': the journal's boundaries above already told those."""
+        """What the VM's steps say (e.g. which disk a conversion reads), as ``note`` events. Step
+        boundaries and phases are never words: they are the journal's own events above."""
         def say(text: str) -> None:
-            step, _, rest = text.partition(" ")
-            if step in _STEP_NAMES and rest in ("...", "done"):
-                return
-            with self._lock:
-                if text == f"FAILED: {self._failed.get(vm)}":
-                    return
             self.tell(vm, "note", text=text)
         return say
 

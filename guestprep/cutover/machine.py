@@ -48,14 +48,12 @@ def run_step(ctx: VmContext, step: Step) -> dict[str, Any]:
         if out is not None:
             out = {**out, "postcondition_held": True}
         else:
-            ctx.say(f"{step.name} ...")
             out = step.act(ctx)
         _crash_point(name, step.name)
     except BaseException as exc:
         j.fail_attempt(attempt, _error_text(exc))
         raise
-    j.finish_attempt(attempt, out)
-    ctx.say(f"{step.name} done")
+    j.finish_attempt(attempt, out)   # the boundary is the event: the journal tells progress (controller.WatchedJournal)
     return out
 
 
@@ -117,8 +115,7 @@ def run_vm(ctx: VmContext) -> str:
         for step_name in ctx.vm.steps:
             outputs[step_name] = run_step(ctx, STEPS[step_name])
     except Exception as exc:
-        error = _error_text(exc)
-        ctx.say(f"FAILED: {error}")
+        error = _error_text(exc)   # the failed attempt was told; the phase below carries it too
         if not _source_went_down(ctx):
             source, target = observe(ctx)
             j.set_vm(name, "failed", source=source, target=target, error=error)

@@ -93,33 +93,41 @@ def test_terminal_shows_a_live_table_redrawn_in_place(wave_lab):
     assert last and last.group(1) == "verify" and last.group(3) == "done", frames[-1]
 
 
-def test_every_journal_boundary_is_one_event_and_a_broken_screen_fails_nothing(tmp_path):
-    """The journal (real SQLite) under WatchedJournal: each boundary it commits is told once, in
-    order, with the attempt, seconds, held post-condition and error; the words machine.run_step
-    says for the same moments are not told twice; a sink that raises (a closed terminal) changes
-    nothing in the journal."""
+def test_every_journal_boundary_is_one_event_and_a_broken_screen_fails_nothing(tmp_path, monkeypatch):
+    """The journal (real SQLite) under WatchedJournal, driven by machine.run_step/run_vm with steps of
+    our own: each boundary the journal commits is told once, in order, with the attempt, seconds,
+    held post-condition and error; what a step says is a note; the machine itself says nothing
+    (its boundaries are events, not words to filter); a failure before the source went down is one
+    failed step and the phase; a sink that raises (a closed terminal) changes nothing in the journal."""
     import io
     from types import SimpleNamespace
 
     from rich.console import Console
 
     from guestprep.commands.cutover_progress import WaveProgress
+    from guestprep.cutover import machine
     from guestprep.cutover.controller import WatchedJournal
     from guestprep.cutover.journal import Journal
+    from guestprep.cutover.steps import Step, StepFailed
 
     wave = SimpleNamespace(vms=[SimpleNamespace(name="app01", node="pve2")])
     seen = []
     j = WatchedJournal(Journal(tmp_path / "journal.sqlite"), wave, seen.append)
-    say = j.note("app01")
+    ctx = SimpleNamespace(vm=SimpleNamespace(name="app01", vmid=120, node="pve2", steps=["convert"]), journal=j,
+                          say=j.note("app01"), o=SimpleNamespace(on_failure="rollback"))
+    tries = []
+
+    def act(c):
+        tries.append(1)
+        c.say("converting Hard disk 1 -> local:120/vm-120-disk-0.qcow2 on pve2")
+        raise StepFailed("node gone")
+
+    convert = Step("convert", lambda c: {"disks": []} if tries else None, act)
+    monkeypatch.setitem(machine.STEPS, "convert", convert)    # run_vm walks ctx.vm.steps through STEPS
+    monkeypatch.setattr(machine, "observe", lambda c: ({}, {}))  # no sides here: both recorded as empty
+    assert machine.run_vm(ctx) == "failed"
     j.set_vm("app01", "running")
-    a = j.start_attempt("app01", "convert", {})
-    say("convert ...")                                     # machine.run_step's words: already an event
-    say("converting Hard disk 1 -> local:120/vm-120-disk-0.qcow2 on pve2")
-    j.fail_attempt(a, "node gone")
-    say("FAILED: node gone")                               # run_vm's words for the same failure
-    b = j.start_attempt("app01", "convert", {})
-    j.finish_attempt(b, {"postcondition_held": True})
-    say("convert done")
+    machine.run_step(ctx, convert)         # the post-condition holds now: done, nothing acted
     j.set_vm("app01", "done")
     j.set_vm("app01", "done")                              # no change, no event
     told = [(e.kind, e.step, e.status, e.attempt, e.held, e.text) for e in seen]
@@ -127,6 +135,8 @@ def test_every_journal_boundary_is_one_event_and_a_broken_screen_fails_nothing(t
                     ("step", "convert", "running", 1, False, ""),
                     ("note", None, None, None, False, "converting Hard disk 1 -> local:120/vm-120-disk-0.qcow2 on pve2"),
                     ("step", "convert", "failed", 1, False, "node gone"),
+                    ("phase", None, "failed", None, False, ""),   # its error was the failed step's: told once
+                    ("phase", None, "running", None, False, ""),
                     ("step", "convert", "running", 2, False, ""),
                     ("step", "convert", "done", 2, True, ""),
                     ("phase", None, "done", None, False, "")]
@@ -139,7 +149,8 @@ def test_every_journal_boundary_is_one_event_and_a_broken_screen_fails_nothing(t
     lines = [line.split(" ", 1)[1] for line in out.getvalue().splitlines()]
     assert "\x1b" not in out.getvalue()                    # plain even on a console rich calls a terminal
     assert lines[3].startswith("app01 [pve2] convert FAILED ") and lines[3].endswith(" s: node gone")
-    assert lines[5].startswith("app01 [pve2] convert done ") and lines[5].endswith(" s (attempt 2) (post-condition already held)")
+    assert lines[4] == "app01 [pve2] phase failed"
+    assert lines[7].startswith("app01 [pve2] convert done ") and lines[7].endswith(" s (attempt 2) (post-condition already held)")
 
     def broken(_event):
         raise BrokenPipeError("the terminal went away")
