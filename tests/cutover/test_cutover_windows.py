@@ -40,6 +40,13 @@ def _mirror_coexist_file(lab_, path: str) -> str:
     return rel
 
 
+def yaml_vm(lab_) -> dict:
+    """The VM's entry in the planned wave file (what the reviewer reads)."""
+    import yaml
+
+    return yaml.safe_load(lab_.wave.read_text())["vms"][0]
+
+
 def _steps(vm: dict) -> dict[str, dict]:
     return {s["step"]: s for s in vm["steps"]}
 
@@ -50,10 +57,7 @@ def test_windows_cutover_detaches_coexistence_disk_runs_sata_first_and_post_pref
     marker = coexist_disks(lab_)[0]
     coexist_rel = _mirror_coexist_file(lab_, marker)
     lab_.plan()
-
-    import yaml
-
-    plan = yaml.safe_load(lab_.wave.read_text())["vms"][0]
+    plan = yaml_vm(lab_)
     assert plan["os"] == "windows" and plan["gate"]["verdict"] == "waived"
     assert plan["target"]["strategy"] == "sata-first", plan["gate"]["strategy_reason"]
     assert "WIN-VIOSCSI-BOOTSTART did not pass" in plan["gate"]["strategy_reason"]
@@ -121,8 +125,8 @@ def test_windows_guest_unreachable_over_winrm_after_the_move_fails_verify_and_ro
     running = wsman(ws2019_with_agent())
     lab_ = make_windows_lab(lab, running, "DC0_C0_RP0_VM3", 9402, post_preflight={"timeout": 30})
     lab_.plan()
-    # on Proxmox the guest's WinRM refuses every shell (as a listener without a matching firewall rule
-    # on the new network profile would leave it unreachable): WIN-REACHABLE, a blocker
+    # on Proxmox the guest's WinRM service refuses to open a shell (a WSManFault, w:AccessDenied):
+    # the post-phase preflight cannot reach the guest, WIN-REACHABLE fails, a blocker
     running.state.config.fault_on_create = "Access is denied."
     r = lab_.run()
     assert r.returncode == 1, r.stdout + r.stderr
@@ -140,3 +144,25 @@ def test_windows_guest_unreachable_over_winrm_after_the_move_fails_verify_and_ro
     assert lab_.source()["power"] == "poweredOn" and not lab_.source()["marked"]
     # the coexistence disk is not attached again: the guest does not need it on VMware (noted in the report)
     assert coexist_disks(lab_) == []
+
+
+def test_sata_first_switch_failing_inside_the_run_fails_finalize_and_rolls_back(lab, wsman):
+    """finalize's own sata-first sequence fails at its shutdown before the switch: finalize fails (its
+    cleanup stops the copy and keeps it: it holds guestprep-host's volume), the run rolls back."""
+    running = wsman(ws2019_with_agent())
+    lab_ = make_windows_lab(lab, running, "DC0_C0_RP0_VM4", 9403)
+    lab_.plan()
+    lab_.pve.state.faults.task_fail["qmshutdown"] = "VM quit/powerdown failed - got timeout"
+    r = lab_.run()
+    assert r.returncode == 1, r.stdout + r.stderr
+    vm = lab_.status()["vms"][0]
+    assert vm["phase"] == "rolled_back", vm
+    assert [s["step"] for s in vm["steps"] if s["status"] == "failed"] == ["finalize"]
+    assert "powerdown failed" in vm["error"] and "LEFT in place" in vm["error"], vm["error"]
+    assert "start" not in [s["step"] for s in vm["steps"]] and "verify" not in [s["step"] for s in vm["steps"]]
+    cfg = lab_.pve.state.vms[9403]["config"]
+    assert cfg["boot"] == "order=sata0" and "scsi0" not in cfg       # the switch never happened
+    volid = yaml_vm(lab_)["disks"][0]["volid"]
+    assert cfg["sata0"].startswith(volid + ",") and volid in lab_.pve.volumes_of(9403)   # kept, not destroyed
+    assert lab_.target()["status"] == "stopped"
+    assert lab_.source()["power"] == "poweredOn" and not lab_.source()["marked"]
