@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from pyVmomi import vim
 
 from guestprep.models import SourceVM, VMController, VMDisk, VMNic
 from guestprep.vsphere import fastsoap, mapping
-from guestprep.vsphere.fastscan import DeferredArray, NotUnderstood, text
+from guestprep.vsphere import fastscan
+from guestprep.vsphere.fastscan import DeferredArray, NotUnderstood, RawProps, text
 
 D = vim.vm.device
 DEVICES = "config.hardware.device"
@@ -290,17 +292,36 @@ def boot_keys(props: dict[str, Any]) -> set[int]:
             if isinstance(e, _BOOT_DISK)}
 
 
-def to_source_vm(moref: str, props: dict[str, Any], ctx: mapping.Context) -> SourceVM:
-    """mapping.to_source_vm, with the device list read straight from the answer when it can be."""
+def device_xml(props: Mapping[str, Any]) -> bytes | None:
+    """The device list's XML when it is still unread: in a :class:`RawProps` (the fast path) or
+    a :class:`DeferredArray`; None when it has to be (or was) decoded the generic way."""
+    if isinstance(props, RawProps):
+        found = props.raw.get(DEVICES)
+        if found is None or DEVICES in props._cache:
+            return None
+        try:
+            attrs, content = fastscan.val_of(found)
+        except NotUnderstood:
+            return None
+        if fastscan._val_type(attrs)[0] not in fastscan.DEFERRED_TYPES or b"<" not in content:
+            return None
+        return content
     raw = props.get(DEVICES)
-    if not isinstance(raw, DeferredArray) or raw.decoded:
+    return raw.raw if isinstance(raw, DeferredArray) and not raw.decoded else None
+
+
+def to_source_vm(moref: str, props: Mapping[str, Any], ctx: mapping.Context) -> SourceVM:
+    """mapping.to_source_vm, with the device list read straight from the answer when it can be."""
+    xml = device_xml(props)
+    if xml is None:
         return mapping.to_source_vm(moref, props, ctx)
     try:
-        devices = parse_devices(raw.raw)
-        vm = mapping.to_source_vm(moref, {**props, DEVICES: []}, ctx)  # all but the devices
-        keys = boot_keys(props)
-        add_devices(vm, devices, keys, mapping._moref(props.get("runtime.host")), ctx)
-        finish_devices(vm, props, keys)
+        devices = parse_devices(xml)
+        rest = props.with_value(DEVICES, []) if isinstance(props, RawProps) else {**props, DEVICES: []}
+        vm = mapping.to_source_vm(moref, rest, ctx)  # all but the devices
+        keys = boot_keys(rest)
+        add_devices(vm, devices, keys, mapping._moref(rest.get("runtime.host")), ctx)
+        finish_devices(vm, rest, keys)
         return vm
     except (NotUnderstood, ValueError, UnicodeDecodeError):
         return mapping.to_source_vm(moref, props, ctx)  # decodes the list the generic way

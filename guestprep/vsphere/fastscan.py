@@ -1,14 +1,14 @@
 """Read a RetrievePropertiesEx answer by cutting it at its fixed markup, without an XML tree.
 
 A fleet-wide answer is ~9 KB and ~200 elements per VM, three quarters of them the device
-list. Building an ElementTree of it takes longer than the simulator takes to produce it
-(0.25-0.4 s for 1,000 VMs on the 2-core test machine, against 0.15-0.3 s), and decoding every
-element into a record costs twice that again. Here the answer is split with ``bytes.split``
-and ``find`` on the markup every answer has (``<objects>``, ``<propSet><name>``, ``<val>``):
-scalar values (strings, numbers, enums, references) are read straight from their text; small
-structured values are decoded by :mod:`fastsoap` from one ElementTree parse of all of them
-together; device lists stay XML (:class:`DeferredArray`) for :mod:`fastmap`, which reads only
-the fields guestprep uses.
+list. Building an ElementTree of it takes longer than the simulator takes to produce it,
+and decoding every element into a record costs twice that again. Here the answer is split
+with ``bytes.split`` on ``</objects>`` and each object's properties are cut out by one
+regular expression (``<propSet><name>N</name><val A>V</val></propSet>``), kept as raw
+``(attributes, content)`` bytes in a :class:`RawProps` mapping that decodes a value only
+when something reads it: scalars straight from their text, flat structures (an extraConfig
+array, a guest NIC list) by :func:`_flat`, anything deeper by :mod:`fastsoap` from a small
+ElementTree. :mod:`fastmap` reads the device list from its raw bytes and never decodes it.
 
 Anything this module does not expect (CDATA, comments, a ``missingSet``, another encoding,
 markup with attributes or whitespace where vCenter writes none) raises :class:`NotUnderstood`
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from pyVmomi import VmomiSupport, vmodl
@@ -37,6 +37,9 @@ _OBJ = re.compile(rb'<objects><obj type="([^"]*)">([^<]*)</obj>')
 _NS_DECL = re.compile(rb'\sxmlns:([A-Za-z_][\w.-]*)="([^"]*)"')
 _ENTITY = re.compile(r"&(#x[0-9a-fA-F]+|#[0-9]+|amp|lt|gt|quot|apos);")
 _NAMED = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
+# a flat structure: items whose children are all leaves <tag attrs>text</tag>
+_ITEM = re.compile(rb'<([A-Za-z_][\w.-]*)((?:\s[^>]*)?)>((?:<([A-Za-z_][\w.-]*)(?:\s[^>]*)?>[^<]*</\4>)+|[^<]*)</\1>')
+_LEAF = re.compile(rb'<([A-Za-z_][\w.-]*)((?:\s[^>]*)?)>([^<]*)</\1>')
 
 
 class NotUnderstood(Exception):
@@ -62,34 +65,11 @@ def _entity(m: re.Match) -> str:
     return _NAMED[name]
 
 
-class Fragments:
-    """Structured values collected while scanning, decoded together by one ElementTree parse."""
-
-    def __init__(self, ns_decls: bytes):
-        self.ns_decls = ns_decls
-        self.pending: list[tuple[bytes, bytes, Callable[[Any], None]]] = []
-
-    def add(self, attrs: bytes, content: bytes, store: Callable[[Any], None]) -> None:
-        self.pending.append((attrs, content, store))
-
-    def decode_all(self) -> None:
-        if not self.pending:
-            return
-        parts = [b'<batch xmlns="urn:vim25"', self.ns_decls, b">"]
-        for attrs, content, _ in self.pending:
-            parts += [b"<val", attrs, b">", content, b"</val>"]
-        parts.append(b"</batch>")
-        root = ET.fromstring(b"".join(parts))
-        if len(root) != len(self.pending):
-            raise NotUnderstood("structured values did not parse one by one")
-        for el, (_, _, store) in zip(root, self.pending):
-            store(fastsoap._decode(el, _VAL_TYPE))
-        self.pending = []
-
-    def decode_one(self, attrs: bytes, content: bytes) -> Any:
-        root = ET.fromstring(b"".join([b'<batch xmlns="urn:vim25"', self.ns_decls, b"><val", attrs, b">",
-                                       content, b"</val></batch>"]))
-        return fastsoap._decode(root[0], _VAL_TYPE)
+def decode_one(ns_decls: bytes, attrs: bytes, content: bytes) -> Any:
+    """One <val> the generic way: a small ElementTree, decoded by fastsoap."""
+    root = ET.fromstring(b"".join([b'<batch xmlns="urn:vim25"', ns_decls, b"><val", attrs, b">",
+                                   content, b"</val></batch>"]))
+    return fastsoap._decode(root[0], _VAL_TYPE)
 
 
 class Property:
@@ -97,8 +77,8 @@ class Property:
 
     __slots__ = ("name", "val")
 
-    def __init__(self, name: str):
-        self.name, self.val = name, None
+    def __init__(self, name: str, val: Any = None):
+        self.name, self.val = name, val
 
     @property
     def __class__(self):
@@ -115,15 +95,15 @@ class DeferredArray(list):
     gets the same records the generic decoder makes, decoded on first use.
     """
 
-    def __init__(self, attrs: bytes, raw: bytes, fragments: Fragments):
+    def __init__(self, attrs: bytes, raw: bytes, ns_decls: bytes):
         super().__init__()
-        self.attrs, self.raw, self._fragments = attrs, raw, fragments
+        self.attrs, self.raw, self._ns = attrs, raw, ns_decls
         self.decoded = False
 
     def _load(self) -> None:
         if not self.decoded:
             self.decoded = True
-            list.extend(self, self._fragments.decode_one(self.attrs, self.raw) or [])
+            list.extend(self, decode_one(self._ns, self.attrs, self.raw) or [])
 
     def __iter__(self):
         self._load()
@@ -159,11 +139,94 @@ class DeferredArray(list):
         return list.__repr__(self)
 
 
-def scan_result(body: bytes) -> Any:
-    """The ``returnval`` of a (Continue)RetrievePropertiesEx answer, as fastsoap records.
+_ABSENT = object()
 
-    Raises :class:`NotUnderstood` for any shape it does not read (the caller then parses
-    the answer with :func:`fastsoap.decode_result`).
+
+class RawProps(Mapping):
+    """One object's properties as the answer wrote them (name -> its ``<propSet>`` bytes), each
+    decoded on first read into the value the generic decoder gives."""
+
+    __slots__ = ("raw", "ns", "_cache")
+
+    def __init__(self, raw: dict[str, bytes], ns_decls: bytes, cache: dict[str, Any] | None = None):
+        self.raw, self.ns, self._cache = raw, ns_decls, cache if cache is not None else {}
+
+    def __getitem__(self, name: str) -> Any:
+        value = self.get(name, _ABSENT)
+        if value is _ABSENT:
+            raise KeyError(name)
+        return value
+
+    def get(self, name: str, default: Any = None) -> Any:  # the hot path of mapping.to_source_vm
+        value = self._cache.get(name, _ABSENT)
+        if value is not _ABSENT:
+            return value
+        part = self.raw.get(name)
+        if part is None:
+            return default
+        try:
+            value = value_of(*val_of(part), self.ns)
+        except (NotUnderstood, ValueError, UnicodeDecodeError):
+            value = _generic_property(part, self.ns)
+        self._cache[name] = value
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.raw)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def with_value(self, name: str, value: Any) -> RawProps:
+        """The same properties with one value replaced (the caller's mapping is left as it is)."""
+        return RawProps(self.raw, self.ns, {**self._cache, name: value})
+
+
+def val_of(part: bytes) -> tuple[bytes, bytes]:
+    """(<val> attributes, content) of one ``<propSet><name>N</name><val A>C</val>`` (its end tag cut off)."""
+    at = part.find(b"</name><val", 15)
+    gt = part.find(b">", at + 11)
+    if at < 0 or gt < 0 or part[at + 11:at + 12] not in b" \t\r\n>/" or b"<" in part[15:at]:
+        raise NotUnderstood("a propSet without <name> then <val>")
+    attrs = part[at + 11:gt]
+    if attrs.endswith(b"/"):
+        if gt + 1 != len(part):
+            raise NotUnderstood("content after an empty <val/>")
+        return attrs[:-1], b""
+    if not part.endswith(b"</val>"):
+        raise NotUnderstood("a propSet that does not end with its value")
+    return attrs, part[gt + 1:-6]
+
+
+def _generic_property(part: bytes, ns_decls: bytes) -> Any:
+    """One property the generic way (its own small ElementTree): for values this module does not read."""
+    root = ET.fromstring(b"".join([b'<batch xmlns="urn:vim25"', ns_decls, b">", part, b"</propSet></batch>"]))
+    for child in root[0]:
+        if fastsoap._local(child.tag) == "val":
+            return fastsoap._decode(child, _VAL_TYPE)
+    return None
+
+
+class RawObject(Record):
+    """An ObjectContent whose properties stay raw (:class:`RawProps`); ``propSet`` decodes them all."""
+
+    __slots__ = ("props",)
+
+    def __init__(self, obj: MoRef, props: RawProps):
+        super().__init__(PC.ObjectContent, {"obj": obj})
+        self.props = props
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "propSet":
+            found = self._f["propSet"] = [Property(n, self.props[n]) for n in self.props.raw]
+            return found
+        return super().__getattr__(name)
+
+
+def scan_result(body: bytes) -> Any:
+    """The ``returnval`` of a (Continue)RetrievePropertiesEx answer: a RetrieveResult record of
+    :class:`RawObject`. Raises :class:`NotUnderstood` for any shape it does not read (the caller
+    then parses the answer with :func:`fastsoap.decode_result`).
     """
     head_end = body.find(b"<returnval")
     start = body.find(b">", head_end) + 1
@@ -175,111 +238,163 @@ def scan_result(body: bytes) -> Any:
         raise NotUnderstood("CDATA, comments or several returnvals")
     if head.startswith(b"<?xml") and not re.match(rb'<\?xml[^>]*encoding="(?i:utf-8)"', head):
         raise NotUnderstood("not UTF-8")
-    fragments = Fragments(b"".join(b' xmlns:%s="%s"' % m for m in _NS_DECL.findall(head)))
-    pieces = body[start:end].split(b"</objects>")
-    objects = [_object(piece, fragments) for piece in pieces[:-1]]
-    fields: dict[str, Any] = {"objects": objects}
+    ns_decls = b"".join(b' xmlns:%s="%s"' % m for m in _NS_DECL.findall(head))
+    content = body[start:end]
+    fields: dict[str, Any] = {}
+    if content.startswith(b"<token>"):  # the WSDL's order (token, then objects): vCenter's, pyVmomi's
+        close = content.find(b"</token>")
+        if close < 0 or b"<" in content[7:close]:
+            raise NotUnderstood("a <token> with markup")
+        fields["token"] = text(content[7:close])
+        content = content[close + 8:]
+    pieces = content.split(b"</objects>")
+    fields["objects"] = [_object(piece, ns_decls) for piece in pieces[:-1]]
     tail = pieces[-1]
     if tail:
-        if not (tail.startswith(b"<token>") and tail.endswith(b"</token>") and tail.count(b"<") == 2):
+        if "token" in fields or not (tail.startswith(b"<token>") and tail.endswith(b"</token>")
+                                     and tail.count(b"<") == 2):
             raise NotUnderstood("unexpected content after the objects")
         fields["token"] = text(tail[7:-8])
-    fragments.decode_all()
     return Record(PC.RetrieveResult, fields)
 
 
-def _object(piece: bytes, fragments: Fragments) -> Record:
+_names: dict[bytes, str] = {}
+_types: dict[bytes, Any] = {}
+_NAME = re.compile(rb"<propSet><name>([^<]*)</name>")
+
+
+def _name(raw: bytes) -> str:
+    found = _names.get(raw)
+    if found is None:
+        found = _names[raw] = text(raw)
+    return found
+
+
+def _object(piece: bytes, ns_decls: bytes) -> RawObject:
     m = _OBJ.match(piece)
     if m is None:
         raise NotUnderstood("an <objects> without a plain <obj> first")
-    rest = piece[m.end():]
-    if b"<missingSet" in rest or b"<objects>" in rest:
-        raise NotUnderstood("missingSet or nested objects")
-    props = [_property(p, fragments) for p in rest.split(b"</propSet>")[:-1]] if rest else []
-    if rest and not rest.endswith(b"</propSet>"):
-        raise NotUnderstood("content after the last propSet")
-    obj = MoRef(fastsoap._lookup(text(m.group(1))) or VmomiSupport.ManagedObject, text(m.group(2)))
-    return Record(PC.ObjectContent, {"obj": obj, "propSet": props})
-
-
-def _property(piece: bytes, fragments: Fragments) -> Property:
-    val = piece.find(b"</name><val")
-    gt = piece.find(b">", val + 11)
-    if val < 0 or gt < 0:
-        raise NotUnderstood("a propSet without <name> then <val>")
-    head = piece[:gt + 1]  # <propSet><name>N</name><val ...>: the same few hundred in every answer
-    found = _heads.get(head)
-    if found is None:
-        found = _heads[head] = _head(head, val)
-    name, attrs, empty = found
-    if empty:
-        if gt + 1 != len(piece):
-            raise NotUnderstood("content after an empty <val/>")
-        content = b""
-    elif piece.endswith(b"</val>"):
-        content = piece[gt + 1:-6]
-    else:
-        raise NotUnderstood("a propSet that does not end with its value")
-    prop = Property(name)
-    prop.val = _value(attrs, content, fragments, prop)
-    return prop
-
-
-_heads: dict[bytes, tuple[str, bytes, bool]] = {}
-
-
-def _head(head: bytes, val: int) -> tuple[str, bytes, bool]:
-    """(property name, <val> attributes, whether the <val/> is empty) of a propSet's head."""
-    if not head.startswith(b"<propSet><name>") or b"<" in head[15:val] or head[val + 11:val + 12] not in b" >/":
-        raise NotUnderstood("a propSet that does not start with <name> then <val>")
-    attrs = head[val + 11:-1]
-    empty = attrs.endswith(b"/")
-    return text(head[15:val]), attrs[:-1] if empty else attrs, empty
+    at = m.end()
+    names = _NAME.findall(piece, at)
+    parts = piece[at:].split(b"</propSet>")
+    n = len(names)
+    # n propSets back to back, each with its <name> first, none inside another (nesting would leave fewer
+    # "</propSet><propSet>" than n - 1), nothing before, between or after them
+    if (len(parts) != n + 1 or parts[-1] or piece.count(b"<propSet>", at) != n
+            or (n and (not parts[0].startswith(b"<propSet>") or piece.count(b"</propSet><propSet>", at) != n - 1))
+            or b"<missingSet" in piece or b"<objects>" in piece[1:]):
+        raise NotUnderstood("missingSet, nested objects or propSets not back to back")
+    raw = dict(zip(map(_name, names), parts))
+    if len(raw) != n:
+        raise NotUnderstood("a property named twice")
+    kind = m.group(1)
+    typ = _types.get(kind)
+    if typ is None:
+        typ = _types[kind] = fastsoap._lookup(text(kind)) or VmomiSupport.ManagedObject
+    return RawObject(MoRef(typ, text(m.group(2))), RawProps(raw, ns_decls))
 
 
 _val_types: dict[bytes, tuple[str | None, Any, int]] = {}
 
 
-def _val_type(attrs: bytes) -> tuple[str | None, Any, int]:
-    """(xsi:type, pyVmomi type, fastsoap kind) of a <val> by its attributes; few distinct, so cached."""
-    found = _val_types.get(attrs)
+def _val_type(attrs: bytes, declared: Any = _VAL_TYPE) -> tuple[str | None, Any, int]:
+    """(xsi:type, pyVmomi type, fastsoap kind) of an element by its attributes and declared type; cached."""
+    key = (attrs, declared)
+    found = _val_types.get(key)
     if found is None:
         m = _XSI_TYPE.search(attrs)
         xsi = m.group(1).decode() if m else None
-        typ = fastsoap._wsdl_type(xsi) if xsi else _VAL_TYPE
+        typ = fastsoap._wsdl_type(xsi) if xsi else declared
         kind = fastsoap._kind(typ) if typ is not None else -1
         if xsi == "ManagedObjectReference" or kind == MO:  # the reference's own type is in type=""
             mo = _MO_TYPE.search(attrs)
             typ, kind = fastsoap._lookup(mo.group(1).decode() if mo else "") or VmomiSupport.ManagedObject, MO
         found = (xsi, typ, kind)
-        _val_types[attrs] = found
+        _val_types[key] = found
     return found
 
 
-def _value(attrs: bytes, content: bytes, fragments: Fragments, holder: Property) -> Any:
-    """The value of one <val>: scalars now, structured values after the scan (filled into holder)."""
+def value_of(attrs: bytes, content: bytes, ns_decls: bytes) -> Any:
+    """The value of one <val>, as fastsoap._decode would give it."""
     xsi, typ, kind = _val_type(attrs)
-    scalar = b"<" not in content
-    if kind == TEXT and scalar:
-        return text(content)  # strings, enums, dates
-    if kind == MO and scalar:
-        return MoRef(typ, text(content))
-    if kind == INT and scalar:
-        return int(content or 0)
-    if kind == BOOL and scalar:
-        return fastsoap._BOOL.get(content.strip().decode(), False)
-    if kind == FLOAT and scalar:
-        return float(content or 0)
-    if kind == -1 and scalar:  # a type newer than our pyVmomi: its text, as fastsoap keeps it
-        return text(content) if content else None
-    if kind == DATA and not content:
-        return Record(typ, {})
-    if kind == LIST and not content:
-        return []
+    if b"<" not in content:
+        if kind == -1:  # a type newer than our pyVmomi: its text, as fastsoap keeps it
+            return text(content) if content else None
+        return _scalar(kind, typ, content)
     if kind == LIST and xsi in DEFERRED_TYPES:
-        return DeferredArray(attrs, content, fragments)
-    fragments.add(attrs, content, lambda v: setattr(holder, "val", v))
-    return None
+        return DeferredArray(attrs, content, ns_decls)
+    if kind in (LIST, DATA):
+        try:
+            return _flat(kind, typ, content)
+        except NotUnderstood:
+            pass
+    return decode_one(ns_decls, attrs, content)
+
+
+def _scalar(kind: int, typ: Any, content: bytes) -> Any:
+    """An element without children (fastsoap._decode of it)."""
+    if kind == TEXT:
+        return text(content)  # strings, enums, dates
+    if kind == MO:
+        return MoRef(typ, text(content))
+    if kind == INT:
+        return int(content or 0)
+    if kind == BOOL:
+        return fastsoap._BOOL.get(content.strip().decode(), False)
+    if kind == FLOAT:
+        return float(content or 0)
+    if kind == DATA:
+        return Record(typ, {})
+    if kind == LIST:
+        return []
+    return text(content) if content else None
+
+
+def _flat(kind: int, typ: Any, content: bytes) -> Any:
+    """A record of leaves, or an array of such records, without an XML tree (NotUnderstood otherwise)."""
+    if kind == DATA:
+        return _record(typ, content)
+    item = getattr(typ, "Item", None)
+    out = []
+    used = 0
+    for tag, attrs, inner, _ in _ITEM.findall(content):
+        used += 2 * len(tag) + len(attrs) + len(inner) + 5
+        xsi, ityp, ikind = _val_type(attrs, item)
+        if ikind == DATA:
+            out.append(_record(ityp, inner))
+        elif ikind != -1 and b"<" not in inner:
+            out.append(_scalar(ikind, ityp, inner))
+        else:
+            raise NotUnderstood("an array item that is not a flat record")
+    if used != len(content):
+        raise NotUnderstood("an array item with nested elements")
+    return out
+
+
+def _record(typ: Any, content: bytes) -> Record:
+    fields: dict[str, Any] = {}
+    used = 0
+    for tag, attrs, inner in _LEAF.findall(content):
+        used += 2 * len(tag) + len(attrs) + len(inner) + 5
+        name = tag.decode()
+        entry = fastsoap._field(typ, name)
+        if entry is None:
+            fields[name] = text(inner) if inner else None  # a field newer than our pyVmomi: its text
+            continue
+        xsi, ftyp, fkind = _val_type(attrs, entry[1])
+        if ftyp is None:
+            value = text(inner) if inner else None
+        elif fkind == TEXT:
+            value = text(inner)
+        else:
+            value = _scalar(fkind, ftyp, inner)
+        if entry[0]:
+            fields.setdefault(name, []).append(value)
+        else:
+            fields[name] = value
+    if used != len(content):
+        raise NotUnderstood("a record with nested elements")
+    return Record(typ, fields)
 
 
 # ---- the retrieval entry points (fastsoap carries the request; this module reads the answer)

@@ -8,7 +8,7 @@ ContinueRetrievePropertiesEx. Nothing here makes a round trip per VM or per prop
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from pyVmomi import vim, vmodl
 
@@ -121,9 +121,12 @@ def source_vms(objects: Iterable[Any]) -> list[SourceVM]:
     """The VMs of one retrieval's ObjectContents (pyVmomi objects or fastsoap records alike), mapped
     once every object they refer to (host, cluster, folder, network) is known."""
     ctx = Context()
-    found: list[tuple[str, dict[str, Any]]] = []
+    found: list[tuple[str, Mapping[str, Any]]] = []
     for obj in objects:
-        props = {p.name: p.val for p in obj.propSet or []}
+        if isinstance(obj, fastscan.RawObject):
+            props: Mapping[str, Any] = obj.props  # decoded as read; fastmap reads the devices raw
+        else:
+            props = {p.name: p.val for p in obj.propSet or []}
         if isinstance(obj.obj, vim.VirtualMachine):
             found.append((obj.obj._moId, props))
         else:
@@ -132,7 +135,7 @@ def source_vms(objects: Iterable[Any]) -> list[SourceVM]:
     return sorted(out, key=lambda v: (v.name, v.moref or ""))
 
 
-def add_context(ctx: Context, obj: Any, props: dict[str, Any]) -> None:
+def add_context(ctx: Context, obj: Any, props: Mapping[str, Any]) -> None:
     """Remember a host, cluster, folder, datacenter or network of the retrieval for the VMs' mapping."""
     ref = obj._moId
     if isinstance(obj, vim.HostSystem):

@@ -166,8 +166,9 @@ def test_scan_matches_the_element_decoder_and_falls_back_whole():
     vm = (vim.VirtualMachine("vm-9"), props_of([D.VirtualIDEController(key=200, busNumber=0)],
                                                **{"config.hardware.memoryMB": 4096, "config.template": False}))
     body = answer([host, vm], token="next-7")
-    scanned, generic = fastscan.retrieve_result(body), fastsoap.decode_result(body)
+    scanned, generic = fastscan.scan_result(body), fastsoap.decode_result(body)  # token first, as vCenter writes it
     assert scanned.token == generic.token == "next-7"
+    assert all(isinstance(o, fastscan.RawObject) for o in scanned.objects)  # read by the scanner, not handed on
     assert normal(scanned) == normal(generic)
     assert scanned.objects[0].propSet[0].val == "esx&1"
     for odd in (body.replace(b"<objects>", b"<!-- x --><objects>", 1),
@@ -185,6 +186,8 @@ def normal(v):
         return ("ref", v.__class__, v._moId)
     if isinstance(v, fastscan.Property):
         return ("prop", v.name, normal(v.val))
+    if isinstance(v, fastscan.RawObject):
+        return (v.__class__, {"obj": normal(v.obj), "propSet": normal(v.propSet)})
     if isinstance(v, fastsoap.Record):
         if v.__class__ is vmodl.DynamicProperty:
             return ("prop", v.name, normal(v.val))
