@@ -71,7 +71,8 @@ def test_convert_every_input(images, tmp_path, key, to):
     assert Path(m["manifest_path"]).parent == tmp_path
     cmd = m["command"]
     assert "--target-is-zero" in cmd and "-n" in cmd and "-S" in cmd
-    assert cmd[cmd.index("-t") + 1] == "writeback"  # files: flushed; never 'unsafe'
+    # files: qemu's flushes off (one per new qcow2 L2 table), one fsync of ours instead
+    assert cmd[cmd.index("-t") + 1] == "unsafe"
     assert ("-W" in cmd) == (to == "raw")
     for k in ("inspect_s", "audit_s", "space_check_s", "convert_s", "verify_s", "manifest_s"):
         assert k in m["timings"]

@@ -306,3 +306,36 @@ def test_the_digest_of_a_qcow2_does_not_follow_the_page_cache(images, tmp_path):
         assert convert.target_digest(str(dest)) == stated
     finally:
         os.close(fd)
+
+
+def test_a_file_target_is_flushed_by_one_fsync_of_ours_before_it_is_verified(
+        big_sparse, tmp_path, monkeypatch):
+    """qemu-img's writeback mode fdatasyncs three times per new qcow2 L2 table (qemu's
+    block/qcow2-cluster.c l2_allocate flushes the refcount and L2 caches), one table per
+    512 MiB of virtual disk holding data: the cost that grew with the virtual size. The
+    target is written with cache=unsafe and made durable by us, before verify reads it."""
+    events = []
+    real_fsync, real_verify = os.fsync, convert.verify_mod.verify
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def verify(source, target, source_map=None):
+        events.append(("verify", target.write_path))
+        return real_verify(source, target, source_map)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(convert.verify_mod, "verify", verify)
+    dest = tmp_path / "big.qcow2"
+    scratch = privdir.PrivateDir()
+    try:
+        src = image.inspect(str(big_sparse), image.SourceOptions(), scratch)
+        m = convert.execute(convert.prepare(src, storage.make_target("qcow2", str(dest)),
+                                            convert.ConvertOptions()))
+    finally:
+        scratch.close()
+    partial = str(dest) + storage.PARTIAL_SUFFIX
+    assert events[:2] == [("fsync", partial), ("verify", partial)], events
+    assert m["command"][m["command"].index("-t") + 1] == "unsafe"
+    assert m["verification"]["ok"] and _same(big_sparse, dest, "qcow2")
