@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+TYPE_CHECKING = False   # typing is not imported at run time (start-up time, issue 17)
 
 from guestprep.errors import GuestprepError
-from guestprep.models import Finding, Severity, Status
 from hostside import filesystems, partitions
-from hostside.image import Source
-from hostside.qemu import Reader
+
+if TYPE_CHECKING:
+    from typing import Any, Iterator
+
+    from guestprep.models import Finding, Severity
+    from hostside.image import Source
+
+# guestprep.models (Finding, Severity, Status: its enums, a dozen dataclasses, pathlib,
+# ipaddress, typing) is imported only by audit() and IMAGE_CHECKS, i.e. by the `audit`
+# command and the registry. A conversion records its audit from the verdicts directly
+# (manifest_section): start-up time is part of every conversion (issue 17).
 
 
 @dataclass(frozen=True)
@@ -42,55 +50,70 @@ class Verdict:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
-IMAGE_CHECKS = {c.id: c for c in (
-    ImageCheck("IMG-PART-TABLE", Severity.BLOCKER,
-               "The partition table is readable and consistent",
-               "Firmware and boot loaders find the boot partition through the partition "
-               "table; a table that overlaps itself or points past the disk's end does not "
-               "boot after the conversion either.",
-               "Repair the table in the source VM (or restore it) before converting: a "
-               "damaged table will not boot on Proxmox either.",
-               ("https://uefi.org/specs/UEFI/2.10/05_GUID_Partition_Table_Format.html",)),
-    ImageCheck("IMG-PART-LEGACY-63", Severity.WARNING,
-               "No partition starts at the legacy sector 63",
-               "Old partitioning tools started the first partition at sector 63 (CHS "
-               "geometry); on 4 KiB-sector storage every guest write then straddles two "
-               "physical blocks.",
-               "Realign after the move (e.g. gparted/Partition Wizard move to a 1 MiB "
-               "boundary, or rebuild the volume): every 4 KiB guest write on 4K storage "
-               "becomes two read-modify-writes, halving write performance.",
-               ("https://en.wikipedia.org/wiki/Advanced_Format",)),
-    ImageCheck("IMG-PART-ALIGN-4K", Severity.WARNING,
-               "Partitions start on a 4 KiB boundary",
-               "Proxmox storage (ZFS, Ceph, LVM-thin on 4Kn disks) works in 4 KiB blocks or "
-               "larger; a partition off that boundary turns each write into a "
-               "read-modify-write.",
-               "Realign the partition to a multiple of 8 sectors (1 MiB preferred).",
-               ("https://en.wikipedia.org/wiki/Advanced_Format",)),
-    ImageCheck("IMG-PART-ALIGN-1M", Severity.INFO,
-               "Partitions start on a 1 MiB boundary",
-               "1 MiB is the default of current partitioning tools and a multiple of every "
-               "common block, stripe and volblocksize.",
-               "Nothing required; 1 MiB alignment also covers RAID stripes and large "
-               "volblocksizes."),
-    ImageCheck("IMG-GPT-BACKUP", Severity.WARNING,
-               "The backup GPT header sits at the end of the disk and matches the primary",
-               "UEFI firmware falls back to the backup GPT header when the primary is "
-               "damaged; a backup that is missing or not at the last LBA (common after a "
-               "disk was grown) leaves no fallback.",
-               "Run `sgdisk -e` (move the backup header to the end) or `gdisk` verify/write "
-               "on the converted disk; firmware that finds a bad primary header has no "
-               "fallback otherwise.",
-               ("https://uefi.org/specs/UEFI/2.10/05_GUID_Partition_Table_Format.html",)),
-    ImageCheck("IMG-FIRMWARE-UEFI", Severity.INFO,
-               "Firmware the disk layout implies",
-               "A disk laid out for UEFI (GPT with an EFI system partition) boots only "
-               "under UEFI firmware; the Proxmox VM must be created to match.",
-               "A UEFI disk (GPT + EFI system partition) needs the Proxmox VM created with "
-               "bios: ovmf, machine: q35 and an efidisk0; SeaBIOS reports 'No bootable "
-               "device'.",
-               ("https://pve.proxmox.com/wiki/OVMF/UEFI_Boot_Entries",)),
-)}
+# id, severity (a guestprep.models.Severity value), title, rationale, remediation, references
+_CHECKS: tuple[tuple, ...] = (
+    ("IMG-PART-TABLE", "blocker",
+     "The partition table is readable and consistent",
+     "Firmware and boot loaders find the boot partition through the partition "
+     "table; a table that overlaps itself or points past the disk's end does not "
+     "boot after the conversion either.",
+     "Repair the table in the source VM (or restore it) before converting: a "
+     "damaged table will not boot on Proxmox either.",
+     ("https://uefi.org/specs/UEFI/2.10/05_GUID_Partition_Table_Format.html",)),
+    ("IMG-PART-LEGACY-63", "warning",
+     "No partition starts at the legacy sector 63",
+     "Old partitioning tools started the first partition at sector 63 (CHS "
+     "geometry); on 4 KiB-sector storage every guest write then straddles two "
+     "physical blocks.",
+     "Realign after the move (e.g. gparted/Partition Wizard move to a 1 MiB "
+     "boundary, or rebuild the volume): every 4 KiB guest write on 4K storage "
+     "becomes two read-modify-writes, halving write performance.",
+     ("https://en.wikipedia.org/wiki/Advanced_Format",)),
+    ("IMG-PART-ALIGN-4K", "warning",
+     "Partitions start on a 4 KiB boundary",
+     "Proxmox storage (ZFS, Ceph, LVM-thin on 4Kn disks) works in 4 KiB blocks or "
+     "larger; a partition off that boundary turns each write into a "
+     "read-modify-write.",
+     "Realign the partition to a multiple of 8 sectors (1 MiB preferred).",
+     ("https://en.wikipedia.org/wiki/Advanced_Format",)),
+    ("IMG-PART-ALIGN-1M", "info",
+     "Partitions start on a 1 MiB boundary",
+     "1 MiB is the default of current partitioning tools and a multiple of every "
+     "common block, stripe and volblocksize.",
+     "Nothing required; 1 MiB alignment also covers RAID stripes and large "
+     "volblocksizes."),
+    ("IMG-GPT-BACKUP", "warning",
+     "The backup GPT header sits at the end of the disk and matches the primary",
+     "UEFI firmware falls back to the backup GPT header when the primary is "
+     "damaged; a backup that is missing or not at the last LBA (common after a "
+     "disk was grown) leaves no fallback.",
+     "Run `sgdisk -e` (move the backup header to the end) or `gdisk` verify/write "
+     "on the converted disk; firmware that finds a bad primary header has no "
+     "fallback otherwise.",
+     ("https://uefi.org/specs/UEFI/2.10/05_GUID_Partition_Table_Format.html",)),
+    ("IMG-FIRMWARE-UEFI", "info",
+     "Firmware the disk layout implies",
+     "A disk laid out for UEFI (GPT with an EFI system partition) boots only "
+     "under UEFI firmware; the Proxmox VM must be created to match.",
+     "A UEFI disk (GPT + EFI system partition) needs the Proxmox VM created with "
+     "bios: ovmf, machine: q35 and an efidisk0; SeaBIOS reports 'No bootable "
+     "device'.",
+     ("https://pve.proxmox.com/wiki/OVMF/UEFI_Boot_Entries",)),
+)
+_BY_ID = {c[0]: c for c in _CHECKS}
+
+
+def _image_checks() -> dict[str, ImageCheck]:
+    from guestprep.models import Severity
+    return {c[0]: ImageCheck(c[0], Severity(c[1]), *c[2:]) for c in _CHECKS}
+
+
+def __getattr__(name: str):
+    """IMAGE_CHECKS ({id: ImageCheck}) is built on first use (PEP 562), with the models."""
+    if name == "IMAGE_CHECKS":
+        checks = globals()["IMAGE_CHECKS"] = _image_checks()
+        return checks
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -109,11 +132,25 @@ class AuditResult:
 
 
 def _finding(guest: str, v: Verdict) -> Finding:
-    meta = IMAGE_CHECKS[v.check_id]
+    from guestprep.models import Finding, Status
+    meta = _image_checks_cached()[v.check_id]
     return Finding(guest=guest, check_id=v.check_id, severity=meta.severity,
                    status=Status.PASS if v.ok else Status.FAIL, title=meta.title,
                    message=v.message, resource=v.resource, evidence=v.evidence,
                    remediation="" if v.ok else meta.remediation)
+
+
+def _image_checks_cached() -> dict[str, ImageCheck]:
+    return globals().get("IMAGE_CHECKS") or __getattr__("IMAGE_CHECKS")
+
+
+def _finding_dict(guest: str, v: Verdict) -> dict:
+    """`_finding(guest, v).to_dict()` without guestprep.models (a test holds them equal)."""
+    _, severity, title, _, remediation, *_ = _BY_ID[v.check_id]
+    return {"guest": guest, "check_id": v.check_id, "severity": severity,
+            "status": "pass" if v.ok else "fail", "title": title, "message": v.message,
+            "resource": v.resource, "evidence": v.evidence,
+            "remediation": "" if v.ok else remediation, "fixed_by": None, "waiver": None}
 
 
 def implied_firmware(table: partitions.PartitionTable) -> str:
@@ -167,11 +204,18 @@ class ViewReader:
 def _reader(source: Source):
     if source.view is not None:
         return ViewReader(source.view, source.virtual_size)
+    from hostside.qemu import Reader
     return Reader(source.spec, source.virtual_size)
 
 
 def audit(source: Source, guest: str | None = None) -> AuditResult:
-    guest = guest or source.spec.label
+    result = _read_layout(source)
+    result.findings = [_finding(guest or source.spec.label, v) for v in verdicts(result)]
+    return result
+
+
+def _read_layout(source: Source) -> AuditResult:
+    """The partition table, filesystems and implied firmware; no findings yet."""
     with _reader(source) as reader:
         table = partitions.parse(reader.read, source.virtual_size)
         for p in table.partitions:
@@ -182,9 +226,7 @@ def audit(source: Source, guest: str | None = None) -> AuditResult:
         whole = None
         if table.scheme == "none":
             whole = filesystems.detect(reader.read(0, filesystems.PROBE_BYTES))
-    result = AuditResult(source.spec.label, table, implied_firmware(table), whole_disk_fs=whole)
-    result.findings = [_finding(guest, v) for v in verdicts(result)]
-    return result
+    return AuditResult(source.spec.label, table, implied_firmware(table), whole_disk_fs=whole)
 
 
 def verdicts(result: AuditResult) -> Iterator[Verdict]:
@@ -234,15 +276,20 @@ def verdicts(result: AuditResult) -> Iterator[Verdict]:
 
 
 def manifest_section(source: Source, guest: str | None = None) -> dict:
-    """The audit as the conversion manifest records it; a disk qemu can convert but
-    whose table we cannot read gets the error instead of stopping the conversion."""
+    """The audit as the conversion manifest records it (`audit(source).to_dict()` plus
+    "performed" and "failing", built from the verdicts without guestprep.models); a disk
+    qemu can convert but whose table we cannot read gets the error instead of stopping
+    the conversion."""
     try:
-        result = audit(source, guest)
+        result = _read_layout(source)
     except GuestprepError as exc:
         return {"performed": False, "error": str(exc)}
+    findings = [_finding_dict(guest or source.spec.label, v) for v in verdicts(result)]
     d = result.to_dict()
+    d["findings"] = findings
     d["performed"] = True
-    d["failing"] = [{"check_id": f.check_id, "severity": f.severity.value,
-                     "resource": f.resource, "message": f.message}
-                    for f in result.findings if f.is_open]
+    # an image check's verdict passes or fails; a failed one is open (Status.is_open)
+    d["failing"] = [{"check_id": f["check_id"], "severity": f["severity"],
+                     "resource": f["resource"], "message": f["message"]}
+                    for f in findings if f["status"] == "fail"]
     return d

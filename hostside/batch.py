@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable
-
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False   # typing is not imported at run time (start-up time, issue 17)
 
 from hostside import audit as audit_mod
 from hostside import convert as convert_mod
@@ -21,7 +19,9 @@ from hostside import image, storage
 from hostside.errors import GuestprepError, TargetRefused
 from hostside.phases import Clock
 
-if TYPE_CHECKING:   # imported by --handoff runs only (start-up time)
+if TYPE_CHECKING:   # the hand-off modules are imported by --handoff runs only
+    from typing import Callable
+
     from guestprep.handoff import Handoff
     from hostside.handoff import DiskJob
 

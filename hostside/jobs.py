@@ -8,7 +8,10 @@ every conversion.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+TYPE_CHECKING = False   # typing is not imported at run time (start-up time, issue 17)
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @dataclass

@@ -10,10 +10,14 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import Callable
+TYPE_CHECKING = False   # typing is not imported at run time (start-up time, issue 17)
+
+if TYPE_CHECKING:
+    from typing import Callable
+
+    Reader = Callable[[int, int], bytes]
 
 SECTOR = 512
-Reader = Callable[[int, int], bytes]
 
 MBR_TYPES = {
     0x01: "FAT12", 0x04: "FAT16 <32M", 0x05: "extended (CHS)", 0x06: "FAT16",

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Iterator, Protocol
+
+TYPE_CHECKING = False   # typing is not imported at run time (start-up time, issue 17)
+if TYPE_CHECKING:
+    from typing import Iterator, Protocol
+
+    class Reporter(Protocol):
+        def phase(self, name: str) -> None: ...
+
+        def __call__(self, percent: float) -> None: ...
 
 PHASES = ("inspect", "audit", "space_check", "convert", "verify", "manifest")
-
-
-class Reporter(Protocol):
-    def phase(self, name: str) -> None: ...
-
-    def __call__(self, percent: float) -> None: ...
 
 
 class Clock:
