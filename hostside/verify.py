@@ -13,8 +13,9 @@ the vmdk driver's one-grain-at-a-time block status). Here instead:
 3. every range where either side holds data is read and compared byte for byte (source
    bytes by pread at the offset qemu reported, target bytes likewise); a range both sides
    report as zero is proven zero by block status, not read;
-4. the target's `sha256-data-runs/2` digest is computed in the same pass over the
-   target (a hashing thread: hashlib releases the GIL), so nothing reads it twice.
+4. the target's `sha256-data-runs/3` digest is computed in the same pass over the
+   target (pieces hashed on worker threads: hashlib releases the GIL), so nothing
+   reads it twice.
 
 When a side cannot be read by offset (compressed grains or clusters, https sources,
 multi-file layers we cannot place), the old way is used: `qemu-img compare` and a
@@ -36,11 +37,17 @@ from dataclasses import dataclass
 from hostside import extents, qemu
 from hostside.errors import ToolFailed, VerificationFailed
 
+# The digest of the target as stored (what finalize recomputes before it attaches a volume).
+# /3: the data runs of /2, hashed in pieces (see _PieceHasher) so that every core hashes;
+# /2: one sha256 over every run in turn (one core: the verification's largest cost).
 # /2: data runs from FIEMAP (unwritten extents are holes), SEEK_DATA only where FIEMAP is missing.
 # /1 took every SEEK_DATA run, which on ext4 also counts fallocated-unwritten regions once cached:
-# the same bytes gave another value, so a /1 digest is never compared with a /2 one.
-DIGEST_ALGORITHM = "sha256-data-runs/2"
+# the same bytes gave another value, so a digest is only ever compared with one of its own kind.
+DIGEST_ALGORITHM = "sha256-data-runs/3"
+DIGEST_V2 = "sha256-data-runs/2"
+KNOWN_DIGESTS = (DIGEST_ALGORITHM, DIGEST_V2)   # target_digest(path, algorithm) computes these
 CHUNK = 4 << 20
+PIECE = 16 << 20     # /3 piece boundaries: multiples of this file offset (and run ends)
 METHOD = "extent-compare/1"
 MAX_LISTED_RANGES = 256
 
@@ -48,30 +55,117 @@ MAX_LISTED_RANGES = 256
 # --------------------------------------------------------------------------- digest
 
 
-def target_digest(path: str) -> dict:
-    """sha256 over the target as stored, for finalize to recognise the volume.
+def target_digest(path: str, algorithm: str = DIGEST_ALGORITHM) -> dict:
+    """The digest of the target as stored, for finalize to recognise the volume.
 
-    Files: every data run (FIEMAP, unwritten extents as holes; SEEK_DATA/SEEK_HOLE without it) as b"<offset>+<length>\\n" followed by
-    its bytes; holes are skipped, so a sparse 1 TiB disk costs its data, not its
-    size. Block devices (zvol, LV): one run 0+size, every byte. Recompute it with
-    this function; any write to the volume changes it.
+    Data runs: files, every written extent (FIEMAP, unwritten extents as holes;
+    SEEK_DATA/SEEK_HOLE without it), holes skipped, so a sparse 1 TiB disk costs its
+    data, not its size; block devices (zvol, LV), one run 0+size, every byte.
+
+    sha256-data-runs/3: every run is cut at the file offsets that are multiples of 16 MiB
+    into pieces; each piece's bytes are hashed alone (sha256), and the digest is the
+    sha256 of one line per piece, in file order: b"<offset>+<length> <piece sha256 hex>\n".
+    sha256-data-runs/2: sha256 of b"<offset>+<length>\n" followed by its bytes, per run.
+    Recompute either with this function; any write to the volume changes it.
     """
+    if algorithm not in KNOWN_DIGESTS:
+        raise ValueError(f"unknown digest algorithm {algorithm!r} (known: {KNOWN_DIGESTS})")
     fd = os.open(path, os.O_RDONLY)
     try:
         size, runs = _digest_runs(fd)
-        h = hashlib.sha256()
-        for start, length in runs:
-            h.update(f"{start}+{length}\n".encode())
-            done = 0
-            while done < length:
-                chunk = os.pread(fd, min(CHUNK, length - done), start + done)
-                if not chunk:
-                    break
-                h.update(chunk)
-                done += len(chunk)
+        if algorithm == DIGEST_V2:
+            return {"algorithm": DIGEST_V2, "sha256": _digest_v2(fd, runs), "size": size}
+        return {"algorithm": algorithm, "sha256": _hash_pieces(fd, runs), "size": size}
     finally:
         os.close(fd)
-    return {"algorithm": DIGEST_ALGORITHM, "sha256": h.hexdigest(), "size": size}
+
+
+def _digest_v2(fd: int, runs: list[tuple[int, int]]) -> str:
+    h = hashlib.sha256()
+    for start, length in runs:
+        h.update(f"{start}+{length}\n".encode())
+        done = 0
+        while done < length:
+            chunk = os.pread(fd, min(CHUNK, length - done), start + done)
+            if not chunk:
+                break
+            h.update(chunk)
+            done += len(chunk)
+    return h.hexdigest()
+
+
+class _PieceHasher:
+    """sha256-data-runs/3 on worker threads (hashlib releases the GIL while it hashes a
+    large buffer, so `workers` pieces are hashed at once). A piece's chunks all go, in
+    order, to one worker; the pieces are dealt round-robin."""
+
+    def __init__(self, workers: int | None = None):
+        n = workers or max(1, min(4, os.cpu_count() or 1))
+        self.queues: list[queue.Queue] = [queue.Queue(maxsize=4) for _ in range(n)]
+        self.pieces: list[tuple[int, int, object]] = []
+        self.threads = [threading.Thread(target=self._work, args=(q,), daemon=True)
+                        for q in self.queues]
+        for t in self.threads:
+            t.start()
+        self._open = True
+
+    @staticmethod
+    def _work(q: queue.Queue) -> None:
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            item[0].update(item[1])
+
+    def piece(self, offset: int, length: int) -> None:
+        """The chunks fed from now on belong to the piece [offset, offset+length)."""
+        self.pieces.append((offset, length, hashlib.sha256()))
+
+    def feed(self, data: bytes) -> None:
+        k = len(self.pieces) - 1
+        self.queues[k % len(self.queues)].put((self.pieces[k][2], data))
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            for q in self.queues:
+                q.put(None)
+            for t in self.threads:
+                t.join()
+
+    def hexdigest(self) -> str:
+        self.close()
+        top = hashlib.sha256()
+        for offset, length, h in self.pieces:
+            top.update(f"{offset}+{length} {h.hexdigest()}\n".encode())
+        return top.hexdigest()
+
+
+def _chunks(runs: list[tuple[int, int]], hasher: _PieceHasher):
+    """(offset, length) of every chunk to read, in file order, telling `hasher` where each
+    piece starts: a chunk never crosses a piece boundary."""
+    for start, length in runs:
+        pos, end = start, start + length
+        while pos < end:
+            piece_end = min(end, (pos // PIECE + 1) * PIECE)
+            hasher.piece(pos, piece_end - pos)
+            while pos < piece_end:
+                n = min(CHUNK, piece_end - pos)
+                yield pos, n
+                pos += n
+
+
+def _hash_pieces(fd: int, runs: list[tuple[int, int]]) -> str:
+    hasher = _PieceHasher()
+    try:
+        for pos, n in _chunks(runs, hasher):
+            data = os.pread(fd, n, pos)
+            if not data:
+                break
+            hasher.feed(data)
+        return hasher.hexdigest()
+    finally:
+        hasher.close()
 
 
 def _digest_runs(fd: int) -> tuple[int, list[tuple[int, int]]]:
@@ -330,21 +424,10 @@ def _add_range(ranges: list[list[int]], a: int, b: int) -> None:
 
 
 def _compare_and_digest(fd: int, target, compare, files: _Files) -> dict:
-    """One pass over the target's data runs in file order: hash every chunk (thread) and
-    compare the pieces that carry guest data with the source."""
+    """One pass over the target's data runs in file order: hash every chunk (worker
+    threads) and compare the pieces that carry guest data with the source."""
     size, runs = _digest_runs(fd)
-    h = hashlib.sha256()
-    q: queue.Queue = queue.Queue(maxsize=8)
-
-    def hasher():
-        while True:
-            item = q.get()
-            if item is None:
-                return
-            h.update(item)
-
-    worker = threading.Thread(target=hasher, daemon=True)
-    worker.start()
+    hasher = _PieceHasher()
     zero = bytes(CHUNK)
     k = 0                       # next compare item
     pos_in = None               # how far item k has been compared (target offset)
@@ -364,40 +447,34 @@ def _compare_and_digest(fd: int, target, compare, files: _Files) -> dict:
             check(c, files.read(target.write_path, c, n, "target"), item)
 
     try:
-        for start, length in runs:
-            q.put(f"{start}+{length}\n".encode())
-            pos = start
-            while pos < start + length:
-                n = min(CHUNK, start + length - pos)
-                data = os.pread(fd, n, pos)
-                if len(data) != n:
-                    raise VerificationFailed(f"target ends early at offset {pos}", target.path)
-                q.put(data)
-                c0, c1 = pos, pos + n
-                while k < len(compare) and compare[k][0] < c1:
-                    item = compare[k]
-                    i0, i1 = item[0], item[0] + item[1]
-                    done = i0 if pos_in is None else pos_in
-                    if done < c0:
-                        direct(item, done, min(c0, i1))
-                        done = min(c0, i1)
-                    a, b = max(done, c0), min(i1, c1)
-                    if a < b:
-                        check(a, data[a - c0:b - c0], item)
-                    if i1 <= c1:
-                        k, pos_in = k + 1, None
-                    else:
-                        pos_in = c1
-                        break
-                pos = c1
+        for pos, n in _chunks(runs, hasher):
+            data = os.pread(fd, n, pos)
+            if len(data) != n:
+                raise VerificationFailed(f"target ends early at offset {pos}", target.path)
+            hasher.feed(data)
+            c0, c1 = pos, pos + n
+            while k < len(compare) and compare[k][0] < c1:
+                item = compare[k]
+                i0, i1 = item[0], item[0] + item[1]
+                done = i0 if pos_in is None else pos_in
+                if done < c0:
+                    direct(item, done, min(c0, i1))
+                    done = min(c0, i1)
+                a, b = max(done, c0), min(i1, c1)
+                if a < b:
+                    check(a, data[a - c0:b - c0], item)
+                if i1 <= c1:
+                    k, pos_in = k + 1, None
+                else:
+                    pos_in = c1
+                    break
         while k < len(compare):        # pieces past the last data run of the file
             item = compare[k]
             direct(item, item[0] if pos_in is None else pos_in, item[0] + item[1])
             k, pos_in = k + 1, None
+        return {"algorithm": DIGEST_ALGORITHM, "sha256": hasher.hexdigest(), "size": size}
     finally:
-        q.put(None)
-        worker.join()
-    return {"algorithm": DIGEST_ALGORITHM, "sha256": h.hexdigest(), "size": size}
+        hasher.close()
 
 
 def compare_verify(source, target) -> dict:

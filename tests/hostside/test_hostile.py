@@ -238,7 +238,7 @@ def test_manifest_records_volume_size_digest_and_the_target_is_renamed(images, t
     m = json.loads(r.stdout)
     assert m["target"]["path"] == str(dest) and m["target"]["size"] == 64 * MiB
     assert m["target"]["digest"] == target_digest(str(dest))
-    assert m["target"]["digest"]["algorithm"] == "sha256-data-runs/2"
+    assert m["target"]["digest"]["algorithm"] == "sha256-data-runs/3"
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "vm-5-disk-0.raw", "vm-5-disk-0.raw.guestprep-manifest.json"]
 
