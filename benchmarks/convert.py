@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Benchmark `guestprep-host convert` against bare qemu-img, honestly (issue 17).
 
-Every timed run starts from flushed state (sync, and as root dropped page cache), and
+Every timed run starts from flushed state (sync, the page cache of every data file the
+cases read or write evicted, and the disk quiet; `--drop-caches all` drops the whole page
+cache instead, as root), and
 every run flushes its own writes inside its timing (fsync of each file it wrote), so no
 case pays for another's write-back. Cases are interleaved (one run of each per round,
 never back to back), >= 5 rounds; each case is printed with min and median, each ratio
@@ -24,7 +26,8 @@ Cases (the same DATA bytes in each source):
                                           256 MiB by default (--chain-mib): see FULL below
 
     python benchmarks/convert.py [--rounds 5] [--data-mib 1024] [--workdir /var/tmp]
-                                 [--order alternate|abab] [--no-drop-caches] [--quick]
+                                 [--order alternate|abab] [--drop-caches files|all|none]
+                                 [--only CASE,...] [--quick]
 """
 
 from __future__ import annotations
@@ -302,6 +305,12 @@ def report(samples: harness.Samples, cases: dict[str, ConvertCase], quick: bool)
         s = harness.summary(xs)
         print(harness.format_summary(name, s, 16) + f"  [{c.checked}]")
         print(f"  {'':<16} per round: {' '.join(f'{x:.2f}' for x in xs)}")
+        cpu, disk = samples.cpu.get(name), samples.disk.get(name)
+        if cpu and disk:
+            print(f"  {'':<16} cpu of its processes median {harness.summary(cpu).median:.3f}s; "
+                  f"disk read/written while it ran, median "
+                  f"{harness.summary([d[0] for d in disk]).median:.0f}/"
+                  f"{harness.summary([d[1] for d in disk]).median:.0f} MiB")
     note = "  (--quick: sizes too small for the goals to mean anything)" if quick else ""
     print(f"\nratios (a/b per round, then min and median over rounds):{note}")
     for label, a, b, op, goal in RATIOS:
@@ -318,6 +327,9 @@ def report(samples: harness.Samples, cases: dict[str, ConvertCase], quick: bool)
         note = harness.order_note(samples, a, b)
         if note:
             print(f"  {'':<48} {note}")
+        if samples.cpu.get(a) and samples.cpu.get(b) and min(samples.cpu[b]) > 0:
+            c = harness.ratio(samples.cpu[a], samples.cpu[b])
+            print(f"  {'':<48} cpu-time ratio median {c.median:.3f} (CPU of its processes: waits excluded)")
     if not {"ours-empty", "bare-empty"} <= set(cases):
         print("  fixed cost: not run (--only)")
     elif {"ours-empty", "bare-empty"} <= ok:
@@ -345,8 +357,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="alternate (default): reversed every other round, so every pair is "
                          "measured in both orders and a ratio that moves with run order is "
                          "flagged; abab: the same order every round")
-    ap.add_argument("--no-drop-caches", action="store_true",
-                    help="sync only between runs (do not drop the page cache even as root)")
+    ap.add_argument("--drop-caches", choices=["files", "all", "none"], default="files",
+                    help="before every run, after sync: files (default) evicts the page cache "
+                         "of the sources, references and outputs (fadvise DONTNEED); all drops "
+                         "the whole page cache as root (also the programs' own files, and every "
+                         "other process's, which then re-reads them during the next runs); "
+                         "none keeps it")
+    ap.add_argument("--no-drop-caches", action="store_true", help="the same as --drop-caches none")
     ap.add_argument("--only", default="", help="comma-separated case names (default: all)")
     ap.add_argument("--quick", action="store_true",
                     help="tiny sizes and 1 round: proves the script works, measures nothing")
@@ -402,16 +419,25 @@ def run(work: Path, sizes: Sizes, rounds: int, args) -> int:
                   file=sys.stderr)
             return 2
         cases = {n: cases[n] for n in wanted}
-    flush = (lambda: harness.flush(drop=False)) if args.no_drop_caches else harness.flush
+    mode = "none" if args.no_drop_caches else args.drop_caches
+    disk = harness.disk_of(work)
+
+    def flush() -> str:
+        return harness.flush(drop=mode == "all", files=[work] if mode == "files" else None,
+                             disk=disk)
     print(f"{rounds} round(s), order {args.order}: "
           + " ".join(harness.round_order(list(cases), 0, args.order)))
     t0 = time.perf_counter()
     samples = harness.interleaved(
         {n: harness.Case(run=c.run, before=c.before, after=c.after) for n, c in cases.items()},
-        rounds, flush=flush, order=args.order,
+        rounds, flush=flush, order=args.order, disk=disk,
         progress=lambda line: print("  " + line, file=sys.stderr, flush=True))
     print(f"timed rounds took {time.perf_counter() - t0:.0f}s; after: {harness.load()}; "
           f"1-minute load as each round started: {' '.join(f'{x:.1f}' for x in samples.loads)}")
+    if samples.flush_s:
+        fl = harness.summary(samples.flush_s)
+        print(f"flush before each run ({samples.flushed}): median {fl.median:.2f}s, "
+              f"max {fl.max:.2f}s")
     rc = report(samples, cases, args.quick)
     changed = [p.name for p, d in digests.items() if data_digest(p) != d]
     print(f"\nsources unchanged: {'yes' if not changed else 'NO: ' + ', '.join(changed)}")

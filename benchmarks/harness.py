@@ -16,7 +16,13 @@ round boundary runs twice in a row, each run still after its own flush) with
 API (import from the benchmark scripts as `import harness`; they run with benchmarks/ on
 sys.path):
 
-    flush(drop=True) -> str            sync (+ drop caches as root); says what it did
+    flush(drop=True, files=None, disk=None) -> str
+                                       sync; then the page cache of `files` evicted (fadvise),
+                                       or with drop=True and no files, as root, all of it
+                                       (drop_caches); then settle(disk); says what it did
+    evict(paths) -> int                sync + POSIX_FADV_DONTNEED of these files / directories
+    disk_of(path) -> stat file | None  the block device holding path (/sys/dev/block/M:m/stat)
+    settle(stat_file) -> seconds       wait until that disk did no I/O for 0.3 s (cap 5 s)
     Case(run, before=None, after=None) one case; a plain callable is Case(run=callable)
     interleaved(cases, rounds, flush=flush, order="abab", clock=time.perf_counter,
                 progress=None) -> Samples
@@ -43,6 +49,8 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
+import stat
 import statistics
 import subprocess
 import time
@@ -54,22 +62,103 @@ DROP_CACHES = "/proc/sys/vm/drop_caches"
 
 # --------------------------------------------------------------------------- flushing
 
-def flush(drop: bool = True) -> str:
-    """Write back every dirty page (`sync`) and, as root, drop the page cache, dentries and
-    inodes (Documentation/admin-guide/sysctl/vm.rst, drop_caches: "echo 3" frees both; it is
-    non-destructive, dirty objects are not freed, hence the sync first). Returns what it did,
-    so the report can say whether runs started cold."""
+def flush(drop: bool = True, files: Iterable | None = None, disk: str | None = None) -> str:
+    """Write back every dirty page (`sync`); then either evict the page cache of `files`
+    (see evict: the benchmark's data starts cold, the programs stay as a node that runs
+    them has them), or with drop=True and no files, as root, drop the page cache, dentries
+    and inodes (Documentation/admin-guide/sysctl/vm.rst, drop_caches: "echo 3" frees both;
+    it is non-destructive, dirty objects are not freed, hence the sync first); then wait
+    for `disk` to go quiet (settle). Returns what it did, so the report can say whether
+    runs started cold."""
     os.sync()
-    if not drop:
-        return "sync"
-    if os.geteuid() != 0:
-        return "sync (not root: page cache kept)"
+    if files is not None:
+        what = f"sync + page cache of the {evict(files)} data files evicted"
+    elif not drop:
+        what = "sync"
+    elif os.geteuid() != 0:
+        what = "sync (not root: page cache kept)"
+    else:
+        try:
+            with open(DROP_CACHES, "w") as f:
+                f.write("3\n")
+            what = "sync + drop_caches"
+        except OSError as e:
+            what = f"sync (drop_caches refused: {e.strerror})"
+    if disk is not None:
+        settle(disk)
+        what += " + disk quiet for 0.3 s (at most 5 s)"
+    return what
+
+
+def evict(paths: Iterable) -> int:
+    """Drop the page cache of these files (directories: every regular file below them):
+    `sync` first, then POSIX_FADV_DONTNEED, which frees a file's clean pages (posix_fadvise(2)).
+    Unlike `drop_caches` this leaves the programs' own files (python, its modules, qemu-img
+    and its libraries) and every other process's cache alone: a global drop made each run
+    start by re-reading them, and made the other processes on the machine re-read their
+    working sets during the next timed run (disk contention that depended on which case ran
+    after the drop). Returns the number of files evicted."""
+    os.sync()
+    count = 0
+    for top in paths:
+        top = os.fspath(top)
+        walk = [(top, [], [""])] if not os.path.isdir(top) else os.walk(top)
+        for root, _, names in walk:
+            for name in names:
+                path = os.path.join(root, name) if name else root
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+                except OSError:
+                    continue
+                try:
+                    if stat.S_ISREG(os.fstat(fd).st_mode):
+                        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                        count += 1
+                finally:
+                    os.close(fd)
+    return count
+
+
+def disk_of(path) -> str | None:
+    """/sys/dev/block/M:m/stat of the block device holding `path` (None: not a block device)."""
+    dev = os.stat(path).st_dev
+    stat_file = f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/stat"
+    return stat_file if os.path.exists(stat_file) else None
+
+
+def disk_counters(stat_file: str | None) -> tuple[int, int, int]:
+    """(sectors read, sectors written, requests in flight) of a block device
+    (Documentation/block/stat.rst: fields 3, 7 and 9)."""
+    if stat_file is None:
+        return (0, 0, 0)
     try:
-        with open(DROP_CACHES, "w") as f:
-            f.write("3\n")
-    except OSError as e:
-        return f"sync (drop_caches refused: {e.strerror})"
-    return "sync + drop_caches"
+        with open(stat_file) as f:
+            v = [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return (0, 0, 0)
+    return v[2], v[6], v[8]
+
+
+def settle(stat_file: str | None, quiet: float = 0.3, cap: float = 5.0,
+           poll: float = 0.05) -> float:
+    """Wait until the disk has done no I/O for `quiet` seconds (at most `cap`): the
+    journal commit, discards and write-back that `sync` and the last run's deletions set
+    off would otherwise land in the next timed run. Returns the seconds waited (== cap:
+    the disk never went quiet, e.g. other processes' I/O)."""
+    if stat_file is None:
+        return 0.0
+    t0 = time.monotonic()
+    last, still = disk_counters(stat_file), time.monotonic()
+    while True:
+        time.sleep(poll)
+        now = disk_counters(stat_file)
+        t = time.monotonic()
+        if now[:2] != last[:2] or now[2]:
+            last, still = now, t
+        elif t - still >= quiet:
+            return t - t0
+        if t - t0 >= cap:
+            return t - t0
 
 
 def fsync_path(path) -> None:
@@ -106,6 +195,11 @@ class Samples(dict):
         self.orders: list[list[str]] = []
         self.loads: list[float] = []     # 1-minute load average as each round started
         self.flushed: str = ""
+        # per case, per round: CPU seconds of the run's child processes (user + sys), and
+        # MiB the disk read and wrote while it ran (every process's I/O, not only the run's)
+        self.cpu: dict[str, list[float]] = {n: [] for n in self}
+        self.disk: dict[str, list[tuple[float, float]]] = {n: [] for n in self}
+        self.flush_s: list[float] = []   # how long each flush (+ settle) took, in run order
 
 
 def round_order(names: Sequence[str], rnd: int, order: str) -> list[str]:
@@ -116,11 +210,18 @@ def round_order(names: Sequence[str], rnd: int, order: str) -> list[str]:
     raise ValueError(f"order must be 'abab' or 'alternate', not {order!r}")
 
 
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def interleaved(cases: Mapping[str, Case | Callable[[], object]], rounds: int, *,
                 flush: Callable[[], str] = flush, order: str = "abab",
                 clock: Callable[[], float] = time.perf_counter,
-                progress: Callable[[str], None] | None = None) -> Samples:
-    """Run each case once per round, in `order`, each timed run from flushed state."""
+                progress: Callable[[str], None] | None = None,
+                disk: str | None = None) -> Samples:
+    """Run each case once per round, in `order`, each timed run from flushed state.
+    `disk`: a block device's stat file (disk_of(workdir)) whose I/O each run is charged."""
     if rounds < 1:
         raise ValueError("rounds must be >= 1")
     wrapped = {n: c if isinstance(c, Case) else Case(run=c) for n, c in cases.items()}
@@ -133,15 +234,21 @@ def interleaved(cases: Mapping[str, Case | Callable[[], object]], rounds: int, *
             case = wrapped[name]
             if case.before:
                 case.before()
+            f0 = time.monotonic()
             samples.flushed = flush()
+            samples.flush_s.append(time.monotonic() - f0)
+            cpu0, io0 = _children_cpu(), disk_counters(disk)
             t0 = clock()
             case.run()
             elapsed = clock() - t0
+            cpu, io1 = _children_cpu() - cpu0, disk_counters(disk)
             if case.after:
                 case.after()
             samples[name].append(elapsed)
+            samples.cpu[name].append(cpu)
+            samples.disk[name].append(((io1[0] - io0[0]) / 2048, (io1[1] - io0[1]) / 2048))
             if progress:
-                progress(f"round {rnd + 1}/{rounds} {name}: {elapsed:.3f}s")
+                progress(f"round {rnd + 1}/{rounds} {name}: {elapsed:.3f}s (cpu {cpu:.3f}s)")
     return samples
 
 
