@@ -163,13 +163,11 @@ def parse_devices(raw: bytes) -> list[_Dev]:
                 inner = inner[:cut]
             backing_leaves = dict(_LEAF.findall(inner))
             has_port = b"<port>" in inner or b"<port " in inner
-            leaves = dict(_LEAF.findall(body, 0, start))
-            leaves.update(_LEAF.findall(body, end))
-            outside = (body[:start], body[end:])
+            outside = body[:start] + body[end:]  # whole elements on both sides: no leaf spans the seam
         else:
-            leaves, outside = dict(_LEAF.findall(body)), (body,)
-        out.append(_Dev(cls, role, model, leaves, any(b"<deviceInfo" in p for p in outside),
-                        any(b"<connectable" in p for p in outside), backing_cls, backing_leaves, has_port))
+            outside = body
+        out.append(_Dev(cls, role, model, dict(_LEAF.findall(outside)), b"<deviceInfo" in outside,
+                        b"<connectable" in outside, backing_cls, backing_leaves, has_port))
     return out
 
 

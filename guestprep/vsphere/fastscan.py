@@ -140,6 +140,7 @@ class DeferredArray(list):
 
 
 _ABSENT = object()
+_heads: dict[str, tuple[bytes, bytes]] = {}  # property name -> (head bytes, <val> attributes)
 
 
 class RawProps(Mapping):
@@ -165,7 +166,13 @@ class RawProps(Mapping):
         if part is None:
             return default
         try:
-            value = value_of(*val_of(part), self.ns)
+            known = _heads.get(name)  # this property's <propSet><name>..<val ..> as the last answer wrote it
+            if known is not None and part.startswith(known[0]) and part.endswith(b"</val>") and known[1]:
+                value = value_of(known[1], part[len(known[0]):-6], self.ns)
+            else:
+                attrs, content = val_of(part)
+                _heads[name] = (part[:len(part) - len(content) - 6], attrs) if content else (b"", b"")
+                value = value_of(attrs, content, self.ns)
         except (NotUnderstood, ValueError, UnicodeDecodeError):
             value = _generic_property(part, self.ns)
         self._cache[name] = value
@@ -234,8 +241,8 @@ def scan_result(body: bytes) -> Any:
     if head_end < 0 or body[head_end + 10:head_end + 11] not in (b">", b" ") or end < start:
         raise NotUnderstood("no <returnval>")
     head = body[:head_end]
-    if b"<![CDATA[" in body or b"<!--" in body or body.count(b"<returnval") != 1:
-        raise NotUnderstood("CDATA, comments or several returnvals")
+    if b"<!" in body or b"<missingSet" in body or body.find(b"<returnval", head_end + 10) >= 0:
+        raise NotUnderstood("CDATA, comments, a missingSet or several returnvals")
     if head.startswith(b"<?xml") and not re.match(rb'<\?xml[^>]*encoding="(?i:utf-8)"', head):
         raise NotUnderstood("not UTF-8")
     ns_decls = b"".join(b' xmlns:%s="%s"' % m for m in _NS_DECL.findall(head))
@@ -248,6 +255,8 @@ def scan_result(body: bytes) -> Any:
         fields["token"] = text(content[7:close])
         content = content[close + 8:]
     pieces = content.split(b"</objects>")
+    if content.count(b"<objects>") != len(pieces) - 1:
+        raise NotUnderstood("nested or open <objects>")
     fields["objects"] = [_object(piece, ns_decls) for piece in pieces[:-1]]
     tail = pieces[-1]
     if tail:
@@ -280,10 +289,10 @@ def _object(piece: bytes, ns_decls: bytes) -> RawObject:
     n = len(names)
     # n propSets back to back, each with its <name> first, none inside another (nesting would leave fewer
     # "</propSet><propSet>" than n - 1), nothing before, between or after them
-    if (len(parts) != n + 1 or parts[-1] or piece.count(b"<propSet>", at) != n
-            or (n and (not parts[0].startswith(b"<propSet>") or piece.count(b"</propSet><propSet>", at) != n - 1))
-            or b"<missingSet" in piece or b"<objects>" in piece[1:]):
-        raise NotUnderstood("missingSet, nested objects or propSets not back to back")
+    # (a propSet without a <name> first would leave more parts than names)
+    if (len(parts) != n + 1 or parts[-1]
+            or (n and (not parts[0].startswith(b"<propSet>") or piece.count(b"</propSet><propSet>", at) != n - 1))):
+        raise NotUnderstood("propSets not back to back, or one inside another")
     raw = dict(zip(map(_name, names), parts))
     if len(raw) != n:
         raise NotUnderstood("a property named twice")

@@ -104,8 +104,12 @@ def test_fast_path_equals_generic_over_the_fleet(own_session, fleet_shaped, monk
     loads = []
     real_load = fastscan.DeferredArray._load
     monkeypatch.setattr(fastscan.DeferredArray, "_load", lambda self: (loads.append(1), real_load(self))[1])
+    parsed = []
+    real_parse = fastmap.parse_devices
+    monkeypatch.setattr(fastmap, "parse_devices", lambda raw: (parsed.append(1), real_parse(raw))[1])
     fast = _fetch(own_session, monkeypatch, "fast")
     assert loads == []  # every device list was read straight, none decoded the generic way
+    assert len(parsed) == len(fast) == 9  # ... from the raw answer, for every VM
     elements = _fetch(own_session, monkeypatch, "elements")
     assert fast == elements
     assert fast == _fetch(own_session, monkeypatch, "pyvmomi")
