@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 from pathlib import Path
 from typing import List, Optional
 
@@ -50,20 +49,11 @@ PasswordEnvOpt = typer.Option(None, "--password-env", help="Environment variable
                                                           "(default: the wave's, else GUESTPREP_VSPHERE_PASSWORD).")
 
 
-_said = threading.Lock()
-
-
-def _say(vm: str, text: str) -> None:
-    """One line of what a VM's rehearsal does; called from its job's thread, so one line at a time."""
-    with _said:
-        err.print(f"[cyan]{safe(vm)}[/]: {safe(text)}")
-
-
-def _progress(wave, only: Optional[List[str]] = None):
+def _progress(wave, only: Optional[List[str]] = None, title: str = "cutover"):
     """Live table on a terminal, a plain line per event elsewhere (guestprep/commands/cutover_progress.py)."""
     from guestprep.commands.cutover_progress import WaveProgress
 
-    return WaveProgress([(v.name, v.node) for v in wave.vms if not only or v.name in only], console=err)
+    return WaveProgress([(v.name, v.node) for v in wave.vms if not only or v.name in only], console=err, title=title)
 
 
 def _secrets(wave, password_env: Optional[str]):
@@ -213,7 +203,12 @@ def rehearse(
 
     Per VM: vSphere snapshot, its base disks converted on the node, a temporary VM (name
     rehearsal-<vm>, tag guestprep-rehearsal, every NIC link_down=1), start, guest agent check;
-    then the VM and its volumes destroyed, the snapshot removed. Exit 0 when every VM would boot."""
+    then the VM and its volumes destroyed, the snapshot removed. Exit 0 when every VM would boot.
+
+    Journaled in <wave>.rehearsal/journal.sqlite (never the run's journal). After a rehearsal was
+    interrupted (the controller killed, the machine down), simply run `cutover rehearse` again: it
+    first removes exactly what the interrupted one created (its VM, the volumes it converted, its
+    snapshot, its directory on the node), then rehearses; no --resume is needed."""
     from guestprep.cutover import rehearse as rehearse_mod, wave as wave_mod
 
     wave = wave_mod.load(wave_file)
@@ -229,13 +224,22 @@ def rehearse(
         vmids[name] = int(num)
     secrets = _secrets(wave, password_env)
     options = _options("rollback", False, 300.0, agent_timeout, 600.0, poll, accept_new_host_keys, console_)
-    result = rehearse_mod.rehearse_wave(wave, names, secrets, options, parallel=parallel, vmids=vmids, say=_say)
+    with _progress(wave, sorted(set(names) | rehearse_mod.unsettled(wave)) if names else None,
+                   title="rehearsal") as progress:
+        result = rehearse_mod.rehearse_wave(wave, names, secrets, options, parallel=parallel, vmids=vmids,
+                                            events=progress.event)
+    for v in result.cleaned:
+        left = v.get("left_behind")
+        console.print(f"{safe(v['vm'])}: an interrupted rehearsal's traces "
+                      + (f"[red]not all removed[/]: {safe('; '.join(left))}" if left else "[green]removed[/]"))
     for v in result.vms:
         style = "green" if v["would_boot"] else "red"
         ev = v.get("evidence") or {}
         why = ("agent answered" + (f", addresses {', '.join(ev.get('addresses', []))}" if ev.get("addresses") else "")
                + (f", console: {ev['console'].get('line')!r}" if isinstance(ev.get("console"), dict) else "")) \
             if v["would_boot"] else "; ".join(v.get("reasons") or ["?"])
+        if v.get("previous_rehearsal"):
+            why += "; an interrupted rehearsal's traces were removed first"
         console.print(f"{safe(v['vm'])}: would boot: [{style}]{'yes' if v['would_boot'] else 'no'}[/] ({safe(why[:600])})")
     err.print(f"report: {safe(result.report)}")
     return result.exit_code

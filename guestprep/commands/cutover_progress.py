@@ -1,4 +1,4 @@
-"""Live progress of a cutover wave, on stderr (stdout keeps the per-VM outcome).
+"""Live progress of a cutover wave (`run`, `resume`, `rollback`, `rehearse`), on stderr (stdout keeps the per-VM outcome).
 
 On a terminal: one table row per VM (VM, node, step, elapsed, state, what it does now),
 redrawn a few times a second; failures and final phases are also printed above it, so they
@@ -32,8 +32,10 @@ from guestprep.cutover.controller import Event
 
 STATE_STYLE = {"done": "green", "running": "cyan", "pending": "dim", "failed": "red", "rollback_failed": "red",
                "hold_failed": "red", "rolled_back": "yellow", "held": "yellow", "rolling_back": "yellow",
-               "holding": "yellow"}
-FINAL = ("done", "failed", "rolled_back", "held", "rollback_failed", "hold_failed")
+               "holding": "yellow", "rehearsing": "cyan", "cleaning": "yellow", "would_boot": "green",
+               "would_not_boot": "red", "cleaned": "green", "left_behind": "red"}
+FINAL = ("done", "failed", "rolled_back", "held", "rollback_failed", "hold_failed",
+         "would_boot", "would_not_boot", "cleaned", "left_behind")   # the last four: `cutover rehearse`
 ENDINGS = FINAL + ("rolling_back", "holding")   # phases printed above the live table too
 NOTE_WIDTH = 100   # a note (a step's words, an error) in the live table; the plain lines keep it whole
 
@@ -70,7 +72,9 @@ def _elapsed(seconds: float | None) -> str:
 class WaveProgress:
     """Context manager; ``event`` is the controller's ``events`` callback."""
 
-    def __init__(self, vms: Iterable[tuple[str, str]], *, console: Console | None = None, live: bool | None = None):
+    def __init__(self, vms: Iterable[tuple[str, str]], *, console: Console | None = None, live: bool | None = None,
+                 title: str = "cutover"):
+        self.title = title
         self.console = console or make_console(stderr=True)
         self.live = _on_screen(self.console) if live is None else live
         self.rows = {vm: Row(vm, node) for vm, node in vms}
@@ -150,7 +154,7 @@ class WaveProgress:
         for r in rows:
             counts[r.phase] = counts.get(r.phase, 0) + 1
         caption = ", ".join(f"{n} {p}" for p, n in sorted(counts.items())) + f" · {_elapsed(now - self.started)}"
-        t = Table(title="cutover", caption=caption, caption_justify="left", title_justify="left", expand=False)
+        t = Table(title=self.title, caption=caption, caption_justify="left", title_justify="left", expand=False)
         for col in ("VM", "node", "step", "elapsed", "state"):
             t.add_column(col, no_wrap=col != "VM", overflow="fold")
         t.add_column("now", overflow="fold", max_width=NOTE_WIDTH)

@@ -9,38 +9,59 @@ manifests in the node's ``<wave>/<vm>.rehearsal/`` directory, never the real run
 start (the copy has the source's MACs and addresses: it must not meet the network), start,
 verify (the guest agent answers and reports the source's MACs and expected addresses; with
 ``--console`` also a login prompt on the serial console, and an emergency shell there ends the
-wait at once). Then, whatever happened: stop and destroy the temporary VM with its volumes,
-remove the snapshot, remove the node's rehearsal directory. The source's power is never touched.
+wait at once). Then, whatever happened: stop and destroy the temporary VM, free the volumes it
+converted, remove the node's rehearsal directory, remove the snapshot. The source's power is never
+touched.
 
-Nothing here is journaled in the wave's journal: a rehearsal changes nothing the run relies on.
-Its report: ``<wave>.rehearsal/report.json``.
+The rehearsal's own journal (``<wave>.rehearsal/journal.sqlite``, the run journal's conventions:
+WAL, a committed transaction at every step boundary, a lock file so that two controllers never
+rehearse the same wave) records, *before* anything is created, what this rehearsal may create:
+the temporary vmid and node, the snapshot's name, the volumes and the hand-off they are converted
+from. A controller killed midway leaves that record; the next `cutover rehearse` of the wave
+first cleans up exactly that (the VM only if it is still this rehearsal's, by name and tag; a
+volume only when this rehearsal's manifest on the node proves it converted it; the snapshot by
+its name; the node directory), then rehearses. The wave's run journal is never opened.
+
+Fault injection for the kill -9 tests: ``GUESTPREP_CUTOVER_REHEARSE_CRASH_AFTER=<step>`` (or
+``<vm>:<step>``) makes the process ``os._exit(137)`` right after the step acted and before the
+journal recorded it. Report: ``<wave>.rehearsal/report.json``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import secrets as pysecrets
 import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from guestprep.errors import ConfigError, GuestprepError
+
 from guestprep.cutover import steps
-from guestprep.cutover.journal import now
+from guestprep.cutover.journal import Journal, WaveLock, now
 from guestprep.cutover.sides import Secrets
 from guestprep.cutover.steps import VM_PATH, Limits, RunOptions, StepFailed, VmContext
 from guestprep.cutover.wave import VmPlan, Wave
 
 TAG = "guestprep-rehearsal"
 SCHEMA = "guestprep.cutover-rehearsal/1"
+CRASH_ENV = "GUESTPREP_CUTOVER_REHEARSE_CRASH_AFTER"
+STEPS = ("snapshot", "locate_disks", "convert", "finalize", "links_down", "start", "verify")
+CLEANUP = ("destroy_vm", "free_volumes", "remove_node_dir", "remove_snapshot")
+# phases of a VM in the rehearsal journal; anything else (rehearsing, cleaning, left_behind) may have left traces
+SETTLED = ("would_boot", "would_not_boot", "cleaned")
 
 
 @dataclass
 class RehearsalResult:
     vms: list[dict[str, Any]]
     report: str
+    cleaned: list[dict[str, Any]]          # what earlier, interrupted rehearsals had left, and what became of it
 
     @property
     def exit_code(self) -> int:
@@ -49,6 +70,16 @@ class RehearsalResult:
 
 def out_dir(wave: Wave) -> Path:
     return wave.path.parent / (wave.path.name + ".rehearsal")
+
+
+def _crash_point(vm: str, step: str) -> None:
+    want = os.environ.get(CRASH_ENV)
+    if want and want in (step, f"{vm}:{step}"):
+        os._exit(137)
+
+
+def _error_text(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, GuestprepError) else f"{type(exc).__name__}: {exc}"
 
 
 def _retarget(volid: str, vmid: int, tmp: int) -> str:
@@ -105,42 +136,213 @@ def _find_snapshot(session: Any, vm_obj: Any, name: str) -> Any | None:
     return None
 
 
-class Rehearsal:
+class RehearsalContext(VmContext):
+    """A VM context aimed at the temporary VM: finalize's manifest copies stay in the rehearsal's directory."""
+
+    def __init__(self, wave: Wave, plan: VmPlan, *args: Any):
+        super().__init__(wave, plan, *args)
+        self.manifests_root = out_dir(wave) / "manifests"
+
+
+def _journaled(j, vm: str, name: str, inputs: dict[str, Any], fn: Callable[[], Any],
+               log: list[dict[str, Any]]) -> Any:
+    """One step of a rehearsal between two journal boundaries (and a line of its report)."""
+    t0 = time.monotonic()
+    rec: dict[str, Any] = {"step": name, "started_at": now()}
+    log.append(rec)
+    attempt = j.start_attempt(vm, name, inputs)
+    try:
+        out = fn() or {}
+        _crash_point(vm, name)
+    except BaseException as exc:
+        rec.update(status="failed", error=_error_text(exc), seconds=round(time.monotonic() - t0, 2))
+        j.fail_attempt(attempt, rec["error"])
+        raise
+    rec.update(status="done", outputs=out, seconds=round(time.monotonic() - t0, 2))
+    j.finish_attempt(attempt, out)
+    return out
+
+
+class Traces:
+    """Removes what one rehearsal of a VM may have created, from the journal's record of it alone.
+
+    ``record``: the VM row's ``target`` (vmid, node, node_dir, plan_name, handoff_sha256, volids) and
+    ``source`` (snapshot). Each part checks before it acts, so a cleanup killed midway is simply
+    run again. Nothing is touched that this rehearsal cannot be shown to have made."""
+
     def __init__(self, wave: Wave, vm: VmPlan, secrets: Secrets, options: RunOptions, say: Callable[[str], None],
-                 vmid: int | None):
-        self.wave, self.vm, self.o, self.say = wave, vm, options, say
+                 source: dict[str, Any], target: dict[str, Any]):
+        self.wave, self.vm, self.src, self.tgt = wave, vm, source, target
+        plan = replace(vm, name=target["plan_name"], vmid=int(target["vmid"]), node=target["node"],
+                       handoff_sha256=target["handoff_sha256"],
+                       disks=[{"label": d["label"], "volid": d["volid"]} for d in target.get("disks") or []])
+        self.ctx = RehearsalContext(wave, plan, None, secrets, options, Limits(), say)
         self.base = VmContext(wave, vm, None, secrets, options, Limits(), say)
+
+    def close(self) -> None:
+        self.ctx.close()
+        self.base.close()
+
+    def run(self, j, log: list[dict[str, Any]]) -> dict[str, Any]:
+        """Every part, each journaled; a part that fails does not stop the others. Returns the summary."""
+        out: dict[str, Any] = {}
+        for name, fn in (("destroy_vm", self.destroy_vm), ("free_volumes", self.free_volumes),
+                         ("remove_node_dir", self.remove_node_dir), ("remove_snapshot", self.remove_snapshot)):
+            if name == "remove_node_dir" and str(out.get("free_volumes", "")).startswith("failed: "):
+                out[name] = "kept: its manifests prove which volumes left are this rehearsal's"
+                continue
+            try:
+                out.update(_journaled(j, self.vm.name, name, {"vmid": self.tgt.get("vmid"),
+                                                              "snapshot": self.src.get("snapshot")}, fn, log))
+            except Exception as exc:
+                out[name] = f"failed: {_error_text(exc)}"
+        return out
+
+    # ------------------------------------------------------------------ the temporary VM
+    def _ours(self) -> dict[str, Any] | None:
+        """The VM with the temporary vmid, when it is still this rehearsal's (its name and tag)."""
+        c = self.ctx
+        found = [r for r in c.pve.get("/cluster/resources", type="vm") if r.get("vmid") == c.vm.vmid]
+        if not found:
+            return None
+        node = found[0].get("node", c.vm.node)
+        cfg = c.pve.get(VM_PATH + "/config", {"node": node, "vmid": c.vm.vmid})
+        from guestprep.target_policy import proxmox_name
+
+        tags = re.split(r"[;, ]+", str(cfg.get("tags") or ""))
+        if cfg.get("name") != proxmox_name(f"rehearsal-{self.vm.name}") or TAG not in tags:   # as finalize names it
+            raise StepFailed(f"vmid {c.vm.vmid} is now {cfg.get('name')!r} (tags {cfg.get('tags')!r}), not this "
+                             "rehearsal's VM: not touching it", where=self.vm.name)
+        status = c.pve.get(VM_PATH + "/status/current", {"node": node, "vmid": c.vm.vmid}).get("status")
+        return {"node": node, "status": status}
+
+    def destroy_vm(self) -> dict[str, Any]:
+        c = self.ctx
+        t = self._ours()
+        if t is None:
+            return {"vm": "absent"}
+        pp = {"node": t["node"], "vmid": c.vm.vmid}
+        if t["status"] == "running":
+            c.pve.wait_task(t["node"], c.pve.call("POST", VM_PATH + "/status/stop", pp), f"stop VM {c.vm.vmid}", 600.0)
+        # purge: out of backup jobs and HA; its disks go with it (Proxmox removes the volumes its config owns)
+        c.pve.wait_task(t["node"], c.pve.call("DELETE", VM_PATH, pp, {"purge": 1}), f"destroy VM {c.vm.vmid}", 600.0)
+        return {"vm": "destroyed"}
+
+    # ------------------------------------------------------------------ volumes converted, perhaps never attached
+    def _exists(self, volid: str) -> bool:
+        c = self.ctx
+        content = c.pve.get("/nodes/{node}/storage/{storage}/content",
+                            {"node": c.vm.node, "storage": volid.split(":", 1)[0]})
+        return any(v.get("volid") == volid for v in content)
+
+    def _proof(self, disk: dict[str, Any]) -> bool:
+        """This rehearsal's manifest on the node names the volume and the rehearsal's hand-off."""
+        c = self.ctx
+        r = c.node.run(["cat", "--", c.manifest_path(disk["label"])])
+        if r.rc != 0:
+            return False
+        try:
+            ho = json.loads(r.stdout).get("handoff") or {}
+        except ValueError:
+            return False
+        return ho.get("sha256") == c.vm.handoff_sha256 and ho.get("volid") == disk["volid"]
+
+    def free_volumes(self) -> dict[str, Any]:
+        c, freed, kept = self.ctx, [], []
+        for d in c.converted_disks():
+            if not self._exists(d["volid"]):
+                continue
+            if not self._proof(d):
+                kept.append(d["volid"])   # not provably ours: a human looks, nothing is destroyed
+                continue
+            freed.append(d["volid"])
+        if freed:
+            self._adopt_and_destroy(freed)
+        left = [d["volid"] for d in c.converted_disks() if self._exists(d["volid"])]
+        if left:
+            raise StepFailed(f"volumes left after the rehearsal: {', '.join(left)}"
+                             + (f" (no manifest of this rehearsal proves {', '.join(kept)} its own: kept)" if kept
+                                else ""), where=self.vm.name)
+        return {"volumes_freed": freed, "volumes_left": []}
+
+    def _adopt_and_destroy(self, volids: list[str]) -> None:
+        """Free volumes of the temporary vmid the way Proxmox frees a VM's own disks: a holder VM with
+        this rehearsal's name and tag is created on them, then destroyed (only its referenced disks
+        go with it: nothing else of that vmid). The API calls finalize and destroy_vm already make."""
+        from guestprep.target_policy import proxmox_name
+
+        c = self.ctx
+        if self._ours() is not None:   # destroy_vm failed: the VM is still there; not a second one
+            raise StepFailed(f"VM {c.vm.vmid} is still there", where=self.vm.name)
+        params = {"vmid": c.vm.vmid, "name": proxmox_name(f"rehearsal-{self.vm.name}"), "tags": TAG,
+                  **{f"scsi{i}": v for i, v in enumerate(volids)}}
+        c.pve.wait_task(c.vm.node, c.pve.call("POST", "/nodes/{node}/qemu", {"node": c.vm.node}, params),
+                        f"create holder VM {c.vm.vmid} for {', '.join(volids)}", 600.0)
+        self.destroy_vm()
+
+    # ------------------------------------------------------------------ the node's directory, the snapshot
+    def remove_node_dir(self) -> dict[str, Any]:
+        c = self.ctx
+        shutil.rmtree(c.local_manifests(), ignore_errors=True)   # finalize's copies of the manifests
+        r = c.node.run(["rm", "-rf", "--", self.tgt["node_dir"]])
+        if r.rc != 0:
+            raise StepFailed(f"rm {self.tgt['node_dir']}: {r.stderr.decode(errors='replace')[-300:]}",
+                             where=f"node {c.vm.node}")
+        return {"node_dir": "removed"}
+
+    def remove_snapshot(self) -> dict[str, Any]:
+        name, b = self.src.get("snapshot"), self.base
+        if not name:
+            return {"snapshot": "none taken"}
+        snap = _find_snapshot(b.vsphere, b.vm_object, name)
+        if snap is None:
+            return {"snapshot": "removed"}
+        # the VM's snapshot tree is the truth, not the task (govmomi's simulator names the snapshot as
+        # the task's entity, which pyVmomi cannot read)
+        snap.RemoveSnapshot_Task(removeChildren=False, consolidate=True)
+        deadline = time.monotonic() + 120
+        while _find_snapshot(b.vsphere, b.vm_object, name) is not None:
+            if time.monotonic() > deadline:
+                raise StepFailed(f"snapshot {name!r} is still on the source after 120 s", where=self.vm.name)
+            time.sleep(1)
+        return {"snapshot": "removed"}
+
+
+class Rehearsal:
+    def __init__(self, wave: Wave, vm: VmPlan, secrets: Secrets, options: RunOptions, journal, vmid: int | None):
+        self.wave, self.vm, self.o, self.j = wave, vm, options, journal
+        self.say = journal.note(vm.name)
+        self.base = VmContext(wave, vm, None, secrets, options, Limits(), self.say)
         self.secrets, self.want_vmid = secrets, vmid
-        self.ctx: VmContext | None = None
         self.ev: dict[str, Any] = {"vm": vm.name, "would_boot": False, "started_at": now(), "steps": [],
                                    "reasons": [], "cleanup": {}}
 
     def step(self, name: str, fn: Callable[[], Any]) -> Any:
-        t0 = time.monotonic()
-        rec: dict[str, Any] = {"step": name, "started_at": now()}
-        self.ev["steps"].append(rec)
-        try:
-            out = fn()
-            rec.update(status="done", outputs=out)
-            return out
-        except Exception as exc:
-            rec.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            rec["seconds"] = round(time.monotonic() - t0, 2)
+        return _journaled(self.j, self.vm.name, name, {"vmid": self.ev.get("vmid")}, fn, self.ev["steps"])
 
     def run(self) -> dict[str, Any]:
         from guestprep.vsphere import actions
 
-        b = self.base
-        snap_name = f"guestprep-rehearsal-{b.wave_id}-{int(time.time())}"
+        b, j, name = self.base, self.j, self.vm.name
+        traces: Traces | None = None
         try:
             facts = b.facts()
             self.ev["source_power_before"] = facts.power_state
             tmp = self.want_vmid or int(b.pve.get("/cluster/nextid"))
             self.ev["vmid"] = tmp
             plan = rehearsal_plan(self.wave, self.vm, tmp, out_dir(self.wave) / "handoffs")
-            self.ctx = ctx = VmContext(self.wave, plan, None, self.secrets, self.o, Limits(), self.say)
+            snap_name = f"guestprep-rehearsal-{b.wave_id}-{int(time.time())}-{pysecrets.token_hex(3)}"
+            # what this rehearsal may create, committed before any of it exists: a killed controller's
+            # successor cleans up from this record alone
+            source = {"moref": self.vm.moref, "snapshot": snap_name}
+            target = {"vmid": tmp, "node": plan.node, "plan_name": plan.name, "handoff_sha256": plan.handoff_sha256,
+                      "node_dir": f"{self.wave.nodes[plan.node].workdir.rstrip('/')}/{b.wave_id}/{plan.name}",  # NodeLink.dir
+                      "disks": [{"label": d["label"], "volid": d["volid"]} for d in plan.disks
+                                if d.get("volid") and not d.get("skip")]}
+            j.set_vm(name, "rehearsing", source=source, target=target, error=None)
+            traces = Traces(self.wave, self.vm, self.secrets, self.o, self.say, source, target)
+            ctx = traces.ctx
+            ctx.vm = plan   # the full rehearsal plan (its hand-off path) for the steps
             self.step("snapshot", lambda: actions.snapshot(b.vsphere, b.vm_object, snap_name, quiesce=facts.tools_running,
                                                            description="guestprep cutover rehearsal: base disks frozen "
                                                                        "while they are converted; removed afterwards"))
@@ -153,17 +355,24 @@ class Rehearsal:
             self.ev["evidence"] = self.step("verify", lambda: self.verify(ctx))
             self.ev["would_boot"] = True
         except Exception as exc:
-            self.ev["reasons"].append(str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}")
+            self.ev["reasons"].append(_error_text(exc))
         finally:
-            self.cleanup(snap_name)
+            if traces is None:   # failed before anything was created
+                j.set_vm(name, "would_not_boot", error="; ".join(self.ev["reasons"]) or None)
+            else:
+                j.set_vm(name, "cleaning")
+                self.ev["cleanup"] = cleaned = traces.run(j, self.ev["steps"])
+                failed = [f"{k}: {v}" for k, v in cleaned.items() if str(v).startswith("failed: ")]
+                self.ev["reasons"] += [f"not cleaned up: {f}" for f in failed]
+                phase = "left_behind" if failed else "would_boot" if self.ev["would_boot"] else "would_not_boot"
+                j.set_vm(name, phase, error="; ".join(self.ev["reasons"]) or None)
+                traces.close()
             self.ev["finished_at"] = now()
             try:
                 self.ev["source_power_after"] = b.facts().power_state
             except Exception as exc:
                 self.ev["source_power_after"] = f"unknown ({exc})"
-            for c in (self.ctx, b):
-                if c is not None:
-                    c.close()
+            b.close()
         return self.ev
 
     def links_down(self, ctx: VmContext) -> dict[str, Any]:
@@ -192,84 +401,114 @@ class Rehearsal:
             out["console"] = res
         return out
 
-    def cleanup(self, snap_name: str) -> None:
-        c, b, rec = self.ctx, self.base, self.ev["cleanup"]
-        if c is not None and self.ev.get("vmid"):
-            try:
-                t = c.target_vm()
-                if t is None:
-                    rec["vm"] = "never created"
-                else:
-                    if not str(t["name"] or "").startswith("rehearsal-"):
-                        raise StepFailed(f"vmid {c.vm.vmid} is {t['name']!r}, not this rehearsal's VM: not touching it")
-                    if t["status"] == "running":
-                        c.pve.wait_task(c.vm.node, c.pve.call("POST", VM_PATH + "/status/stop", c.pp()),
-                                        f"stop VM {c.vm.vmid}", 600.0)
-                    upid = c.pve.call("DELETE", VM_PATH, c.pp(), {"purge": 1, "destroy-unreferenced-disks": 1})
-                    c.pve.wait_task(c.vm.node, upid, f"destroy VM {c.vm.vmid}", 600.0)
-                    rec["vm"] = "destroyed"
-                left = [d["volid"] for d in c.converted_disks() if self._volume_exists(c, d["volid"])]
-                rec["volumes_left"] = left
-                if left:
-                    self.ev["reasons"].append(f"volumes left after the rehearsal: {', '.join(left)}")
-            except Exception as exc:
-                rec["vm"] = f"cleanup failed: {exc}"
-                self.ev["reasons"].append(f"the temporary VM {self.ev.get('vmid')} could not be removed: {exc}")
-            try:
-                r = c.node.run(["rm", "-rf", "--", f"{c.node.dir}/{c.vm.name}"])
-                rec["node_dir"] = "removed" if r.rc == 0 else r.stderr.decode(errors="replace")[-300:]
-            except Exception as exc:
-                rec["node_dir"] = f"not removed: {exc}"
-            # finalize's local copies of the rehearsal's manifests
-            shutil.rmtree(self.wave.state_dir / "manifests" / re.sub(r"[^A-Za-z0-9._-]+", "_", c.vm.name),
-                          ignore_errors=True)
-        if self.ev.get("snapshot"):
-            try:
-                snap = _find_snapshot(b.vsphere, b.vm_object, snap_name)
-                if snap is not None:
-                    # the VM's snapshot tree is the truth, not the task (govmomi's simulator names the
-                    # snapshot as the task's entity, which pyVmomi cannot read)
-                    snap.RemoveSnapshot_Task(removeChildren=False, consolidate=True)
-                    deadline = time.monotonic() + 120
-                    while _find_snapshot(b.vsphere, b.vm_object, snap_name) is not None and time.monotonic() < deadline:
-                        time.sleep(1)
-                rec["snapshot"] = "removed" if _find_snapshot(b.vsphere, b.vm_object, snap_name) is None \
-                    else "still there"
-            except Exception as exc:
-                rec["snapshot"] = f"not removed: {exc}"
-            if rec.get("snapshot") != "removed":
-                self.ev["reasons"].append(f"snapshot {snap_name!r} is still on the source: {rec['snapshot']}")
 
-    @staticmethod
-    def _volume_exists(c: VmContext, volid: str) -> bool:
-        sid = volid.split(":", 1)[0]
-        content = c.pve.get("/nodes/{node}/storage/{storage}/content", {"node": c.vm.node, "storage": sid})
-        return any(v.get("volid") == volid for v in content)
+def clean_leftover(wave: Wave, row: dict[str, Any], secrets: Secrets, options: RunOptions, journal) -> dict[str, Any]:
+    """What an interrupted rehearsal of ``row['vm']`` left, removed from the journal's record of it."""
+    name = row["vm"]
+    rec: dict[str, Any] = {"vm": name, "phase_found": row["phase"], "vmid": row["target"].get("vmid"),
+                           "snapshot": row["source"].get("snapshot"), "steps": []}
+    if not row["target"].get("vmid"):   # the record was never written: nothing was created
+        journal.set_vm(name, "cleaned")
+        rec["cleanup"] = {}
+        return rec
+    journal.set_vm(name, "cleaning")
+    traces = Traces(wave, wave.vm(name), secrets, options, journal.note(name), row["source"], row["target"])
+    try:
+        rec["cleanup"] = done = traces.run(journal, rec["steps"])
+    finally:
+        traces.close()
+    failed = [f"{k}: {v}" for k, v in done.items() if str(v).startswith("failed: ")]
+    journal.set_vm(name, "left_behind" if failed else "cleaned", error="; ".join(failed) or None)
+    rec["left_behind"] = failed
+    return rec
+
+
+def unsettled(wave: Wave) -> set[str]:
+    """Read-only: the VMs an interrupted rehearsal of this wave left traces of (WAL readers never block)."""
+    path = out_dir(wave) / "journal.sqlite"
+    if not path.is_file():
+        return set()
+    j = Journal(path)
+    try:
+        return {r["vm"] for r in j.vms() if r["phase"] not in SETTLED}
+    finally:
+        j.close()
+
+
+def _bind(journal: Journal, wave: Wave) -> list[dict[str, Any]]:
+    """The journal's unsettled VMs (a rehearsal was interrupted, or its cleanup failed); the journal is
+    tied to the wave's plan hash while any are left (their node directory and hand-off are named by it)."""
+    unsettled = [r for r in journal.vms() if r["phase"] not in SETTLED]
+    known = journal.get_meta("plan_hash")
+    if unsettled and known and known != wave.plan_hash:
+        left = "; ".join(f"{r['vm']}: VM {r['target'].get('vmid')} on {r['target'].get('node')}, snapshot "
+                         f"{r['source'].get('snapshot')!r}" for r in unsettled)
+        raise ConfigError(f"an interrupted rehearsal of this wave as it was before it changed left traces ({left}); "
+                          "restore the wave file and run `cutover rehearse` again to remove them", where=str(wave.path))
+    missing = [r["vm"] for r in unsettled if r["vm"] not in {v.name for v in wave.vms}]
+    if missing:
+        raise ConfigError(f"the journal names VMs no longer in the wave with rehearsal traces: {', '.join(missing)}",
+                          where=str(journal.path))
+    journal.set_meta("plan_hash", wave.plan_hash)
+    return unsettled
 
 
 def rehearse_wave(wave: Wave, names: list[str], secrets: Secrets, options: RunOptions, *, parallel: int,
-                  vmids: dict[str, int] | None, say: Callable[[str, str], None]) -> RehearsalResult:
-    """``say(vm, text)`` is called from the VMs' threads at once: it must be thread-safe."""
+                  vmids: dict[str, int] | None, events: Callable[[Any], None]) -> RehearsalResult:
+    """Clean up what interrupted rehearsals left, then rehearse. ``events`` (the run's
+    :class:`controller.Event`, one per journal boundary and phase, and the steps' notes) is called
+    from the VMs' threads at once: it must be thread-safe."""
     from types import SimpleNamespace
 
+    from guestprep.cutover.controller import WatchedJournal
     from guestprep.runner import run_guests
 
     chosen = [wave.vm(n) for n in names] if names else list(wave.vms)
-    if not wave.state_dir.is_dir():   # finalize keeps its copies of the manifests there (private, as `run` makes it)
-        wave.state_dir.mkdir(mode=0o700)
-    def job(item, interrupt):   # ``say`` is thread-safe: the command's _say prints one line under its lock
-        return Rehearsal(wave, item.plan, secrets, options, lambda text, vm=item.name: say(vm, text),
-                         (vmids or {}).get(item.name)).run()
+    d = out_dir(wave)
+    if not d.is_dir():
+        d.mkdir(mode=0o700)
+    lock = WaveLock(d / "lock").acquire()
+    plain = Journal(d / "journal.sqlite")
+    try:
+        journal = WatchedJournal(plain, wave, events)
+        unsettled = _bind(plain, wave)
+        journal.interrupt_stale()   # we hold the lock: a 'running' attempt is a dead controller's
+        journal.set_meta("last_controller_pid", str(os.getpid()))
+        leftovers = {r["vm"]: r for r in unsettled}
+        for v in chosen:   # an unsettled row keeps its record until its traces are gone
+            if v.name not in leftovers:
+                journal.set_vm(v.name, "pending", source={}, target={}, error=None)
 
-    def crashed(item, exc: BaseException):
-        return {"vm": item.name, "would_boot": False, "reasons": [f"controller error: {type(exc).__name__}: {exc}"]}
+        def job(item, interrupt):
+            prior = leftovers.get(item.name)
+            cleaned = clean_leftover(wave, prior, secrets, options, journal) if prior else None
+            if item.plan is None:
+                return cleaned
+            if cleaned and cleaned.get("left_behind"):
+                return {"vm": item.name, "would_boot": False, "previous_rehearsal": cleaned,
+                        "reasons": ["an interrupted rehearsal's traces could not all be removed (not rehearsing "
+                                    "again on top of them): " + "; ".join(cleaned["left_behind"])]}
+            ev = Rehearsal(wave, item.plan, secrets, options, journal, (vmids or {}).get(item.name)).run()
+            if cleaned:
+                ev["previous_rehearsal"] = cleaned
+            return ev
 
-    results = run_guests([SimpleNamespace(name=v.name, plan=v) for v in chosen], job, parallel, crashed).results
+        def crashed(item, exc: BaseException):
+            return {"vm": item.name, "would_boot": False, "reasons": [f"controller error: {type(exc).__name__}: {exc}"]}
+
+        items = [SimpleNamespace(name=v.name, plan=v) for v in chosen] + \
+            [SimpleNamespace(name=n, plan=None) for n in leftovers if n not in {v.name for v in chosen}]
+        results = [r for r in run_guests(items, job, parallel, crashed).results if r]
+    finally:
+        plain.close()
+        lock.release()
     by_name = {r["vm"]: r for r in results}
     ordered = [by_name[v.name] for v in chosen if v.name in by_name]
-    d = out_dir(wave)
-    d.mkdir(parents=True, exist_ok=True)
+    cleaned_only = [r for n, r in by_name.items() if n not in {v.name for v in chosen}]
     report = d / "report.json"
-    report.write_text(json.dumps({"schema": SCHEMA, "wave": str(wave.path), "plan_hash": wave.plan_hash,
-                                  "vms": ordered}, indent=1, sort_keys=True, default=str) + "\n")
-    return RehearsalResult(ordered, str(report))
+    tmp = report.with_name(".report.json.tmp")   # never half-written
+    tmp.write_text(json.dumps({"schema": SCHEMA, "wave": str(wave.path), "plan_hash": wave.plan_hash,
+                               "vms": ordered, "cleaned_up_only": cleaned_only},
+                              indent=1, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, report)
+    return RehearsalResult(ordered, str(report), cleaned_only)

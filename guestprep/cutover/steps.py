@@ -156,6 +156,11 @@ class VmContext:
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", label)
         return f"{self.node.dir}/{self.vm.name}/{slug}.manifest.json"
 
+    def local_manifests(self):
+        """Where finalize keeps its copies of the node's manifests (a rehearsal keeps its own, outside the run's state)."""
+        root = getattr(self, "manifests_root", None) or self.wave.state_dir / "manifests"
+        return root / re.sub(r"[^A-Za-z0-9._-]+", "_", self.vm.name)
+
     def converted_disks(self) -> list[dict[str, Any]]:
         return [d for d in self.vm.disks if d.get("volid") and not d.get("skip")]
 
@@ -456,7 +461,7 @@ def finalize(ctx: VmContext) -> dict[str, Any]:
         raise StepFailed(f"no verified manifest for {', '.join(missing)} on node {ctx.vm.node}: not attaching",
                          where=ctx.vm.name)
     # finalize checks each volume against its manifest itself: hand it the node's, fetched now
-    local = ctx.wave.state_dir / "manifests" / re.sub(r"[^A-Za-z0-9._-]+", "_", ctx.vm.name)
+    local = ctx.local_manifests()
     local.mkdir(parents=True, exist_ok=True)
     for d in ctx.converted_disks():
         dest = local / (re.sub(r"[^A-Za-z0-9._-]+", "_", d["label"]) + ".guestprep-manifest.json")
