@@ -166,16 +166,17 @@ def _journaled(j, vm: str, name: str, inputs: dict[str, Any], fn: Callable[[], A
 class Traces:
     """Removes what one rehearsal of a VM may have created, from the journal's record of it alone.
 
-    ``record``: the VM row's ``target`` (vmid, node, node_dir, plan_name, handoff_sha256, volids) and
-    ``source`` (snapshot). Each part checks before it acts, so a cleanup killed midway is simply
+    The record: the VM row's ``target`` (vmid, node, node_dir, plan_name, handoff_sha256, disks) and
+    ``source`` (moref, snapshot). Each part checks before it acts, so a cleanup killed midway is simply
     run again. Nothing is touched that this rehearsal cannot be shown to have made."""
 
     def __init__(self, wave: Wave, vm: VmPlan, secrets: Secrets, options: RunOptions, say: Callable[[str], None],
-                 source: dict[str, Any], target: dict[str, Any]):
+                 source: dict[str, Any], target: dict[str, Any], plan: VmPlan | None = None):
+        """``plan``: the rehearsal's own plan while it runs; rebuilt from ``target`` after a crash."""
         self.wave, self.vm, self.src, self.tgt = wave, vm, source, target
-        plan = replace(vm, name=target["plan_name"], vmid=int(target["vmid"]), node=target["node"],
-                       handoff_sha256=target["handoff_sha256"],
-                       disks=[{"label": d["label"], "volid": d["volid"]} for d in target.get("disks") or []])
+        plan = plan or replace(vm, name=target["plan_name"], vmid=int(target["vmid"]), node=target["node"],
+                               handoff_sha256=target["handoff_sha256"],
+                               disks=[{"label": d["label"], "volid": d["volid"]} for d in target.get("disks") or []])
         self.ctx = RehearsalContext(wave, plan, None, secrets, options, Limits(), say)
         self.base = VmContext(wave, vm, None, secrets, options, Limits(), say)
 
@@ -340,9 +341,8 @@ class Rehearsal:
                       "disks": [{"label": d["label"], "volid": d["volid"]} for d in plan.disks
                                 if d.get("volid") and not d.get("skip")]}
             j.set_vm(name, "rehearsing", source=source, target=target, error=None)
-            traces = Traces(self.wave, self.vm, self.secrets, self.o, self.say, source, target)
+            traces = Traces(self.wave, self.vm, self.secrets, self.o, self.say, source, target, plan)
             ctx = traces.ctx
-            ctx.vm = plan   # the full rehearsal plan (its hand-off path) for the steps
             self.step("snapshot", lambda: actions.snapshot(b.vsphere, b.vm_object, snap_name, quiesce=facts.tools_running,
                                                            description="guestprep cutover rehearsal: base disks frozen "
                                                                        "while they are converted; removed afterwards"))
@@ -438,19 +438,19 @@ def unsettled(wave: Wave) -> set[str]:
 def _bind(journal: Journal, wave: Wave) -> list[dict[str, Any]]:
     """The journal's unsettled VMs (a rehearsal was interrupted, or its cleanup failed); the journal is
     tied to the wave's plan hash while any are left (their node directory and hand-off are named by it)."""
-    unsettled = [r for r in journal.vms() if r["phase"] not in SETTLED]
+    rows = [r for r in journal.vms() if r["phase"] not in SETTLED]
     known = journal.get_meta("plan_hash")
-    if unsettled and known and known != wave.plan_hash:
+    if rows and known and known != wave.plan_hash:
         left = "; ".join(f"{r['vm']}: VM {r['target'].get('vmid')} on {r['target'].get('node')}, snapshot "
-                         f"{r['source'].get('snapshot')!r}" for r in unsettled)
+                         f"{r['source'].get('snapshot')!r}" for r in rows)
         raise ConfigError(f"an interrupted rehearsal of this wave as it was before it changed left traces ({left}); "
                           "restore the wave file and run `cutover rehearse` again to remove them", where=str(wave.path))
-    missing = [r["vm"] for r in unsettled if r["vm"] not in {v.name for v in wave.vms}]
+    missing = [r["vm"] for r in rows if r["vm"] not in {v.name for v in wave.vms}]
     if missing:
         raise ConfigError(f"the journal names VMs no longer in the wave with rehearsal traces: {', '.join(missing)}",
                           where=str(journal.path))
     journal.set_meta("plan_hash", wave.plan_hash)
-    return unsettled
+    return rows
 
 
 def rehearse_wave(wave: Wave, names: list[str], secrets: Secrets, options: RunOptions, *, parallel: int,
@@ -471,10 +471,10 @@ def rehearse_wave(wave: Wave, names: list[str], secrets: Secrets, options: RunOp
     plain = Journal(d / "journal.sqlite")
     try:
         journal = WatchedJournal(plain, wave, events)
-        unsettled = _bind(plain, wave)
+        prior_rows = _bind(plain, wave)
         journal.interrupt_stale()   # we hold the lock: a 'running' attempt is a dead controller's
         journal.set_meta("last_controller_pid", str(os.getpid()))
-        leftovers = {r["vm"]: r for r in unsettled}
+        leftovers = {r["vm"]: r for r in prior_rows}
         for v in chosen:   # an unsettled row keeps its record until its traces are gone
             if v.name not in leftovers:
                 journal.set_vm(v.name, "pending", source={}, target={}, error=None)
