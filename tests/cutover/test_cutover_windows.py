@@ -20,7 +20,8 @@ import subprocess
 
 import pytest
 
-from tests.cutover.windows_support import IP, MAC, coexist_disks, make_windows_lab, ws2019_with_agent
+from tests.cutover.windows_support import (IP, MAC, coexist_disks, datastore_files, make_windows_lab,
+                                           ws2019_with_agent)
 from tests.windows.conftest import ntlm_user_file, password_env, pki, wsman  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
@@ -55,6 +56,8 @@ def test_windows_cutover_detaches_coexistence_disk_runs_sata_first_and_post_pref
     running = wsman(ws2019_with_agent())
     lab_ = make_windows_lab(lab, running, "DC0_C0_RP0_VM2", 9401, post_preflight={"timeout": 60})
     marker = coexist_disks(lab_)[0]
+    marker_name = marker.rsplit("/", 1)[-1]
+    assert marker_name in datastore_files(lab_, marker)   # `vm coexist attach` created its file
     coexist_rel = _mirror_coexist_file(lab_, marker)
     lab_.plan()
     plan = yaml_vm(lab_)
@@ -79,6 +82,7 @@ def test_windows_cutover_detaches_coexistence_disk_runs_sata_first_and_post_pref
     assert steps["coexist_detach"]["outputs"]["applied"] == "coexistence disk detached and its file deleted"
     assert steps["coexist_detach"]["ended"] <= steps["shutdown"]["started"]
     assert coexist_disks(lab_) == []                  # read from vSphere directly
+    assert marker_name not in datastore_files(lab_, marker)
     # ... and never converted nor attached on Proxmox
     assert [d["label"] for d in steps["convert"]["outputs"]["disks"]] == [plan["disks"][0]["label"]]
     assert lab_.target()["files"] == [volid.split("/")[-1]]

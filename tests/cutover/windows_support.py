@@ -105,3 +105,18 @@ def make_windows_lab(lab, running, vm_name: str, vmid: int, **cutover_options) -
     coexist_attach(lab_)
     assert coexist_disks(lab_), "guestprep vm coexist attach left no coexistence disk"
     return lab_
+
+
+def datastore_files(lab_: Lab, path: str) -> list[str]:
+    """The files beside ``path`` ("[ds] dir/file") on the simulator's datastore, listed through the vSphere
+    API's HostDatastoreBrowser.SearchDatastore_Task (what the vSphere Client's datastore browser uses)."""
+    from pyVmomi import vim
+
+    from guestprep.vsphere.actions import run_task
+
+    ds_name, rel = path[1:].split("] ", 1)
+    ds = next(d for d in lab_.vm.datastore if d.name == ds_name)
+    folder = f"[{ds_name}] {rel.rsplit('/', 1)[0]}"
+    res = run_task(lab_.vs, f"browse {folder}", lambda: ds.browser.SearchDatastore_Task(
+        datastorePath=folder, searchSpec=vim.host.DatastoreBrowser.SearchSpec(matchPattern=["*"])))
+    return sorted(f.path for f in res.file or [])
