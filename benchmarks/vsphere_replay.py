@@ -46,7 +46,8 @@ KEPT_HEADERS = ("Content-Type", "Set-Cookie")
 
 @dataclass
 class Traffic:
-    """What one case sent and got: round trips, bytes, and the server's time to answer."""
+    """What one case sent and got: round trips, bytes, and the server's time to answer (to the first
+    byte of each answer, as the proxy saw it: the simulator writes its whole answer before sending)."""
 
     calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     sent: int = 0
@@ -65,7 +66,7 @@ class Traffic:
         calls = ", ".join(f"{n} x{c}" for n, c in sorted(self.calls.items(), key=lambda x: -x[1]))
         return (f"{sum(self.calls.values())} round trips ({calls}); sent {self.sent / 1e3:.1f} KB, "
                 f"received {self.received / 1e6:.2f} MB (largest answer {self.largest / 1e6:.2f} MB); "
-                f"server's time to answer {self.server_s:.3f} s")
+                f"server's time to first byte {self.server_s:.3f} s")
 
 
 def soap_method(body: bytes) -> str:
@@ -194,12 +195,12 @@ class Recorder:
         try:
             conn.request(method, path, body if method == "POST" else None, sent)
             resp = conn.getresponse()
+            elapsed = time.perf_counter() - started  # to the answer's headers: the server's work, not our read
             data = resp.read()
         except (OSError, http.client.HTTPException):
             self.local.conn = None
             conn.close()
             raise
-        elapsed = time.perf_counter() - started
         kept = [(k, v) for k, v in resp.getheaders() if k.title() in KEPT_HEADERS]
         raw = response_bytes(resp.status, resp.reason, kept, data)
         key = (method, path, body)

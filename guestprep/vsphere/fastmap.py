@@ -128,6 +128,10 @@ def _section(body: bytes, tag: bytes) -> tuple[bytes, bytes, int, int] | None:
     return body[start + 1 + len(tag):gt], body[gt + 1:close], start, close + len(tag) + 3
 
 
+_device_heads: dict[bytes, tuple[type, str, str | None]] = {}  # "<VirtualDevice xsi:type=..." -> _classify
+_backing_types: dict[bytes, type] = {}                         # <backing> attributes -> its class
+
+
 def parse_devices(raw: bytes) -> list[_Dev]:
     """The devices guestprep maps, in answer order. Raises NotUnderstood for shapes it does not read.
 
@@ -143,10 +147,14 @@ def parse_devices(raw: bytes) -> list[_Dev]:
     out = []
     for piece in pieces[:-1]:
         gt = piece.find(b">")
-        at = piece.find(b':type="', 15, gt)  # xsi:type, whatever the prefix
-        if at < 0 or not piece.startswith(b"<VirtualDevice "):
-            raise NotUnderstood("a device list item that is not a <VirtualDevice xsi:type=...>")
-        cls, role, model = _classify(piece[at + 7:piece.find(b'"', at + 7)])
+        head = piece[:gt]
+        found = _device_heads.get(head)
+        if found is None:
+            at = piece.find(b':type="', 15, gt)  # xsi:type, whatever the prefix
+            if at < 0 or not piece.startswith(b"<VirtualDevice "):
+                raise NotUnderstood("a device list item that is not a <VirtualDevice xsi:type=...>")
+            found = _device_heads[head] = _classify(piece[at + 7:piece.find(b'"', at + 7)])
+        cls, role, model = found
         if not role:
             continue  # keyboard, video card, PCI/PS2/SIO controllers...: nothing guestprep keeps
         body = piece[gt + 1:]
@@ -154,10 +162,13 @@ def parse_devices(raw: bytes) -> list[_Dev]:
         backing_cls, backing_leaves, has_port = None, {}, False
         if backing is not None:
             attrs, inner, start, end = backing
-            bm = _XSI.search(attrs)
-            backing_cls = fastsoap._wsdl_type(bm.group(1).decode()) if bm else None
-            if not isinstance(backing_cls, type):
-                raise NotUnderstood("a backing of unknown type")
+            backing_cls = _backing_types.get(attrs)
+            if backing_cls is None:
+                bm = _XSI.search(attrs)
+                backing_cls = fastsoap._wsdl_type(bm.group(1).decode()) if bm else None
+                if not isinstance(backing_cls, type):
+                    raise NotUnderstood("a backing of unknown type")
+                _backing_types[attrs] = backing_cls
             cut = inner.find(b"<parent")
             if cut >= 0:
                 inner = inner[:cut]

@@ -140,7 +140,7 @@ class DeferredArray(list):
 
 
 _ABSENT = object()
-_heads: dict[str, tuple[bytes, bytes]] = {}  # property name -> (head bytes, <val> attributes)
+_heads: dict[str, tuple[bytes, bytes, int]] = {}  # property name -> (head bytes, <val> attributes, kind)
 
 
 class RawProps(Mapping):
@@ -167,11 +167,17 @@ class RawProps(Mapping):
             return default
         try:
             known = _heads.get(name)  # this property's <propSet><name>..<val ..> as the last answer wrote it
-            if known is not None and part.startswith(known[0]) and part.endswith(b"</val>") and known[1]:
-                value = value_of(known[1], part[len(known[0]):-6], self.ns)
+            if known is not None and part.startswith(known[0]) and part.endswith(b"</val>"):
+                content = part[len(known[0]):-6]
+                kind = known[2]
+                if kind == TEXT and b"<" not in content:
+                    value = text(content)  # most properties: strings and enums
+                else:
+                    value = value_of(known[1], content, self.ns)
             else:
                 attrs, content = val_of(part)
-                _heads[name] = (part[:len(part) - len(content) - 6], attrs) if content else (b"", b"")
+                if content and attrs:
+                    _heads[name] = (part[:len(part) - len(content) - 6], attrs, _val_type(attrs)[2])
                 value = value_of(attrs, content, self.ns)
         except (NotUnderstood, ValueError, UnicodeDecodeError):
             value = _generic_property(part, self.ns)
@@ -241,8 +247,10 @@ def scan_result(body: bytes) -> Any:
     if head_end < 0 or body[head_end + 10:head_end + 11] not in (b">", b" ") or end < start:
         raise NotUnderstood("no <returnval>")
     head = body[:head_end]
-    if b"<!" in body or b"<missingSet" in body or body.find(b"<returnval", head_end + 10) >= 0:
-        raise NotUnderstood("CDATA, comments, a missingSet or several returnvals")
+    # ("!" first: one memchr pass; a missingSet, a second returnval or nested objects break the
+    # structure checks below: a piece that does not start with <objects><obj>, or propSets not back to back)
+    if b"!" in body and (b"<![CDATA[" in body or b"<!--" in body):
+        raise NotUnderstood("CDATA or comments")
     if head.startswith(b"<?xml") and not re.match(rb'<\?xml[^>]*encoding="(?i:utf-8)"', head):
         raise NotUnderstood("not UTF-8")
     ns_decls = b"".join(b' xmlns:%s="%s"' % m for m in _NS_DECL.findall(head))
@@ -255,8 +263,6 @@ def scan_result(body: bytes) -> Any:
         fields["token"] = text(content[7:close])
         content = content[close + 8:]
     pieces = content.split(b"</objects>")
-    if content.count(b"<objects>") != len(pieces) - 1:
-        raise NotUnderstood("nested or open <objects>")
     fields["objects"] = [_object(piece, ns_decls) for piece in pieces[:-1]]
     tail = pieces[-1]
     if tail:
@@ -380,24 +386,36 @@ def _flat(kind: int, typ: Any, content: bytes) -> Any:
     return out
 
 
+_leaves: dict[tuple[Any, bytes, bytes], tuple[str, bool, Any, int]] = {}
+
+
+def _leaf(typ: Any, tag: bytes, attrs: bytes) -> tuple[str, bool, Any, int]:
+    """(field name, is a list, type, kind) of a leaf <tag attrs> in a record of type typ."""
+    name = tag.decode()
+    entry = fastsoap._field(typ, name)
+    if entry is None:
+        return name, False, None, -1
+    xsi, ftyp, fkind = _val_type(attrs, entry[1])
+    return name, entry[0], ftyp, fkind
+
+
 def _record(typ: Any, content: bytes) -> Record:
     fields: dict[str, Any] = {}
     used = 0
     for tag, attrs, inner in _LEAF.findall(content):
         used += 2 * len(tag) + len(attrs) + len(inner) + 5
-        name = tag.decode()
-        entry = fastsoap._field(typ, name)
-        if entry is None:
-            fields[name] = text(inner) if inner else None  # a field newer than our pyVmomi: its text
-            continue
-        xsi, ftyp, fkind = _val_type(attrs, entry[1])
-        if ftyp is None:
+        key = (typ, tag, attrs)
+        found = _leaves.get(key)
+        if found is None:
+            found = _leaves[key] = _leaf(typ, tag, attrs)
+        name, is_list, ftyp, fkind = found
+        if ftyp is None:  # a field newer than our pyVmomi, or of a type it does not know: its text
             value = text(inner) if inner else None
         elif fkind == TEXT:
             value = text(inner)
         else:
             value = _scalar(fkind, ftyp, inner)
-        if entry[0]:
+        if is_list:
             fields.setdefault(name, []).append(value)
         else:
             fields[name] = value

@@ -8,6 +8,7 @@ ContinueRetrievePropertiesEx. Nothing here makes a round trip per VM or per prop
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Iterable, Iterator, Mapping
 
 from pyVmomi import vim, vmodl
@@ -64,7 +65,7 @@ def retrieve(session: Session | Any, *, page_size: int = DEFAULT_PAGE_SIZE,
     ~10x less CPU than pyVmomi's deserializer); ``fast=False`` uses pyVmomi throughout.
     """
     si = getattr(session, "si", session)
-    content = si.RetrieveContent()
+    content = service_content(si)
     types = ([] if vms is not None else [vim.VirtualMachine]) + list(OTHER_PROPERTIES)
     view = content.viewManager.CreateContainerView(content.rootFolder, types, True)
     pc = content.propertyCollector
@@ -87,6 +88,26 @@ def retrieve(session: Session | Any, *, page_size: int = DEFAULT_PAGE_SIZE,
             view.DestroyView()
         except Exception:  # the session may be gone already; the view dies with it
             pass
+
+
+_contents: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+def service_content(si: Any) -> Any:
+    """The session's ServiceContent (the root folder, view manager, property collector): fixed for
+    the life of the connection, so asked once per connection rather than once per retrieval."""
+    stub = getattr(si, "_stub", None)
+    try:
+        found = _contents.get(stub) if stub is not None else None
+    except TypeError:  # a stub that cannot be weakly referenced: ask every time
+        found = None
+    if found is None:
+        found = si.RetrieveContent()
+        try:
+            _contents[stub] = found
+        except TypeError:
+            pass
+    return found
 
 
 def _vlan_of(port_config: Any) -> int | None:

@@ -92,7 +92,14 @@ def test_answers_it_does_not_read_go_the_generic_way():
                           b"<propSet><name>config.hardware.memoryMB</name>")
     nameless = body.replace(b"<propSet><name>config.hardware.memoryMB</name>", b"<propSet><val>1</val></propSet>"
                             b"<propSet><name>config.hardware.memoryMB</name>")
-    for odd in (nested, nameless, body.replace(b"</objects>", b"</objects><objects>", 1)):
+    rv, rv_end = body.index(b"<returnval"), body.index(b"</returnval>") + 12
+    twice = body[:rv_end] + body[rv:rv_end] + body[rv_end:]
+    inner = body.replace(b"<propSet><name>config.hardware.memoryMB</name>",
+                         b"<propSet><name>x</name><val>" + body[body.index(b"<objects>"):body.index(b"</objects>") + 10]
+                         + b"</val></propSet><propSet><name>config.hardware.memoryMB</name>")
+    for odd in (nested, nameless, twice, inner, body.replace(b"</objects>", b"</objects><objects>", 1),
+                body.replace(b"</objects>", b"<missingSet><path>snapshot</path></missingSet></objects>", 1),
+                body.replace(b"<propSet>", b"<missingSet><path>snapshot</path></missingSet><propSet>", 1)):
         with pytest.raises(fastscan.NotUnderstood):
             fastscan.scan_result(odd)
     assert normal(fastscan.retrieve_result(body)) == generic
