@@ -124,6 +124,29 @@ def flush_target(target: Target) -> None:
         os.close(fd)
 
 
+class Flusher:
+    """flush_target in a thread, so that the verification reads (from the page cache) the
+    bytes the fsync is writing while it writes them; `wait()` returns when the target is
+    durable and raises the flush's error. Nothing is renamed or recorded before it."""
+
+    def __init__(self, target: Target):
+        import threading
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(target,), daemon=True)
+        self.thread.start()
+
+    def _run(self, target: Target) -> None:
+        try:
+            flush_target(target)
+        except BaseException as exc:   # handed to wait(), in the main thread
+            self.error = exc
+
+    def wait(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 def _coroutines(source: Source, opts: ConvertOptions) -> int:
     # qemu 7.2's curl driver can lose a completion when several requests are in
     # flight and then waits forever (seen ~1 run in 10 here); one coroutine
@@ -228,6 +251,7 @@ def execute(prep: Prepared, progress: ProgressFn | None = None,
         clock.reporter = progress
     mpath = prep.manifest_path
     state = {"writing": False}
+    flusher: Flusher | None = None
     version: subprocess.Popen | None = None
     source_map: verify_mod.SourceMap | None = None
     try:
@@ -250,13 +274,18 @@ def execute(prep: Prepared, progress: ProgressFn | None = None,
                     _run_with_progress(args, source, progress, opts.stall_timeout, alongside)
                 finally:
                     version, source_map = side.get("version"), side.get("map")
-                flush_target(target)
+                flusher = Flusher(target)
+                if not opts.verify:
+                    flusher.wait()
             verification: dict = {"performed": False}
             digest = None
             if opts.verify:
                 with clock.phase("verify"):
-                    verification, digest = verify_mod.verify(source, target, source_map)
+                    # compared and hashed while the fsync writes the same bytes out
+                    verification, digest = verify_mod.verify(source, target, source_map,
+                                                             flushed=flusher.wait)
                     source_map = None
+                    flusher.wait()
             with clock.phase("manifest"):
                 # Only a verified target gets its final name; the manifest follows it.
                 target.commit()
@@ -273,14 +302,17 @@ def execute(prep: Prepared, progress: ProgressFn | None = None,
             manifest["manifest_path"] = mpath
             return manifest
     except (KeyboardInterrupt, _Terminate):
+        _join(flusher)
         _cleanup(target)
         raise Interrupted("conversion interrupted; " + _cleanup_note(target, state["writing"]),
                           target.label) from None
     except GuestprepError as exc:
+        _join(flusher)
         _cleanup(target)
         exc.message += "; " + _cleanup_note(target, state["writing"])
         raise
     except BaseException:
+        _join(flusher)
         _cleanup(target)
         raise
     finally:
@@ -289,6 +321,13 @@ def execute(prep: Prepared, progress: ProgressFn | None = None,
         if version is not None:
             version.kill()
             version.wait()
+
+
+def _join(flusher: Flusher | None) -> None:
+    """Before the target is removed: its fsync ends (an error matters less than the one
+    being handled)."""
+    if flusher is not None:
+        flusher.thread.join()
 
 
 def _start_version() -> subprocess.Popen:

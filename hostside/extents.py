@@ -218,10 +218,12 @@ def file_runs(fd: int, size: int) -> list[tuple[int, int]]:
     file systems answer from their real allocation.
     """
     runs = _fiemap_runs(fd, size)
-    return runs if runs is not None else _seek_runs(fd, size)
+    return runs if runs is not None else seek_runs(fd, size)
 
 
-def _seek_runs(fd: int, size: int) -> list[tuple[int, int]]:
+def seek_runs(fd: int, size: int) -> list[tuple[int, int]]:
+    """SEEK_DATA/SEEK_HOLE runs: the page cache's view on ext4/XFS (an unwritten extent
+    with cached pages counts as data), so a superset of FIEMAP's written extents."""
     runs: list[tuple[int, int]] = []
     pos = 0
     while pos < size:

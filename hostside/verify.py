@@ -33,6 +33,7 @@ import subprocess
 import tempfile
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 from hostside import extents, qemu
 from hostside.errors import ToolFailed, VerificationFailed
@@ -133,39 +134,54 @@ class _PieceHasher:
             for t in self.threads:
                 t.join()
 
-    def hexdigest(self) -> str:
+    def hashed(self) -> dict[tuple[int, int], str]:
+        """(offset, length) -> sha256 hex of every piece fed."""
         self.close()
-        top = hashlib.sha256()
-        for offset, length, h in self.pieces:
-            top.update(f"{offset}+{length} {h.hexdigest()}\n".encode())
-        return top.hexdigest()
+        return {(offset, length): h.hexdigest() for offset, length, h in self.pieces}
+
+
+def _pieces(runs: list[tuple[int, int]]):
+    """(offset, length) of every /3 piece of these runs, in file order."""
+    for start, length in runs:
+        pos, end = start, start + length
+        while pos < end:
+            cut = min(end, (pos // PIECE + 1) * PIECE)
+            yield pos, cut - pos
+            pos = cut
 
 
 def _chunks(runs: list[tuple[int, int]], hasher: _PieceHasher):
     """(offset, length) of every chunk to read, in file order, telling `hasher` where each
     piece starts: a chunk never crosses a piece boundary."""
-    for start, length in runs:
-        pos, end = start, start + length
-        while pos < end:
-            piece_end = min(end, (pos // PIECE + 1) * PIECE)
-            hasher.piece(pos, piece_end - pos)
-            while pos < piece_end:
-                n = min(CHUNK, piece_end - pos)
-                yield pos, n
-                pos += n
+    for start, length in _pieces(runs):
+        hasher.piece(start, length)
+        for pos in range(start, start + length, CHUNK):
+            yield pos, min(CHUNK, start + length - pos)
 
 
-def _hash_pieces(fd: int, runs: list[tuple[int, int]]) -> str:
+def _top(runs: list[tuple[int, int]], hashed: dict[tuple[int, int], str]) -> str:
+    top = hashlib.sha256()
+    for offset, length in _pieces(runs):
+        top.update(f"{offset}+{length} {hashed[offset, length]}\n".encode())
+    return top.hexdigest()
+
+
+def _hash_pieces(fd: int, runs: list[tuple[int, int]],
+                 known: dict[tuple[int, int], str] | None = None) -> str:
+    """The /3 digest of these runs; pieces already in `known` are not read again."""
+    known = dict(known or {})
+    todo = [(a, n) for a, n in _pieces(runs) if (a, n) not in known]
     hasher = _PieceHasher()
     try:
-        for pos, n in _chunks(runs, hasher):
+        for pos, n in _chunks(todo, hasher):
             data = os.pread(fd, n, pos)
             if not data:
                 break
             hasher.feed(data)
-        return hasher.hexdigest()
+        known.update(hasher.hashed())
     finally:
         hasher.close()
+    return _top(runs, known)
 
 
 def _digest_runs(fd: int) -> tuple[int, list[tuple[int, int]]]:
@@ -265,7 +281,8 @@ def _source_pieces(source, entries: list[extents.MapEntry]) -> list[Piece] | Non
     return out
 
 
-def _target_pieces(target, fd: int, virtual_size: int) -> tuple[list[Piece], str] | None:
+def _target_pieces(target, fd: int, virtual_size: int, ahead: bool = False
+                   ) -> tuple[list[Piece], str] | None:
     st = os.fstat(fd)
     if target.fmt == "qcow2":
         spec = qemu.local_spec(target.write_path, "qcow2")
@@ -283,7 +300,9 @@ def _target_pieces(target, fd: int, virtual_size: int) -> tuple[list[Piece], str
     size = os.lseek(fd, 0, os.SEEK_END)
     if stat.S_ISREG(st.st_mode):
         out, pos = [], 0
-        for start, length in extents.file_runs(fd, size):
+        # while the fsync runs, the page cache's view (a superset of the written extents)
+        runs = extents.seek_runs(fd, size) if ahead else extents.file_runs(fd, size)
+        for start, length in runs:
             if start > pos:
                 out.append(Piece(pos, start, None))
             out.append(Piece(start, start + length, target.write_path, start))
@@ -349,10 +368,11 @@ def _view_pieces(source) -> list[Piece]:
     return out
 
 
-def extent_verify(source, target, src_entries: list[extents.MapEntry] | None
-                  ) -> tuple[dict, dict] | None:
+def extent_verify(source, target, src_entries: list[extents.MapEntry] | None,
+                  flushed: Callable[[], None] | None = None) -> tuple[dict, dict] | None:
     """(verification, digest), or None when this method cannot place every byte.
-    `src_entries` None: the source side is the copy's own view (Source.view)."""
+    `src_entries` None: the source side is the copy's own view (Source.view).
+    `flushed`: see _compare_and_digest (None: the target is durable already)."""
     src = _view_pieces(source) if src_entries is None else _source_pieces(source, src_entries)
     if src is None:
         return None
@@ -363,7 +383,8 @@ def extent_verify(source, target, src_entries: list[extents.MapEntry] | None
     fd = os.open(target.write_path, os.O_RDONLY)
     files = _Files()
     try:
-        got = _target_pieces(target, fd, source.virtual_size)
+        ahead = flushed is not None and stat.S_ISREG(os.fstat(fd).st_mode)
+        got = _target_pieces(target, fd, source.virtual_size, ahead)
         if got is None:
             return None
         tgt, tgt_how = got
@@ -388,7 +409,7 @@ def extent_verify(source, target, src_entries: list[extents.MapEntry] | None
             else:
                 proven_zero += b - a
         compare.sort()
-        digest = _compare_and_digest(fd, target, compare, files)
+        digest = _compare_and_digest(fd, target, compare, files, flushed)
         zero = bytes(CHUNK)
         for guest, length, s_path, s_off in zero_src:
             for k in range(0, length, CHUNK):
@@ -423,10 +444,24 @@ def _add_range(ranges: list[list[int]], a: int, b: int) -> None:
         ranges.append([a, b - a])
 
 
-def _compare_and_digest(fd: int, target, compare, files: _Files) -> dict:
+def _compare_and_digest(fd: int, target, compare, files: _Files,
+                        flushed: Callable[[], None] | None = None) -> dict:
     """One pass over the target's data runs in file order: hash every chunk (worker
-    threads) and compare the pieces that carry guest data with the source."""
-    size, runs = _digest_runs(fd)
+    threads) and compare the pieces that carry guest data with the source.
+
+    `flushed`: the target's fsync is still running; it returns (or raises) once it is done.
+    The pass then runs alongside it over the page cache's view of the data (SEEK_DATA: a
+    superset of the written extents, the same bytes the fsync is writing); the digest's
+    runs are the written extents after the fsync, and a piece whose bounds differ from
+    what was hashed is read again."""
+    size = os.lseek(fd, 0, os.SEEK_END)
+    ahead = flushed is not None and stat.S_ISREG(os.fstat(fd).st_mode)
+    if ahead:
+        runs = extents.seek_runs(fd, size)
+    else:
+        if flushed is not None:
+            flushed()
+        size, runs = _digest_runs(fd)
     hasher = _PieceHasher()
     zero = bytes(CHUNK)
     k = 0                       # next compare item
@@ -472,9 +507,15 @@ def _compare_and_digest(fd: int, target, compare, files: _Files) -> dict:
             item = compare[k]
             direct(item, item[0] if pos_in is None else pos_in, item[0] + item[1])
             k, pos_in = k + 1, None
-        return {"algorithm": DIGEST_ALGORITHM, "sha256": hasher.hexdigest(), "size": size}
+        hashed = hasher.hashed()
     finally:
         hasher.close()
+    if not ahead:
+        return {"algorithm": DIGEST_ALGORITHM, "sha256": _top(runs, hashed), "size": size}
+    flushed()
+    size, written = _digest_runs(fd)
+    return {"algorithm": DIGEST_ALGORITHM, "sha256": _hash_pieces(fd, written, hashed),
+            "size": size}
 
 
 def compare_verify(source, target) -> dict:
@@ -518,9 +559,13 @@ def check_qcow2(target) -> dict:
     return out
 
 
-def verify(source, target, source_map: SourceMap | None = None) -> tuple[dict, dict]:
+def verify(source, target, source_map: SourceMap | None = None,
+           flushed: Callable[[], None] | None = None) -> tuple[dict, dict]:
     """(verification result, target digest): extent comparison when every byte can be
-    placed, else `qemu-img compare` and a separate digest pass."""
+    placed, else `qemu-img compare` and a separate digest pass. `flushed`: the target's
+    fsync still runs; called (it waits, or raises the fsync's error) before the digest's
+    runs are taken and before this returns. None: the target is durable already."""
+    wait = flushed or (lambda: None)
     check = check_qcow2(target) if target.fmt == "qcow2" else None
     got = None
     if getattr(source, "view_segments", False):
@@ -529,12 +574,13 @@ def verify(source, target, source_map: SourceMap | None = None) -> tuple[dict, d
         # as qemu's block/vmdk.c reads them (tests hold the two to the same bytes).
         if source_map is not None:
             source_map.close()
-        got = extent_verify(source, target, None)
+        got = extent_verify(source, target, None, flushed)
     else:
         if source_map is None and can_map(source):
             source_map = SourceMap(source.spec)
         if source_map is not None:
-            got = extent_verify(source, target, source_map.entries())
+            got = extent_verify(source, target, source_map.entries(), flushed)
+    wait()
     if got is None:
         result, digest = compare_verify(source, target), target_digest(target.write_path)
         result["digest"] = "separate pass"

@@ -308,25 +308,28 @@ def test_the_digest_of_a_qcow2_does_not_follow_the_page_cache(images, tmp_path):
         os.close(fd)
 
 
-def test_a_file_target_is_flushed_by_one_fsync_of_ours_before_it_is_verified(
+def test_a_file_target_is_flushed_by_one_fsync_of_ours_before_it_is_renamed(
         big_sparse, tmp_path, monkeypatch):
     """qemu-img's writeback mode fdatasyncs three times per new qcow2 L2 table (qemu's
     block/qcow2-cluster.c l2_allocate flushes the refcount and L2 caches), one table per
     512 MiB of virtual disk holding data: the cost that grew with the virtual size. The
-    target is written with cache=unsafe and made durable by us, before verify reads it."""
+    target is written with cache=unsafe and made durable by one fsync of ours, which the
+    verification overlaps (it reads the same bytes from the page cache) and which ends
+    before the target gets its final name."""
     events = []
-    real_fsync, real_verify = os.fsync, convert.verify_mod.verify
+    real_fsync, real_rename = os.fsync, storage.rename_noreplace
 
     def fsync(fd):
-        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
-        return real_fsync(fd)
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        real_fsync(fd)
+        events.append(("fsynced", path))
 
-    def verify(source, target, source_map=None):
-        events.append(("verify", target.write_path))
-        return real_verify(source, target, source_map)
+    def rename(src, dst):
+        events.append(("renamed", src))
+        return real_rename(src, dst)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(convert.verify_mod, "verify", verify)
+    monkeypatch.setattr(storage, "rename_noreplace", rename)
     dest = tmp_path / "big.qcow2"
     scratch = privdir.PrivateDir()
     try:
@@ -336,6 +339,31 @@ def test_a_file_target_is_flushed_by_one_fsync_of_ours_before_it_is_verified(
     finally:
         scratch.close()
     partial = str(dest) + storage.PARTIAL_SUFFIX
-    assert events[:2] == [("fsync", partial), ("verify", partial)], events
+    assert events[:2] == [("fsynced", partial), ("renamed", partial)], events
     assert m["command"][m["command"].index("-t") + 1] == "unsafe"
     assert m["verification"]["ok"] and _same(big_sparse, dest, "qcow2")
+    assert m["target"]["digest"] == convert.target_digest(str(dest))
+
+
+def test_a_failed_flush_fails_the_conversion_and_removes_the_target(
+        big_sparse, tmp_path, monkeypatch):
+    import errno
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(storage.PARTIAL_SUFFIX):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    dest = tmp_path / "big.raw"
+    scratch = privdir.PrivateDir()
+    try:
+        src = image.inspect(str(big_sparse), image.SourceOptions(), scratch)
+        for verify in (True, False):
+            with pytest.raises(convert.ToolFailed, match="flushing the target failed"):
+                convert.execute(convert.prepare(src, storage.make_target("raw", str(dest)),
+                                                convert.ConvertOptions(verify=verify)))
+            assert list(tmp_path.iterdir()) == []
+    finally:
+        scratch.close()
