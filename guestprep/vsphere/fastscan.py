@@ -28,6 +28,7 @@ from guestprep.vsphere import fastsoap
 from guestprep.vsphere.fastsoap import BOOL, DATA, FLOAT, INT, LIST, MO, TEXT, MoRef, Record
 
 PC = vmodl.query.PropertyCollector
+_OBJECT_CONTENT = PC.ObjectContent  # pyVmomi resolves nested types on every attribute access
 _VAL_TYPE = fastsoap._field(vmodl.DynamicProperty, "val")[1]  # anyType: what a <val> without xsi:type is read as
 DEFERRED_TYPES = {"ArrayOfVirtualDevice"}  # the heavy value: read field by field by fastmap
 
@@ -140,7 +141,7 @@ class DeferredArray(list):
 
 
 _ABSENT = object()
-_heads: dict[str, tuple[bytes, bytes, int]] = {}  # property name -> (head bytes, <val> attributes, kind)
+_heads: dict[str, tuple[bytes, bytes, int, Any]] = {}  # property name -> (head, <val> attributes, kind, type)
 
 
 class RawProps(Mapping):
@@ -170,14 +171,17 @@ class RawProps(Mapping):
             if known is not None and part.startswith(known[0]) and part.endswith(b"</val>"):
                 content = part[len(known[0]):-6]
                 kind = known[2]
-                if kind == TEXT and b"<" not in content:
+                if b"<" in content or kind < 0:
+                    value = value_of(known[1], content, self.ns)
+                elif kind == TEXT:
                     value = text(content)  # most properties: strings and enums
                 else:
-                    value = value_of(known[1], content, self.ns)
+                    value = _scalar(kind, known[3], content)
             else:
                 attrs, content = val_of(part)
                 if content and attrs:
-                    _heads[name] = (part[:len(part) - len(content) - 6], attrs, _val_type(attrs)[2])
+                    _, typ, kind = _val_type(attrs)
+                    _heads[name] = (part[:len(part) - len(content) - 6], attrs, kind, typ)
                 value = value_of(attrs, content, self.ns)
         except (NotUnderstood, ValueError, UnicodeDecodeError):
             value = _generic_property(part, self.ns)
@@ -226,7 +230,7 @@ class RawObject(Record):
     __slots__ = ("props",)
 
     def __init__(self, obj: MoRef, props: RawProps):
-        super().__init__(PC.ObjectContent, {"obj": obj})
+        super().__init__(_OBJECT_CONTENT, {"obj": obj})
         self.props = props
 
     def __getattr__(self, name: str) -> Any:
