@@ -476,8 +476,10 @@ def finalize(ctx: VmContext) -> dict[str, Any]:
                                           strategy=None if ctx.vm.strategy == "auto" else ctx.vm.strategy),
                      say=ctx.say)
     res = flow.run(doc)
+    # the plan's strategy and why (finalize's own findings call any strategy handed to it "given explicitly")
     return {"vmid": res.vmid, "node": res.node, "created": res.created, "started": res.started,
-            "manifests": [p["manifest"] for p in proofs if p], "findings": [f.message for f in res.build.findings]}
+            "manifests": [p["manifest"] for p in proofs if p], "findings": [f.message for f in res.build.findings],
+            "strategy": ctx.vm.strategy, "strategy_reason": ctx.vm.gate.get("strategy_reason")}
 
 
 def _running(ctx: VmContext) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ import json
 import sqlite3
 
 import pytest
+import yaml
 
 from tests.cutover.conftest import accept_gate
 
@@ -38,6 +39,11 @@ def test_full_run_ends_done_with_every_step_journaled(lab):
     assert t["files"] == ["vm-9100-disk-0.qcow2"]
     cfg = lab_.pve.state.vms[9100]["config"]
     assert cfg["scsi0"].startswith("local:9100/vm-9100-disk-0.qcow2")
+    # finalize's record names the plan's strategy and the planner's reason for it (not "given explicitly")
+    wave_vm = yaml.safe_load(lab_.wave.read_text())["vms"][0]
+    fin = next(s for s in vm["steps"] if s["step"] == "finalize")["outputs"]
+    assert fin["strategy"] == wave_vm["target"]["strategy"] == "direct"
+    assert fin["strategy_reason"] == wave_vm["gate"]["strategy_reason"]
     # the bytes on the Proxmox side are the source disk's
     import subprocess
     assert subprocess.run(["qemu-img", "compare", "-q", "-F", "qcow2", str(lab_.raw),
