@@ -17,6 +17,10 @@ protocol over that QEMU's virtio-serial socket (guest-sync-delimited, then the c
 Differences from a real node, on purpose: TCG instead of KVM (``-cpu qemu64``), QEMU user
 networking stands for the bridge, and the first serial port is always also written to
 ``<run_dir>/<vmid>.serial.log`` (evidence for the tests; a real VM without ``serial0`` has none).
+A test-only deviation, opt-in per vmid (``ssh_forwards``): net0's user network forwards a loopback
+port to the guest's port 22. On Proxmox net0 sits on vmbr0 and the controller reaches the guest at
+its own address; QEMU's user network has no inbound path, so the forward stands for that route
+(the post-phase preflight at verify and the tests' own checks log in through it).
 
 Only wraps the server (its file is not edited): before each request the storage is re-read
 from disk. Volumes the server itself allocates stay in memory as before.
@@ -44,6 +48,10 @@ QEMU = "qemu-system-x86_64"
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 NET_SLOT = 0x12   # qemu-server puts net0 at PCI slot 18 (the guest names it ens18), net1 at 19, ...
+# q35: qemu-server reads /usr/share/qemu-server/pve-q35-4.0.cfg, whose DMI-to-PCI bridge at 1e.0 carries the
+# PCI bridge "pci.0" where net0 sits at 0x12 (upstream proxmox/qemu-server pve-q35-4.0.cfg; plain q35 has no pci.0)
+Q35_PCI_BRIDGES = ["-device", "i82801b11-bridge,id=pcidmi,bus=pcie.0,addr=0x1e",
+                   "-device", "pci-bridge,id=pci.0,bus=pcidmi,addr=0x1,chassis_nr=1"]
 
 
 @dataclass
@@ -145,6 +153,7 @@ class PveNodeServer(PveTestServer):
         self.procs: dict[int, subprocess.Popen] = {}
         self.started: list[tuple[int, list[str]]] = []   # every QEMU command line, in order
         self.configs_at_start: dict[int, dict[str, str]] = {}   # the stored config each VM was last started from
+        self.ssh_forwards: dict[int, int] = {}   # vmid -> loopback port forwarded to net0's guest port 22 (module doc)
         inner = self.api.handle
 
         def handle(method, path, params, headers):
@@ -228,6 +237,8 @@ class PveNodeServer(PveTestServer):
         m = re.search(r"uuid=([0-9a-fA-F-]{36})", str(cfg.get("smbios1", "")))
         if m:
             argv += ["-uuid", m.group(1), "-smbios", f"type=1,uuid={m.group(1)}"]
+        if machine == "q35":
+            argv += Q35_PCI_BRIDGES
         if cfg.get("bios") == "ovmf":
             argv += ["-drive", f"if=pflash,unit=0,format=raw,readonly=on,file={OVMF_CODE}"]
             efi = cfg.get("efidisk0")
@@ -303,7 +314,8 @@ class PveNodeServer(PveTestServer):
             if device is None:
                 raise ApiError(500, f"test node: NIC model {model!r} not modelled")
             n = int(key[3:])
-            argv += ["-netdev", f"user,id={key}",
+            fwd = f",hostfwd=tcp:127.0.0.1:{self.ssh_forwards[vmid]}-:22" if n == 0 and vmid in self.ssh_forwards else ""
+            argv += ["-netdev", f"user,id={key}{fwd}",
                      "-device", f"{device},mac={mac},netdev={key},bus=pci.0,addr={hex(NET_SLOT + n)},id={key}"]
         return argv
 
