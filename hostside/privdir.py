@@ -8,8 +8,9 @@ is part of every conversion.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
+
+# shutil and tempfile are imported when a run needs the directory (a raw, qcow2 or
+# monolithicSparse source never does).
 
 
 class PrivateDir:
@@ -19,11 +20,13 @@ class PrivateDir:
     @property
     def path(self) -> str:
         if self._path is None:
+            import tempfile
             self._path = tempfile.mkdtemp(prefix="guestprep-secret-")   # mkdtemp is 0700
         return self._path
 
     def write(self, name: str, value: str) -> str:
         """A new 0600 file ending in ``name``; unique, so several disks can share the dir."""
+        import tempfile
         fd, path = tempfile.mkstemp(dir=self.path, suffix=f"-{name}")
         with os.fdopen(fd, "w") as f:
             f.write(value)
@@ -31,4 +34,5 @@ class PrivateDir:
 
     def close(self) -> None:
         if self._path is not None:
+            import shutil
             shutil.rmtree(self._path, ignore_errors=True)

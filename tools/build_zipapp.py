@@ -27,9 +27,12 @@ BUNDLED_SHARED = ["guestprep/models.py", "guestprep/errors.py", "guestprep/hando
                   "guestprep/vmx.py"]
 # The real guestprep/__init__.py belongs to the controller; ship a stdlib-only stub.
 GUESTPREP_INIT = '"""guestprep subset bundled in guestprep-host.pyz (models, errors, hand-off record)."""\n'
-MAIN = ("import sys\n"
-        "from hostside.cli import main\n"
-        "sys.exit(main())\n")
+# No cyclic garbage collection while the modules load: hostside.cli.run() turns it back on
+# once the command's modules are in (start-up time is part of every conversion, issue 17).
+MAIN = ("import gc\n"
+        "gc.disable()\n"
+        "from hostside.cli import run\n"
+        "run(gc_paused=True)\n")
 
 
 def bundled_files() -> list[str]:

@@ -117,3 +117,17 @@ def test_image_checks_metadata_is_built_with_the_models():
     assert checks is audit.IMAGE_CHECKS       # built once
     assert all(isinstance(c.severity, Severity) for c in checks.values())
     assert checks["IMG-PART-TABLE"].severity is Severity.BLOCKER
+
+
+def test_run_collects_garbage_while_the_command_works(tmp_path):
+    """run() keeps the cyclic GC off only while modules load: on when the command runs."""
+    code = ("import gc, sys\n"
+            f"sys.path.insert(0, {str(REPO)!r})\n"
+            "gc.disable()\n"
+            "from hostside import cli\n"
+            "cli.COMMANDS['inspect'] = lambda args, secrets: print('gc', gc.isenabled()) or 0\n"
+            "sys.argv = ['guestprep-host', 'inspect', 'x']\n"
+            "cli.run(gc_paused=True)\n")
+    r = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
+                       text=True, cwd=tmp_path, timeout=60)
+    assert (r.returncode, r.stdout.strip()) == (0, "gc True"), r.stderr
