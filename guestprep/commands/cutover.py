@@ -221,6 +221,9 @@ def rehearse(
         if not sep or not num.isdigit() or not 100 <= int(num) <= 999999999:
             raise ConfigError(f"expected VM=VMID (100..999999999), got {item!r}", where="--vmid")
         wave.vm(name)
+        if int(num) in vmids.values() or int(num) in {v.vmid for v in wave.vms}:
+            raise ConfigError(f"vmid {num} is given twice, or planned for a VM of the wave: a temporary VM needs "
+                              f"its own", where=f"--vmid {item}")
         vmids[name] = int(num)
     secrets = _secrets(wave, password_env)
     options = _options("rollback", False, 300.0, agent_timeout, 600.0, poll, accept_new_host_keys, console_)

@@ -35,6 +35,7 @@ import os
 import re
 import secrets as pysecrets
 import shutil
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -134,6 +135,35 @@ def _find_snapshot(session: Any, vm_obj: Any, name: str) -> Any | None:
             return s.snapshot
         stack.extend(s.childSnapshotList or [])
     return None
+
+
+class TempVmids:
+    """The temporary vmids of one `rehearse` run. Proxmox's ``/cluster/nextid`` answers the same number
+    to two rehearsals until one of them creates its VM, so the run hands none out twice, nor a vmid
+    the wave plans for a real VM."""
+
+    def __init__(self, wave: Wave):
+        self._lock = threading.Lock()
+        self._given = {v.vmid for v in wave.vms}
+
+    def take(self, pve: Any, wanted: int | None) -> int:
+        from guestprep.proxmox.client import PveApiError
+
+        with self._lock:
+            if wanted:
+                self._given.add(wanted)
+                return wanted
+            n = int(pve.get("/cluster/nextid"))
+            for _ in range(1000):
+                if n not in self._given:
+                    try:
+                        n = int(pve.get("/cluster/nextid", vmid=n))   # still free (Proxmox refuses a taken one)
+                        self._given.add(n)
+                        return n
+                    except PveApiError:
+                        pass
+                n += 1
+            raise StepFailed("no free vmid for the temporary VM in 1000 numbers after the cluster's next one")
 
 
 class RehearsalContext(VmContext):
@@ -248,8 +278,22 @@ class Traces:
             return False
         return ho.get("sha256") == c.vm.handoff_sha256 and ho.get("volid") == disk["volid"]
 
+    def _conversions_over(self) -> None:
+        """A conversion the killed controller started may still be stopping on the node (its watchdog
+        removes the partial target once the SSH channel is gone): wait for its lock, as a resume does."""
+        c = self.ctx
+        for d in c.converted_disks():
+            lock = c.manifest_path(d["label"]) + ".lock"
+            if c.node.run(["test", "-e", lock]).rc != 0:
+                continue   # never started on the node
+            r = c.node.run_tethered(["true"], lock=lock, wait=120.0, timeout=300.0)
+            if r.rc != 0:
+                raise StepFailed(f"a conversion of {d['label']} still runs on node {c.vm.node} after 120 s: "
+                                 f"{r.stderr.decode(errors='replace').strip()[-300:]}", where=self.vm.name)
+
     def free_volumes(self) -> dict[str, Any]:
         c, freed, kept = self.ctx, [], []
+        self._conversions_over()
         for d in c.converted_disks():
             if not self._exists(d["volid"]):
                 continue
@@ -310,8 +354,9 @@ class Traces:
 
 
 class Rehearsal:
-    def __init__(self, wave: Wave, vm: VmPlan, secrets: Secrets, options: RunOptions, journal, vmid: int | None):
-        self.wave, self.vm, self.o, self.j = wave, vm, options, journal
+    def __init__(self, wave: Wave, vm: VmPlan, secrets: Secrets, options: RunOptions, journal, vmid: int | None,
+                 vmids: TempVmids):
+        self.wave, self.vm, self.o, self.j, self.vmids = wave, vm, options, journal, vmids
         self.say = journal.note(vm.name)
         self.base = VmContext(wave, vm, None, secrets, options, Limits(), self.say)
         self.secrets, self.want_vmid = secrets, vmid
@@ -329,7 +374,7 @@ class Rehearsal:
         try:
             facts = b.facts()
             self.ev["source_power_before"] = facts.power_state
-            tmp = self.want_vmid or int(b.pve.get("/cluster/nextid"))
+            tmp = self.vmids.take(b.pve, self.want_vmid)
             self.ev["vmid"] = tmp
             plan = rehearsal_plan(self.wave, self.vm, tmp, out_dir(self.wave) / "handoffs")
             snap_name = f"guestprep-rehearsal-{b.wave_id}-{int(time.time())}-{pysecrets.token_hex(3)}"
@@ -475,6 +520,7 @@ def rehearse_wave(wave: Wave, names: list[str], secrets: Secrets, options: RunOp
         journal.interrupt_stale()   # we hold the lock: a 'running' attempt is a dead controller's
         journal.set_meta("last_controller_pid", str(os.getpid()))
         leftovers = {r["vm"]: r for r in prior_rows}
+        temp = TempVmids(wave)
         for v in chosen:   # an unsettled row keeps its record until its traces are gone
             if v.name not in leftovers:
                 journal.set_vm(v.name, "pending", source={}, target={}, error=None)
@@ -488,7 +534,7 @@ def rehearse_wave(wave: Wave, names: list[str], secrets: Secrets, options: RunOp
                 return {"vm": item.name, "would_boot": False, "previous_rehearsal": cleaned,
                         "reasons": ["an interrupted rehearsal's traces could not all be removed (not rehearsing "
                                     "again on top of them): " + "; ".join(cleaned["left_behind"])]}
-            ev = Rehearsal(wave, item.plan, secrets, options, journal, (vmids or {}).get(item.name)).run()
+            ev = Rehearsal(wave, item.plan, secrets, options, journal, (vmids or {}).get(item.name), temp).run()
             if cleaned:
                 ev["previous_rehearsal"] = cleaned
             return ev

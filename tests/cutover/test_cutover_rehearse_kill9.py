@@ -113,19 +113,63 @@ def test_kill_after_each_step_then_rehearse_again_cleans_up_and_reports_once(lab
         _kill_then_rehearse_again(lab_, tmp_vmid, step, decoy)
 
 
-def test_a_second_controller_cannot_rehearse_the_same_wave(lab, tmp_path):
-    """The rehearsal's lock file: held, a second `cutover rehearse` is refused naming the holder (exit 2)."""
+def _wave_snapshots(w, name: str) -> list[str]:
+    from guestprep.cutover.rehearse import snapshot_tree
+
+    return [t.name for t in snapshot_tree(w.vs, w.vms[name])]
+
+
+def test_locked_then_killed_mid_wave_then_one_vm_rehearsed_cleans_both(wave_lab):
+    """Two VMs on two nodes, temporary vmids from the cluster (never the same one twice). A held lock
+    refuses a second controller (exit 2, nothing created). Rehearsing both, the controller dies right
+    after A's conversion (B wherever it was). Rehearsing B alone then removes A's traces too (A is
+    listed as cleaned up only, not rehearsed), rehearses B, and leaves nothing on either node."""
     from guestprep.cutover.journal import WaveLock
 
-    lab_ = lab("DC0_H0_VM13", 9314)
-    lab_.plan()
-    d = lab_.tmp / "wave.yaml.rehearsal"
+    a, b = ("DC0_H0_VM13", 9341, "pve1"), ("DC0_C0_RP0_VM13", 9342, "pve2")
+    w = wave_lab([a, b])
+    w.plan()
+    d = w.tmp / "wave.yaml.rehearsal"
     d.mkdir()
     held = WaveLock(d / "lock").acquire()
     try:
-        r = _rehearse(lab_, 9414)
+        r = w.gp("cutover", "rehearse", w.wave, "--poll", "0.05", "--agent-timeout", "5")
     finally:
         held.release()
     assert r.returncode == 2, r.stdout + r.stderr
     assert "another controller" in r.stderr and "Traceback" not in r.stderr
-    assert _snapshots(lab_) == [] and lab_.pve.vms_with(9414) == []
+    assert not w.pve.state.vms and _wave_snapshots(w, a[0]) == [] == _wave_snapshots(w, b[0])
+
+    r = w.gp("cutover", "rehearse", w.wave, "--parallel", "2", "--poll", "0.05", "--agent-timeout", "5",
+             env=w.env(**{CRASH_ENV: f"{a[0]}:convert"}))
+    assert r.returncode == 137, r.stdout + r.stderr
+    assert _wave_snapshots(w, a[0]), "the killed rehearsal left A's snapshot"
+    assert list((w.storages["pve1"][1] / "images").rglob("*.qcow2")), "and A's converted volume"
+
+    r = w.gp("cutover", "rehearse", w.wave, b[0], "--poll", "0.05", "--agent-timeout", "5")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"{a[0]}: an interrupted rehearsal's traces removed" in r.stdout, r.stdout
+    assert r.stdout.count(f"{b[0]}: would boot: yes") == 1 and f"{a[0]}: would boot" not in r.stdout, r.stdout
+    rep = json.loads((d / "report.json").read_text())
+    assert [v["vm"] for v in rep["vms"]] == [b[0]] and rep["vms"][0]["would_boot"] is True
+    gone, = rep["cleaned_up_only"]
+    assert gone["vm"] == a[0] and gone["left_behind"] == [] and gone["cleanup"]["volumes_freed"], gone
+    tmp_a, tmp_b = gone["vmid"], rep["vms"][0]["vmid"]
+    assert tmp_a not in (a[1], b[1]) and tmp_b not in (a[1], b[1])
+    # nothing left: no VM, no volume, no snapshot, no node directory, on either node
+    assert not w.pve.state.vms
+    for node, (_, path) in w.storages.items():
+        assert not [p for p in (path / "images").rglob("*") if p.is_file()], node
+        assert not list(w.workdirs[node].glob("*/*.rehearsal")), node
+    assert _wave_snapshots(w, a[0]) == [] == _wave_snapshots(w, b[0])
+    for name in (a[0], b[0]):
+        assert str(w.vms[name].runtime.powerState) == "poweredOn"
+
+    # both at once: the cluster's next vmid is the same for both until one creates its VM; the run
+    # hands out two
+    r = w.gp("cutover", "rehearse", w.wave, "--parallel", "2", "--poll", "0.05", "--agent-timeout", "5")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.loads((d / "report.json").read_text())
+    assert [v["would_boot"] for v in rep["vms"]] == [True, True] and rep["cleaned_up_only"] == []
+    assert len({v["vmid"] for v in rep["vms"]}) == 2, [v["vmid"] for v in rep["vms"]]
+    assert not w.pve.state.vms
