@@ -51,6 +51,17 @@ class FleetReport:
         counts["not_run"] = len(self.not_run)
         return counts
 
+    def apply_waivers(self, waiver_list: list[Any]) -> list[Any]:
+        """Mark the waived findings and judge each guest again: a waived blocker no longer blocks, so the
+        readiness written to report.json (and carried by ``handoff --guest-facts`` into finalize) agrees
+        with the exit code. Returns the expired waivers that matched something."""
+        from guestprep.report import waivers
+
+        expired = waivers.apply(self.findings(), waiver_list)
+        for g in self.guests:
+            g.readiness = readiness_of(g.findings, g.error if not g.findings else None)
+        return expired
+
     def findings(self) -> Iterable[Finding]:
         for g in self.guests:
             yield from g.findings

@@ -62,7 +62,7 @@ def preflight(
     with FleetProgress("preflight", len(selected), quiet) as progress:
         result = run_preflight(selected, options, on_done=progress.done, on_tick=progress.tick,
                                on_interrupt=_on_interrupt)
-    expired = waivers.apply(result.findings(), waiver_list)
+    expired = result.apply_waivers(waiver_list)
     # run id, the input files (path + SHA-256) and inventory groups, then the one redaction pass:
     # the files and the summary below show the same, redacted, data
     doc = redact_doc(report.annotate(result.to_dict(), guests=selected, inventory=inventory_file,

@@ -172,10 +172,7 @@ def plan_wave(*, inventory_file: Path, policy_file: Path, names: list[str], out:
 
     report = run_preflight(guests, FleetOptions(parallel=parallel, timeout=timeout, phase="pre",
                                                 connect=connect_options))
-    waivers.apply(report.findings(), waiver_list)
-    from guestprep.models import readiness_of
-    for g in report.guests:   # the verdict the hand-off's guest facts carry is the gate's: after the waivers
-        g.readiness = readiness_of(g.findings, g.error if not g.findings else None)
+    report.apply_waivers(waiver_list)   # the verdict the hand-off's guest facts carry is the gate's
     by_guest = {g.guest: g for g in report.guests}
     side.mkdir(mode=0o700)
     facts_path = side / "preflight.json"

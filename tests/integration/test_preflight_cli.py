@@ -224,6 +224,8 @@ waivers:
     doc = json.loads((tmp_path / "r" / "report.json").read_text())
     statuses = {f["status"] for f in doc["guests"][0]["findings"]}
     assert "fail" not in statuses and "waived" in statuses
+    # the waived blockers no longer block: report.json (read by handoff --guest-facts) says so
+    assert doc["guests"][0]["readiness"] != "blocked"
     assert res.returncode in (0, 3)  # errors (unreadable facts) are never waived away
     bad = tmp_path / "bad.yaml"
     bad.write_text("waivers:\n  - check: LNX-QEMU-GA\n    expires: 2999-01-01\n")
