@@ -140,11 +140,13 @@ def _find_snapshot(session: Any, vm_obj: Any, name: str) -> Any | None:
 class TempVmids:
     """The temporary vmids of one `rehearse` run. Proxmox's ``/cluster/nextid`` answers the same number
     to two rehearsals until one of them creates its VM, so the run hands none out twice, nor a vmid
-    the wave plans for a real VM."""
+    the wave plans for a real VM, nor one an interrupted rehearsal being cleaned up recorded."""
 
-    def __init__(self, wave: Wave):
+    def __init__(self, wave: Wave, leftovers: list[dict[str, Any]]):
         self._lock = threading.Lock()
-        self._given = {v.vmid for v in wave.vms}
+        # nor one an interrupted rehearsal's cleanup may be using at the same time (its holder VM)
+        self._given = {v.vmid for v in wave.vms} | {int(r["target"]["vmid"]) for r in leftovers
+                                                      if r["target"].get("vmid")}
 
     def take(self, pve: Any, wanted: int | None) -> int:
         from guestprep.proxmox.client import PveApiError
@@ -520,7 +522,7 @@ def rehearse_wave(wave: Wave, names: list[str], secrets: Secrets, options: RunOp
         journal.interrupt_stale()   # we hold the lock: a 'running' attempt is a dead controller's
         journal.set_meta("last_controller_pid", str(os.getpid()))
         leftovers = {r["vm"]: r for r in prior_rows}
-        temp = TempVmids(wave)
+        temp = TempVmids(wave, prior_rows)
         for v in chosen:   # an unsettled row keeps its record until its traces are gone
             if v.name not in leftovers:
                 journal.set_vm(v.name, "pending", source={}, target={}, error=None)
