@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import re
 import select
 import signal
@@ -21,16 +20,28 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Callable
 
 from hostside import qemu
-from hostside import verify as verify_mod
 from hostside.errors import (GuestprepError, InputError, Interrupted, TargetRefused,
                              ToolFailed)
 from hostside.image import Source
 from hostside.phases import Clock
 from hostside.storage import Target
-from hostside.verify import DIGEST_ALGORITHM, target_digest   # noqa: F401  (finalize uses them)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # typing is not imported at run time (start-up cost of every command)
+    from typing import Callable
+
+    from hostside import verify as verify_mod
+
+
+def __getattr__(name: str):
+    """convert.target_digest / DIGEST_ALGORITHM (finalize imports them from here) without
+    importing hashlib and the verification for a --no-verify run (PEP 562)."""
+    if name in ("target_digest", "DIGEST_ALGORITHM", "KNOWN_DIGESTS"):
+        from hostside import verify
+        return getattr(verify, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 MANIFEST_SCHEMA = "guestprep.host-manifest/2"  # /2 added audit and handoff
 _PROGRESS_RE = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
@@ -41,7 +52,7 @@ DEFAULT_MANIFEST_DIR = "/var/lib/guestprep/manifests"
 # A raw view is summarised in the manifest's command beyond this many source arguments.
 MAX_LISTED_SOURCES = 16
 
-ProgressFn = Callable[[float], None]
+ProgressFn = "Callable[[float], None]"
 
 
 @dataclass
@@ -77,10 +88,18 @@ def convert_argv(source: Source, target: Target, opts: ConvertOptions) -> list[s
     """The qemu-img convert arguments (after `qemu-img`)."""
     dest = qemu.local_spec(target.write_path, target.fmt)
     cache = target_cache(target)
+    sources = [seg.spec.image_arg() for seg in source.segments]
+    common = ["convert", "-p", "-t", cache, "-S", "4k", "-m", str(_coroutines(source, opts))]
+    if getattr(target, "formatted_by_convert", False):
+        # a qcow2 file we claimed (O_EXCL, empty): qemu-img formats it itself. Its name is
+        # absolute, so qemu reads no protocol prefix in it (block.c path_has_protocol stops
+        # at the first "/") and it cannot be "json:...".
+        size = getattr(target, "cluster_size", None)
+        return (common + ["-O", "qcow2"] + (["-o", f"cluster_size={size}"] if size else [])
+                + (["-c"] if opts.compress else []) + sources + [target.write_path])
     # Sources are json: definitions (explicit, "backing": null); the target we just
     # created ourselves, so key=value --target-image-opts is enough there.
-    args = ["convert", "-p", "--target-image-opts", "-n", "-t", cache, "-S", "4k",
-        "-m", str(_coroutines(source, opts))]
+    args = common[:2] + ["--target-image-opts", "-n"] + common[2:]
     if target.fresh_zero:
         args.append("--target-is-zero")   # skip writing zeros the target already reads
     if opts.compress:
@@ -88,7 +107,7 @@ def convert_argv(source: Source, target: Target, opts: ConvertOptions) -> list[s
     elif target.fmt == "raw":
         args.append("-W")   # raw has no metadata to keep in order; -W breaks -c
     # several segments (split flat extents) are concatenated by qemu-img in order
-    return args + [seg.spec.image_arg() for seg in source.segments] + [dest.image_opts()]
+    return args + sources + [dest.image_opts()]
 
 
 def target_cache(target: Target) -> str:
@@ -247,6 +266,8 @@ def execute(prep: Prepared, progress: ProgressFn | None = None,
             extra: dict | None = None) -> dict:
     """Create the target, convert, verify, write the manifest (`extra` adds sections)."""
     source, target, opts, clock = prep.source, prep.target, prep.opts, prep.clock
+    if opts.verify:
+        from hostside import verify as verify_mod
     if progress is not None and clock.reporter is None:
         clock.reporter = progress
     mpath = prep.manifest_path
@@ -436,6 +457,7 @@ def _run_with_progress(args: list[str], source: Source, progress: ProgressFn | N
 
 def verify(source: Source, target: Target) -> dict:
     """Verify `target.write_path` against the source (see hostside.verify); the result."""
+    from hostside import verify as verify_mod
     return verify_mod.verify(source, target)[0]
 
 
@@ -451,7 +473,7 @@ def _manifest(source: Source, target: Target, args: list[str], measured: dict,
     return {
         "schema": MANIFEST_SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "host": platform.node(),
+        "host": os.uname().nodename,   # what platform.node() returns on POSIX
         "tool": tool,
         "source": source.to_dict(),
         "target": dict(target.to_dict(), allocated_bytes=_allocation(target)),

@@ -23,7 +23,10 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # typing is not imported at run time (start-up cost)
+    from typing import Iterable, Iterator
 
 from hostside.errors import InputError, ToolFailed, ToolMissing
 

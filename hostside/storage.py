@@ -228,6 +228,7 @@ class FileTarget(Target):
         self.write_path = self.path + PARTIAL_SUFFIX
         self.allow_qcow2_on_zfs = allow_qcow2_on_zfs
         self.cluster_size = cluster_size
+        self.formatted_by_convert = False     # set by create() for qcow2
 
     def preflight(self, virtual_size: int, required: int) -> None:
         if os.path.lexists(self.path):
@@ -292,14 +293,11 @@ class FileTarget(Target):
                 os.ftruncate(fd, virtual_size)
         finally:
             os.close(fd)
-        if self.fmt == "qcow2":
-            from hostside import qemu
-            opts = [f"cluster_size={self.cluster_size}"] if self.cluster_size else []
-            args = ["create", "-q", "-f", "qcow2"]
-            if opts:
-                args += ["-o", ",".join(opts)]
-            # write_path is absolute, so qemu cannot read it as a protocol ("json:...").
-            qemu.run(args + [self.write_path, str(virtual_size)], what=self.path)
+        # A qcow2 is formatted by the `qemu-img convert -O qcow2` that fills it (one
+        # process less than `qemu-img create` first): it opens our claimed name without
+        # O_EXCL and keeps its mode; a new qcow2 reads as zeros (qcow2_has_zero_init), so
+        # it skips zeros as --target-is-zero would. See hostside.convert.convert_argv.
+        self.formatted_by_convert = self.fmt == "qcow2"
         self.size = virtual_size
         self.fresh_zero = True
 

@@ -33,7 +33,10 @@ import subprocess
 import tempfile
 import threading
 from dataclasses import dataclass
-from typing import Callable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:      # typing is not imported at run time (start-up cost)
+    from typing import Callable
 
 from hostside import extents, qemu
 from hostside.errors import ToolFailed, VerificationFailed

@@ -70,7 +70,11 @@ def test_convert_every_input(images, tmp_path, key, to):
     assert on_disk["target"]["path"] == str(dest) and on_disk["source"]["format"]
     assert Path(m["manifest_path"]).parent == tmp_path
     cmd = m["command"]
-    assert "--target-is-zero" in cmd and "-n" in cmd and "-S" in cmd
+    if to == "qcow2":    # formatted by this qemu-img convert (zero-init), no `create` first
+        assert cmd[cmd.index("-O") + 1] == "qcow2" and cmd[-1] == str(dest) + ".partial"
+        assert "-n" not in cmd and "--target-is-zero" not in cmd and "-S" in cmd
+    else:
+        assert "--target-is-zero" in cmd and "-n" in cmd and "-S" in cmd
     # files: qemu's flushes off (one per new qcow2 L2 table), one fsync of ours instead
     assert cmd[cmd.index("-t") + 1] == "unsafe"
     assert ("-W" in cmd) == (to == "raw")

@@ -112,7 +112,12 @@ def test_a_local_sparse_vmdk_asks_qemu_only_to_copy(tmp_path):
                  "--no-verify", env=env)
     assert r.returncode == 0, r.stderr
     calls = sorted(json.loads(x)[0] for x in log.read_text().splitlines())
-    assert calls == ["--version", "convert", "create"], calls     # no info, dd, measure
+    assert calls == ["--version", "convert"], calls   # no create (convert formats it), info, dd, measure
+    made = tmp_path / "o.qcow2"
+    assert oct(made.stat().st_mode & 0o777) == "0o640"   # our claimed file, mode kept
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(made)],
+                                     capture_output=True, text=True, check=True).stdout)
+    assert (info["format"], info["virtual-size"]) == ("qcow2", 4 << 30)
     log.unlink()
     r = host_cli("convert", disk, "--to", "raw", "--dest", tmp_path / "o.raw", env=env)
     assert r.returncode == 0, r.stderr
