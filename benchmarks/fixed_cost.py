@@ -28,13 +28,20 @@ without PYTHONDONTWRITEBYTECODE by default, after one untimed warm-up run each;
 --no-bytecode-cache keeps the variable (every run compiles hostside again, as in a session
 that exports it: the issue's 192 ms were measured that way).
 
+--instructions adds, per guestprep-host form and interpreter floor, the instructions the
+Python process executes (valgrind's callgrind tool, PYTHONHASHSEED=0; qemu-img children not
+counted): a figure the machine's load cannot stretch, for comparing two versions on a busy
+machine. It is not a time; ~4 M instructions were ~1 ms here.
+
     python benchmarks/fixed_cost.py [--rounds 9] [--order abab|alternate] [--python /usr/bin/python3]
+                                    [--instructions]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -63,6 +70,20 @@ def build_zipapp(out: Path) -> Path:
     return out
 
 
+def instructions(argv: list[str], env: dict) -> int | None:
+    """Instructions the process (not its children) executes, by callgrind; None without valgrind."""
+    if not shutil.which("valgrind"):
+        return None
+    env = dict(env, PYTHONHASHSEED="0")
+    r = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+                       env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True)
+    m = re.search(r"Collected : (\d+)", r.stderr)
+    if r.returncode != 0 or not m:
+        raise SystemExit(f"valgrind {' '.join(argv)} failed: {r.stderr.strip()[-500:]}")
+    return int(m.group(1))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=9)
@@ -76,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="keep PYTHONDONTWRITEBYTECODE from the environment (console script "
                          "compiles hostside on every run)")
     ap.add_argument("--only", default=None, help="comma-separated case names")
+    ap.add_argument("--instructions", action="store_true",
+                    help="also count each Python process's instructions (valgrind callgrind)")
     args = ap.parse_args(argv)
     host = console_script()
     if not host:
@@ -170,6 +193,18 @@ def main(argv: list[str] | None = None) -> int:
                 note = harness.order_note(samples, name, "bare")
                 if note:
                     print(f"  {'':<20} {note}")
+        if args.instructions:
+            print("\ninstructions of the Python process (callgrind; children not counted):")
+            for name, (cmd, _) in commands.items():
+                if name == "bare":
+                    continue
+                clean()
+                n = instructions(cmd, env)
+                clean()
+                if n is None:
+                    print("  valgrind is not installed: not counted")
+                    break
+                print(f"  {name:<14} {n / 1e6:8.1f} M")
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
