@@ -245,6 +245,13 @@ def bench(binary, per_pool: int, delay_ms: int, rounds: int, order: str, modes: 
         print(f"\n[{name}, {mode.upper()}] {'against the simulator (its time to answer included)' if mode == 'live' else 'against the replay server (the same bytes, server time ~0: the clients alone)'}")
         report(vms, samples)
         report_cpu(meter, server)
+        if mode == "replay":
+            naive_calls = sum(recorder.traffic["naive"].calls.values())
+            per_call = harness.summary(meter.sim["naive"]).median / max(1, naive_calls) * 1e6
+            print(f"  note: the replay server is not free for naive's {naive_calls} round trips (median "
+                  f"{harness.summary(meter.sim['naive']).median:.2f} s of its CPU per run, ~{per_call:.0f} us per "
+                  "answer; on a loaded machine each answer also waits for the server to be scheduled): naive's "
+                  "replay wall time includes that, its client CPU does not")
 
 
 def report_cpu(meter: CpuMeter, server: str) -> None:

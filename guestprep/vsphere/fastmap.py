@@ -305,8 +305,8 @@ def device_xml(props: Mapping[str, Any]) -> bytes | None:
     """The device list's XML when it is still unread: in a :class:`RawProps` (the fast path) or
     a :class:`DeferredArray`; None when it has to be (or was) decoded the generic way."""
     if isinstance(props, RawProps):
-        found = props.raw.get(DEVICES)
-        if found is None or DEVICES in props._cache:
+        found = props.unread(DEVICES)
+        if found is None:
             return None
         try:
             attrs, content = fastscan.val_of(found)

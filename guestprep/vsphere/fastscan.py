@@ -148,10 +148,11 @@ class RawProps(Mapping):
     """One object's properties as the answer wrote them (name -> its ``<propSet>`` bytes), each
     decoded on first read into the value the generic decoder gives."""
 
-    __slots__ = ("raw", "ns", "_cache")
+    __slots__ = ("raw", "ns", "_vals")
 
-    def __init__(self, raw: dict[str, bytes], ns_decls: bytes, cache: dict[str, Any] | None = None):
-        self.raw, self.ns, self._cache = raw, ns_decls, cache if cache is not None else {}
+    def __init__(self, raw: dict[str, bytes], ns_decls: bytes, vals: dict[str, Any] | None = None):
+        # _vals: name -> its propSet bytes until read, then its value (decoded values are never bytes)
+        self.raw, self.ns, self._vals = raw, ns_decls, vals if vals is not None else dict(raw)
 
     def __getitem__(self, name: str) -> Any:
         value = self.get(name, _ABSENT)
@@ -159,13 +160,17 @@ class RawProps(Mapping):
             raise KeyError(name)
         return value
 
+    def unread(self, name: str) -> bytes | None:
+        """The property's ``<propSet>`` bytes while nothing has read (or replaced) its value."""
+        value = self._vals.get(name)
+        return value if value.__class__ is bytes else None
+
     def get(self, name: str, default: Any = None) -> Any:  # the hot path of mapping.to_source_vm
-        value = self._cache.get(name, _ABSENT)
-        if value is not _ABSENT:
-            return value
-        part = self.raw.get(name)
-        if part is None:
+        part = self._vals.get(name, _ABSENT)
+        if part is _ABSENT:
             return default
+        if part.__class__ is not bytes:
+            return part  # read before
         try:
             known = _heads.get(name)  # this property's <propSet><name>..<val ..> as the last answer wrote it
             if known is not None and part.startswith(known[0]) and part.endswith(b"</val>"):
@@ -185,7 +190,7 @@ class RawProps(Mapping):
                 value = value_of(attrs, content, self.ns)
         except (NotUnderstood, ValueError, UnicodeDecodeError):
             value = _generic_property(part, self.ns)
-        self._cache[name] = value
+        self._vals[name] = value
         return value
 
     def __iter__(self) -> Iterator[str]:
@@ -196,7 +201,7 @@ class RawProps(Mapping):
 
     def with_value(self, name: str, value: Any) -> RawProps:
         """The same properties with one value replaced (the caller's mapping is left as it is)."""
-        return RawProps(self.raw, self.ns, {**self._cache, name: value})
+        return RawProps(self.raw, self.ns, {**self._vals, name: value})
 
 
 def val_of(part: bytes) -> tuple[bytes, bytes]:
