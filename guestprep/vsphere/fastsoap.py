@@ -51,6 +51,9 @@ class MoRef:
         return f"'{getattr(self._type, '_wsdlName', 'ManagedObject')}:{self._moId}'"
 
 
+_absent: dict[tuple[Any, str], bool] = {}  # (type, field) -> whether an absent field reads as []
+
+
 class Record:
     """A data object: fields by name; absent fields read as None, absent arrays as []."""
 
@@ -68,11 +71,15 @@ class Record:
         f = self._f
         if name in f:
             return f[name]
-        try:
-            info = self._type._GetPropertyInfo(name)
-        except (AttributeError, KeyError):
-            raise AttributeError(name) from None
-        return [] if issubclass(info.type, list) else None
+        key = (self._type, name)
+        is_list = _absent.get(key)
+        if is_list is None:
+            try:
+                info = self._type._GetPropertyInfo(name)
+            except (AttributeError, KeyError):
+                raise AttributeError(name) from None
+            is_list = _absent[key] = issubclass(info.type, list)
+        return [] if is_list else None  # a new list each time: the caller may append to it
 
     def __repr__(self) -> str:
         return f"{getattr(self._type, '_wsdlName', '?')}({self._f!r})"

@@ -43,6 +43,7 @@ OTHER_PROPERTIES: dict[type, list[str]] = {
     vim.dvs.DistributedVirtualPortgroup: ["name", "key", "config.defaultPortConfig"],
 }
 DEFAULT_PAGE_SIZE = 500
+_VM = vim.VirtualMachine  # pyVmomi resolves a type on every attribute access of `vim`: once per object is measurable
 
 
 def _filter_spec(view: Any, vms: list[Any] | None) -> vmodl.query.PropertyCollector.FilterSpec:
@@ -148,7 +149,7 @@ def source_vms(objects: Iterable[Any]) -> list[SourceVM]:
             props: Mapping[str, Any] = obj.props  # decoded as read; fastmap reads the devices raw
         else:
             props = {p.name: p.val for p in obj.propSet or []}
-        if isinstance(obj.obj, vim.VirtualMachine):
+        if isinstance(obj.obj, _VM):
             found.append((obj.obj._moId, props))
         else:
             add_context(ctx, obj.obj, props)
