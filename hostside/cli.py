@@ -461,6 +461,7 @@ def _modules_loaded(command: str) -> None:
         importlib.import_module(name)
     if _gc_paused:
         _gc_paused = False
+        gc.freeze()     # what is loaded now lives until exit: no collection walks it again
         gc.enable()
 
 
@@ -487,12 +488,13 @@ def main(argv: list[str] | None = None) -> int:
 def run(gc_paused: bool = False) -> None:
     """The program's entry point (zipapp, console script, `python -m hostside.cli`).
 
-    Start-up and exit are part of every conversion (issue 17), and CPython spends a good
-    part of both in its cyclic garbage collector walking the freshly imported modules: no
-    collection runs while they load (re-enabled before the command works), and the final
-    collections at exit skip what is alive when main() returned (gc.freeze). Objects are
-    still freed by reference counting and atexit handlers run; everything hostside writes
-    is closed by its `with` block before main() returns.
+    Start-up and exit are part of every conversion (issue 17), and CPython's cyclic garbage
+    collector would walk the freshly imported modules again and again: no collection runs
+    while they load; once the command's modules are in they are frozen (gc.freeze: never
+    walked again) and collection resumes for what the command allocates; the collections
+    at exit skip what is alive when main() returned. Objects are still freed by reference
+    counting and atexit handlers run; everything hostside writes is closed by its `with`
+    block before main() returns. (~6 M of ~240 M instructions of an empty conversion.)
     """
     global _gc_paused
     if gc.isenabled():
