@@ -54,13 +54,13 @@ def load_manifests(dirs: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
     return found
 
 
-def _recomputed_digest(path: str) -> dict[str, Any] | None:
+def _recomputed_digest(path: str, algorithm: str) -> dict[str, Any] | None:
     """The digest of the volume as stored, when it is reachable here (a file or device)."""
     if not path or not os.path.exists(path):
         return None
     from hostside.convert import target_digest   # the one definition of the digest
 
-    return target_digest(path)
+    return target_digest(path, algorithm)
 
 
 def differences(volid: str, manifest: Mapping[str, Any], h: Handoff, listed: Mapping[str, Any]) -> list[str]:
@@ -81,19 +81,19 @@ def differences(volid: str, manifest: Mapping[str, Any], h: Handoff, listed: Map
         out.append(f"VM uuid {handoff.get('vm_uuid')!r} in the manifest, {h.vm.uuid_bios!r} here")
     if listed.get("size") is not None and target.get("size") != listed.get("size"):
         out.append(f"size {target.get('size')} in the manifest, {listed.get('size')} on Proxmox")
-    from hostside.verify import DIGEST_ALGORITHM
+    from hostside.verify import KNOWN_DIGESTS   # each recomputed exactly by its own definition
 
     algorithm = stated.get("algorithm")
     if not isinstance(stated.get("sha256"), str) or not isinstance(algorithm, str):
         out.append("the manifest records no content digest")
         return out
-    if algorithm != DIGEST_ALGORITHM:
+    if algorithm not in KNOWN_DIGESTS:
         # a digest of another definition cannot be compared: the same bytes give another value
         out.append(f"its content digest is {algorithm!r}, written by another guestprep-host version; this one "
-                   f"computes {DIGEST_ALGORITHM!r}: convert again with the guestprep-host that ships with this "
+                   f"computes {' or '.join(map(repr, KNOWN_DIGESTS))}: convert again with the guestprep-host that ships with this "
                    "controller")
         return out
-    actual = _recomputed_digest(str(target.get("path") or ""))
+    actual = _recomputed_digest(str(target.get("path") or ""), algorithm)
     if actual is not None and (actual["sha256"], actual["size"]) != (stated["sha256"], stated.get("size")):
         out.append(f"content digest {actual['sha256'][:16]}… (size {actual['size']}) of {target.get('path')}, "
                    f"{stated['sha256'][:16]}… (size {stated.get('size')}) in the manifest: the volume changed "

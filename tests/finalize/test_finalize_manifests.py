@@ -75,6 +75,30 @@ def test_a_reachable_volume_whose_digest_changed_is_refused(pve, client, attache
     refused(pve, client, h, tmp_path, "content digest .* the volume changed after its conversion")
 
 
+def test_a_manifest_of_the_previous_digest_definition_is_still_checked_by_its_own(pve, client, attached, tmp_path):
+    """/3 hashes the same data runs as /2 in 16 MiB pieces on worker threads: a manifest an older
+    guestprep-host wrote with /2 is recomputed by /2's definition — attached when the bytes are the
+    converted ones, refused as changed when one byte moved (not waved through as 'another version')."""
+    from hostside.verify import target_digest
+
+    vol, h = attached
+    disk = tmp_path / "images" / "vm-100-disk-0"
+    disk.parent.mkdir()
+    disk.write_bytes(b"converted" * 1000)
+    path = write_manifest(tmp_path, h, vol.volid, SIZE, target_file=disk)
+    doc = json.loads(path.read_text())
+    doc["target"]["digest"] = target_digest(str(disk), "sha256-data-runs/2")
+    assert doc["target"]["digest"]["algorithm"] == "sha256-data-runs/2"
+    path.write_text(json.dumps(doc))
+    with disk.open("r+b") as f:                   # a write after the conversion
+        f.write(b"X")
+    refused(pve, client, h, tmp_path, "content digest .* the volume changed after its conversion")
+    with disk.open("r+b") as f:                   # the converted bytes again
+        f.write(b"c")
+    res = run(client, h, manifest_dirs=[str(tmp_path)])
+    assert pve.state.vms[res.vmid]["config"]["scsi0"].startswith(vol.volid + ",")
+
+
 def test_a_digest_of_another_definition_is_refused_as_a_version_mismatch(pve, client, attached, tmp_path):
     """/1 counted ext4's unwritten extents as data once cached; /2 does not: the same bytes, another
     value. A /1 manifest (an older guestprep-host on the node) is named as such, not as a changed volume."""
