@@ -44,11 +44,13 @@ _ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[+-]\d{
 _RUN_ID = re.compile(r"\b\d{8}T\d{6}-[0-9a-f]{6}\b")
 _TABLE_SECONDS = re.compile(r"(?<=│ )\d+\.\d(?= +│)")  # the seconds column of the prepare/rollback tables
 _FREE_MIB = re.compile(r"has \d+ MiB free")
+_RUNNING_KERNEL = os.uname().release   # `--local` reports the machine's own kernel
 
 
 def normalise(text: str, **literals: str) -> str:
     for placeholder, value in literals.items():
         text = text.replace(value, f"<{placeholder}>")
+    text = text.replace(_RUNNING_KERNEL, "<running-kernel>")
     text = _ISO_TIME.sub("<time>", text)
     text = _RUN_ID.sub("<run-id>", text)
     text = _FREE_MIB.sub("has <n> MiB free", text)
@@ -68,6 +70,8 @@ def _normalise_doc(doc):
                 v = "<run-id>"
             elif k == "free_bytes":
                 v = "<n>"
+            elif k == "running_kernel" and isinstance(v, str):
+                v = "<running-kernel>"   # this machine's kernel: the host's, it changes under the suite
             out[k] = _normalise_doc(v)
         return out
     if isinstance(doc, list):
