@@ -158,8 +158,33 @@ def _legacy_spellings(argv: list[str]) -> list[str]:
     return out
 
 
+def _late_interrupt(signum, frame) -> None:
+    """Ctrl-C after the command finished (its reports written, its exit code decided), while the
+    interpreter shuts down: end now as interrupted. Without this a press in that window killed the
+    process by SIGINT (exit -2, not 130): seen under load when a second Ctrl-C followed the first."""
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:   # a closed pipe: nothing more can be said anyway
+            pass
+    os._exit(130)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: bad input becomes a clear message and an exit code, never a traceback."""
+    try:
+        _main(argv)
+    finally:
+        import signal
+        import threading
+
+        if argv is None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, _late_interrupt)
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         app(args=_legacy_spellings(list(sys.argv[1:] if argv is None else argv)), prog_name="guestprep")  # standalone: usage errors exit 2 with Typer's message
     except GuestprepError as exc:
