@@ -243,7 +243,18 @@ def test_vmware_tools_removed_on_first_kvm_boot(lab):
 
 
 def test_post_phase_preflight_passes(lab, tmp_path):
-    res = guestprep("preflight", *lab["common"], "--phase", "post", "--format", "json", "--out", str(tmp_path), "-q")
+    # The TCG guest under a loaded 2-core CI machine once took more than the preflight's 30 s to send
+    # its SSH greeting (LNX-REACHABLE unreachable, exit 3): that is the machine, not the guest's
+    # readiness, so only that outcome is tried again (at most twice), after ssh itself got through.
+    for attempt in range(3):
+        out = tmp_path / f"attempt{attempt}"
+        res = guestprep("preflight", *lab["common"], "--phase", "post", "--format", "json", "--out", str(out), "-q")
+        report = out / "report.json"
+        unreachable = res.returncode == 3 and report.exists() and '"unreachable"' in report.read_text()
+        if not unreachable:
+            break
+        ssh_ok(lab["pve"].ssh_port, lab["key"], ["true"])
+    tmp_path = out
     assert res.returncode == 0, res.stdout.decode()[-3000:] + res.stderr.decode()[-2000:]
     doc = json.loads((tmp_path / "report.json").read_text())
     text = json.dumps(doc)
