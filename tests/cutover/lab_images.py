@@ -73,16 +73,23 @@ def unprepared(artifacts: Path) -> Path:
 def prepared(artifacts: Path) -> Path:
     """Cached ``prepared.vmdk``: the same guest after ``guestprep prepare --apply``, powered off."""
     base = labimage.build(artifacts)
-    final = labimage.CACHE_ROOT / f"lab-cutover-prepared-{recipe_hash()}"
+    return _cached(f"lab-cutover-prepared-{recipe_hash()}", "the prepared lab guest",
+                   lambda work: _prepare(base, work, artifacts))
+
+
+def _cached(name: str, what: str, build) -> Path:
+    """``prepared.vmdk`` of cache entry ``name``, built once by ``build(work_dir) -> meta`` under the
+    entry's lock; a build that fails leaves nothing (its work directory is removed)."""
+    final = labimage.CACHE_ROOT / name
     if (final / "meta.json").is_file():
         return final / "prepared.vmdk"
-    with exclusive(labimage.CACHE_ROOT / f"{final.name}.lock", f"the prepared lab guest {final.name}", log):
+    with exclusive(labimage.CACHE_ROOT / f"{final.name}.lock", f"{what} {final.name}", log):
         if not (final / "meta.json").is_file():
             work = labimage.CACHE_ROOT / f"{final.name}.building-{os.getpid()}"
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
             try:
-                meta = _prepare(base, work, artifacts)
+                meta = build(work)
                 (work / "meta.json").write_text(json.dumps(meta, indent=2))
                 work.rename(final)
             finally:
@@ -141,21 +148,8 @@ def uefi_recipe_hash() -> str:
 def prepared_uefi(artifacts: Path) -> Path:
     """Cached ``prepared.vmdk`` of the UEFI lab guest after ``guestprep prepare --apply``, powered off."""
     base = uefiimage.build(artifacts)
-    final = labimage.CACHE_ROOT / f"lab-cutover-uefi-prepared-{uefi_recipe_hash()}"
-    if (final / "meta.json").is_file():
-        return final / "prepared.vmdk"
-    with exclusive(labimage.CACHE_ROOT / f"{final.name}.lock", f"the prepared UEFI lab guest {final.name}", log):
-        if not (final / "meta.json").is_file():
-            work = labimage.CACHE_ROOT / f"{final.name}.building-{os.getpid()}"
-            shutil.rmtree(work, ignore_errors=True)
-            work.mkdir(parents=True)
-            try:
-                meta = _prepare_uefi(base, work, artifacts)
-                (work / "meta.json").write_text(json.dumps(meta, indent=2))
-                work.rename(final)
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
-    return final / "prepared.vmdk"
+    return _cached(f"lab-cutover-uefi-prepared-{uefi_recipe_hash()}", "the prepared UEFI lab guest",
+                   lambda work: _prepare_uefi(base, work, artifacts))
 
 
 def _prepare_uefi(base: Path, work: Path, artifacts: Path) -> dict:
