@@ -17,6 +17,14 @@ pytestmark = pytest.mark.integration
 SIZE = 40 << 30
 
 
+def _converted_disk(tmp_path):
+    """A reachable file volume, as guestprep-host left it."""
+    disk = tmp_path / "images" / "vm-100-disk-0"
+    disk.parent.mkdir()
+    disk.write_bytes(b"converted" * 1000)
+    return disk
+
+
 def writes(pve):
     return [(m, p) for m, p, _ in pve.state.requests if m != "GET"]
 
@@ -66,9 +74,7 @@ def test_a_manifest_of_another_size_is_refused(pve, client, attached, tmp_path):
 
 def test_a_reachable_volume_whose_digest_changed_is_refused(pve, client, attached, tmp_path):
     vol, h = attached
-    disk = tmp_path / "images" / "vm-100-disk-0"
-    disk.parent.mkdir()
-    disk.write_bytes(b"converted" * 1000)
+    disk = _converted_disk(tmp_path)
     write_manifest(tmp_path, h, vol.volid, SIZE, target_file=disk)
     with disk.open("r+b") as f:                   # a write after the conversion
         f.write(b"X")
@@ -82,9 +88,7 @@ def test_a_manifest_of_the_previous_digest_definition_is_still_checked_by_its_ow
     from hostside.verify import target_digest
 
     vol, h = attached
-    disk = tmp_path / "images" / "vm-100-disk-0"
-    disk.parent.mkdir()
-    disk.write_bytes(b"converted" * 1000)
+    disk = _converted_disk(tmp_path)
     path = write_manifest(tmp_path, h, vol.volid, SIZE, target_file=disk)
     doc = json.loads(path.read_text())
     doc["target"]["digest"] = target_digest(str(disk), "sha256-data-runs/2")
@@ -103,9 +107,7 @@ def test_a_digest_of_another_definition_is_refused_as_a_version_mismatch(pve, cl
     """/1 counted ext4's unwritten extents as data once cached; /2 does not: the same bytes, another
     value. A /1 manifest (an older guestprep-host on the node) is named as such, not as a changed volume."""
     vol, h = attached
-    disk = tmp_path / "images" / "vm-100-disk-0"
-    disk.parent.mkdir()
-    disk.write_bytes(b"converted" * 1000)
+    disk = _converted_disk(tmp_path)
     path = write_manifest(tmp_path, h, vol.volid, SIZE, target_file=disk)
     doc = json.loads(path.read_text())
     doc["target"]["digest"]["algorithm"] = "sha256-data-runs/1"
