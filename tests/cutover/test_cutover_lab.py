@@ -15,10 +15,10 @@ Two waves: the BIOS one (unprepared, prepared) and the UEFI one, run at the same
              (the BIOS wave's options.post_preflight, its own inventory: 127.0.0.1:<the node's
              forward to the guest's port 22>, the host key prepare recorded; pve_node.py's
              ``ssh_forwards``); the UEFI VM ends verified, booted through OVMF and its efidisk0
-             (a fresh vars store: the fallback loader prepare installed is what OVMF finds).
-             The UEFI wave has no post-phase preflight: verify runs it once, right after the
-             agent, and under TCG on a loaded machine the UEFI copy's sshd took minutes more to
-             start than its agent (LNX-REACHABLE unreachable after the 15 s greeting timeout).
+             (a fresh vars store: the fallback loader prepare installed is what OVMF finds), and
+             passes the same post-phase preflight on itself. Under TCG on a loaded machine the UEFI
+             copy's sshd started minutes after its agent: verify waits for the SSH greeting
+             (guestprep/cutover/postflight.py) before judging the guest once.
 
 The gate: the fleet's preflight target is the suite's sshd container (no kernel), so the real
 gate says `blocked`; the wave records a reviewer's acceptance, as in the other cutover tests.
@@ -152,13 +152,12 @@ class CutoverLab:
                                    "workdir": str(tmp / "node-work"), "storage_cfg": str(cfg),
                                    "qemu_run_dir": str(self.pve.run_dir)}},
                 "vms": {n: {"vmid": v} for n, v in VMIDS.items()}}}
-        self.policy_uefi = tmp / "policy-uefi.yaml"
-        self.policy_uefi.write_text(json.dumps(policy))
         policy["cutover"]["options"] = {"post_preflight": {
             "inventory": str(self.post_fleet), "known_hosts": str(self.guest_known_hosts),
             "timeout": POST_PREFLIGHT_TIMEOUT, "fail_on": "blocker"}}
-        self.policy = tmp / "policy.yaml"
+        self.policy, self.policy_uefi = tmp / "policy.yaml", tmp / "policy-uefi.yaml"
         self.policy.write_text(json.dumps(policy))
+        self.policy_uefi.write_text(json.dumps(policy))
         self.known_hosts, self.sshd_port = sshd.known_hosts, sshd.port
         self.wave, self.wave_uefi = tmp / "wave.yaml", tmp / "wave-uefi.yaml"
 
@@ -336,8 +335,12 @@ def _verify_outputs(clab, name: str) -> dict:
 
 
 def test_post_phase_preflight_ran_on_the_booted_guest_itself(clab):
-    name = PREPARED
+    _assert_post_preflight_on_the_booted_guest(clab, PREPARED)
+
+
+def _assert_post_preflight_on_the_booted_guest(clab, name: str) -> None:
     post = _verify_outputs(clab, name)["post_preflight"]
+    assert post["service"]["ready"], post["service"]
     # the inventory entry is the node's forward to this copy's port 22, trusted only with the key
     # prepare recorded on VMware: reaching it at all means it was the booted guest, not the sshd container
     entry = next(g for g in json.loads(clab.post_fleet.read_text())["guests"] if g["name"] == name)
@@ -376,3 +379,4 @@ def test_uefi_cutover_boots_through_ovmf_and_its_efidisk(clab):
 
     assert qga(clab.pve.paths(vmid)["qga"], "guest-ping", timeout=30) == {}
     assert clab.source(UEFI)["power"] == "poweredOff" and clab.source(UEFI)["marked"]
+    _assert_post_preflight_on_the_booted_guest(clab, UEFI)
