@@ -9,7 +9,7 @@ the zipapp; guestprep/checks/image/ registers the same checks in guestprep's reg
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from hostside.record import dataclass, field
 TYPE_CHECKING = False   # typing is not imported at run time (start-up time, issue 17)
 
 from guestprep.errors import GuestprepError

@@ -10,7 +10,7 @@ converted are complete and verified, keep their manifests, and are named in the 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from hostside.record import dataclass, field
 TYPE_CHECKING = False   # typing is not imported at run time (start-up time, issue 17)
 
 from hostside import audit as audit_mod

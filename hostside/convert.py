@@ -19,7 +19,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
+from hostside.record import dataclass, field
 
 from hostside import qemu
 from hostside.errors import (GuestprepError, InputError, Interrupted, TargetRefused,

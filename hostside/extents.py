@@ -20,7 +20,7 @@ import os
 import re
 import struct
 import sys
-from dataclasses import dataclass
+from hostside.record import dataclass
 
 from hostside import vmdk
 from hostside.errors import InputError, ToolFailed

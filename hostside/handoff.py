@@ -14,7 +14,7 @@ what ``finalize`` will attach is reported as a warning.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from hostside.record import dataclass, field
 from typing import Any, Callable
 
 from guestprep.handoff import DiskLocator, Handoff, check_import_from, load_handoff

@@ -10,7 +10,7 @@ import os
 import re
 import stat
 import struct
-from dataclasses import dataclass, field
+from hostside.record import dataclass, field
 
 from hostside import extents, qemu, vmdk
 from hostside.errors import InputError, SourceUnreachable

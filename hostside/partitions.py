@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass, field
+from hostside.record import dataclass, field
 TYPE_CHECKING = False   # typing is not imported at run time (start-up time, issue 17)
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from hostside.record import dataclass, field
 
 from hostside.errors import InputError, TargetRefused
 

@@ -22,7 +22,7 @@ import signal
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from hostside.record import dataclass, field
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:      # typing is not imported at run time (start-up cost)

@@ -28,7 +28,7 @@ import tempfile
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from dataclasses import dataclass
+from hostside.record import dataclass
 from typing import Callable
 
 from hostside.errors import InputError, SourceUnreachable

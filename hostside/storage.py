@@ -21,7 +21,7 @@ import re
 import stat
 import subprocess
 import time
-from dataclasses import dataclass, field
+from hostside.record import dataclass, field
 
 from hostside import filesystems
 from hostside.errors import InputError, TargetRefused, ToolFailed

@@ -32,7 +32,7 @@ import stat
 import subprocess
 import tempfile
 import threading
-from dataclasses import dataclass
+from hostside.record import dataclass
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:      # typing is not imported at run time (start-up cost)

@@ -14,7 +14,7 @@ import re
 import stat
 import struct
 import sys
-from dataclasses import dataclass, field
+from hostside.record import dataclass, field
 
 from hostside.errors import InputError
 
