@@ -279,14 +279,17 @@ class WaveLab:
         each run's start and end written down on the node, so the tests see what really ran there and when."""
         script = self.tmp / f"{node}-python"
         script.write_text(f"""#!/bin/sh
-# guestprep-host ZIPAPP convert --handoff WORKDIR/WAVE/VM/handoff.json ...: the VM is the handoff's directory
+# [-I -S ...] ZIPAPP convert --handoff WORKDIR/WAVE/VM/handoff.json ...: the VM is the handoff's directory
+opts=""
+while [ "${{1#-}}" != "$1" ]; do opts="$opts $1"; shift; done   # the interpreter's own options
 cmd=$(printf %s "$2" | head -c 40 | tr -c 'a-z_-' '_')
 vm=$(printf %s "$(basename "$(dirname "$4")")" | tr -c 'A-Za-z0-9_.-' '_')
+vm=${{vm:-_}}   # not a conversion (python -c, -m): no hand-off argument
 echo "{node} start $(date +%s.%N) $$ $cmd $vm" >> '{self.runs_log}'
 # a 1 MiB conversion lasts ~0.3 s: too short for two nodes' runs to overlap reliably (CI saw the
 # nodes interleave without touching); 2 s inside the recorded run makes parallelism observable
 if [ "$cmd" = convert ]; then sleep 2; fi
-python3 "$@"
+python3 $opts "$@"
 rc=$?
 echo "{node} end $(date +%s.%N) $$ $cmd $vm" >> '{self.runs_log}'
 exit $rc
