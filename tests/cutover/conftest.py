@@ -348,3 +348,13 @@ def accept_gate(lab_: Lab) -> None:
         assert vm["gate"]["verdict"] == "unknown"  # the real gate did not pass it; the reviewer overrides it
         vm["gate"]["accepted_by_reviewer"] = {"by": "tests", "reason": "container node: no kernel to check"}
     lab_.wave.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def most_at_once(intervals: list[tuple[float, float]]) -> int:
+    """The most intervals open at one instant (the multi-node and per-datastore limits' measure)."""
+    edges = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    now = peak = 0
+    for _, d in edges:   # an end sorts before a start at the same instant: touching is not overlapping
+        now += d
+        peak = max(peak, now)
+    return peak

@@ -27,7 +27,7 @@ import subprocess
 
 import pytest
 
-from tests.cutover.conftest import accept_gate
+from tests.cutover.conftest import accept_gate, most_at_once
 
 pytestmark = pytest.mark.integration
 
@@ -40,15 +40,6 @@ def _t(stamp: str) -> float:
 
 def overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
     return min(a[1], b[1]) - max(a[0], b[0])
-
-
-def most_at_once(intervals: list[tuple[float, float]]) -> int:
-    edges = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
-    now = peak = 0
-    for _, d in edges:   # an end sorts before a start at the same instant: touching is not overlapping
-        now += d
-        peak = max(peak, now)
-    return peak
 
 
 def test_wave_converts_on_the_owning_node_within_parallel_and_per_node(wave_lab):

@@ -18,7 +18,7 @@ import datetime as dt
 
 import pytest
 
-from tests.cutover.conftest import accept_gate
+from tests.cutover.conftest import accept_gate, most_at_once
 
 pytestmark = pytest.mark.integration
 
@@ -30,15 +30,6 @@ ON_SECOND = ("DC0_H0_VM15", "DC0_C0_RP0_VM15")
 
 def _t(stamp: str) -> float:
     return dt.datetime.fromisoformat(stamp).timestamp()
-
-
-def most_at_once(intervals: list[tuple[float, float]]) -> int:
-    edges = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
-    now = peak = 0
-    for _, d in edges:   # an end sorts before a start at the same instant: touching is not overlapping
-        now += d
-        peak = max(peak, now)
-    return peak
 
 
 def _second_datastore(vs, root):
