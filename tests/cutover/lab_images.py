@@ -56,13 +56,18 @@ def log(msg: str) -> None:
     print(f"[cutover-lab {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-@functools.cache
-def recipe_hash() -> str:
+def _derived_hash(base: str, prepare) -> str:
+    """A prepared image's cache key: its base image's recipe and the source of the prepare step."""
     import inspect
 
-    h = hashlib.sha256(labimage.recipe_hash().encode())
-    h.update(inspect.getsource(_prepare).encode())
+    h = hashlib.sha256(base.encode())
+    h.update(inspect.getsource(prepare).encode())
     return h.hexdigest()[:16]
+
+
+@functools.cache
+def recipe_hash() -> str:
+    return _derived_hash(labimage.recipe_hash(), _prepare)
 
 
 def unprepared(artifacts: Path) -> Path:
@@ -138,11 +143,7 @@ def _prepare(base: Path, work: Path, artifacts: Path) -> dict:
 
 @functools.cache
 def uefi_recipe_hash() -> str:
-    import inspect
-
-    h = hashlib.sha256(uefiimage.recipe_hash().encode())
-    h.update(inspect.getsource(_prepare_uefi).encode())
-    return h.hexdigest()[:16]
+    return _derived_hash(uefiimage.recipe_hash(), _prepare_uefi)
 
 
 def prepared_uefi(artifacts: Path) -> Path:
