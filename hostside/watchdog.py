@@ -63,28 +63,43 @@ def _lock(path: str, wait: float) -> int | None:
 
 
 def _group_alive(pgid: int) -> bool:
+    """A process of the group still runs. Zombies do not count: an orphan that has exited waits for
+    whoever reaps orphans on this node, and must not hold the grace period open (Linux /proc; where
+    it cannot be read, any member counts)."""
     try:
         os.killpg(pgid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the command, wait for its clean-up, then SIGKILL whatever of its group is left."""
     try:
-        os.kill(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    try:
-        proc.wait(GRACE)
-    except subprocess.TimeoutExpired:
-        pass
-    if _group_alive(proc.pid):
+        names = os.listdir("/proc")
+    except OSError:
+        return True
+    for name in names:
+        if not name.isdigit():
+            continue
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()   # after "pid (comm)": state ppid pgrp ...
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
+
+
+def _stop_group(pgid: int, deadline: float) -> None:
+    """SIGTERM the command's group, let it clean up until ``deadline``, then SIGKILL what is left."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _group_alive(pgid):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
         except ProcessLookupError:
             pass
 
@@ -117,7 +132,16 @@ def main(argv: list[str] | None = None) -> int:
         except BrokenPipeError:
             pass
     line = b""
-    stopped = threading.Event()
+    stopper: list[threading.Thread] = []
+    stopper_lock = threading.Lock()
+
+    def stop() -> None:   # once, whoever asks first (the tether, a signal)
+        with stopper_lock:
+            if stopper:
+                return
+            t = threading.Thread(target=_stop_group, args=(proc.pid, time.monotonic() + GRACE), daemon=True)
+            stopper.append(t)
+            t.start()
 
     def tether() -> None:
         while True:
@@ -127,23 +151,21 @@ def main(argv: list[str] | None = None) -> int:
             except OSError:
                 break
         if proc.poll() is None:
-            stopped.set()
-            _stop(proc)
+            stop()
 
     threading.Thread(target=tether, daemon=True).start()
+
     def on_signal(signum, frame) -> None:   # stopped ourselves: the command stops too (and cleans up)
-        stopped.set()
-        try:
-            os.kill(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        stop()
 
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, on_signal)
     rc = proc.wait()
+    if stopper:   # the rest of the group (a wrapper's child) still has its grace to clean up in
+        stopper[0].join()
     if _group_alive(proc.pid):   # nothing of the command outlives it
         os.killpg(proc.pid, signal.SIGKILL)
-    if stopped.is_set():
+    if stopper:
         print("guestprep-host watchdog: the controller's channel closed: the command was stopped",
               file=sys.stderr)
     return rc

@@ -165,3 +165,46 @@ def test_the_node_watchdog_stops_its_command_on_eof_and_lets_one_run_per_target(
     third = subprocess.run(wd + ["--done-if", str(done), "--", "sh", "-c", "echo ran"], stdin=subprocess.DEVNULL,
                            capture_output=True, text=True, env=env, timeout=30)
     assert third.returncode == 0 and "ran" not in third.stdout
+
+
+CLEANS_UP_SLOWLY = r"""
+import os, signal, sys, time
+partial, cleaned = sys.argv[1], sys.argv[2]
+def stop(signum, frame):   # what guestprep-host does on SIGTERM: stop, remove its partial target, exit 130
+    time.sleep(0.5)
+    os.unlink(partial)
+    open(cleaned, "w").close()
+    sys.exit(130)
+signal.signal(signal.SIGTERM, stop)
+open(partial, "w").close()
+time.sleep(300)
+"""
+
+
+def test_the_node_watchdog_lets_a_command_behind_a_wrapper_clean_up(tmp_path):
+    """The node's python may be a wrapper (a shell script, as this suite's witness is; a site's shim):
+    the watchdog's child is then the wrapper, and the converter its child. SIGTERM to the child alone
+    killed the wrapper, left the converter untouched, and the watchdog's SIGKILL to the group (the
+    wrapper had exited) then killed the converter before it removed its partial target — CI saw a
+    `.partial` left on a node after a rehearsal's controller was killed. The whole group is asked to
+    stop and given its grace (systemd's KillMode=control-group does the same: systemd.kill(5))."""
+    import sys
+    import time
+
+    from tests.cutover.conftest import REPO
+
+    partial, cleaned, script = tmp_path / "disk.partial", tmp_path / "cleaned", tmp_path / "convert.py"
+    script.write_text(CLEANS_UP_SLOWLY)
+    wrapper = f"{sys.executable} {script} {partial} {cleaned}; rc=$?; echo end; exit $rc"   # forks: not exec'd
+    wd = subprocess.Popen([sys.executable, "-m", "hostside.watchdog", "--lock", str(tmp_path / "d.lock"),
+                           "--", "sh", "-c", wrapper], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    deadline = time.monotonic() + 30
+    while not partial.exists():
+        assert time.monotonic() < deadline and wd.poll() is None
+        time.sleep(0.05)
+    wd.stdin.close()   # the controller died
+    assert wd.wait(30) != 0
+    assert b"channel closed" in wd.stderr.read()
+    assert cleaned.exists() and not partial.exists(), "the converter was killed before it cleaned up"
+    assert _node_processes(str(script)) == []
