@@ -24,6 +24,9 @@ Cases (the same DATA bytes in each source):
   bare-chain, ours-nv-chain, ours-chain   an ESXi vmfsSparse snapshot chain (vmfs flat base
                                           + a COWD redo log in 512-byte grains), ours with --chain;
                                           256 MiB by default (--chain-mib): see FULL below
+  bare-se-chain, ours-nv-se-chain, ours-se-chain   the same base and writes as an ESXi seSparse
+                                          snapshot (VMFS6, ESXi 6.5+: 4 KiB grains, one zero
+                                          grain range), ours with --chain
 
     python benchmarks/convert.py [--rounds 5] [--data-mib 1024] [--workdir /var/tmp]
                                  [--order alternate|abab] [--drop-caches files|all|none]
@@ -64,7 +67,7 @@ class Sizes:
     large: int          # virtual size of the "64G" disk
     empty: int
     chunk: int          # data is written in chunks of this size at random aligned slots
-    chain: int          # virtual size of the vmfsSparse chain
+    chain: int          # virtual size of the vmfsSparse and seSparse chains
     chain_data: int     # data in its base
     delta: int          # bytes the snapshot's redo log holds
     delta_run: int
@@ -114,12 +117,15 @@ def build_sources(work: Path, sizes: Sizes) -> dict[str, tuple[Path, Path]]:
         f.truncate(sizes.empty)
     out["empty"] = (empty, ref_empty)
     out["chain"] = build_esx_chain(work, sizes)
+    out["se-chain"] = build_esx_chain(work, sizes, se_sparse=True)
     return out
 
 
-def build_esx_chain(work: Path, sizes: Sizes) -> tuple[Path, Path]:
-    """The vmfsSparse chain and the raw data it must read as (base + redo log)."""
-    chain = work / "esx"
+def build_esx_chain(work: Path, sizes: Sizes, se_sparse: bool = False) -> tuple[Path, Path]:
+    """The vmfsSparse chain (or, with `se_sparse`, the seSparse chain: the same base and
+    writes, plus a zero-grain range where the base has data) and the raw data it must read
+    as (base + redo log)."""
+    chain = work / ("esx-se" if se_sparse else "esx")
     chain.mkdir()
     flat = chain / "base-flat.vmdk"
     write_raw(flat, sizes.chain, sizes.chain_data, sizes.chunk, seed=5)
@@ -127,10 +133,19 @@ def build_esx_chain(work: Path, sizes: Sizes) -> tuple[Path, Path]:
     slots = sorted(rng.sample(range(sizes.chain // sizes.delta_run),
                               sizes.delta // sizes.delta_run))
     runs = [(s * sizes.delta_run, rng.randbytes(sizes.delta_run)) for s in slots]
-    top = esx_chain.build_chain(chain, flat, sizes.chain, runs)
-    ref = work / "ref-chain.raw"
+    zeroed = []
+    if se_sparse:
+        free = sorted(set(range(sizes.chain // sizes.delta_run)) - set(slots))
+        zeroed = [(free[len(free) // 2] * sizes.delta_run, sizes.delta_run)]
+        top = esx_chain.build_se_chain(chain, flat, sizes.chain, runs, zeroed)
+    else:
+        top = esx_chain.build_chain(chain, flat, sizes.chain, runs)
+    ref = work / f"ref-{chain.name}.raw"
     sh("cp", "--sparse=always", flat, ref)
     with open(ref, "r+b") as f:
+        for off, length in zeroed:
+            f.seek(off)
+            f.write(bytes(length))
         for off, data in runs:
             f.seek(off)
             f.write(data)
@@ -239,6 +254,7 @@ def make_cases(work: Path, sources: dict[str, tuple[Path, Path]]) -> dict[str, C
     src64, ref64 = sources["64G"]
     empty, ref_empty = sources["empty"]
     chain, ref_chain = sources["chain"]
+    se_chain, ref_se_chain = sources["se-chain"]
     staged = staging / src4.name
     table = {
         "bare-4G": bare(src4, ref4, "-t", "writeback"),
@@ -256,6 +272,9 @@ def make_cases(work: Path, sources: dict[str, tuple[Path, Path]]) -> dict[str, C
         "bare-chain": bare(chain, ref_chain, "-t", "writeback"),
         "ours-nv-chain": ours(chain, ref_chain, "--chain", "--no-verify"),
         "ours-chain": ours(chain, ref_chain, "--chain"),
+        "bare-se-chain": bare(se_chain, ref_se_chain, "-t", "writeback"),
+        "ours-nv-se-chain": ours(se_chain, ref_se_chain, "--chain", "--no-verify"),
+        "ours-se-chain": ours(se_chain, ref_se_chain, "--chain"),
     }
     cases = {}
     for name, (steps, output, ref, written) in table.items():
@@ -276,6 +295,8 @@ RATIOS = [
     ("64G / 4G, ours default", "ours-64G", "ours-4G", "<=", 1.2),
     ("vmfsSparse chain, ours --no-verify / bare", "ours-nv-chain", "bare-chain", "<=", 1.2),
     ("vmfsSparse chain, ours default / bare", "ours-chain", "bare-chain", "<=", 1.2),
+    ("seSparse chain, ours --no-verify / bare", "ours-nv-se-chain", "bare-se-chain", "<=", 1.2),
+    ("seSparse chain, ours default / bare", "ours-se-chain", "bare-se-chain", "<=", 1.2),
     ("64G / 4G, bare qemu-img (its own cost)", "bare-64G", "bare-4G", None, None),
     ("bare -t writeback / bare-unsafe (+fsync)", "bare-4G", "bare-unsafe-4G", None, None),
     ("ours --no-verify / bare-unsafe (+fsync)", "ours-nv-4G", "bare-unsafe-4G", None, None),
@@ -350,8 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5, help="rounds (one run of every case each)")
     ap.add_argument("--data-mib", type=int, default=FULL.data // MiB)
     ap.add_argument("--chain-mib", type=int, default=FULL.chain // MiB,
-                    help="virtual size of the vmfsSparse chain (a quarter of it data, "
-                         "1/32 in the redo log)")
+                    help="virtual size of the vmfsSparse and seSparse chains (a quarter "
+                         "of it data, 1/32 in the redo log)")
     ap.add_argument("--workdir", default="/var/tmp")
     ap.add_argument("--order", choices=["abab", "alternate"], default="alternate",
                     help="alternate (default): reversed every other round, so every pair is "
@@ -407,7 +428,8 @@ def run(work: Path, sizes: Sizes, rounds: int, args) -> int:
           f"{sizes.large / GiB:g} GiB monolithicSparse vmdks, an empty "
           f"{sizes.empty / MiB:g} MiB vmdk, and a {sizes.chain / MiB:g} MiB vmfsSparse chain "
           f"(vmfs flat base with {sizes.chain_data / MiB:g} MiB of data + a COWD redo log of "
-          f"{sizes.delta / MiB:g} MiB in 512-byte grains); built in "
+          f"{sizes.delta / MiB:g} MiB in 512-byte grains) and the same as a seSparse chain "
+          f"(4 KiB grains); built in "
           f"{time.perf_counter() - t0:.1f}s")
     digests = {p: data_digest(p) for p in source_files(sources)}
     cases = make_cases(work, sources)
@@ -447,7 +469,7 @@ def run(work: Path, sizes: Sizes, rounds: int, args) -> int:
 def source_files(sources: dict[str, tuple[Path, Path]]) -> list[Path]:
     files = []
     for src, _ in sources.values():
-        files += sorted(p for p in src.parent.glob("*.vmdk")) if src.parent.name == "esx" \
+        files += sorted(src.parent.glob("*.vmdk")) if src.parent.name.startswith("esx") \
             else [src]
     return files
 
