@@ -146,3 +146,49 @@ def test_guestprep_host_converts_the_chain_verified_and_leaves_it_untouched(se_c
     same = qemu_img("compare", "-f", "raw", "-F", to, ref, dest)
     assert same.returncode == 0, same.stdout + same.stderr
     assert digests(top.parent) == before
+
+
+@pytest.mark.parametrize("offset, value, says", [
+    (24, 9, "seSparse grain size 9 sectors: only 8 (4 KiB) is read"),
+    (512 + 24, 1, "seSparse journal was not replayed"),
+    (16, VIRTUAL // 512 * 2, "holds 262144 sectors but the descriptor says 131072"),
+    (8 * 16, 1 << 30, "grain directory lies past the end of the file"),
+])
+def test_a_damaged_header_is_refused_naming_the_extent_and_the_field(se_chain, tmp_path,
+                                                                     offset, value, says):
+    """Checked by us before qemu opens anything: the message names the -sesparse.vmdk and
+    what is wrong in it, not a temporary descriptor qemu was handed."""
+    top, _ = se_chain
+    copy = tmp_path / "chain"
+    shutil.copytree(top.parent, copy)
+    with open(copy / "snap-000001-sesparse.vmdk", "r+b") as f:
+        f.seek(offset)
+        f.write(struct.pack("<Q", value))
+    r = host_cli("convert", copy / top.name, "--chain", "--to", "raw",
+                 "--dest", tmp_path / "out.raw", "--progress", "none")
+    assert r.returncode == 2, r.stderr
+    assert "snap-000001-sesparse.vmdk" in r.stderr and says in r.stderr, r.stderr
+    assert "json:" not in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out.raw").exists()
+
+
+def test_any_header_value_is_refused_cleanly_or_read(se_chain, tmp_path):
+    """Every const/volatile header field set to values a damaged file could hold: vmdk.load
+    accepts the file or raises InputError (a clear message), never anything else."""
+    from hostside import vmdk
+    from hostside.errors import InputError
+    top, _ = se_chain
+    copy = tmp_path / "chain"
+    shutil.copytree(top.parent, copy)
+    extent = copy / "snap-000001-sesparse.vmdk"
+    good = extent.read_bytes()
+    rng = random.Random(5)
+    for field in [*range(26), *range(64, 68)]:
+        for value in (0, 1, 2 ** 63, 2 ** 64 - 1, rng.getrandbits(64)):
+            raw = bytearray(good)
+            struct.pack_into("<Q", raw, field * 8, value)
+            extent.write_bytes(raw)
+            try:
+                vmdk.load(str(copy / top.name))
+            except InputError:
+                pass
