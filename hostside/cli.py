@@ -28,7 +28,34 @@ SEVERITIES = ("info", "warning", "blocker")
 DEFAULT_STORAGE_CFG = "/etc/pve/storage.cfg"
 
 
+def _columns() -> int:
+    """shutil.get_terminal_size().columns without shutil (and the bz2/lzma/fnmatch it imports):
+    COLUMNS, else the terminal on stdout, else 80."""
+    try:
+        cols = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        cols = 0
+    if cols <= 0:
+        try:
+            cols = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            cols = 0
+    return cols if cols > 0 else 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's own, given its width: argparse builds a formatter for every add_argument (to check
+    the metavar), and without a width each one imported shutil for the terminal's size."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width=None):
+        super().__init__(prog, indent_increment, max_help_position, _columns() - 2 if width is None else width)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):  # argparse exits 2 already; keep its message short
         self.print_usage(sys.stderr)
         # main() prints "guestprep-host: error: ..." already: name the subcommand only, never the program twice

@@ -17,11 +17,10 @@ import re
 import select
 import signal
 import subprocess
-import tempfile
 import time
 from hostside.record import dataclass, field
 
-from hostside import qemu
+from hostside import qemu, tmpfiles
 from hostside.errors import (GuestprepError, InputError, Interrupted, TargetRefused,
                              ToolFailed)
 from hostside.image import Source
@@ -399,7 +398,7 @@ def _run_with_progress(args: list[str], source: Source, progress: ProgressFn | N
     # stderr goes to a file: a pipe we do not drain while reading progress from
     # stdout would block qemu-img once it fills (e.g. curl retry messages).
     what = source.spec.label
-    errfile = tempfile.TemporaryFile()
+    errfile = tmpfiles.anonymous_file()
     with qemu.secret_objects(seg.spec for seg in source.segments) as (objects, fds):
         proc = subprocess.Popen(qemu.with_objects(args, objects), stdout=subprocess.PIPE,
                                 stderr=errfile, stdin=subprocess.DEVNULL, pass_fds=fds,
@@ -500,7 +499,10 @@ def _listed(source: Source, args: list[str]) -> list[str]:
 def _view_summary(source: Source) -> dict | None:
     if not source.view_segments:
         return None
-    import hashlib
+    try:   # CPython's own SHA-256 (the same digest): hashlib would load OpenSSL for a few hundred
+        from _sha256 import sha256   # bytes, ~10 M instructions of a --no-verify run (fixed_cost.py)
+    except ImportError:   # another interpreter, or 3.12+ (_sha2)
+        from hashlib import sha256
     joined = "\n".join(seg.spec.image_arg() for seg in source.segments)
     data = [[seg.offset, seg.size] for seg in source.segments
             if seg.spec.opts.get("driver") == "raw"]
@@ -508,7 +510,7 @@ def _view_summary(source: Source) -> dict | None:
                    "zero runs, concatenated by qemu-img in order",
             "sources": len(source.segments), "data_runs": len(data),
             "data_bytes": sum(n for _, n in data),
-            "sources_sha256": hashlib.sha256(joined.encode()).hexdigest()}
+            "sources_sha256": sha256(joined.encode()).hexdigest()}
 
 
 def _write_manifest(path: str, data: dict) -> None:
@@ -517,7 +519,7 @@ def _write_manifest(path: str, data: dict) -> None:
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"  # serialised first: no half file
     directory, base = os.path.split(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory or ".", prefix=f".{base}.", suffix=".partial")
+        fd, tmp = tmpfiles.exclusive_file(directory or ".", f".{base}.", ".partial")
     except OSError as exc:
         raise TargetRefused(f"cannot write the manifest: {exc.strerror}", path) from None
     try:

@@ -19,9 +19,7 @@ import json
 import os
 import re
 import signal
-import shutil
 import subprocess
-import tempfile
 from hostside.record import dataclass, field
 
 TYPE_CHECKING = False
@@ -29,10 +27,11 @@ if TYPE_CHECKING:      # typing is not imported at run time (start-up cost)
     from typing import Iterable, Iterator
 
 from hostside.errors import InputError, ToolFailed, ToolMissing
+from hostside.tmpfiles import which
 
 
 def tool(name: str) -> str:
-    path = shutil.which(name)
+    path = which(name)
     if path is None:
         raise ToolMissing(f"{name} is not installed or not on PATH (Debian/Proxmox package: "
                           f"{PACKAGE_OF.get(name, name)})", name)
@@ -257,6 +256,8 @@ class Reader:
     def __init__(self, spec: ImageSpec, virtual_size: int):
         self.spec = spec
         self.size = virtual_size
+        import tempfile   # not on a conversion's path (hostside/tmpfiles.py)
+
         self._dir = tempfile.mkdtemp(prefix="guestprep-read-")
         self._cache: dict[tuple[int, int], bytes] = {}
 
@@ -283,6 +284,8 @@ class Reader:
         return data
 
     def close(self) -> None:
+        import shutil
+
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> "Reader":

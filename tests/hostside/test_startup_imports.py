@@ -30,7 +30,10 @@ NOT_ON_A_LOCAL_CONVERT = {"guestprep.models", "guestprep.handoff", "guestprep.vm
                           "concurrent.futures",
                           # the stdlib dataclasses imports inspect and execs each class's methods:
                           # hostside.record stands in for it (tests/hostside/test_record.py)
-                          "dataclasses", "inspect"}
+                          "dataclasses", "inspect",
+                          # tempfile and shutil (with random, bz2, lzma, fnmatch): hostside/tmpfiles.py;
+                          # hashlib loads OpenSSL (~10 M instructions): the verification's digest only
+                          "tempfile", "shutil", "random", "bz2", "lzma", "fnmatch", "hashlib", "_hashlib"}
 
 
 def _modules_after(argv: list[str], cwd: Path) -> tuple[int, set[str], str]:
