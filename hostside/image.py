@@ -453,7 +453,8 @@ def _inspect_vmdk(path: str, opts: SourceOptions, secrets) -> Source:
 def _view_estimate(image: vmdk.VmdkImage, view: list[extents.Run], blocks: dict) -> int:
     """Data bytes: sparse runs as counted, flat extents as far as their files are
     allocated (a thin -flat.vmdk holds holes the raw driver skips)."""
-    flat = {p for e, p in zip(image.descriptor.extents, image.extent_paths)
+    flat = {p for img in image.chain      # a seSparse chain's view reaches its base
+            for e, p in zip(img.descriptor.extents, img.extent_paths)
             if e.type in ("FLAT", "VMFS")}
     total = sum(r.length for r in view if r.is_data and r.path not in flat)
     sizes: dict[str, int] = {}

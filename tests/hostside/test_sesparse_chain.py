@@ -192,3 +192,108 @@ def test_any_header_value_is_refused_cleanly_or_read(se_chain, tmp_path):
                 vmdk.load(str(copy / top.name))
             except InputError:
                 pass
+
+
+# --------------------------------------------------------------------------- the raw view
+
+def _data_ranges_by_qemu(top: Path) -> list[list[int]]:
+    """Where qemu's vmdk driver reads data through the chain (map: data and not zero),
+    adjacent entries merged."""
+    res = qemu_img("map", "--output=json", top)
+    assert res.returncode == 0, res.stderr
+    out: list[list[int]] = []
+    for e in json.loads(res.stdout):
+        if e["data"] and not e["zero"]:
+            if out and out[-1][0] + out[-1][1] == e["start"]:
+                out[-1][1] += e["length"]
+            else:
+                out.append([e["start"], e["length"]])
+    return out
+
+
+def _view_ranges(top: Path) -> list[list[int]]:
+    from hostside import extents, vmdk
+    out: list[list[int]] = []
+    for r in extents.vmdk_view(vmdk.load(str(top))):
+        if r.is_data:
+            if out and out[-1][0] + out[-1][1] == r.start:
+                out[-1][1] += r.length
+            else:
+                out.append([r.start, r.length])
+    return out
+
+
+def test_the_chain_is_copied_through_a_raw_view_placed_where_qemu_reads_data(se_chain,
+                                                                           tmp_path):
+    """qemu-img convert reads raw windows of the -sesparse.vmdk and the -flat.vmdk (its
+    holes as zeros), never the vmdk driver's grain-by-grain walk; the view's data is where
+    qemu's own reading of the chain has data."""
+    top, ref = se_chain
+    assert _view_ranges(top) == _data_ranges_by_qemu(top)
+    dest = tmp_path / "web.qcow2"
+    r = host_cli("convert", top, "--chain", "--to", "qcow2", "--dest", dest, "--json",
+                 "--progress", "none")
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    assert m["source_view"] and m["source_view"]["data_runs"] >= len(RUNS)
+    assert not any('"driver":"vmdk"' in a for a in m["command"])
+    assert m["verification"]["source_map"] == "vmdk grain tables (the view the copy read)"
+    assert m["measure"]["method"] == "vmdk grain tables"
+    assert qemu_img("compare", "-f", "raw", "-F", "qcow2", ref, dest).returncode == 0
+
+
+def test_two_sesparse_snapshots_over_a_flat_base(tmp_path):
+    """snap-2 over snap-1 over the base: each layer's zero grains hide what is below,
+    unallocated grains read through; qemu reads the chain as the reference, and so must we."""
+    rng = random.Random(23)
+    flat = tmp_path / "base-flat.vmdk"
+    flat.write_bytes(rng.randbytes(8 * MiB))
+    esx_chain.write_descriptor(tmp_path / "base.vmdk", "vmfs",
+                               f'RW {8 * MiB // 512} VMFS "base-flat.vmdk"', cid="00000001")
+    layers = [([(MiB, rng.randbytes(MiB)), (5 * MiB, rng.randbytes(8192))], [(3 * MiB, MiB)]),
+              ([(MiB + 4096, rng.randbytes(4096))], [(MiB + 65536, 65536), (5 * MiB, 4096)])]
+    parent = "base.vmdk"
+    for n, (runs, zeroed) in enumerate(layers, 1):
+        esx_chain.write_sesparse(tmp_path / f"snap-{n}-sesparse.vmdk", 8 * MiB, runs, zeroed)
+        top = esx_chain.write_descriptor(
+            tmp_path / f"snap-{n}.vmdk", "seSparse",
+            f'RW {8 * MiB // 512} SESPARSE "snap-{n}-sesparse.vmdk"', cid=f"0000000{n + 1}",
+            parent_cid=f"0000000{n}", parent_hint=parent)
+        parent = top.name
+    assert _view_ranges(top) == _data_ranges_by_qemu(top)
+    dest = tmp_path / "out.raw"
+    r = host_cli("convert", top, "--chain", "--to", "raw", "--dest", dest, "--json",
+                 "--progress", "none")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["source_view"]
+    same = qemu_img("compare", "-F", "raw", top, dest)      # qemu's reading is the reference
+    assert same.returncode == 0, same.stdout + same.stderr
+
+
+def test_a_fragmented_snapshot_is_left_to_qemu(se_chain):
+    from hostside import extents
+    top, _ = se_chain
+    extent = str(top.parent / "snap-000001-sesparse.vmdk")
+    assert extents.sesparse_runs(extent, VIRTUAL) is not None
+    assert extents.sesparse_runs(extent, VIRTUAL, limit=2) is None
+
+
+@pytest.mark.parametrize("entry, says", [
+    (0x7000000000000000, "grain table 0 entry 3 (0x7000000000000000) is of no known kind"),
+    (0x3000000000000000 | 10 ** 6, "grain table 0 entry 3 points past the end of the file"),
+])
+def test_a_damaged_grain_table_entry_is_refused_before_the_copy(se_chain, tmp_path, entry,
+                                                                says):
+    """qemu would stop mid-copy with an I/O error (or read zeros past the end)."""
+    top, _ = se_chain
+    copy = tmp_path / "chain"
+    shutil.copytree(top.parent, copy)
+    with open(copy / "snap-000001-sesparse.vmdk", "r+b") as f:
+        gt_offset = struct.unpack_from("<Q", f.read(512), 18 * 8)[0]
+        f.seek(gt_offset * 512 + 3 * 8)
+        f.write(struct.pack("<Q", entry))
+    r = host_cli("convert", copy / top.name, "--chain", "--to", "raw",
+                 "--dest", tmp_path / "out.raw", "--progress", "none")
+    assert r.returncode == 2, r.stderr
+    assert "snap-000001-sesparse.vmdk" in r.stderr and says in r.stderr, r.stderr
+    assert not (tmp_path / "out.raw").exists()
