@@ -208,26 +208,53 @@ def sesparse_runs(path: str, size: int, limit: int = MAX_SESPARSE_RUNS) -> list[
             if raw == empty:
                 continue
             first = i * entries * grain
-            for j, value in enumerate(_u64(raw, entries, where)):
+            for j, k, value in _se_table_runs(_u64(raw, entries, where), raw, i, where):
                 start = first + j * grain
-                if value == 0 or start >= size:
-                    continue
-                kind = value >> 60
-                if kind in (1, 2):              # SCSI-unmapped, zero grain
-                    _append(runs, Run(start, grain))
-                elif kind == 3:                 # allocated: the grain number, bits shuffled
+                length = min(k * grain, size - start)
+                if length <= 0:
+                    break
+                if value >> 60 == 3:            # allocated: the grain number, bits shuffled
                     number = ((value >> 48) & 0xFFF) | ((value & 0xFFFFFFFFFFFF) << 12)
                     off = (h.grains_offset + number * vmdk.SESPARSE_GRAIN_SECTORS) * SECTOR
-                    if off + grain > file_size:
+                    if off + k * grain > file_size:
                         raise InputError(f"grain table {i} entry {j} points past the end of "
                                          "the file (truncated copy?)", where)
-                    _append(runs, Run(start, grain, path, off))
-                else:
-                    raise InputError(f"grain table {i} entry {j} ({value:#018x}) is of no "
-                                     "known kind", where)
+                    _append(runs, Run(start, length, path, off))
+                else:                           # SCSI-unmapped, zero grain
+                    _append(runs, Run(start, length))
                 if len(runs) > limit:
                     return None
     return runs
+
+
+_ZEROS8 = re.compile(rb"(?:\0{8})*")     # whole unallocated entries from an aligned position
+_SE_NEXT_GRAIN = 1 << 48                # entry of grain n+1 - entry of grain n (same n >> 12)
+
+
+def _se_table_runs(gt: array.array, raw: bytes, table: int, where: str):
+    """(first entry, entries, entry value) per run of one seSparse grain table, unallocated
+    entries skipped: zero grains of one kind, or grains stored consecutively in the file
+    (whose entries step by 1 << 48 until the grain number's low 12 bits wrap). Work is per
+    run (slice comparisons), not per entry."""
+    n = len(gt)
+    j = 0
+    while j < n:
+        v = gt[j]
+        if v == 0:
+            j = max(j + 1, _ZEROS8.match(raw, 8 * j).end() // 8)
+            continue
+        kind = v >> 60
+        if kind in (1, 2):
+            k = _gallop(gt, j, lambda m: array.array("Q", [v]) * m)
+        elif kind == 3:
+            room = 0x1000 - ((v >> 48) & 0xFFF)
+            k = _gallop(gt, j, lambda m: array.array(
+                "Q", range(v, v + m * _SE_NEXT_GRAIN, _SE_NEXT_GRAIN)), room)
+        else:
+            raise InputError(f"grain table {table} entry {j} ({v:#018x}) is of no known "
+                             "kind", where)
+        yield j, k, v
+        j += k
 
 
 def overlay(lower: list[Run], upper: list[Run]) -> list[Run]:
