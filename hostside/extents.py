@@ -3,9 +3,10 @@
 Three sources of the same kind of answer, a list of `Run`s covering the virtual disk:
 
 - `vmdk_view`: from a validated VMDK's own grain directories/tables (and flat extents;
-  for an ESXi seSparse snapshot chain, each layer's grains over its base), read by us. Used to hand qemu-img a raw view of the allocated runs: qemu 7.2's vmdk
-  driver answers block status one grain at a time, so a 64 GiB disk costs it a million
-  calls even when it holds 1 GiB; windows over the data plus `null-co` zero runs do not.
+  for an ESXi seSparse snapshot chain, each layer's grains over its base), read by us.
+  Used to hand qemu-img a raw view of the allocated runs: qemu 7.2's vmdk driver answers
+  block status one grain at a time, so a 64 GiB disk costs it a million calls even when
+  it holds 1 GiB; windows over the data plus `null-co` zero runs do not.
 - `file_runs`: SEEK_DATA/SEEK_HOLE of a regular file.
 - `qemu_map`: `qemu-img map --output=json` (qemu's own reading of any format, used by the
   verification so that it does not depend on our grain-table parsing).
