@@ -196,12 +196,17 @@ def sesparse_runs(path: str, size: int, limit: int = MAX_SESPARSE_RUNS) -> list[
         gd = _u64(os.pread(fd, n_gdes * 8, h.gd_offset * SECTOR), n_gdes, where)
         runs: list[Run] = []
         empty = bytes(entries * 8)
+        seen: set[int] = set()      # each table read once: the work is bounded by the file
         for i, gde in enumerate(gd):
             if gde == 0:
                 continue
             if gde >> 32 != _SE_GDE_ALLOCATED:
                 raise InputError(f"grain directory entry {i} ({gde:#018x}) is of no known kind",
                                  where)
+            if gde in seen:
+                raise InputError(f"grain directory entry {i} names a grain table another "
+                                 "entry names too (damaged file)", where)
+            seen.add(gde)
             table_at = (h.gt_offset + (gde & 0xFFFFFFFF) * vmdk.SESPARSE_GT_SECTORS) * SECTOR
             raw = os.pread(fd, entries * 8, table_at)
             if len(raw) < entries * 8:

@@ -297,3 +297,21 @@ def test_a_damaged_grain_table_entry_is_refused_before_the_copy(se_chain, tmp_pa
     assert r.returncode == 2, r.stderr
     assert "snap-000001-sesparse.vmdk" in r.stderr and says in r.stderr, r.stderr
     assert not (tmp_path / "out.raw").exists()
+
+
+def test_two_directory_entries_naming_one_table_are_refused(tmp_path):
+    """ESXi gives every 16 MiB of the disk its own table; a damaged directory that names one
+    table many times would make the work grow with the virtual size, not the file."""
+    from hostside import extents
+    from hostside.errors import InputError
+    extent = tmp_path / "x-sesparse.vmdk"
+    esx_chain.write_sesparse(extent, 64 * MiB, [(0, bytes(K4))], [(20 * MiB, K4)])
+    with open(extent, "r+b") as f:
+        gd_offset = struct.unpack_from("<Q", f.read(512), 16 * 8)[0]
+        f.seek(gd_offset * 512)
+        first, second = struct.unpack("<2Q", f.read(16))
+        assert first and second and first != second
+        f.seek(gd_offset * 512 + 8)
+        f.write(struct.pack("<Q", first))
+    with pytest.raises(InputError, match="grain directory entry 1 names a grain table"):
+        extents.sesparse_runs(str(extent), 64 * MiB)
