@@ -1,5 +1,5 @@
 """benchmarks/convert.py works end to end (issue 17): --quick builds every source (also the
-ESXi vmfsSparse chain with its COWD redo log), runs every case once from flushed state,
+ESXi vmfsSparse chain with its COWD redo log, and the same as a seSparse chain), runs every case once from flushed state,
 checks every output against the data the sources were built from, prints min/median per
 case and every ratio with its goal and a met/NOT met verdict, and the machine and load.
 A wrong output is caught by the content check and fails the run, however fast it was."""
@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "convert.py"
 CASES = ["bare-4G", "bare-unsafe-4G", "ours-nv-4G", "ours-4G", "staging-4G", "bare-64G",
          "ours-nv-64G", "ours-64G", "bare-empty", "ours-empty", "bare-chain", "ours-nv-chain",
-         "ours-chain"]
+         "ours-chain", "bare-se-chain", "ours-nv-se-chain", "ours-se-chain"]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_quick_run_end_to_end(tmp_path):
         assert "min" in line and "median" in line and "rounds 1" in line, line
         assert line.endswith("[content equal]"), line
     ratio_lines = [ln for ln in out.splitlines() if "goal" in ln and "rounds 1" in ln]
-    assert len(ratio_lines) == 9, out  # 8 ratios with a goal + the fixed cost
+    assert len(ratio_lines) == 11, out  # 10 ratios with a goal + the fixed cost
     assert all(ln.endswith(("met (median)", "NOT met (median)")) for ln in ratio_lines)
     assert "fixed cost: ours-empty - bare-empty" in out
     assert "sources unchanged: yes" in out
