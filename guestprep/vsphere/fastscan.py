@@ -141,6 +141,9 @@ class DeferredArray(list):
 
 
 _ABSENT = object()
+# In the hot paths below `x.find(b"<") < 0` stands for `b"<" not in x`: bytes.__contains__ first tries its
+# argument as an integer (`60 in b"<"`), and the TypeError it formats and drops costs more than the search
+_PLAIN_SCALARS = frozenset((INT, BOOL, MO, FLOAT))  # read from their text alone by _scalar
 _heads: dict[str, tuple[bytes, bytes, int, Any]] = {}  # property name -> (head, <val> attributes, kind, type)
 
 
@@ -148,11 +151,13 @@ class RawProps(Mapping):
     """One object's properties as the answer wrote them (name -> its ``<propSet>`` bytes), each
     decoded on first read into the value the generic decoder gives."""
 
-    __slots__ = ("raw", "ns", "_vals")
+    __slots__ = ("raw", "ns", "_vals", "plain")
 
-    def __init__(self, raw: dict[str, bytes], ns_decls: bytes, vals: dict[str, Any] | None = None):
+    def __init__(self, raw: dict[str, bytes], ns_decls: bytes, vals: dict[str, Any] | None = None,
+                 plain: bool = False):
         # _vals: name -> its propSet bytes until read, then its value (decoded values are never bytes)
         self.raw, self.ns, self._vals = raw, ns_decls, vals if vals is not None else dict(raw)
+        self.plain = plain  # no "&" and no "\r" in any of the bytes: text is its UTF-8 decoding as it stands
 
     def __getitem__(self, name: str) -> Any:
         value = self.get(name, _ABSENT)
@@ -176,7 +181,7 @@ class RawProps(Mapping):
             if known is not None and part.startswith(known[0]) and part.endswith(b"</val>"):
                 content = part[len(known[0]):-6]
                 kind = known[2]
-                if b"<" in content or kind < 0:
+                if content.find(b"<") >= 0 or kind < 0:
                     value = value_of(known[1], content, self.ns)
                 elif kind == TEXT:
                     value = text(content)  # most properties: strings and enums
@@ -193,6 +198,31 @@ class RawProps(Mapping):
         self._vals[name] = value
         return value
 
+    def decoded(self, skip: str) -> dict[str, Any]:
+        """Every property but ``skip`` as :meth:`get` reads it, into a plain dict: for a mapper that
+        reads them all (a dict lookup per read instead of a method call). Strings, the most common
+        value, are decoded here without a call; everything else goes through :meth:`get`."""
+        out = {}
+        vals = self._vals
+        get = self.get
+        for name, part in vals.items():
+            if part.__class__ is bytes and name != skip:
+                known = _heads.get(name)
+                if known is not None and part.startswith(known[0]) and part.endswith(b"</val>"):
+                    content = part[len(known[0]):-6]
+                    if content.find(b"<") < 0:
+                        kind = known[2]
+                        if kind == TEXT:
+                            out[name] = content.decode() if self.plain else text(content)
+                            continue
+                        elif kind in _PLAIN_SCALARS:
+                            out[name] = _scalar(kind, known[3], content)
+                            continue
+                out[name] = get(name)
+            elif name != skip:
+                out[name] = part
+        return out
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.raw)
 
@@ -201,7 +231,7 @@ class RawProps(Mapping):
 
     def with_value(self, name: str, value: Any) -> RawProps:
         """The same properties with one value replaced (the caller's mapping is left as it is)."""
-        return RawProps(self.raw, self.ns, {**self._vals, name: value})
+        return RawProps(self.raw, self.ns, {**self._vals, name: value}, self.plain)
 
 
 def val_of(part: bytes) -> tuple[bytes, bytes]:
@@ -284,7 +314,6 @@ def scan_result(body: bytes) -> Any:
 
 _names: dict[bytes, str] = {}
 _types: dict[bytes, Any] = {}
-_NAME = re.compile(rb"<propSet><name>([^<]*)</name>")
 
 
 def _name(raw: bytes) -> str:
@@ -299,23 +328,31 @@ def _object(piece: bytes, ns_decls: bytes) -> RawObject:
     if m is None:
         raise NotUnderstood("an <objects> without a plain <obj> first")
     at = m.end()
-    names = _NAME.findall(piece, at)
     parts = piece[at:].split(b"</propSet>")
-    n = len(names)
-    # n propSets back to back, each with its <name> first, none inside another (nesting would leave fewer
-    # "</propSet><propSet>" than n - 1), nothing before, between or after them
-    # (a propSet without a <name> first would leave more parts than names)
-    if (len(parts) != n + 1 or parts[-1]
-            or (n and (not parts[0].startswith(b"<propSet>") or piece.count(b"</propSet><propSet>", at) != n - 1))):
-        raise NotUnderstood("propSets not back to back, or one inside another")
-    raw = dict(zip(map(_name, names), parts))
-    if len(raw) != n:
+    # propSets back to back, each with its <name> first, nothing before, between or after them: every
+    # piece between two </propSet> starts <propSet><name>; one inside another's value would leave a piece
+    # that does not (its value's rest, "</val>"), and so would anything else between them
+    if parts.pop():
+        raise NotUnderstood("content after the last propSet")
+    raw = {}
+    names = _names
+    for part in parts:
+        close = part.find(b"</name>", 15)
+        if close < 0 or not part.startswith(b"<propSet><name>") or part.find(b"<", 15, close) >= 0:
+            raise NotUnderstood("propSets not back to back, or one inside another")
+        key = part[15:close]
+        name = names.get(key)
+        if name is None:
+            name = _name(key)
+        raw[name] = part
+    if len(raw) != len(parts):
         raise NotUnderstood("a property named twice")
     kind = m.group(1)
     typ = _types.get(kind)
     if typ is None:
         typ = _types[kind] = fastsoap._lookup(text(kind)) or VmomiSupport.ManagedObject
-    return RawObject(MoRef(typ, text(m.group(2))), RawProps(raw, ns_decls))
+    plain = piece.find(b"&") < 0 and piece.find(b"\r") < 0  # text() then has nothing to expand or normalize
+    return RawObject(MoRef(typ, text(m.group(2))), RawProps(raw, ns_decls, plain=plain))
 
 
 _val_types: dict[bytes, tuple[str | None, Any, int]] = {}
@@ -341,7 +378,7 @@ def _val_type(attrs: bytes, declared: Any = _VAL_TYPE) -> tuple[str | None, Any,
 def value_of(attrs: bytes, content: bytes, ns_decls: bytes) -> Any:
     """The value of one <val>, as fastsoap._decode would give it."""
     xsi, typ, kind = _val_type(attrs)
-    if b"<" not in content:
+    if content.find(b"<") < 0:
         if kind == -1:  # a type newer than our pyVmomi: its text, as fastsoap keeps it
             return text(content) if content else None
         return _scalar(kind, typ, content)
@@ -386,7 +423,7 @@ def _flat(kind: int, typ: Any, content: bytes) -> Any:
         xsi, ityp, ikind = _val_type(attrs, item)
         if ikind == DATA:
             out.append(_record(ityp, inner))
-        elif ikind != -1 and b"<" not in inner:
+        elif ikind != -1 and inner.find(b"<") < 0:
             out.append(_scalar(ikind, ityp, inner))
         else:
             raise NotUnderstood("an array item that is not a flat record")
