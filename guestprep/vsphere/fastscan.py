@@ -38,9 +38,11 @@ _OBJ = re.compile(rb'<objects><obj type="([^"]*)">([^<]*)</obj>')
 _NS_DECL = re.compile(rb'\sxmlns:([A-Za-z_][\w.-]*)="([^"]*)"')
 _ENTITY = re.compile(r"&(#x[0-9a-fA-F]+|#[0-9]+|amp|lt|gt|quot|apos);")
 _NAMED = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
-# a flat structure: items whose children are all leaves <tag attrs>text</tag>
-_ITEM = re.compile(rb'<([A-Za-z_][\w.-]*)((?:\s[^>]*)?)>((?:<([A-Za-z_][\w.-]*)(?:\s[^>]*)?>[^<]*</\4>)+|[^<]*)</\1>')
-_LEAF = re.compile(rb'<([A-Za-z_][\w.-]*)((?:\s[^>]*)?)>([^<]*)</\1>')
+# a flat structure: items whose children are all leaves <tag attrs>text</tag>. Possessive (*+, ?+)
+# where what a quantifier gives up could never match what follows (a name char is neither space nor
+# ">", text stops at "<"): the same matches without backtracking
+_ITEM = re.compile(rb'<([A-Za-z_][\w.-]*+)((?:\s[^>]*+)?+)>((?:<([A-Za-z_][\w.-]*+)(?:\s[^>]*+)?+>[^<]*+</\4>)+|[^<]*+)</\1>')
+_LEAF = re.compile(rb'<([A-Za-z_][\w.-]*+)((?:\s[^>]*+)?+)>([^<]*+)</\1>')
 
 
 class NotUnderstood(Exception):
@@ -327,8 +329,8 @@ def _object(piece: bytes, ns_decls: bytes) -> RawObject:
     m = _OBJ.match(piece)
     if m is None:
         raise NotUnderstood("an <objects> without a plain <obj> first")
-    at = m.end()
-    parts = piece[at:].split(b"</propSet>")
+    parts = piece.split(b"</propSet>")  # the first part without the <obj> (not the whole piece: copied once)
+    parts[0] = parts[0][m.end():]
     # propSets back to back, each with its <name> first, nothing before, between or after them: every
     # piece between two </propSet> starts <propSet><name>; one inside another's value would leave a piece
     # that does not (its value's rest, "</val>"), and so would anything else between them
