@@ -145,7 +145,6 @@ class DeferredArray(list):
 _ABSENT = object()
 # In the hot paths below `x.find(b"<") < 0` stands for `b"<" not in x`: bytes.__contains__ first tries its
 # argument as an integer (`60 in b"<"`), and the TypeError it formats and drops costs more than the search
-_PLAIN_SCALARS = frozenset((INT, BOOL, MO, FLOAT))  # read from their text alone by _scalar
 _heads: dict[str, tuple[bytes, bytes, int, Any]] = {}  # property name -> (head, <val> attributes, kind, type)
 
 
@@ -202,8 +201,10 @@ class RawProps(Mapping):
 
     def decoded(self, skip: str) -> dict[str, Any]:
         """Every property but ``skip`` as :meth:`get` reads it, into a plain dict: for a mapper that
-        reads them all (a dict lookup per read instead of a method call). Strings, the most common
-        value, are decoded here without a call; everything else goes through :meth:`get`."""
+        reads them all (a dict lookup per read instead of a method call). A value without markup whose
+        head was seen before is read here by get()'s own rules (strings without a call); everything else
+        goes through :meth:`get`. A value get() would hand to the generic decoder after an error (bad
+        UTF-8, a bad number) raises here: fastmap then maps the VM the generic way."""
         out = {}
         vals = self._vals
         get = self.get
@@ -212,14 +213,13 @@ class RawProps(Mapping):
                 known = _heads.get(name)
                 if known is not None and part.startswith(known[0]) and part.endswith(b"</val>"):
                     content = part[len(known[0]):-6]
-                    if content.find(b"<") < 0:
-                        kind = known[2]
+                    kind = known[2]
+                    if kind >= 0 and content.find(b"<") < 0:  # get()'s own branches for a known head
                         if kind == TEXT:
                             out[name] = content.decode() if self.plain else text(content)
-                            continue
-                        elif kind in _PLAIN_SCALARS:
+                        else:
                             out[name] = _scalar(kind, known[3], content)
-                            continue
+                        continue
                 out[name] = get(name)
             elif name != skip:
                 out[name] = part
