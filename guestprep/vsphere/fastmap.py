@@ -141,9 +141,14 @@ def parse_devices(raw: bytes) -> list[tuple]:
         # bytes.find parses its arguments the slow way (~a third of its cost here): the searches run
         # over the whole piece and a hit outside the expected range is checked again within it
         start = piece.find(b"<backing")  # the head (before gt) holds no "<"
-        if start < 0:
-            out.append((role, found[2], dict(leaves_in(piece, gt)), None, _NO_LEAVES,
-                        piece.find(b"<deviceInfo") >= 0, piece.find(b"<connectable") >= 0, False))
+        if start < 0:  # controllers mostly: the same bytes in VM after VM, read once
+            known = _bare.get(piece)
+            if known is None:
+                if len(_bare) >= 4096:
+                    _bare.clear()
+                known = _bare[piece] = (role, found[2], dict(leaves_in(piece, gt)), None, _NO_LEAVES,
+                                        piece.find(b"<deviceInfo") >= 0, piece.find(b"<connectable") >= 0, False)
+            out.append(known)
             continue
         bgt = piece.find(b">", start)
         if bgt < 0 or piece[start + 8:start + 9] not in _OPEN:
@@ -167,6 +172,7 @@ def parse_devices(raw: bytes) -> list[tuple]:
 
 
 _NO_LEAVES: dict[bytes, bytes] = {}
+_bare: dict[bytes, tuple] = {}  # a device without backing, as the answer wrote it -> its parse (read only)
 _OPEN = (b" ", b">")
 
 
