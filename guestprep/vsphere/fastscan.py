@@ -339,12 +339,14 @@ def _object(piece: bytes, ns_decls: bytes) -> RawObject:
     raw = {}
     names = _names
     for part in parts:
-        close = part.find(b"</name>", 15)
-        if close < 0 or not part.startswith(b"<propSet><name>") or part.find(b"<", 15, close) >= 0:
+        close = part.find(b"</name>")
+        if close < 15 or not part.startswith(b"<propSet><name>"):
             raise NotUnderstood("propSets not back to back, or one inside another")
         key = part[15:close]
-        name = names.get(key)
+        name = names.get(key)  # names seen before had no markup
         if name is None:
+            if key.find(b"<") >= 0:
+                raise NotUnderstood("propSets not back to back, or one inside another")
             name = _name(key)
         raw[name] = part
     if len(raw) != len(parts):
