@@ -17,8 +17,9 @@ Cases (the same in both modes):
   naive      for vm in view.view: vm.name, vm.config, vm.runtime, vm.guest, vm.runtime.host.name,
              host.parent.name  (pyVmomi lazy properties: a round trip each, 8 per VM)
   fast       inventory.fetch_all() as guestprep calls it: one ContainerView, one
-             RetrievePropertiesEx (continued while the answer has a token), properties kept raw
-             and decoded when read (fastscan), device lists mapped from their XML (fastmap)
+             RetrievePropertiesEx (continued while the answer has a token), the answer cut at its
+             markup (fastscan), each VM's properties decoded in one pass for mapping.to_source_vm,
+             device lists mapped from their XML (fastmap)
   generic    fetch_all() as before issue 17: the answer parsed into an ElementTree, decoded
              into records (fastsoap.decode_result), mapped by mapping.to_source_vm
   request    the RetrievePropertiesEx round trip alone (view, request, answer read, no parse)

@@ -145,7 +145,7 @@ class DeferredArray(list):
 _ABSENT = object()
 # In the hot paths below `x.find(b"<") < 0` stands for `b"<" not in x`: bytes.__contains__ first tries its
 # argument as an integer (`60 in b"<"`), and the TypeError it formats and drops costs more than the search
-_heads: dict[str, tuple[bytes, bytes, int, Any]] = {}  # property name -> (head, <val> attributes, kind, type)
+_heads: dict[str, tuple[bytes, bytes, int, Any, int]] = {}  # name -> (head, <val> attributes, kind, type, len(head))
 
 
 class RawProps(Mapping):
@@ -192,7 +192,7 @@ class RawProps(Mapping):
                 attrs, content = val_of(part)
                 if content and attrs:
                     _, typ, kind = _val_type(attrs)
-                    _heads[name] = (part[:len(part) - len(content) - 6], attrs, kind, typ)
+                    _heads[name] = (part[:len(part) - len(content) - 6], attrs, kind, typ, len(part) - len(content) - 6)
                 value = value_of(attrs, content, self.ns)
         except (NotUnderstood, ValueError, UnicodeDecodeError):
             value = _generic_property(part, self.ns)
@@ -206,19 +206,18 @@ class RawProps(Mapping):
         goes through :meth:`get`. A value get() would hand to the generic decoder after an error (bad
         UTF-8, a bad number) raises here: fastmap then maps the VM the generic way."""
         out = {}
-        vals = self._vals
-        get = self.get
-        for name, part in vals.items():
+        get, heads, plain = self.get, _heads, self.plain
+        for name, part in self._vals.items():
             if part.__class__ is bytes and name != skip:
-                known = _heads.get(name)
+                known = heads.get(name)
                 if known is not None and part.startswith(known[0]) and part.endswith(b"</val>"):
-                    content = part[len(known[0]):-6]
-                    kind = known[2]
+                    _, _, kind, typ, size = known
+                    content = part[size:-6]
                     if kind >= 0 and content.find(b"<") < 0:  # get()'s own branches for a known head
                         if kind == TEXT:
-                            out[name] = content.decode() if self.plain else text(content)
+                            out[name] = content.decode() if plain else text(content)
                         else:
-                            out[name] = _scalar(kind, known[3], content)
+                            out[name] = _scalar(kind, typ, content)
                         continue
                 out[name] = get(name)
             elif name != skip:
