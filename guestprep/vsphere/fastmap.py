@@ -7,10 +7,12 @@ classes, costs ~10x more than reading the few fields guestprep keeps. Here each
 class tables :mod:`mapping` uses) and only the fields of devices guestprep keeps are read.
 
 Everything else of the VM (names, CPU, Tools, snapshots, extraConfig, whatever properties
-are added later) is mapped by :func:`mapping.to_source_vm` itself; only the device loop is
-replaced, and :func:`to_source_vm` falls back to the generic path for any device list it
-does not read (see :func:`parse_devices`). tests/vsphere/test_fastmap.py holds both paths
-to the same SourceVM over the simulated fleet and over pyVmomi-serialized shapes.
+are added later) is mapped by :func:`mapping.to_source_vm` itself, from a plain dict of the
+VM's properties decoded in one pass (:meth:`fastscan.RawProps.decoded`); only the device loop
+is replaced, and :func:`to_source_vm` falls back to the generic path for any device list it
+does not read (see :func:`parse_devices`). tests/vsphere/test_fastmap_*.py and
+test_fleet_records.py hold both paths to the same SourceVM, field by field, over simulated
+fleets and over pyVmomi-serialized shapes.
 """
 
 from __future__ import annotations

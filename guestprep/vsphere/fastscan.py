@@ -6,7 +6,7 @@ and decoding every element into a record costs twice that again. Here the answer
 with ``bytes.split`` on ``</objects>`` and each object's properties are cut out by one
 regular expression (``<propSet><name>N</name><val A>V</val></propSet>``), kept as raw
 ``(attributes, content)`` bytes in a :class:`RawProps` mapping that decodes a value only
-when something reads it: scalars straight from their text, flat structures (an extraConfig
+when something reads it (or all at once, :meth:`RawProps.decoded`, for the VM mapper): scalars straight from their text, flat structures (an extraConfig
 array, a guest NIC list) by :func:`_flat`, anything deeper by :mod:`fastsoap` from a small
 ElementTree. :mod:`fastmap` reads the device list from its raw bytes and never decodes it.
 
