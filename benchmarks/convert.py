@@ -446,7 +446,7 @@ def run(work: Path, sizes: Sizes, rounds: int, args) -> int:
 
     def flush() -> str:
         return harness.flush(drop=mode == "all", files=[work] if mode == "files" else None,
-                             disk=disk)
+                             disk=disk, memory=not args.quick)
     print(f"{rounds} round(s), order {args.order}: "
           + " ".join(harness.round_order(list(cases), 0, args.order)))
     t0 = time.perf_counter()

@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             configs[cfg.name] = cfg
         print(f"planned {len(configs)} waves in {time.perf_counter() - t_plan:.0f} s (not timed below)", flush=True)
         cases = {name: harness.Case(run=lambda c=c: _run_with_rusage(c), before=c.reset) for name, c in configs.items()}
-        harness.interleaved(cases, args.rounds, flush=lambda: harness.flush(drop=False),
+        harness.interleaved(cases, args.rounds, flush=lambda: harness.flush(drop=False, memory=not args.quick),
                             progress=lambda m: print(f"  {m}", flush=True))
         print(f"after: {harness.load()}")
         print(f"\ncontroller overhead per VM (wall - conversion - boot), seconds; min and median over "

@@ -16,13 +16,17 @@ round boundary runs twice in a row, each run still after its own flush) with
 API (import from the benchmark scripts as `import harness`; they run with benchmarks/ on
 sys.path):
 
-    flush(drop=True, files=None, disk=None) -> str
+    flush(drop=True, files=None, disk=None, memory=True) -> str
                                        sync; then the page cache of `files` evicted (fadvise),
                                        or with drop=True and no files, as root, all of it
-                                       (drop_caches); then settle(disk); says what it did
+                                       (drop_caches); then settle(disk), memory_settle();
+                                       says what it did
     evict(paths) -> int                sync + POSIX_FADV_DONTNEED of these files / directories
     disk_of(path) -> stat file | None  the block device holding path (/sys/dev/block/M:m/stat)
     settle(stat_file) -> seconds       wait until that disk did no I/O for 0.3 s (cap 5 s)
+    memory_settle() -> seconds | None  on a VM that reports free memory to its host (virtio-balloon
+                                       free page reporting): wait until it reported nothing for 3 s
+                                       (cap 30 s); None where the kernel does not report
     Case(run, before=None, after=None) one case; a plain callable is Case(run=callable)
     interleaved(cases, rounds, flush=flush, order="abab", clock=time.perf_counter,
                 progress=None) -> Samples
@@ -63,14 +67,16 @@ DROP_CACHES = "/proc/sys/vm/drop_caches"
 
 # --------------------------------------------------------------------------- flushing
 
-def flush(drop: bool = True, files: Iterable | None = None, disk: str | None = None) -> str:
+def flush(drop: bool = True, files: Iterable | None = None, disk: str | None = None,
+          memory: bool = True) -> str:
     """Write back every dirty page (`sync`); then either evict the page cache of `files`
     (see evict: the benchmark's data starts cold, the programs stay as a node that runs
     them has them), or with drop=True and no files, as root, drop the page cache, dentries
     and inodes (Documentation/admin-guide/sysctl/vm.rst, drop_caches: "echo 3" frees both;
     it is non-destructive, dirty objects are not freed, hence the sync first); then wait
-    for `disk` to go quiet (settle). Returns what it did, so the report can say whether
-    runs started cold."""
+    for `disk` to go quiet (settle), and with `memory` for the memory freed to be handed back
+    to the host (memory_settle; --quick smoke runs skip it). Returns what it did, so the report
+    can say whether runs started cold."""
     os.sync()
     if files is not None:
         what = f"sync + page cache of the {evict(files)} data files evicted"
@@ -88,7 +94,49 @@ def flush(drop: bool = True, files: Iterable | None = None, disk: str | None = N
     if disk is not None:
         settle(disk)
         what += " + disk quiet for 0.3 s (at most 5 s)"
+    if memory and memory_settle() is not None:
+        what += f" + the host took back the freed memory (free page reporting quiet for {REPORT_QUIET:g} s)"
     return what
+
+
+# Free page reporting (virtio-balloon, mm/page_reporting.c): the guest hands blocks of free memory
+# back to its host, which discards them; the next process to use such a page takes a fault in the
+# host. The report runs in batches ~2 s after memory was freed (PAGE_REPORTING_DELAY), so the
+# memory a run freed (its page cache evicted by the flush, its buffers) was handed back *during the
+# next timed run*: on this machine `cp` of staging-4G spent 2.2 s in the kernel instead of 0.4 s
+# when the case before it had freed ~1 GiB that was reported while it ran (perf: 87 % in
+# _copy_to_iter), and staging's ratios moved 1.2 vs 2.0 with run order. Waiting until the
+# reporting is quiet starts every run in the same state: what is free is the host's again, and
+# every case pays for the memory it touches. `reported_kib` is this machine's kernel's counter of
+# the memory handed back; a kernel without it (bare metal, most VMs) reports nothing to wait for.
+REPORTED_KIB = "/sys/module/page_reporting/parameters/reported_kib"
+REPORT_QUIET = 3.0     # > PAGE_REPORTING_DELAY (2 s): a report about to start is not mistaken for quiet
+
+
+def _reported_kib() -> int | None:
+    try:
+        with open(REPORTED_KIB) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def memory_settle(quiet: float = REPORT_QUIET, cap: float = 30.0, poll: float = 0.1) -> float | None:
+    """Wait until free page reporting has handed nothing back to the host for `quiet` seconds
+    (at most `cap`). Returns the seconds waited, or None where the kernel has no such counter."""
+    last = _reported_kib()
+    if last is None:
+        return None
+    t0 = still = time.monotonic()
+    while True:
+        time.sleep(poll)
+        now, t = _reported_kib(), time.monotonic()
+        if now != last:
+            last, still = now, t
+        elif t - still >= quiet:
+            return t - t0
+        if t - t0 >= cap:
+            return t - t0
 
 
 def evict(paths: Iterable) -> int:

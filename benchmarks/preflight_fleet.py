@@ -121,8 +121,8 @@ def main() -> int:
 
 
 def run(work: Path, server, ansible: str, sizes: list[int], rounds: int, args) -> int:
-    flush = (lambda: harness.flush(drop=True)) if args.drop_caches else \
-        (lambda: harness.flush(drop=False))
+    flush = (lambda: harness.flush(drop=True, memory=not args.quick)) if args.drop_caches else \
+        (lambda: harness.flush(drop=False, memory=not args.quick))
     print(f"machine: {harness.machine((('ssh', '-V'), ansible))}")
     print(f"before: {harness.load()}")
     print(f"sshd: 127.0.0.1:{server.port}; parallel/forks = {args.parallel}; {rounds} round(s), "

@@ -127,9 +127,9 @@ def test_verdict_and_report_lines(h):
 
 def test_real_flush_says_what_it_did(h):
     """The real flush: sync always, and the page cache is dropped only as root."""
-    did = h.flush(drop=False)
+    did = h.flush(drop=False, memory=False)
     assert did == "sync"
-    did = h.flush()
+    did = h.flush(memory=False)
     if os.geteuid() == 0:
         assert did.startswith("sync + drop_caches") or "refused" in did
     else:
@@ -156,3 +156,34 @@ def test_evict_drops_the_cache_of_regular_files_only(h, tmp_path, monkeypatch):
     monkeypatch.setattr(os, "posix_fadvise", lambda fd, off, n, advice: (advised.append(advice), real(fd, off, n, advice)))
     assert h.evict([tmp_path]) == 1
     assert advised == [os.POSIX_FADV_DONTNEED]
+
+
+def test_memory_settle_waits_until_the_host_stopped_taking_memory_back(h, tmp_path, monkeypatch):
+    """The flush waits for free page reporting to go quiet: a counter still moving holds it, one
+    that stood still for `quiet` seconds releases it; no counter (no reporting) waits for nothing."""
+    import threading
+    import time
+
+    counter = tmp_path / "reported_kib"
+    counter.write_text("100\n")
+    monkeypatch.setattr(h, "REPORTED_KIB", str(counter))
+    stop_at = time.monotonic() + 0.8
+
+    def host_takes_memory_back():
+        n = 100
+        while time.monotonic() < stop_at:
+            n += 2048
+            (tmp_path / "next").write_text(f"{n}\n")
+            os.replace(tmp_path / "next", counter)   # whole, as sysfs answers
+            time.sleep(0.05)
+
+    t = threading.Thread(target=host_takes_memory_back)
+    t.start()
+    waited = h.memory_settle(quiet=0.3, cap=10, poll=0.02)
+    t.join()
+    assert waited is not None and waited >= 0.8 + 0.3 - 0.1, waited
+    assert h.memory_settle(quiet=0.3, cap=10, poll=0.02) < 0.6   # quiet already
+    assert h.memory_settle(quiet=0.3, cap=0.5, poll=0.02) is not None
+    monkeypatch.setattr(h, "REPORTED_KIB", str(tmp_path / "absent"))
+    assert h.memory_settle() is None
+    assert "host took back" not in h.flush(drop=False)
