@@ -214,8 +214,8 @@ def bench(binary, per_pool: int, delay_ms: int, rounds: int, order: str, modes: 
             recorder, counts = record(sim, certs)
             recorder.close()
             vms = counts["naive"]
-            print(f"  traffic of one run of each case (recorded through a proxy; 'server's time' is the "
-                  f"simulator's, to the first byte of each answer, seen from the proxy):")
+            print("  traffic of one run of each case (recorded through a proxy; 'server's time' is the "
+                  "simulator's, to the first byte of each answer, seen from the proxy):")
             for case, traffic in recorder.traffic.items():
                 print(f"    {case:<8} {traffic.describe()}")
             if recorder.differed:

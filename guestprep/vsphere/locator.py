@@ -8,7 +8,6 @@ written only to files created with mode 0600 and never printed.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 from urllib.parse import quote, urlencode
 
