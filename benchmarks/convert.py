@@ -140,16 +140,7 @@ def build_esx_chain(work: Path, sizes: Sizes, se_sparse: bool = False) -> tuple[
         top = esx_chain.build_se_chain(chain, flat, sizes.chain, runs, zeroed)
     else:
         top = esx_chain.build_chain(chain, flat, sizes.chain, runs)
-    ref = work / f"ref-{chain.name}.raw"
-    sh("cp", "--sparse=always", flat, ref)
-    with open(ref, "r+b") as f:
-        for off, length in zeroed:
-            f.seek(off)
-            f.write(bytes(length))
-        for off, data in runs:
-            f.seek(off)
-            f.write(data)
-    return top, ref
+    return top, esx_chain.write_reference(flat, work / f"ref-{chain.name}.raw", runs, zeroed)
 
 
 def data_digest(path: Path) -> str:

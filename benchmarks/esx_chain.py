@@ -212,3 +212,20 @@ def build_se_chain(directory: Path, base_flat: Path, virtual: int,
     return write_descriptor(directory / "snap-000001.vmdk", "seSparse",
                             f'RW {sectors} SESPARSE "{extent.name}"', cid="5e1e0002",
                             parent_cid="5e1e0001", parent_hint="base.vmdk")
+
+
+def write_reference(flat: Path, ref: Path, runs: list[tuple[int, bytes]],
+                    zeroed: list[tuple[int, int]] = ()) -> Path:
+    """The raw bytes a chain over `flat` must read as: the base (its holes kept), the zeroed ranges,
+    then the runs."""
+    import subprocess
+
+    subprocess.run(["cp", "--sparse=always", str(flat), str(ref)], check=True)
+    with open(ref, "r+b") as f:
+        for off, length in zeroed:
+            f.seek(off)
+            f.write(bytes(length))
+        for off, data in runs:
+            f.seek(off)
+            f.write(data)
+    return ref

@@ -292,24 +292,23 @@ def _piece(run: Run, a: int, b: int) -> Run | None:
     return Run(a, b - a, run.path, run.offset + (a - run.start) if run.path else 0)
 
 
-def _u64(raw: bytes, count: int, where: str) -> array.array:
-    if len(raw) < count * 8:
+def _entries(raw: bytes, count: int, where: str, typecode: str) -> array.array:
+    """`count` little-endian table entries of array type `typecode` ("I": u32, "Q": u64)."""
+    out = array.array(typecode)
+    if len(raw) < count * out.itemsize:
         raise InputError("grain directory or table is truncated", where)
-    out = array.array("Q")
-    out.frombytes(raw[:count * 8])
+    out.frombytes(raw[:count * out.itemsize])
     if sys.byteorder == "big":
         out.byteswap()
     return out
+
+
+def _u64(raw: bytes, count: int, where: str) -> array.array:
+    return _entries(raw, count, where, "Q")
 
 
 def _u32(raw: bytes, count: int, where: str) -> array.array:
-    if len(raw) < count * 4:
-        raise InputError("grain directory or table is truncated", where)
-    out = array.array("I")
-    out.frombytes(raw[:count * 4])
-    if sys.byteorder == "big":
-        out.byteswap()
-    return out
+    return _entries(raw, count, where, "I")
 
 
 def _gt_runs(gt: array.array, grain_sectors: int, zero_ok: bool):

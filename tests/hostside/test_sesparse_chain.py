@@ -55,16 +55,7 @@ def se_chain(tmp_path_factory):
             f.write(rng.randbytes(length))
     runs = [(off, rng.randbytes(length)) for off, length in RUNS]
     top = esx_chain.build_se_chain(root, flat, VIRTUAL, runs, ZEROED)
-    ref = root.parent / f"{root.name}-ref.raw"
-    shutil.copyfile(flat, ref)
-    with open(ref, "r+b") as f:
-        for off, length in ZEROED:
-            f.seek(off)
-            f.write(bytes(length))
-        for off, data in runs:
-            f.seek(off)
-            f.write(data)
-    return top, ref
+    return top, esx_chain.write_reference(flat, root.parent / f"{root.name}-ref.raw", runs, ZEROED)
 
 
 def qemu_img(*args) -> subprocess.CompletedProcess:
