@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
     line = b""
     stopper: list[threading.Thread] = []
-    stopper_lock = threading.Lock()
+    stopper_lock = threading.RLock()   # re-entrant: a second signal may run this handler inside the first
 
     def stop() -> None:   # once, whoever asks first (the tether, a signal)
         with stopper_lock:
