@@ -124,19 +124,9 @@ def _reported_kib() -> int | None:
 def memory_settle(quiet: float = REPORT_QUIET, cap: float = 30.0, poll: float = 0.1) -> float | None:
     """Wait until free page reporting has handed nothing back to the host for `quiet` seconds
     (at most `cap`). Returns the seconds waited, or None where the kernel has no such counter."""
-    last = _reported_kib()
-    if last is None:
+    if _reported_kib() is None:
         return None
-    t0 = still = time.monotonic()
-    while True:
-        time.sleep(poll)
-        now, t = _reported_kib(), time.monotonic()
-        if now != last:
-            last, still = now, t
-        elif t - still >= quiet:
-            return t - t0
-        if t - t0 >= cap:
-            return t - t0
+    return _until_still(_reported_kib, lambda last, now: now != last, quiet, cap, poll)
 
 
 def evict(paths: Iterable) -> int:
@@ -196,13 +186,21 @@ def settle(stat_file: str | None, quiet: float = 0.3, cap: float = 5.0,
     the disk never went quiet, e.g. other processes' I/O)."""
     if stat_file is None:
         return 0.0
-    t0 = time.monotonic()
-    last, still = disk_counters(stat_file), time.monotonic()
+    # requests in flight (field 9) count as activity even when the totals did not move
+    return _until_still(lambda: disk_counters(stat_file),
+                        lambda last, now: now[:2] != last[:2] or bool(now[2]), quiet, cap, poll)
+
+
+def _until_still(read: Callable[[], object], moved: Callable[[object, object], bool], quiet: float,
+                 cap: float, poll: float) -> float:
+    """Poll `read()` until `moved(last, now)` was false for `quiet` seconds (at most `cap`);
+    returns the seconds waited."""
+    t0 = still = time.monotonic()
+    last = read()
     while True:
         time.sleep(poll)
-        now = disk_counters(stat_file)
-        t = time.monotonic()
-        if now[:2] != last[:2] or now[2]:
+        now, t = read(), time.monotonic()
+        if moved(last, now):
             last, still = now, t
         elif t - still >= quiet:
             return t - t0
