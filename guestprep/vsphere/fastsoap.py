@@ -211,9 +211,16 @@ def invoke_raw(stub: Any, mo: Any, method: str, args: tuple) -> bytes | None:
     A SOAP fault (HTTP 500) is decoded and raised by pyVmomi exactly as a normal call would.
     """
     info = type(mo)._GetMethodInfo(method)
+    return post_raw(stub, info, stub.SerializeRequest(mo, info, args))
+
+
+def post_raw(stub: Any, info: Any, req: bytes) -> bytes | None:
+    """POST one serialized SOAP request of method ``info``; the raw body (see :func:`invoke_raw`).
+
+    Safe from several threads at once: each call takes its own connection from the session's pool.
+    """
     headers = {"Cookie": stub.cookie, "SOAPAction": stub.versionId,
                "Content-Type": f"text/xml; charset={SoapAdapter.XML_ENCODING}"}
-    req = stub.SerializeRequest(mo, info, args)
     conn = stub.GetConnection()
     try:
         conn.request("POST", stub.path, req, headers)

@@ -1,9 +1,12 @@
-"""Read every VM of a vCenter/ESXi in one PropertyCollector retrieval.
+"""Read every VM of a vCenter/ESXi in a constant number of PropertyCollector retrievals.
 
 One ContainerView over the root folder selects VMs and the few objects their facts
-refer to (hosts, clusters, folders, datacenters, networks); one RetrievePropertiesEx
-returns all their properties, continued page by page with
-ContinueRetrievePropertiesEx. Nothing here makes a round trip per VM or per property.
+refer to (hosts, clusters, folders, datacenters, networks). The fast path reads them in
+one small retrieval (the context objects, the VMs' morefs) and then the VMs' properties
+in at most four parts that overlap with their reading (:mod:`pipeline`); the pyVmomi
+path (``fast=False``) and a given list of VMs take one RetrievePropertiesEx. Each is
+continued page by page with ContinueRetrievePropertiesEx. Nothing here makes a round
+trip per VM or per property.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pyVmomi import vim, vmodl
 
 from guestprep.errors import ConnectionFailed
 from guestprep.models import SourceVM
-from guestprep.vsphere import fastscan
+from guestprep.vsphere import fastscan, pipeline
 from guestprep.vsphere.client import TRANSPORT_ERRORS, Session, translate
 from guestprep.vsphere.fastmap import to_source_vm  # mapping.to_source_vm, device lists read straight from the XML
 from guestprep.vsphere.mapping import Context
@@ -47,14 +50,25 @@ DEFAULT_PAGE_SIZE = 500
 _VM = vim.VirtualMachine  # pyVmomi resolves a type on every attribute access of `vim`: once per object is measurable
 
 
-def _filter_spec(view: Any, vms: list[Any] | None) -> vmodl.query.PropertyCollector.FilterSpec:
+def _filter_spec(view: Any, vms: list[Any] | None,
+                 vm_paths: list[str] = VM_PROPERTIES) -> vmodl.query.PropertyCollector.FilterSpec:
     PC = vmodl.query.PropertyCollector
     traverse = PC.TraversalSpec(name="view", path="view", skip=False, type=vim.view.ContainerView)
-    prop_specs = [PC.PropertySpec(type=vim.VirtualMachine, pathSet=VM_PROPERTIES)]
+    prop_specs = [PC.PropertySpec(type=vim.VirtualMachine, pathSet=vm_paths)]
     prop_specs += [PC.PropertySpec(type=t, pathSet=p) for t, p in OTHER_PROPERTIES.items()]
     objects = [PC.ObjectSpec(obj=view, skip=True, selectSet=[traverse])]
     objects += [PC.ObjectSpec(obj=vm, skip=False) for vm in vms or []]
     return PC.FilterSpec(objectSet=objects, propSet=prop_specs, reportMissingObjectsInResults=False)
+
+
+def _vm_spec(vm: Any) -> vmodl.query.PropertyCollector.FilterSpec:
+    """One VM's properties, nothing else: the filter each part of the fleet repeats per VM. A VM
+    removed since it was named is omitted from the result rather than failing the whole part (the
+    API's recommended setting for transient objects; PropertyFilterSpec.reportMissingObjectsInResults)."""
+    PC = vmodl.query.PropertyCollector
+    return PC.FilterSpec(objectSet=[PC.ObjectSpec(obj=vm, skip=False)],
+                         propSet=[PC.PropertySpec(type=vim.VirtualMachine, pathSet=VM_PROPERTIES)],
+                         reportMissingObjectsInResults=True)
 
 
 def retrieve(session: Session | Any, *, page_size: int = DEFAULT_PAGE_SIZE,
@@ -62,7 +76,8 @@ def retrieve(session: Session | Any, *, page_size: int = DEFAULT_PAGE_SIZE,
     """Yield every ObjectContent of the retrieval, following continuation tokens.
 
     With ``vms`` the view holds only the small context types and the given VMs are added
-    as objects of their own: still one retrieval, without reading the whole fleet.
+    as objects of their own: one retrieval, without reading the whole fleet. The whole
+    fleet, fast, is read by :func:`pipeline.retrieve_fleet` (constant calls, overlapped).
     ``fast`` parses the answers with :mod:`guestprep.vsphere.fastscan` (same records,
     ~10x less CPU than pyVmomi's deserializer); ``fast=False`` uses pyVmomi throughout.
     """
@@ -73,6 +88,9 @@ def retrieve(session: Session | Any, *, page_size: int = DEFAULT_PAGE_SIZE,
     pc = content.propertyCollector
     try:
         options = vmodl.query.PropertyCollector.RetrieveOptions(maxObjects=page_size)
+        if fast and vms is None:  # the whole fleet: named first, then read in parts that overlap (pipeline)
+            yield from pipeline.retrieve_fleet(pc, _filter_spec(view, None, vm_paths=[]), _vm_spec, options)
+            return
         if fast:
             result = fastscan.retrieve_properties_ex(pc, [_filter_spec(view, vms)], options)
         else:
