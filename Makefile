@@ -36,10 +36,14 @@ $(STAMP): pyproject.toml Makefile
 		else echo "python3-venv is missing: run as root: apt-get install python3-venv" >&2; exit 2; fi; fi
 	@./scripts/ensure-system-packages.sh scripts/build-packages.txt
 	@$(PYTHON) -m venv $(VENV)
-	@$(VENV)/bin/pip install -q --upgrade pip >/dev/null
+	@# pip's own chatter (index warnings, build-backend notices) goes to a log, shown only if pip fails:
+	@# the first screen of `make test` is then the suite's, where a CI excerpt shows it
+	@$(VENV)/bin/pip install -q --upgrade pip >$(VENV)/pip-install.log 2>&1 || { cat $(VENV)/pip-install.log >&2; exit 1; }
 	@# compat: a plain path .pth instead of setuptools' import-hook finder, which cost every console-script
 	@# start ~15 ms of imports (issue 17 fixed cost; setuptools "Development Mode", editable_mode)
-	@$(VENV)/bin/pip install -q -e '.[test,bench]' --config-settings editable_mode=compat
+	@echo "venv: installing guestprep and its test dependencies into $(VENV) (log: $(VENV)/pip-install.log)"
+	@$(VENV)/bin/pip install -q -e '.[test,bench]' --config-settings editable_mode=compat >>$(VENV)/pip-install.log 2>&1 \
+		|| { tail -n 60 $(VENV)/pip-install.log >&2; echo "venv: pip failed (whole log: $(VENV)/pip-install.log)" >&2; exit 1; }
 	@touch $@
 
 clean:

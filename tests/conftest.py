@@ -37,6 +37,46 @@ def pytest_runtest_logreport(report) -> None:
     if report.skipped and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         _skips.append((report.nodeid, reason))
+    elif report.failed:
+        _early_report(report)
+
+
+# The first few failures are printed as they happen, not only in the summary at the end: a run that
+# is cut short, or read from the head of its output (a CI excerpt), still shows why it failed.
+EARLY_FAILURES = 3
+EARLY_LINES = 25
+_early: list[str] = []
+_config = None
+
+
+def pytest_configure(config) -> None:
+    global _config
+    _config = config
+
+
+def pytest_report_header(config) -> list[str]:
+    """What the labs depend on, at the head of the output (where a CI excerpt shows it)."""
+    cache = Path(os.environ.get("GUESTPREP_LAB_CACHE", "/var/tmp/guestprep-cache"))
+    entries = sorted(p.name for p in cache.iterdir()) if cache.is_dir() else []
+    free = shutil.disk_usage(REPO).free / 2**30
+    tmp_free = shutil.disk_usage("/tmp").free / 2**30
+    return [f"guestprep: shared/ {'found' if SHARED.is_dir() else 'MISSING'} at {SHARED}; "
+            f"free disk {free:.1f} GiB (checkout), {tmp_free:.1f} GiB (/tmp); uid {os.getuid()}; "
+            f"load {os.getloadavg()[0]:.2f}",
+            f"guestprep: lab cache {cache}: " + (", ".join(entries) if entries else "empty (images are built: minutes)")]
+
+
+def _early_report(report) -> None:
+    terminal = _config.pluginmanager.get_plugin("terminalreporter") if _config else None
+    if os.environ.get("PYTEST_XDIST_WORKER") or terminal is None or len(_early) >= EARLY_FAILURES:
+        return
+    _early.append(report.nodeid)
+    lines = str(report.longrepr).splitlines()
+    terminal.write_line("")
+    terminal.write_line(f"---- early report {len(_early)}/{EARLY_FAILURES}: {report.nodeid} ({report.when}) "
+                         "failed; its last lines (the whole report is in the summary) ----")
+    for line in lines[-EARLY_LINES:]:
+        terminal.write_line("    " + line[:300])
 
 
 def _allowed(nodeid: str) -> bool:
