@@ -54,6 +54,23 @@ def pytest_configure(config) -> None:
     _config = config
 
 
+# The labs' guest images, copies and conversions peak at ~16 GiB under the temporary directory: with
+# less free, they fail one by one with ENOSPC (hundreds of errors); say it once, before anything starts.
+MIN_FREE_GIB = 12
+
+
+def pytest_sessionstart(session) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    import tempfile
+
+    tmp = tempfile.gettempdir()
+    free = shutil.disk_usage(tmp).free / 2**30
+    if free < MIN_FREE_GIB:
+        pytest.exit(f"only {free:.1f} GiB free in {tmp}: the suite's guest images need ~{MIN_FREE_GIB} GiB "
+                    "(free some space: old /tmp/pytest-of-*/pytest-* runs, /var/tmp/guestprep-cache)", returncode=1)
+
+
 def pytest_report_header(config) -> list[str]:
     """What the labs depend on, at the head of the output (where a CI excerpt shows it)."""
     cache = Path(os.environ.get("GUESTPREP_LAB_CACHE", "/var/tmp/guestprep-cache"))

@@ -44,7 +44,7 @@ import uefiimage  # noqa: E402
 from uefi_vm import UefiVM  # noqa: E402
 from qemu_vm import LAB_MAC, LabVM, ssh  # noqa: E402
 
-from tests.support.cachelock import exclusive  # noqa: E402
+from tests.support.cachelock import exclusive, used  # noqa: E402
 
 GUESTPREP = str(Path(sys.executable).parent / "guestprep")
 BOOT_TIMEOUT = 600
@@ -87,7 +87,7 @@ def _cached(name: str, what: str, build) -> Path:
     entry's lock; a build that fails leaves nothing (its work directory is removed)."""
     final = labimage.CACHE_ROOT / name
     if (final / "meta.json").is_file():
-        return final / "prepared.vmdk"
+        return used(final, log) / "prepared.vmdk"
     with exclusive(labimage.CACHE_ROOT / f"{final.name}.lock", f"{what} {final.name}", log):
         if not (final / "meta.json").is_file():
             work = labimage.CACHE_ROOT / f"{final.name}.building-{os.getpid()}"
@@ -99,7 +99,7 @@ def _cached(name: str, what: str, build) -> Path:
                 work.rename(final)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
-    return final / "prepared.vmdk"
+    return used(final, log) / "prepared.vmdk"
 
 
 def _prepare(base: Path, work: Path, artifacts: Path) -> dict:

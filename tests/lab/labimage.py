@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests.support, also when run directly
 from qemu_vm import LabVM, ssh, ssh_ok  # noqa: E402
 
-from tests.support.cachelock import exclusive  # noqa: E402
+from tests.support.cachelock import exclusive, used  # noqa: E402
 
 CACHE_ROOT = Path(os.environ.get("GUESTPREP_LAB_CACHE", "/var/tmp/guestprep-cache"))
 MIRROR = "http://deb.debian.org/debian"
@@ -223,6 +223,11 @@ def stage2(work: Path, raw: Path, artifacts: Path) -> dict:
 
 
 def build(artifacts: Path) -> Path:
+    """The cached image (built on first use), stamped as used; stale entries of older recipes pruned."""
+    return used(_build(artifacts), log)
+
+
+def _build(artifacts: Path) -> Path:
     final = cache_dir()
     if (final / "meta.json").is_file():
         return final

@@ -40,7 +40,7 @@ sys.path.insert(0, str(LAB_DIR))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import labimage  # noqa: E402  (the BIOS lab's builder: cache root, run/chroot helpers)
 from labimage import chroot, log, run  # noqa: E402
-from tests.support.cachelock import exclusive  # noqa: E402
+from tests.support.cachelock import exclusive, used  # noqa: E402
 from qemu_vm import ssh  # noqa: E402
 from uefi_vm import OVMF_VARS, UefiVM  # noqa: E402
 
@@ -218,6 +218,11 @@ def stage2(work: Path, raw: Path, artifacts: Path) -> dict:
 
 
 def build(artifacts: Path) -> Path:
+    """The cached image (built on first use), stamped as used; stale entries of older recipes pruned."""
+    return used(_build(artifacts), log)
+
+
+def _build(artifacts: Path) -> Path:
     final = cache_dir()
     if (final / "meta.json").is_file():
         return final
