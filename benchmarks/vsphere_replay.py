@@ -28,6 +28,7 @@ import http.client
 import json
 import os
 import pickle
+import re
 import socket
 import ssl
 import sys
@@ -38,7 +39,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-Key = tuple[str, str, bytes]  # method, path, body
+Key = tuple[str, str, bytes]  # method, path, body (view ids blanked: keyed())
+# vcsim names each ContainerView "session[<session key>]<random uuid>" (govmomi simulator
+# session_manager.go, Session.setReference): a request naming the view is keyed without that name,
+# so the case that created another view than the first-recorded one still finds its answer
+_SESSION_REF = re.compile(rb"session\[[^\]<]*\][0-9a-fA-F-]{36}")
+
+
+def keyed(body: bytes) -> bytes:
+    return _SESSION_REF.sub(b"session[]", body)
 MAX_HEAD = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024
 KEPT_HEADERS = ("Content-Type", "Set-Cookie")
@@ -203,7 +212,7 @@ class Recorder:
             raise
         kept = [(k, v) for k, v in resp.getheaders() if k.title() in KEPT_HEADERS]
         raw = response_bytes(resp.status, resp.reason, kept, data)
-        key = (method, path, body)
+        key = (method, path, keyed(body))
         name = soap_method(body) if method == "POST" else f"GET {path}"
         if key not in self.answers:
             self.answers[key] = raw
@@ -228,7 +237,7 @@ def serve(recording: Path, cert: Path, key: Path) -> None:
     missed: list[str] = []
 
     def answer(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
-        found = answers.get((method, path, body))
+        found = answers.get((method, path, keyed(body)))
         if found is None:
             missed.append(f"{method} {path} {soap_method(body)}")
             return response_bytes(404, "Not Recorded", [("Content-Type", "text/plain")],

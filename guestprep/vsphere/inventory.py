@@ -151,7 +151,10 @@ def fetch_all(session: Session | Any, *, page_size: int = DEFAULT_PAGE_SIZE,
     if paused:  # ~10 objects per VM, all kept: collections would only walk them (and pyVmomi's tables) again
         gc.disable()
     try:
-        return source_vms(retrieve(session, page_size=page_size, vms=vms, fast=fast))
+        # the parts of the fast whole-fleet path come after every context object: each VM is mapped as
+        # its part arrives, while the server builds the next part
+        return source_vms(retrieve(session, page_size=page_size, vms=vms, fast=fast),
+                          context_first=fast and vms is None)
     except vim.fault.NotAuthenticated as exc:
         raise translate(exc, where) from None
     except TRANSPORT_ERRORS as exc:
@@ -164,21 +167,30 @@ def fetch_all(session: Session | Any, *, page_size: int = DEFAULT_PAGE_SIZE,
             gc.enable()
 
 
-def source_vms(objects: Iterable[Any]) -> list[SourceVM]:
-    """The VMs of one retrieval's ObjectContents (pyVmomi objects or fastsoap records alike), mapped
-    once every object they refer to (host, cluster, folder, network) is known."""
+def source_vms(objects: Iterable[Any], *, context_first: bool = False) -> list[SourceVM]:
+    """The VMs of one retrieval's ObjectContents (pyVmomi objects or fastsoap records alike), each
+    mapped once every object it refers to (host, cluster, folder, network) is known: at the end, or,
+    with ``context_first`` (the context objects come before any VM), as it arrives. A context object
+    that comes after all has the VMs mapped before it mapped again: the result is the same either way."""
     ctx = Context()
     found: list[tuple[str, Mapping[str, Any]]] = []
+    mapped: list[SourceVM | None] = []
+    early = 0  # found[:early] were mapped before the last context object came
     for obj in objects:
         if isinstance(obj, fastscan.RawObject):
             props: Mapping[str, Any] = obj.props  # decoded as read; fastmap reads the devices raw
         else:
             props = {p.name: p.val for p in obj.propSet or []}
         if isinstance(obj.obj, _VM):
-            found.append((obj.obj._moId, props))
+            ref = obj.obj._moId
+            found.append((ref, props))
+            mapped.append(to_source_vm(ref, props, ctx) if context_first else None)
         else:
             add_context(ctx, obj.obj, props)
-    out = [to_source_vm(ref, props, ctx) for ref, props in found]
+            if context_first:
+                early = len(found)
+    out = [to_source_vm(ref, props, ctx) if vm is None or i < early else vm
+           for i, ((ref, props), vm) in enumerate(zip(found, mapped))]
     return sorted(out, key=lambda v: (v.name, v.moref or ""))
 
 

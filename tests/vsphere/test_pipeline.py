@@ -172,3 +172,16 @@ def test_a_vm_removed_between_naming_and_reading_is_left_out(session, four_parts
     finally:
         monkeypatch.undo()
     assert "pipeline-victim" not in names and len(names) == 8
+
+
+def test_vms_mapped_as_they_arrive_equal_vms_mapped_at_the_end(session):
+    """source_vms maps each VM as it comes when the context comes first; a context object that comes
+    late anyway (a host after the VMs on it) has the VMs before it mapped again: same records."""
+    objects = list(inventory.retrieve(session, fast=False))
+    vms = [o for o in objects if isinstance(o.obj, vim.VirtualMachine)]
+    context = [o for o in objects if not isinstance(o.obj, vim.VirtualMachine)]
+    at_end = [v.to_dict() for v in inventory.source_vms(objects)]
+    assert at_end == [v.to_dict() for v in inventory.source_vms(context + vms, context_first=True)]
+    late = vms[:3] + context + vms[3:]  # hosts, clusters and networks after three VMs
+    assert at_end == [v.to_dict() for v in inventory.source_vms(late, context_first=True)]
+    assert {v["host"] for v in at_end} and all(v["host"] for v in at_end)  # the context mattered
