@@ -90,7 +90,7 @@ def naive(session) -> int:
 
 def fetch(session, *, mapper=None, decoder=None, fleet=None) -> int:
     """fetch_all with the given mapper / answer decoder / fleet retrieval swapped in for the run."""
-    saved = inventory.to_source_vm, fastscan.retrieve_result, pipeline.retrieve_fleet
+    saved = inventory.to_source_vm, fastscan.retrieve_result, pipeline.retrieve_fleet, inventory.source_vms
     try:
         if mapper:
             inventory.to_source_vm = mapper
@@ -98,9 +98,11 @@ def fetch(session, *, mapper=None, decoder=None, fleet=None) -> int:
             fastscan.retrieve_result = decoder
         if fleet:
             pipeline.retrieve_fleet = fleet
+            # one answer interleaves VMs and their hosts: every VM mapped once, at the end, as before
+            inventory.source_vms = lambda objects, **_: saved[3](objects)
         return len(inventory.fetch_all(session))
     finally:
-        inventory.to_source_vm, fastscan.retrieve_result, pipeline.retrieve_fleet = saved
+        inventory.to_source_vm, fastscan.retrieve_result, pipeline.retrieve_fleet, inventory.source_vms = saved
 
 
 def one_retrieval(pc, first_spec, spec_for, options):
