@@ -19,7 +19,7 @@ is not read, as with one retrieval a moment earlier.
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
 from typing import Any, Callable, Iterator
 from xml.sax.saxutils import escape
 
@@ -98,11 +98,42 @@ def retrieve_fleet(pc: Any, first_spec: Any, spec_for: Callable[[Any], Any], opt
     if len(requests) == 1:  # nothing to overlap with: no thread
         yield from pages(pc, fastscan.retrieve_result(fastsoap.post_raw(pc._stub, info, requests[0])))
         return
-    pool = ThreadPoolExecutor(max_workers=AHEAD, thread_name_prefix="guestprep-inventory")
-    pending: list[Future] = []
+    sent = [_Part(pc._stub, info, req) for req in requests]
+    for part in sent[:AHEAD]:
+        part.start()
     try:
-        pending = [pool.submit(fastsoap.post_raw, pc._stub, info, req) for req in requests]
-        for fut in pending:
-            yield from pages(pc, fastscan.retrieve_result(fut.result()))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # a part already sent is read to its end: its connection stays usable
+        for i, part in enumerate(sent):
+            body = part.result()
+            if i + AHEAD < len(sent):
+                sent[i + AHEAD].start()  # on the wire while this part is read
+            yield from pages(pc, fastscan.retrieve_result(body))
+    except Exception:
+        for part in sent:  # a failed inventory leaves no request running behind it (bounded: Ctrl-C is not)
+            part.join(LINGER)
+        raise
+
+
+LINGER = 10.0  # seconds a failed inventory waits for its other parts' requests to end
+
+
+class _Part(threading.Thread):
+    """One part's request, posted on a connection of the session's pool. A daemon: Ctrl-C during
+    an inventory of a hung server ends the process without waiting for its socket timeout."""
+
+    def __init__(self, stub: Any, info: Any, req: bytes):
+        super().__init__(name="guestprep-inventory-part", daemon=True)
+        self._args = (stub, info, req)
+        self._body: bytes | None = None
+        self._error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._body = fastsoap.post_raw(*self._args)
+        except BaseException as exc:  # handed to the reader, raised there
+            self._error = exc
+
+    def result(self) -> bytes | None:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._body

@@ -185,3 +185,39 @@ def test_vms_mapped_as_they_arrive_equal_vms_mapped_at_the_end(session):
     late = vms[:3] + context + vms[3:]  # hosts, clusters and networks after three VMs
     assert at_end == [v.to_dict() for v in inventory.source_vms(late, context_first=True)]
     assert {v["host"] for v in at_end} and all(v["host"] for v in at_end)  # the context mattered
+
+
+def test_ctrl_c_does_not_wait_for_a_hung_part(session, four_parts, monkeypatch):
+    """Interrupted while a part hangs on the server: the interrupt comes through at once (the parts'
+    threads are daemons; only an ordinary error waits, briefly, for the requests in flight)."""
+    import time
+
+    from guestprep.vsphere import fastscan
+
+    release = threading.Event()
+    real_post, real_result = fastsoap.post_raw, fastscan.retrieve_result
+    posts = []
+
+    def hanging(stub, info, req):
+        posts.append(1)
+        if len(posts) == 3:  # part 2 never answers
+            release.wait(60)
+        return real_post(stub, info, req)
+
+    reads = []
+
+    def interrupted(body):
+        reads.append(1)
+        if len(reads) == 2:  # reading part 1: the user presses Ctrl-C
+            raise KeyboardInterrupt
+        return real_result(body)
+
+    monkeypatch.setattr(fastsoap, "post_raw", hanging)
+    monkeypatch.setattr(fastscan, "retrieve_result", interrupted)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fetch_all(session)
+        assert time.monotonic() - t0 < 5
+    finally:
+        release.set()
