@@ -221,3 +221,19 @@ def test_ctrl_c_does_not_wait_for_a_hung_part(session, four_parts, monkeypatch):
         assert time.monotonic() - t0 < 5
     finally:
         release.set()
+
+
+def test_an_unexpected_serialization_falls_back_to_pyvmomi_whole(session, monkeypatch):
+    """Should another pyVmomi write the filter in a shape the repetition does not expect, each part is
+    serialized by pyVmomi whole: slower, the same request."""
+    pc = session.si.RetrieveContent().propertyCollector
+    options = PC.RetrieveOptions(maxObjects=500)
+    refs = [["vm-1", "vm-2"], ["vm-3"]]
+    _, expected = pipeline.part_requests(pc, inventory._vm_spec, options, refs)
+    # a placeholder that also names the request element: not a unique mark, as another serializer might make it
+    monkeypatch.setattr(pipeline, "_PLACEHOLDER", "RetrievePropertiesEx")
+    whole = []
+    real = pipeline._spec_of
+    monkeypatch.setattr(pipeline, "_spec_of", lambda *a: (whole.append(a[2]), real(*a))[1])
+    _, fallback = pipeline.part_requests(pc, inventory._vm_spec, options, refs)
+    assert whole == refs and fallback == expected
