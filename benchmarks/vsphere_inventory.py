@@ -64,6 +64,7 @@ from guestprep.vsphere import fastscan, fastsoap, inventory, mapping, pipeline  
 from guestprep.vsphere.client import connect  # noqa: E402
 
 GOAL = 20.0
+SETTLE_MEMORY = True  # wait before each run until the host took back freed memory (harness.memory_settle)
 
 
 def naive(session) -> int:
@@ -192,7 +193,8 @@ def measure(mode: str, s, server_pid: int, rounds: int, order: str) -> tuple[har
     meter = CpuMeter(server_pid)
     cases = {name: meter.wrap(name, run) for name, run in cases.items()}
     print(f"  [{mode}] before: {harness.load()}")
-    samples = harness.interleaved(cases, rounds, order=order, flush=lambda: harness.flush(drop=False))
+    samples = harness.interleaved(cases, rounds, order=order,
+                                  flush=lambda: harness.flush(drop=False, memory=SETTLE_MEMORY))
     print(f"  [{mode}] after:  {harness.load()}; 1-minute load as each round started: "
           + " ".join(f"{x:.2f}" for x in samples.loads))
     return samples, meter
@@ -314,7 +316,12 @@ def main() -> int:
     ap.add_argument("--order", default="alternate", choices=("abab", "alternate"))
     ap.add_argument("--modes", default="live,replay", help="live (against the simulator), replay (against "
                                                           "its recorded answers, server time ~0), or both")
+    ap.add_argument("--quick", action="store_true",
+                    help="a smoke run (tests/benchmarks): 240 VMs (two parts), one round, no memory settle")
     args = ap.parse_args()
+    if args.quick:
+        global SETTLE_MEMORY
+        args.vms, args.rounds, SETTLE_MEMORY = 240, 1, False
     per_pool = max(1, (args.vms + 1) // 2)
     try:
         binary = simlib.build()
