@@ -95,14 +95,7 @@ def retrieve(session: Session | Any, *, page_size: int = DEFAULT_PAGE_SIZE,
             result = fastscan.retrieve_properties_ex(pc, [_filter_spec(view, vms)], options)
         else:
             result = pc.RetrievePropertiesEx([_filter_spec(view, vms)], options)
-        while result is not None:
-            yield from result.objects or []
-            if not result.token:
-                break
-            if fast:
-                result = fastscan.continue_retrieve_properties_ex(pc, result.token)
-            else:
-                result = pc.ContinueRetrievePropertiesEx(result.token)
+        yield from pipeline.pages(pc, result, fast=fast)
     finally:
         try:
             view.DestroyView()

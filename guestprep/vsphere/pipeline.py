@@ -34,13 +34,17 @@ _PLACEHOLDER = "guestprep-part-placeholder"
 _VM = vim.VirtualMachine
 
 
-def pages(pc: Any, result: Any) -> Iterator[Any]:
-    """Every ObjectContent of a retrieval's result and of the pages its tokens continue to."""
+def pages(pc: Any, result: Any, fast: bool = True) -> Iterator[Any]:
+    """Every ObjectContent of a retrieval's result and of the pages its tokens continue to (read
+    by fastscan, or by pyVmomi with ``fast=False``)."""
     while result is not None:
         yield from result.objects or []
         if not result.token:
             return
-        result = fastscan.continue_retrieve_properties_ex(pc, result.token)
+        if fast:
+            result = fastscan.continue_retrieve_properties_ex(pc, result.token)
+        else:
+            result = pc.ContinueRetrievePropertiesEx(result.token)
 
 
 def split(refs: list[str], parts: int | None = None, min_part: int | None = None) -> list[list[str]]:
@@ -118,7 +122,8 @@ def retrieve_fleet(pc: Any, first_spec: Any, spec_for: Callable[[Any], Any], opt
             yield from pages(pc, fastscan.retrieve_result(body))
     except Exception:
         for part in sent:  # a failed inventory leaves no request running behind it (bounded: Ctrl-C is not)
-            part.join(LINGER)
+            if part.ident is not None:  # a part never started has nothing to wait for (join would raise)
+                part.join(LINGER)
         raise
 
 
