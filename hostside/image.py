@@ -362,7 +362,7 @@ def _remote_vmdk(rf, head: bytes, url: str, spec: ImageSpec, opts: SourceOptions
     if rf.size > vmdk.MAX_DESCRIPTOR_BYTES:
         raise InputError(f"descriptor is {rf.size} bytes; refusing anything over "
                          f"{vmdk.MAX_DESCRIPTOR_BYTES}", where)
-    text = vmdk.decode_descriptor(rf.read_at(0, rf.size).rstrip(b"\x00"), where)
+    text = vmdk.decode_descriptor(vmdk.descriptor_bytes(rf.read_at(0, rf.size)), where)
     desc = vmdk.parse_descriptor(text, where)
     _refuse_remote_parent(desc, where)
     data_extents = [e for e in desc.extents if e.type != "ZERO"]

@@ -200,6 +200,20 @@ _ENCODING_RE = re.compile(rb'^[ \t]*encoding[ \t]*=[ \t]*"?([A-Za-z0-9_.:-]+)"?[
                           re.MULTILINE)
 
 
+def descriptor_bytes(raw: bytes) -> bytes:
+    """A descriptor file's text: up to its first NUL when only NULs and line ends follow.
+
+    qemu reads a descriptor as a C string (block/vmdk.c), and qemu-img leaves such tails
+    itself: vmdk_write_cid runs for each of convert's concurrent first writes, and their
+    overlapping rewrites of the sector can leave 'text\\0\\n\\0...' (qemu-img 7.2, about 1
+    conversion in 360 with the machine busy). Anything else after a NUL is kept, and
+    refused by parse_descriptor: text qemu would silently ignore."""
+    head, nul, tail = raw.partition(b"\x00")
+    if nul and not tail.strip(b"\x00\r\n\t "):
+        return head
+    return raw
+
+
 def decode_descriptor(raw: bytes, where: str) -> str:
     """Descriptor bytes as text, in the encoding the descriptor declares.
 
@@ -792,7 +806,7 @@ def extent_of(path: str, limit: int = 256) -> ExtentOf | None:
         if (quoted is not None and quoted not in head) or not is_text_descriptor(head):
             continue
         try:
-            text = decode_descriptor(head.rstrip(b"\x00"), candidate)
+            text = decode_descriptor(descriptor_bytes(head), candidate)
         except InputError:
             continue
         extents = [(lineno, m) for lineno, line in enumerate(text.splitlines(), 1)
@@ -982,8 +996,7 @@ def load(path: str, *, _depth: int = 0) -> VmdkImage:
                 raise InputError(f"descriptor is {size} bytes; refusing anything over "
                                  f"{MAX_DESCRIPTOR_BYTES}", where)
             f.seek(0)
-            # qemu pads descriptor files with NULs to a sector; only trailing ones.
-            text = decode_descriptor(f.read().rstrip(b"\x00"), where)
+            text = decode_descriptor(descriptor_bytes(f.read()), where)
             embedded = False
         else:
             raise InputError("not a VMDK: neither a descriptor nor a KDMV sparse extent",

@@ -154,6 +154,29 @@ def test_empty_directory_nonexistent(tmp_path):
     _bad(host_cli("inspect", tmp_path / "nope.vmdk"), "no such file")
 
 
+@pytest.mark.parametrize("tail,ok", [
+    (b"\0\n" + b"\0" * 37, True),     # what qemu-img 7.2 left, byte for byte (see below)
+    (b"\0" * 40, True),                 # the ordinary sector padding
+    (b"\0RW 8 VMFS \"other-flat.vmdk\"\n", False),   # text qemu would silently skip
+], ids=["qemu-cid-race-tail", "sector-padding", "hidden-extent-after-nul"])
+def test_a_descriptor_ends_at_a_nul_only_when_nothing_follows(tmp_path, tail, ok):
+    """qemu-img convert -o subformat=twoGbMaxExtentFlat, with the machine busy, once wrote
+    a descriptor ending 'ddb.toolsVersion = "2147483647"\\n\\0\\n\\0...' (two of its
+    concurrent first writes each rewrote the CID: block/vmdk.c vmdk_write_cid). CI refused
+    qemu's own output as 'NUL bytes'; qemu reads the text up to the first NUL."""
+    flat = tmp_path / "d-flat.vmdk"
+    flat.write_bytes(b"\0" * 4096)
+    desc = write_descriptor(tmp_path / "d.vmdk", "vmfs", ['RW 8 VMFS "d-flat.vmdk"'])
+    with open(desc, "ab") as f:
+        f.write(tail)
+    r = host_cli("inspect", desc, "--json")
+    if ok:
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["virtual_size"] == 4096
+    else:
+        _bad(r, "d.vmdk", "NUL")
+
+
 def test_garbage_descriptor(tmp_path):
     g = tmp_path / "g.vmdk"
     g.write_text("# Disk DescriptorFile\nthis is not a descriptor line\n")
