@@ -4,6 +4,7 @@
     guestprep-host audit SRC [--json] [--fail-on warning]
     guestprep-host convert SRC --to qcow2|zvol|lvmthin|raw --dest DEST [--json]
     guestprep-host convert --handoff VM.handoff.json [--disk LABEL] [--dry-run] [--json]
+    guestprep-host reclaim --manifest M [--json]
 
 Exit codes: 0 ok, 1 findings / verification failure, 2 bad input or usage,
 3 a tool is missing or failed, 130 interrupted (partial target removed).
@@ -133,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="progress on stderr: a bar, JSON lines, or nothing")
     p.add_argument("--stall-timeout", type=float, default=600.0, metavar="SECONDS",
                    help="stop (and clean up) when qemu-img makes no progress this long")
+    p.add_argument("--discard-stale-partial", action="store_true",
+                   help="remove first a partial target that a killed run of this same "
+                        "conversion left (proved by the claim file beside the manifest)")
+    p = sub.add_parser("reclaim", help="remove the partial target a killed conversion left, "
+                                       "as its claim file beside the manifest names it")
+    p.add_argument("--manifest", required=True, help="the killed conversion's manifest path")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     return parser
 
 
@@ -426,7 +434,8 @@ def _convert(args, secrets, reporter_for) -> int:
     qemu.tool("qemu-img")   # said first (exit 3): no source kind converts without it
     opts = convert_mod.ConvertOptions(compress=args.compress, verify=not args.no_verify,
                                       manifest=args.manifest, manifest_dir=args.manifest_dir,
-                                      stall_timeout=args.stall_timeout)
+                                      stall_timeout=args.stall_timeout,
+                                      discard_stale_partial=args.discard_stale_partial)
     topts = batch.TargetOptions(allow_qcow2_on_zfs=args.allow_qcow2_on_zfs,
                                 volblocksize=args.volblocksize,
                                 overwrite_device=args.overwrite_device)
@@ -474,11 +483,31 @@ def _convert(args, secrets, reporter_for) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"inspect": cmd_inspect, "audit": cmd_audit, "convert": cmd_convert}
+def cmd_reclaim(args, secrets) -> int:
+    from hostside.reclaim import reclaim
+
+    result = reclaim(args.manifest)
+    if args.json:
+        _print_json(result)
+    elif result["claim"] is None:
+        print(f"no claim beside {args.manifest}: nothing to remove")
+    elif result["removed"]:
+        print(f"removed {result['partial']} (left by {result['left_by']}); claim removed")
+    elif result["partial"] is None:
+        print(f"empty claim {result['claim']} removed (its run created nothing, or the node "
+              "crashed before the claim was written out)")
+    else:
+        print(f"claim {result['claim']} removed; its partial target was already gone")
+    return EXIT_OK
+
+
+COMMANDS = {"inspect": cmd_inspect, "audit": cmd_audit, "convert": cmd_convert,
+            "reclaim": cmd_reclaim}
 # What each command imports (lazily, above): loaded before it runs, so that run() can keep
 # the cyclic garbage collector off while modules load and on while the command works.
 COMMAND_MODULES = {"inspect": (), "audit": ("guestprep.models", "hostside.audit"),
-                   "convert": ("hostside.batch", "hostside.convert", "hostside.jobs")}
+                   "convert": ("hostside.batch", "hostside.convert", "hostside.jobs"),
+                   "reclaim": ("hostside.reclaim",)}
 _gc_paused = False
 
 

@@ -20,7 +20,7 @@ import subprocess
 import time
 from hostside.record import dataclass, field
 
-from hostside import qemu, tmpfiles
+from hostside import claim, qemu, tmpfiles
 from hostside.errors import (GuestprepError, InputError, Interrupted, TargetRefused,
                              ToolFailed)
 from hostside.image import Source
@@ -62,6 +62,7 @@ class ConvertOptions:
     manifest_dir: str | None = None  # for zvol/LV/device targets (default: env, then /var/lib)
     coroutines: int = 8
     stall_timeout: float = 600.0     # no progress for this long: kill qemu-img, clean up
+    discard_stale_partial: bool = False   # a killed run's partial, proved by its claim: remove it
 
 
 def manifest_dir(explicit: str | None) -> tuple[str, bool]:
@@ -217,6 +218,7 @@ class Prepared:
     manifest_path: str
     timings: dict
     clock: Clock = field(default_factory=Clock)
+    stale: dict | None = None   # the claim of a killed run whose partial execute() removes first
 
 
 def prepare(source: Source, target: Target, opts: ConvertOptions,
@@ -229,12 +231,57 @@ def prepare(source: Source, target: Target, opts: ConvertOptions,
         # qcow2 measure = allocated data (+metadata): what any sparse target really uses.
         measured = _measure(source)
         required = int(measured["required"])
-        target.preflight(source.virtual_size, required)
         mpath = manifest_path(target, opts.manifest, opts.manifest_dir)
+        stale = judge_claim(target, mpath, opts.discard_stale_partial)
+        target.preflight(source.virtual_size, required)
         if target.is_block and not opts.manifest:
             _ensure_default_dir(os.path.dirname(mpath), opts.manifest_dir)
         check_manifest_path(mpath)
-    return Prepared(source, target, opts, measured, mpath, clock.timings, clock)
+    return Prepared(source, target, opts, measured, mpath, clock.timings, clock, stale)
+
+
+def judge_claim(target: Target, mpath: str, discard: bool) -> dict | None:
+    """The claim beside the manifest (hostside/claim.py), before anything is checked or created:
+    a live owner refuses; a killed owner's partial is removed by execute() when ``discard`` says
+    so (returned), and named otherwise. Nothing is removed here: a dry run prepares too."""
+    if target.partial_name() is None:
+        return None
+    doc = claim.read(mpath)
+    if doc is None:
+        return None
+    where = claim.path_for(mpath)
+    if doc.get("empty"):
+        return doc                       # its run created nothing: execute() drops the file
+    if claim.owner_alive(doc):
+        raise TargetRefused(f"another conversion into {target.label} is running "
+                            f"({claim.describe(doc)})", where)
+    if doc["partial"] != target.partial_name():
+        raise TargetRefused(f"a killed conversion under this manifest path wrote "
+                            f"{doc['partial']}, not this target's {target.partial_name()}: "
+                            "remove that and this claim by hand", where)
+    if not target.partial_exists():
+        return doc
+    if not discard:
+        raise TargetRefused(f"a partial target from an interrupted run of this conversion "
+                            f"({claim.describe(doc)}, no longer running) is in the way: it was never verified; "
+                            "rerun with --discard-stale-partial to remove it first",
+                            target.partial_name())
+    target.discarding_partial = True
+    return doc
+
+
+def _discard_stale(prep: Prepared) -> dict | None:
+    doc, target = prep.stale, prep.target
+    if doc is None:
+        return None
+    if doc.get("empty"):
+        claim.release(prep.manifest_path)
+        return None
+    found = target.partial_exists()
+    if found:
+        target.discard_partial()
+    claim.release(prep.manifest_path)
+    return {"partial": target.partial_name(), "removed": found, "left_by": claim.describe(doc)}
 
 
 def _ensure_default_dir(directory: str, explicit: str | None) -> None:
@@ -274,9 +321,14 @@ def execute(prep: Prepared, progress: ProgressFn | None = None,
     flusher: Flusher | None = None
     version: subprocess.Popen | None = None
     source_map: verify_mod.SourceMap | None = None
+    claimed = False
     try:
         with stop_signals():
             with clock.phase("convert"):
+                discarded = _discard_stale(prep)
+                if target.partial_name() is not None:
+                    claim.write(mpath, target.kind, target.partial_name(), target.label)
+                    claimed = True
                 target.create(source.virtual_size)
                 args = convert_argv(source, target, opts)
                 side: dict = {}
@@ -316,24 +368,28 @@ def execute(prep: Prepared, progress: ProgressFn | None = None,
                 if digest is None:
                     manifest["target"]["digest_note"] = ("not computed: --no-verify (finalize "
                                                          "attaches only verified volumes)")
+                if discarded:
+                    manifest["discarded_partial"] = discarded
                 manifest.update(extra or {})
                 _write_manifest(mpath, manifest)
+                if claimed:
+                    claim.release(mpath)
             manifest["timings"] = dict(clock.timings)
             manifest["manifest_path"] = mpath
             return manifest
     except (KeyboardInterrupt, _Terminate):
         _join(flusher)
-        _cleanup(target)
+        _cleanup(target, mpath if claimed else None)
         raise Interrupted("conversion interrupted; " + _cleanup_note(target, state["writing"]),
                           target.label) from None
     except GuestprepError as exc:
         _join(flusher)
-        _cleanup(target)
+        _cleanup(target, mpath if claimed else None)
         exc.message += "; " + _cleanup_note(target, state["writing"])
         raise
     except BaseException:
         _join(flusher)
-        _cleanup(target)
+        _cleanup(target, mpath if claimed else None)
         raise
     finally:
         if source_map is not None:
@@ -376,11 +432,17 @@ def _measure(source: Source) -> dict:
     return total
 
 
-def _cleanup(target: Target) -> None:
+def _cleanup(target: Target, claimed: str | None = None) -> None:
+    """Remove the partial target; then its claim, unless the partial is still there."""
     try:
         target.remove()
     except Exception:  # the original error matters more; the note says what is left
         pass
+    if claimed is not None and not target.created:
+        try:
+            claim.release(claimed)
+        except OSError:
+            pass
 
 
 def _cleanup_note(target: Target, writing: bool) -> str:

@@ -197,6 +197,7 @@ class Target:
     details: dict = field(default_factory=dict)
     write_path: str = ""       # what qemu writes: the temporary name until commit()
     committed: bool = False    # renamed to the final name
+    discarding_partial: bool = False   # a stale partial will be removed first (hostside/claim.py)
 
     def __post_init__(self) -> None:
         self.write_path = self.write_path or self.path
@@ -213,6 +214,16 @@ class Target:
 
     def remove(self) -> None:
         raise NotImplementedError
+
+    def partial_name(self) -> str | None:
+        """The temporary name a killed run leaves (None: the target has no such name)."""
+        return None
+
+    def partial_exists(self) -> bool:
+        return False
+
+    def discard_partial(self) -> None:
+        """Remove what a killed run of this conversion left under the temporary name."""
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "path": self.path, "format": self.fmt, "name": self.label,
@@ -233,7 +244,7 @@ class FileTarget(Target):
     def preflight(self, virtual_size: int, required: int) -> None:
         if os.path.lexists(self.path):
             raise TargetRefused("target already exists; refusing to overwrite it", self.path)
-        if os.path.lexists(self.write_path):
+        if os.path.lexists(self.write_path) and not self.discarding_partial:
             raise TargetRefused("a partial target from an interrupted run is in the way (it "
                                 "was never verified): remove it and rerun, e.g. "
                                 f"rm -- '{self.write_path}'", self.write_path)
@@ -304,6 +315,18 @@ class FileTarget(Target):
     def commit(self) -> None:
         rename_noreplace(self.write_path, self.path)
         self.committed = True
+
+    def partial_name(self) -> str | None:
+        return self.write_path
+
+    def partial_exists(self) -> bool:
+        return os.path.lexists(self.write_path)
+
+    def discard_partial(self) -> None:
+        try:
+            os.unlink(self.write_path)
+        except FileNotFoundError:
+            pass
 
     def remove(self) -> None:
         if self.created:
@@ -414,8 +437,7 @@ class ZvolTarget(Target):
         if _run(["zfs", "list", "-H", "-o", "name", self.dataset], self.dataset,
                 check=False).returncode == 0:
             raise TargetRefused("zvol already exists; refusing to overwrite it", self.dataset)
-        if _run(["zfs", "list", "-H", "-o", "name", self.tmp_dataset], self.tmp_dataset,
-                check=False).returncode == 0:
+        if not self.discarding_partial and self.partial_exists():
             raise TargetRefused("a partial zvol from an interrupted run is in the way (never "
                                 "verified): destroy it and rerun, e.g. "
                                 f"zfs destroy {self.tmp_dataset}", self.tmp_dataset)
@@ -476,6 +498,17 @@ class ZvolTarget(Target):
                  self.dataset, check=False)
             self.created = False
 
+    def partial_name(self) -> str | None:
+        return self.tmp_dataset
+
+    def partial_exists(self) -> bool:
+        return _run(["zfs", "list", "-H", "-o", "name", self.tmp_dataset], self.tmp_dataset,
+                    check=False).returncode == 0
+
+    def discard_partial(self) -> None:
+        if self.partial_exists():
+            _run(["zfs", "destroy", self.tmp_dataset], self.tmp_dataset)
+
 
 class LvmThinTarget(Target):
     def __init__(self, spec: str):
@@ -493,7 +526,7 @@ class LvmThinTarget(Target):
         if _run(["lvs", "--noheadings", "-o", "lv_name", lv], lv, check=False).returncode == 0:
             raise TargetRefused("logical volume already exists; refusing to overwrite it", lv)
         tmp = f"{self.vg}/{self.tmp_name}"
-        if _run(["lvs", "--noheadings", "-o", "lv_name", tmp], tmp, check=False).returncode == 0:
+        if not self.discarding_partial and self.partial_exists():
             raise TargetRefused("a partial volume from an interrupted run is in the way (never "
                                 f"verified): remove it and rerun, e.g. lvremove {tmp}", tmp)
         pool = f"{self.vg}/{self.pool}"
@@ -534,6 +567,19 @@ class LvmThinTarget(Target):
             name = self.name if self.committed else self.tmp_name
             _run(["lvremove", "-q", "-y", f"{self.vg}/{name}"], self.label, check=False)
             self.created = False
+
+    def partial_name(self) -> str | None:
+        return f"{self.vg}/{self.tmp_name}"
+
+    def partial_exists(self) -> bool:
+        tmp = f"{self.vg}/{self.tmp_name}"
+        return _run(["lvs", "--noheadings", "-o", "lv_name", tmp], tmp,
+                    check=False).returncode == 0
+
+    def discard_partial(self) -> None:
+        if self.partial_exists():
+            tmp = f"{self.vg}/{self.tmp_name}"
+            _run(["lvremove", "-q", "-y", tmp], tmp)
 
 
 def make_target(kind: str, dest: str, *, allow_qcow2_on_zfs: bool = False,

@@ -195,9 +195,8 @@ def test_sighup_during_a_qcow2_conversion_removes_it(datastore, images, tmp_path
     assert not _alive(qemu)
 
 
-def test_kill9_of_the_process_group_leaves_no_final_target(datastore, images, tmp_path):
-    dest = tmp_path / "out" / "vm-1-disk-0.raw"
-    dest.parent.mkdir()
+def _killed_group(datastore, images, dest):
+    """A conversion SIGKILLed with its process group (the OOM killer, a node that crashed)."""
     proc, qemu = _start_slow(datastore, images, dest, new_session=True)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
@@ -205,12 +204,84 @@ def test_kill9_of_the_process_group_leaves_no_final_target(datastore, images, tm
     while _alive(qemu) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(qemu)
+    return proc
+
+
+def test_kill9_of_the_process_group_leaves_no_final_target(datastore, images, tmp_path):
+    dest = tmp_path / "out" / "vm-1-disk-0.raw"
+    dest.parent.mkdir()
+    proc = _killed_group(datastore, images, dest)
     assert not dest.exists()                              # nothing looks finished
-    assert [p.name for p in dest.parent.iterdir()] == ["vm-1-disk-0.raw.partial"]
-    # a rerun names the leftover instead of converting around it
+    claim = dest.parent / "vm-1-disk-0.raw.guestprep-manifest.json.claim"
+    assert sorted(p.name for p in dest.parent.iterdir()) == [
+        "vm-1-disk-0.raw.guestprep-manifest.json.claim", "vm-1-disk-0.raw.partial"]
+    doc = json.loads(claim.read_text())
+    assert doc["pid"] == proc.pid and doc["partial"] == str(dest) + ".partial"
+    # a rerun names the leftover (and whose it was) instead of converting around it
     r = host_cli("convert", images["mbr.raw"], "--to", "raw", "--dest", dest)
-    _bad(r, 2, "interrupted run", "vm-1-disk-0.raw.partial")
-    assert not dest.exists()
+    _bad(r, 2, "interrupted run", "vm-1-disk-0.raw.partial", f"pid {proc.pid}",
+         "--discard-stale-partial")
+    assert not dest.exists() and claim.exists()
+    # a dry run with the flag removes nothing
+    r = host_cli("convert", images["mbr.raw"], "--to", "raw", "--dest", dest, "--dry-run",
+                 "--discard-stale-partial")
+    assert r.returncode == 0, r.stderr
+    assert (dest.parent / "vm-1-disk-0.raw.partial").exists() and claim.exists()
+    # the same conversion asked to discard it: removed first, recorded, then converted
+    r = host_cli("convert", images["mbr.raw"], "--to", "raw", "--dest", dest, "--json",
+                 "--discard-stale-partial")
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    assert m["discarded_partial"] == {"partial": str(dest) + ".partial", "removed": True,
+                                      "left_by": f"pid {proc.pid}, started {doc['created_at']}"}
+    assert m["verification"]["ok"]
+    assert sorted(p.name for p in dest.parent.iterdir()) == [
+        "vm-1-disk-0.raw", "vm-1-disk-0.raw.guestprep-manifest.json"]
+
+
+def test_a_running_conversion_is_never_reclaimed(datastore, images, tmp_path):
+    """The claim's owner is alive (stopped, not killed): neither a rerun nor reclaim touch it."""
+    dest = tmp_path / "out" / "vm-1-disk-0.qcow2"
+    dest.parent.mkdir()
+    proc, qemu = _start_slow(datastore, images, dest, new_session=True)
+    try:
+        os.killpg(proc.pid, signal.SIGSTOP)
+        r = host_cli("convert", images["mbr.raw"], "--to", "qcow2", "--dest", dest,
+                     "--discard-stale-partial")
+        _bad(r, 2, "another conversion", "is running", f"pid {proc.pid}")
+        manifest = str(dest) + ".guestprep-manifest.json"
+        r = host_cli("reclaim", "--manifest", manifest)
+        _bad(r, 2, "still running", f"pid {proc.pid}")
+        assert Path(str(dest) + ".partial").exists()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    # now killed: reclaim removes the partial and the claim, and says so
+    r = host_cli("reclaim", "--manifest", manifest, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["removed"] is True
+    assert list(dest.parent.iterdir()) == []
+    r = host_cli("reclaim", "--manifest", manifest)
+    assert r.returncode == 0 and "nothing to remove" in r.stdout
+
+
+def test_reclaim_touches_only_a_temporary_target_name(tmp_path):
+    """A claim is a file on the node: whatever it says, only `*.partial` / guestprep-partial-*
+    names are removed."""
+    victim = tmp_path / "important.raw"
+    victim.write_bytes(b"data")
+    manifest = tmp_path / "m.json"
+    for partial in (str(victim), "relative.partial", str(tmp_path / "x.qcow2")):
+        Path(str(manifest) + ".claim").write_text(json.dumps({
+            "schema": "guestprep.host-claim/1", "kind": "raw", "partial": partial,
+            "target": partial, "pid": 999999999, "start_ticks": 1, "boot_id": "x"}))
+        _bad(host_cli("reclaim", "--manifest", manifest), 2, "not a temporary target name")
+    assert victim.read_bytes() == b"data"
+    Path(str(manifest) + ".claim").write_text("{not json")
+    _bad(host_cli("reclaim", "--manifest", manifest), 2, "not a claim file")
+    Path(str(manifest) + ".claim").write_text("")      # killed while writing it: nothing made
+    r = host_cli("reclaim", "--manifest", manifest, "--json")
+    assert r.returncode == 0 and not Path(str(manifest) + ".claim").exists()
 
 
 def test_kill9_of_guestprep_host_alone_takes_qemu_img_with_it(datastore, images, tmp_path):
