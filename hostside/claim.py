@@ -38,11 +38,14 @@ def _boot_id() -> str:
 
 
 def _start_ticks(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (proc(5)); the command name before it may hold spaces."""
+    """Field 22 of /proc/PID/stat (proc(5)); the command name before it may hold spaces. None when
+    the process is gone or has exited: a zombie (state Z, X) killed with its parent waits for
+    whoever reaps orphans on the node, and must not pass for a running owner."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
-        return int(stat[stat.rindex(b")") + 2:].split()[19])
+        fields = stat[stat.rindex(b")") + 2:].split()
+        return None if fields[0] in (b"Z", b"X") else int(fields[19])
     except (OSError, ValueError, IndexError):
         return None
 

@@ -359,8 +359,11 @@ def _manifest_ok(ctx: VmContext, disk: dict[str, Any]) -> dict[str, Any] | None:
         raise StepFailed(f"the manifest for {disk['label']} on node {ctx.vm.node} does not prove a verified "
                          f"conversion of this hand-off into {disk['volid']} ({ctx.manifest_path(disk['label'])}); "
                          "inspect it, remove the volume and the manifest, resume", where=ctx.vm.name)
-    return {"label": disk["label"], "volid": disk["volid"], "manifest": ctx.manifest_path(disk["label"]),
-            "target": (m.get("target") or {}).get("path"), "digest": (m.get("target") or {}).get("digest")}
+    found = {"label": disk["label"], "volid": disk["volid"], "manifest": ctx.manifest_path(disk["label"]),
+             "target": (m.get("target") or {}).get("path"), "digest": (m.get("target") or {}).get("digest")}
+    if m.get("discarded_partial"):   # a killed conversion's leftover, removed before this one
+        found["discarded_partial"] = m["discarded_partial"]
+    return found
 
 
 def _all_converted(ctx: VmContext) -> dict[str, Any] | None:
@@ -386,8 +389,11 @@ def convert(ctx: VmContext) -> dict[str, Any]:
                             ctx.limits.sem(f"ds:{datastore}", ctx.limits.per_datastore)) if s]
         # -I -S: the zipapp is stdlib-only; no site (its .pth walk) and no PYTHON* variables on the
         # node: ~6 ms less start-up per conversion (benchmarks/fixed_cost.py, zipapp-IS)
+        # --discard-stale-partial: the manifest path is this wave's for this VM and disk, so a partial
+        # target claimed under it (hostside/claim.py) is a killed conversion of this very disk
         argv = [spec.python, "-I", "-S", node.zipapp, "convert", "--handoff", doc, "--disk", disk["label"],
-                "--manifest", ctx.manifest_path(disk["label"]), "--progress", "none", "--json"]
+                "--manifest", ctx.manifest_path(disk["label"]), "--progress", "none", "--json",
+                "--discard-stale-partial"]
         if spec.storage_cfg:
             argv += ["--storage-cfg", spec.storage_cfg]
         stdin, env, src = None, [], sources[disk["label"]]

@@ -133,6 +133,87 @@ def test_kill_during_the_conversion_stops_it_on_the_node_and_resume_converts_onc
     assert _node_processes(*ours) == []
 
 
+def _node_pids(*needles: str) -> list[int]:
+    import glob
+
+    found = []
+    for path in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            with open(path, "rb") as f:
+                argv = f.read().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if any(n.encode() in argv for n in needles) and b"-m pytest" not in argv:
+            found.append(int(path.split("/")[2]))
+    return found
+
+
+def test_the_node_dies_mid_conversion_and_resume_removes_the_claimed_partial_then_converts_once(slab):
+    """The node's processes are killed outright while qemu-img copies (the OOM killer, a node that
+    crashed and came back), with the controller: no watchdog is left to clean up, so the partial
+    target stays, with the claim guestprep-host wrote beside its manifest (hostside/claim.py). Before
+    claims, `resume` met that partial ("in the way", never verified) and failed the VM into a rollback;
+    now its convert removes it first (--discard-stale-partial: the claim's process is gone), records
+    that in the manifest and the journal, and converts exactly once."""
+    import json
+    import os
+    import signal
+    import time
+
+    from tests.cutover.conftest import EXE
+
+    vm_name, vmid = "DC0_C0_RP0_VM2", 9312
+    lab_ = slab(vm_name, vmid)
+    lab_.plan()
+    accept_gate(lab_)
+    lab_.sim.delay_file.write_text("4000")   # every datastore read takes 4 s: a long conversion
+    images = lab_.storage / "images" / str(vmid)
+    ours = (str(images), f"/{vm_name}/handoff.json")
+    proc = subprocess.Popen([str(EXE), "cutover", "run", str(lab_.wave), "--poll", "0.05", "--agent-timeout", "5"],
+                            env=lab_.env(), cwd=lab_.tmp, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while not [p for p in _node_processes(str(images)) if "qemu-img" in p and " convert " in p]:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "qemu-img convert never started on the node"
+            time.sleep(0.1)
+        for pid in [proc.pid, *_node_pids(*ours)]:   # everything at once: nobody cleans up
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + 10
+    while _node_processes(*ours) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _node_processes(*ours) == []
+    partial = images / f"vm-{vmid}-disk-0.qcow2.partial"
+    claims = list((lab_.tmp / "node-work").rglob("*.manifest.json.claim"))
+    assert partial.exists() and len(claims) == 1, (list(images.iterdir()), claims)
+    assert json.loads(claims[0].read_text())["partial"] == str(partial)
+
+    lab_.sim.delay_file.unlink()
+    r = lab_.resume()
+    assert r.returncode == 0, r.stdout + r.stderr
+    vm = lab_.status()["vms"][0]
+    assert vm["phase"] == "done"
+    assert [s["step"] for s in vm["steps"] if s["status"] == "done"] == list(STEPS)
+    redone = next(s for s in vm["steps"] if s["step"] == "convert" and s["status"] == "done")
+    gone = redone["outputs"]["disks"][0]["discarded_partial"]
+    assert gone["partial"] == str(partial) and gone["removed"] is True, gone
+    assert not claims[0].exists()
+    t = lab_.target()
+    assert t["vms"] == [vmid] and t["status"] == "running"
+    assert t["volumes"] == [f"local:{vmid}/vm-{vmid}-disk-0.qcow2"] and t["files"] == [f"vm-{vmid}-disk-0.qcow2"]
+    assert subprocess.run(["qemu-img", "compare", "-q", "-F", "qcow2", str(lab_.raw),
+                           str(images / f"vm-{vmid}-disk-0.qcow2")]).returncode == 0
+
+
 def test_the_node_watchdog_stops_its_command_on_eof_and_lets_one_run_per_target(tmp_path):
     """hostside/watchdog.py on its own: stdin's end stops the command (and its process group); a
     second run of the same target waits for the lock, gives up naming the holder, and does nothing

@@ -173,3 +173,68 @@ def test_locked_then_killed_mid_wave_then_one_vm_rehearsed_cleans_both(wave_lab)
     assert [v["would_boot"] for v in rep["vms"]] == [True, True] and rep["cleaned_up_only"] == []
     assert len({v["vmid"] for v in rep["vms"]}) == 2, [v["vmid"] for v in rep["vms"]]
     assert not w.pve.state.vms
+
+
+# --------------------------------------------------------------------------- the node dies mid-conversion
+
+from tests.cutover import streaming_support  # noqa: E402
+
+folder_sim, folder_vs, slab = (streaming_support.folder_sim, streaming_support.folder_vs,  # fixtures
+                               streaming_support.slab)
+
+
+def test_the_node_dies_mid_conversion_and_the_next_rehearsal_reclaims_the_partial(slab):
+    """The rehearsal's controller and the node's converter are killed outright while qemu-img copies:
+    the temporary vmid's partial target stays, invisible to Proxmox (not a `vm-` volume name) and
+    to the volume cleanup, with its claim beside the manifest (hostside/claim.py). The next rehearsal's
+    cleanup removes it (`guestprep-host reclaim`, under the conversion's lock) before removing the
+    node directory that holds the claim, then rehearses; nothing is left on the node."""
+    import os
+    import signal
+    import time
+
+    from tests.cutover.conftest import EXE
+    from tests.cutover.test_cutover_kill9 import _node_pids, _node_processes
+
+    name, tmp_vmid = "DC0_C0_RP0_VM3", 9414
+    lab_ = slab(name, tmp_vmid - 100)
+    lab_.plan()
+    lab_.sim.delay_file.write_text("4000")   # every datastore read takes 4 s: a long conversion
+    images = lab_.storage / "images" / str(tmp_vmid)
+    proc = subprocess.Popen([str(EXE), "cutover", "rehearse", str(lab_.wave), "--poll", "0.05", "--agent-timeout",
+                             "5", "--vmid", f"{name}={tmp_vmid}"], env=lab_.env(), cwd=lab_.tmp,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while not [p for p in _node_processes(str(images)) if "qemu-img" in p and " convert " in p]:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "qemu-img convert never started on the node"
+            time.sleep(0.1)
+        for pid in [proc.pid, *_node_pids(str(images), f"/{name}.rehearsal/")]:   # nobody cleans up
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + 10
+    while _node_processes(str(images)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    partial = images / f"vm-{tmp_vmid}-disk-0.qcow2.partial"
+    assert partial.exists(), list(images.iterdir())
+    assert len(list((lab_.tmp / "node-work").rglob("*.manifest.json.claim"))) == 1
+
+    lab_.sim.delay_file.unlink()
+    r = _rehearse(lab_, tmp_vmid)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.loads((lab_.tmp / "wave.yaml.rehearsal" / "report.json").read_text())
+    vm, = rep["vms"]
+    assert vm["would_boot"] is True, vm["reasons"]
+    prev = vm["previous_rehearsal"]
+    assert prev["left_behind"] == [] and prev["cleanup"]["partials_removed"] == [str(partial)], prev
+    assert _traces(lab_, tmp_vmid) == {"vm": [], "volumes": [], "files": [], "snapshots": [], "node_dirs": [],
+                                       "manifest_copies": []}
+    assert lab_.source()["power"] == "poweredOn"
