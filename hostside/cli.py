@@ -490,7 +490,8 @@ def cmd_reclaim(args, secrets) -> int:
     if args.json:
         _print_json(result)
     elif result["claim"] is None:
-        print(f"no claim beside {args.manifest}: nothing to remove")
+        print(f"no claim beside {args.manifest}: nothing to remove"
+              + (" (the conversion finished: its manifest is there)" if result["manifest_exists"] else ""))
     elif result["removed"]:
         print(f"removed {result['partial']} (left by {result['left_by']}); claim removed")
     elif result["partial"] is None:

@@ -36,9 +36,13 @@ def target_of(doc: dict, where: str) -> Target:
 
 def reclaim(manifest: str) -> dict:
     where = claim.path_for(manifest)
+    parent = os.path.dirname(os.path.abspath(manifest))
+    if not os.path.isdir(parent):   # a mistyped path must not read as "nothing to remove"
+        raise TargetRefused("the manifest's directory does not exist", parent)
     doc = claim.read(manifest)
     if doc is None:
-        return {"claim": None, "partial": None, "removed": False}
+        return {"claim": None, "partial": None, "removed": False,
+                "manifest_exists": os.path.lexists(manifest)}
     if doc.get("empty"):
         claim.release(manifest)
         return {"claim": where, "partial": None, "removed": False}

@@ -282,6 +282,8 @@ def test_reclaim_touches_only_a_temporary_target_name(tmp_path):
     Path(str(manifest) + ".claim").write_text("")      # killed while writing it: nothing made
     r = host_cli("reclaim", "--manifest", manifest, "--json")
     assert r.returncode == 0 and not Path(str(manifest) + ".claim").exists()
+    # a mistyped path is an error, not "nothing to remove"
+    _bad(host_cli("reclaim", "--manifest", tmp_path / "nope" / "m.json"), 2, "does not exist")
 
 
 def test_kill9_of_guestprep_host_alone_takes_qemu_img_with_it(datastore, images, tmp_path):
