@@ -60,8 +60,9 @@ folder_sim, folder_vs, slab = (streaming_support.folder_sim, streaming_support.f
                                streaming_support.slab)
 
 
-def _node_processes(*needles: str) -> list[str]:
-    """Processes on the node (the suite's sshd runs them on this machine) whose argv names our target."""
+def _node_matches(*needles: str) -> list[tuple[int, str]]:
+    """(pid, argv) of processes on the node (the suite's sshd runs them on this machine) whose argv
+    names our target."""
     import glob
 
     found = []
@@ -72,8 +73,59 @@ def _node_processes(*needles: str) -> list[str]:
         except OSError:
             continue
         if any(n.encode() in argv for n in needles) and b"-m pytest" not in argv:
-            found.append(argv.decode(errors="replace"))
+            found.append((int(path.split("/")[2]), argv.decode(errors="replace")))
     return found
+
+
+def _node_processes(*needles: str) -> list[str]:
+    return [argv for _, argv in _node_matches(*needles)]
+
+
+def _wait_for_copy(proc: subprocess.Popen, images: str) -> None:
+    """Until qemu-img copies into ``images`` on the node (the controller ``proc`` still running)."""
+    import time
+
+    deadline = time.monotonic() + 240
+    while not [p for p in _node_processes(images) if "qemu-img" in p and " convert " in p]:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "qemu-img convert never started on the node"
+        time.sleep(0.1)
+
+
+def _resumed_at_full_speed(lab_) -> dict:
+    """`resume` with the datastore fast again: the VM done, every step done once. Its status."""
+    lab_.sim.delay_file.unlink()
+    r = lab_.resume()
+    assert r.returncode == 0, r.stdout + r.stderr
+    vm = lab_.status()["vms"][0]
+    assert vm["phase"] == "done"
+    assert [s["step"] for s in vm["steps"] if s["status"] == "done"] == list(STEPS)
+    return vm
+
+
+def kill_node_mid_copy(proc: subprocess.Popen, images: str, *needles: str) -> None:
+    """Once qemu-img copies into ``images`` on the node, SIGKILL the controller ``proc`` and every node
+    process whose argv names one of ``needles``, all at once: a node that died, nobody cleans up."""
+    import os
+    import signal
+    import time
+
+    try:
+        _wait_for_copy(proc, images)
+        for pid in [proc.pid, *(pid for pid, _ in _node_matches(*needles))]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + 10
+    while _node_processes(*needles) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _node_processes(*needles) == []
 
 
 def test_kill_during_the_conversion_stops_it_on_the_node_and_resume_converts_once(slab):
@@ -97,11 +149,7 @@ def test_kill_during_the_conversion_stops_it_on_the_node_and_resume_converts_onc
                             env=lab_.env(), cwd=lab_.tmp, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 240
-        while not [p for p in _node_processes(images) if "qemu-img" in p and " convert " in p]:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "qemu-img convert never started on the node"
-            time.sleep(0.1)
+        _wait_for_copy(proc, images)
         os.kill(proc.pid, signal.SIGKILL)   # the controller dies mid-copy: no cleanup of its own
         proc.wait()
     finally:
@@ -117,12 +165,7 @@ def test_kill_during_the_conversion_stops_it_on_the_node_and_resume_converts_onc
     vm = lab_.status()["vms"][0]
     assert vm["steps"][-1]["step"] == "convert" and vm["steps"][-1]["status"] == "running"
 
-    lab_.sim.delay_file.unlink()
-    r = lab_.resume()
-    assert r.returncode == 0, r.stdout + r.stderr
-    vm = lab_.status()["vms"][0]
-    assert vm["phase"] == "done"
-    assert [s["step"] for s in vm["steps"] if s["status"] == "done"] == list(STEPS)
+    vm = _resumed_at_full_speed(lab_)
     assert [s["step"] for s in vm["steps"] if s["status"] == "interrupted"] == ["convert"]
     t = lab_.target()
     assert t["vms"] == [vmid] and t["status"] == "running"
@@ -133,21 +176,6 @@ def test_kill_during_the_conversion_stops_it_on_the_node_and_resume_converts_onc
     assert _node_processes(*ours) == []
 
 
-def _node_pids(*needles: str) -> list[int]:
-    import glob
-
-    found = []
-    for path in glob.glob("/proc/[0-9]*/cmdline"):
-        try:
-            with open(path, "rb") as f:
-                argv = f.read().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if any(n.encode() in argv for n in needles) and b"-m pytest" not in argv:
-            found.append(int(path.split("/")[2]))
-    return found
-
-
 def test_the_node_dies_mid_conversion_and_resume_removes_the_claimed_partial_then_converts_once(slab):
     """The node's processes are killed outright while qemu-img copies (the OOM killer, a node that
     crashed and came back), with the controller: no watchdog is left to clean up, so the partial
@@ -156,9 +184,6 @@ def test_the_node_dies_mid_conversion_and_resume_removes_the_claimed_partial_the
     now its convert removes it first (--discard-stale-partial: the claim's process is gone), records
     that in the manifest and the journal, and converts exactly once."""
     import json
-    import os
-    import signal
-    import time
 
     from tests.cutover.conftest import EXE
 
@@ -172,37 +197,13 @@ def test_the_node_dies_mid_conversion_and_resume_removes_the_claimed_partial_the
     proc = subprocess.Popen([str(EXE), "cutover", "run", str(lab_.wave), "--poll", "0.05", "--agent-timeout", "5"],
                             env=lab_.env(), cwd=lab_.tmp, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 240
-        while not [p for p in _node_processes(str(images)) if "qemu-img" in p and " convert " in p]:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "qemu-img convert never started on the node"
-            time.sleep(0.1)
-        for pid in [proc.pid, *_node_pids(*ours)]:   # everything at once: nobody cleans up
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    deadline = time.monotonic() + 10
-    while _node_processes(*ours) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _node_processes(*ours) == []
+    kill_node_mid_copy(proc, str(images), *ours)
     partial = images / f"vm-{vmid}-disk-0.qcow2.partial"
     claims = list((lab_.tmp / "node-work").rglob("*.manifest.json.claim"))
     assert partial.exists() and len(claims) == 1, (list(images.iterdir()), claims)
     assert json.loads(claims[0].read_text())["partial"] == str(partial)
 
-    lab_.sim.delay_file.unlink()
-    r = lab_.resume()
-    assert r.returncode == 0, r.stdout + r.stderr
-    vm = lab_.status()["vms"][0]
-    assert vm["phase"] == "done"
-    assert [s["step"] for s in vm["steps"] if s["status"] == "done"] == list(STEPS)
+    vm = _resumed_at_full_speed(lab_)
     redone = next(s for s in vm["steps"] if s["step"] == "convert" and s["status"] == "done")
     gone = redone["outputs"]["disks"][0]["discarded_partial"]
     assert gone["partial"] == str(partial) and gone["removed"] is True, gone

@@ -189,12 +189,8 @@ def test_the_node_dies_mid_conversion_and_the_next_rehearsal_reclaims_the_partia
     to the volume cleanup, with its claim beside the manifest (hostside/claim.py). The next rehearsal's
     cleanup removes it (`guestprep-host reclaim`, under the conversion's lock) before removing the
     node directory that holds the claim, then rehearses; nothing is left on the node."""
-    import os
-    import signal
-    import time
-
     from tests.cutover.conftest import EXE
-    from tests.cutover.test_cutover_kill9 import _node_pids, _node_processes
+    from tests.cutover.test_cutover_kill9 import kill_node_mid_copy
 
     name, tmp_vmid = "DC0_C0_RP0_VM3", 9414
     lab_ = slab(name, tmp_vmid - 100)
@@ -204,25 +200,7 @@ def test_the_node_dies_mid_conversion_and_the_next_rehearsal_reclaims_the_partia
     proc = subprocess.Popen([str(EXE), "cutover", "rehearse", str(lab_.wave), "--poll", "0.05", "--agent-timeout",
                              "5", "--vmid", f"{name}={tmp_vmid}"], env=lab_.env(), cwd=lab_.tmp,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 240
-        while not [p for p in _node_processes(str(images)) if "qemu-img" in p and " convert " in p]:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "qemu-img convert never started on the node"
-            time.sleep(0.1)
-        for pid in [proc.pid, *_node_pids(str(images), f"/{name}.rehearsal/")]:   # nobody cleans up
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    deadline = time.monotonic() + 10
-    while _node_processes(str(images)) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    kill_node_mid_copy(proc, str(images), str(images), f"/{name}.rehearsal/")
     partial = images / f"vm-{tmp_vmid}-disk-0.qcow2.partial"
     assert partial.exists(), list(images.iterdir())
     assert len(list((lab_.tmp / "node-work").rglob("*.manifest.json.claim"))) == 1
