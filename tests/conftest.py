@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -62,8 +63,6 @@ MIN_FREE_GIB = 12
 def pytest_sessionstart(session) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    import tempfile
-
     tmp = tempfile.gettempdir()
     free = shutil.disk_usage(tmp).free / 2**30
     if free < MIN_FREE_GIB:
@@ -74,11 +73,13 @@ def pytest_sessionstart(session) -> None:
 def pytest_report_header(config) -> list[str]:
     """What the labs depend on, at the head of the output (where a CI excerpt shows it)."""
     cache = Path(os.environ.get("GUESTPREP_LAB_CACHE", "/var/tmp/guestprep-cache"))
-    entries = sorted(p.name for p in cache.iterdir()) if cache.is_dir() else []
+    entries = sorted(p.name for p in cache.iterdir() if not p.name.endswith((".lock", ".last-used"))) \
+        if cache.is_dir() else []
     free = shutil.disk_usage(REPO).free / 2**30
-    tmp_free = shutil.disk_usage("/tmp").free / 2**30
+    tmp = tempfile.gettempdir()   # what pytest_sessionstart checks, and where the runs write
+    tmp_free = shutil.disk_usage(tmp).free / 2**30
     return [f"guestprep: shared/ {'found' if SHARED.is_dir() else 'MISSING'} at {SHARED}; "
-            f"free disk {free:.1f} GiB (checkout), {tmp_free:.1f} GiB (/tmp); uid {os.getuid()}; "
+            f"free disk {free:.1f} GiB (checkout), {tmp_free:.1f} GiB ({tmp}); uid {os.getuid()}; "
             f"load {os.getloadavg()[0]:.2f}",
             f"guestprep: lab cache {cache}: " + (", ".join(entries) if entries else "empty (images are built: minutes)")]
 
