@@ -110,5 +110,14 @@ def release(manifest: str) -> None:
         pass
 
 
+def discard(manifest: str, target, doc: dict) -> dict:
+    """Remove ``target``'s partial (``doc``'s owner is gone), then the claim; what was done."""
+    found = target.partial_exists()
+    if found:
+        target.discard_partial()
+    release(manifest)
+    return {"partial": doc["partial"], "removed": found, "left_by": describe(doc)}
+
+
 def describe(doc: dict) -> str:
     return f"pid {doc.get('pid')}, started {doc.get('created_at', '?')}"

@@ -263,8 +263,8 @@ def judge_claim(target: Target, mpath: str, discard: bool) -> dict | None:
         return doc
     if not discard:
         raise TargetRefused(f"a partial target from an interrupted run of this conversion "
-                            f"({claim.describe(doc)}, no longer running) is in the way: it was never verified; "
-                            "rerun with --discard-stale-partial to remove it first",
+                            f"({claim.describe(doc)}, no longer running) is in the way: it was "
+                            "never verified; rerun with --discard-stale-partial to remove it first",
                             target.partial_name())
     target.discarding_partial = True
     return doc
@@ -277,11 +277,7 @@ def _discard_stale(prep: Prepared) -> dict | None:
     if doc.get("empty"):
         claim.release(prep.manifest_path)
         return None
-    found = target.partial_exists()
-    if found:
-        target.discard_partial()
-    claim.release(prep.manifest_path)
-    return {"partial": target.partial_name(), "removed": found, "left_by": claim.describe(doc)}
+    return claim.discard(prep.manifest_path, target, doc)
 
 
 def _ensure_default_dir(directory: str, explicit: str | None) -> None:

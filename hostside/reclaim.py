@@ -49,10 +49,4 @@ def reclaim(manifest: str) -> dict:
     if claim.owner_alive(doc):
         raise TargetRefused(f"the conversion that holds this claim is still running "
                             f"({claim.describe(doc)})", where)
-    target = target_of(doc, where)
-    found = target.partial_exists()
-    if found:
-        target.discard_partial()
-    claim.release(manifest)
-    return {"claim": where, "partial": doc["partial"], "removed": found,
-            "left_by": claim.describe(doc)}
+    return {"claim": where, **claim.discard(manifest, target_of(doc, where), doc)}
