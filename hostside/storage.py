@@ -225,6 +225,17 @@ class Target:
     def discard_partial(self) -> None:
         """Remove what a killed run of this conversion left under the temporary name."""
 
+    def reclaimable(self) -> int:
+        """Bytes that removing the stale partial gives back to the free space the check reads
+        (only when it will be removed first): a retry that fits once it is gone is not refused."""
+        return 0
+
+    def _free_after_discard(self, free: int) -> int:
+        gain = self.reclaimable() if self.discarding_partial else 0
+        if gain:
+            self.details["reclaimable_bytes"] = gain
+        return free + gain
+
     def to_dict(self) -> dict:
         return {"kind": self.kind, "path": self.path, "format": self.fmt, "name": self.label,
                 "size": self.size, "block_device": self.is_block, "details": self.details,
@@ -267,6 +278,7 @@ class FileTarget(Target):
             st = os.statvfs(parent)
             free = st.f_bavail * st.f_frsize
             self.details["free_bytes"] = free
+            free = self._free_after_discard(free)
             if free < required:
                 raise TargetRefused(f"needs {required} bytes but {parent} has {free} free",
                                     parent)
@@ -327,6 +339,15 @@ class FileTarget(Target):
             os.unlink(self.write_path)
         except FileNotFoundError:
             pass
+
+    def reclaimable(self) -> int:
+        try:
+            st = os.lstat(self.write_path)
+        except OSError:
+            return 0
+        # its allocated blocks (a sparse raw frees what was written, not its size); a file with
+        # another hard link keeps its blocks when this name goes
+        return st.st_blocks * 512 if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 else 0
 
     def remove(self) -> None:
         if self.created:
@@ -449,6 +470,7 @@ class ZvolTarget(Target):
             raise ToolFailed(f"unexpected `zfs get available` output {out.stdout[:60]!r}",
                              parent) from None
         self.details["free_bytes"] = free
+        free = self._free_after_discard(free)
         if free < required:
             raise TargetRefused(f"needs {required} bytes but {parent} has {free} available",
                                 parent)
@@ -509,6 +531,16 @@ class ZvolTarget(Target):
         if self.partial_exists():
             _run(["zfs", "destroy", self.tmp_dataset], self.tmp_dataset)
 
+    def reclaimable(self) -> int:
+        # zfsprops(7): `used` of a volume is the space it and its descendants consume (its data,
+        # or its refreservation when not sparse), all of which a destroy returns to the parent
+        out = _run(["zfs", "get", "-H", "-p", "-o", "value", "used", self.tmp_dataset],
+                   self.tmp_dataset, check=False)
+        try:
+            return int(out.stdout.split()[0]) if out.returncode == 0 else 0
+        except (IndexError, ValueError):
+            return 0
+
 
 class LvmThinTarget(Target):
     def __init__(self, spec: str):
@@ -542,6 +574,7 @@ class LvmThinTarget(Target):
         free = int(pool_size * (100.0 - used_pct) / 100.0)
         self.details.update({"pool_size": pool_size, "pool_used_percent": used_pct,
                              "free_bytes": free, "zeroing": len(attr) > 7 and attr[7] == "z"})
+        free = self._free_after_discard(free)
         if free < required:
             raise TargetRefused(f"needs {required} bytes but thin pool {pool} has {free} free",
                                 pool)
@@ -580,6 +613,18 @@ class LvmThinTarget(Target):
         if self.partial_exists():
             tmp = f"{self.vg}/{self.tmp_name}"
             _run(["lvremove", "-q", "-y", tmp], tmp)
+
+    def reclaimable(self) -> int:
+        # lvs(8): a thin volume's data_percent is the share of its size mapped in the pool, the
+        # chunks its removal gives back (unless a thin snapshot shares them: we never make one)
+        tmp = f"{self.vg}/{self.tmp_name}"
+        out = _run(["lvs", "--noheadings", "--units", "b", "--nosuffix", "--separator", "|",
+                    "-o", "lv_size,data_percent", tmp], tmp, check=False)
+        try:
+            size_s, pct_s = [x.strip() for x in out.stdout.strip().split("|")]
+            return int(int(float(size_s)) * float(pct_s or 0) / 100.0) if out.returncode == 0 else 0
+        except ValueError:
+            return 0
 
 
 def make_target(kind: str, dest: str, *, allow_qcow2_on_zfs: bool = False,

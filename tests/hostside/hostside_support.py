@@ -188,6 +188,13 @@ if name == "zfs":
     if args[0] == "list":
         sys.exit(0 if exists(os.path.join(devroot, "zvol", args[-1])) else 1)
     if args[0] == "get":
+        # zfsprops(7): `available` of the parent (configured); `used` of a volume: the space its
+        # data consumes (the backing file's allocated blocks here)
+        if "used" in args:
+            path = os.path.join(devroot, "zvol", args[-1])
+            if not exists(path):
+                print(f"cannot open '{args[-1]}': dataset does not exist", file=sys.stderr); sys.exit(1)
+            print(os.stat(path).st_blocks * 512); sys.exit(0)
         print(cfg.get("zfs_available", 10 << 30)); sys.exit(0)
     if args[0] == "create":
         vol = args[-1]; size = size_of(args[args.index("-V") + 1])
@@ -214,6 +221,12 @@ if name == "lvs":
     vg, lv = target.split("/")
     if "lv_size,data_percent,lv_attr" in args:
         print(f"  {cfg.get('pool_size', 20 << 30)}|{cfg.get('data_percent', '10.00')}|{cfg.get('pool_attr', 'twi-aotz--')}"); sys.exit(0)
+    if "lv_size,data_percent" in args:   # lvs(8): a thin LV's size and the share of it mapped in the pool
+        path = os.path.join(devroot, vg, lv)
+        if not exists(path):
+            print(f"  Failed to find logical volume \"{vg}/{lv}\"", file=sys.stderr); sys.exit(5)
+        st = os.stat(path)
+        print(f"  {st.st_size}|{100.0 * st.st_blocks * 512 / max(st.st_size, 1):.2f}"); sys.exit(0)
     sys.exit(0 if exists(os.path.join(devroot, vg, lv)) else 5)
 if name == "lvcreate":
     size = size_of(args[args.index("-V") + 1]); vg = args[args.index("-T") + 1].split("/")[0]

@@ -265,6 +265,87 @@ def test_a_running_conversion_is_never_reclaimed(datastore, images, tmp_path):
     assert r.returncode == 0 and "nothing to remove" in r.stdout
 
 
+def _claimed_by_a_dead_run(manifest: Path, kind: str, partial: str, label: str) -> None:
+    """The claim a conversion SIGKILLed on this boot leaves: written by hostside/claim.py in a
+    process that then exits (its pid is gone)."""
+    code = "import sys; from hostside import claim; claim.write(*sys.argv[1:])"
+    subprocess.run([sys.executable, "-c", code, str(manifest), kind, partial, label], check=True,
+                   env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])))
+
+
+def _written(path: Path, data: int, size: int | None = None) -> None:
+    with open(path, "wb") as f:
+        f.write(os.urandom(data))
+        f.truncate(size or data)
+
+
+def test_a_discarded_partial_counts_as_free_space_for_a_file_target(tmp_path):
+    """A killed run's partial fills most of a small directory storage: the retry that removes it
+    first (--discard-stale-partial) fits once it is gone, so the space check counts it as free
+    (before, it refused: 'needs N bytes but ... has M free'); the manifest says how much it added."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    source = tmp_path / "data.raw"
+    _written(source, 8 * MiB)
+    small = tmp_path / "small"
+    small.mkdir()
+    sh("mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", small)
+    try:
+        dest = small / "vm-7-disk-0.qcow2"
+        partial = Path(str(dest) + ".partial")
+        _written(partial, 12 * MiB)
+        manifest = Path(str(dest) + ".guestprep-manifest.json")
+        _claimed_by_a_dead_run(manifest, "qcow2", str(partial), str(dest))
+        r = host_cli("convert", source, "--to", "qcow2", "--dest", dest, "--json", "--dry-run",
+                     "--discard-stale-partial")
+        assert r.returncode == 0, r.stderr          # a dry run fits too, and removes nothing
+        assert partial.exists()
+        r = host_cli("convert", source, "--to", "qcow2", "--dest", dest, "--json",
+                     "--discard-stale-partial")
+        assert r.returncode == 0, r.stderr
+        m = json.loads(r.stdout)
+        assert m["discarded_partial"]["removed"] is True and m["verification"]["ok"]
+        assert m["target"]["details"]["reclaimable_bytes"] == 12 * MiB
+        assert m["target"]["details"]["free_bytes"] < 8 * MiB   # what statvfs said before the removal
+        assert sorted(p.name for p in small.iterdir()) == [dest.name, manifest.name]
+    finally:
+        sh("umount", small)
+
+
+def test_a_discarded_partial_counts_as_free_space_for_zvol_and_lvmthin(images, standins):
+    """The same for a pool: a partial zvol's `used`, a partial thin LV's mapped share."""
+    zvol = standins.dev / "zvol/rpool/data/guestprep-partial-vm-7-disk-0"
+    zvol.parent.mkdir(parents=True)
+    _written(zvol, 32 * MiB, 64 * MiB)
+    manifest = standins.root / "zvol.json"
+    _claimed_by_a_dead_run(manifest, "zvol", "rpool/data/guestprep-partial-vm-7-disk-0", "rpool/data/vm-7-disk-0")
+    standins.configure(zfs_available=0)      # full: only the partial's space can hold the copy
+    r = host_cli("convert", images["mbr.raw"], "--to", "zvol", "--dest", "rpool/data/vm-7-disk-0",
+                 "--manifest", manifest, "--json", "--discard-stale-partial")
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    assert m["target"]["details"]["reclaimable_bytes"] == 32 * MiB and m["discarded_partial"]["removed"]
+    calls = [" ".join(c[:2]) + " " + c[-1] for c in standins.calls()]
+    assert calls.index("zfs destroy rpool/data/guestprep-partial-vm-7-disk-0") < \
+        calls.index("zfs create rpool/data/guestprep-partial-vm-7-disk-0")
+
+    lv = standins.dev / "pve/guestprep-partial-vm-8-disk-0"
+    lv.parent.mkdir(parents=True)
+    _written(lv, 32 * MiB, 64 * MiB)
+    manifest = standins.root / "lv.json"
+    _claimed_by_a_dead_run(manifest, "lvmthin", "pve/guestprep-partial-vm-8-disk-0", "pve/data/vm-8-disk-0")
+    standins.configure(pool_size=100 * MiB, data_percent="100.00")
+    r = host_cli("convert", images["mbr.raw"], "--to", "lvmthin", "--dest", "pve/data/vm-8-disk-0",
+                 "--manifest", manifest, "--json", "--discard-stale-partial")
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    assert m["target"]["details"]["reclaimable_bytes"] == 32 * MiB and m["discarded_partial"]["removed"]
+    # without a partial to discard, the same pool is too full: the space check still works
+    r = host_cli("convert", images["mbr.raw"], "--to", "lvmthin", "--dest", "pve/data/vm-9-disk-0",
+                 "--manifest", standins.root / "lv9.json", "--discard-stale-partial")
+    _bad(r, 2, "needs", "free")
+
+
 def test_reclaim_touches_only_a_temporary_target_name(tmp_path):
     """A claim is a file on the node: whatever it says, only `*.partial` / guestprep-partial-*
     names are removed."""
