@@ -9,26 +9,18 @@ state of both sides is read back and recorded.
 
 Fault injection for the kill -9 matrix: ``GUESTPREP_CUTOVER_CRASH_AFTER=<step>`` (or
 ``<vm>:<step>``) makes the process ``os._exit(137)`` right after the step acted and before the
-journal recorded it: the worst moment for a resume.
+journal recorded it: the worst moment for a resume (steps.crash_point; finalize has points of its
+own inside its sata-first switch).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 from typing import Any
 
 from guestprep.errors import GuestprepError
 
-from guestprep.cutover.steps import HOLD, ROLLBACK, STEPS, Step, VmContext
-
-CRASH_ENV = "GUESTPREP_CUTOVER_CRASH_AFTER"
-
-
-def _crash_point(vm: str, step: str) -> None:
-    want = os.environ.get(CRASH_ENV)
-    if want and want in (step, f"{vm}:{step}"):
-        os._exit(137)
+from guestprep.cutover.steps import HOLD, ROLLBACK, STEPS, Step, VmContext, crash_point
 
 
 def _error_text(exc: BaseException) -> str:
@@ -49,7 +41,7 @@ def run_step(ctx: VmContext, step: Step) -> dict[str, Any]:
             out = {**out, "postcondition_held": True}
         else:
             out = step.act(ctx)
-        _crash_point(name, step.name)
+        crash_point(name, step.name)
     except BaseException as exc:
         j.fail_attempt(attempt, _error_text(exc))
         raise

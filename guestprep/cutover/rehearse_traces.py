@@ -20,7 +20,7 @@ from guestprep.errors import GuestprepError
 
 from guestprep.cutover.journal import now
 from guestprep.cutover.sides import Secrets
-from guestprep.cutover.steps import VM_PATH, Limits, RunOptions, StepFailed, VmContext
+from guestprep.cutover.steps import VM_PATH, Limits, RunOptions, StepFailed, VmContext, reclaim_partials
 from guestprep.cutover.wave import VmPlan, Wave
 
 TAG = "guestprep-rehearsal"
@@ -179,35 +179,9 @@ class Traces:
         return ho.get("sha256") == c.vm.handoff_sha256 and ho.get("volid") == disk["volid"]
 
     def _conversions_over(self) -> list[str]:
-        """A conversion the killed controller started may still be stopping on the node (its watchdog
-        removes the partial target once the SSH channel is gone): wait for its lock, as a resume does;
-        then, under that lock, remove what a converter killed outright left under its temporary name
-        (`guestprep-host reclaim`: only what the claim beside the manifest proves). The partials removed."""
-        from guestprep.cutover.sides import zipapp_path
-
-        c, removed = self.ctx, []
-        for d in c.converted_disks():
-            manifest = c.manifest_path(d["label"])
-            if c.node.run(["test", "-e", manifest + ".lock"]).rc != 0:
-                continue   # never started on the node
-            c.node.ensure_zipapp(zipapp_path())
-            argv = [c.wave.nodes[c.vm.node].python, "-I", "-S", c.node.zipapp, "reclaim", "--manifest", manifest,
-                    "--json"]
-            r = c.node.run_tethered(argv, lock=manifest + ".lock", wait=120.0, timeout=300.0)
-            if r.rc == 75:   # hostside/watchdog.py EXIT_LOCKED
-                raise StepFailed(f"a conversion of {d['label']} still runs on node {c.vm.node} after 120 s: "
-                                 f"{r.stderr.decode(errors='replace').strip()[-300:]}", where=self.vm.name)
-            if r.rc != 0:
-                raise StepFailed(f"guestprep-host reclaim for {d['label']} exited {r.rc}: "
-                                 f"{r.stderr.decode(errors='replace').strip()[-300:]}", where=f"node {c.vm.node}")
-            try:
-                doc = json.loads(r.stdout)
-            except ValueError:
-                raise StepFailed(f"guestprep-host reclaim for {d['label']} printed no JSON",
-                                 where=f"node {c.vm.node}") from None
-            if doc.get("removed"):
-                removed.append(str(doc.get("partial")))
-        return removed
+        """A conversion the killed controller started may still be stopping on the node: wait for it,
+        then remove what a converter killed outright left (steps.reclaim_partials). The partials removed."""
+        return reclaim_partials(self.ctx)
 
     def free_volumes(self) -> dict[str, Any]:
         c, freed, kept = self.ctx, [], []

@@ -9,6 +9,7 @@ VM changes (coexistence disk, shutdown, mark, power on) run through the operatio
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -26,6 +27,19 @@ VM_PATH = "/nodes/{node}/qemu/{vmid}"
 
 class StepFailed(GuestprepError):
     exit_code = 1
+
+
+# Fault injection for the kill -9 matrix: ``GUESTPREP_CUTOVER_CRASH_AFTER=<point>`` (or ``<vm>:<point>``)
+# makes the process ``os._exit(137)`` there: a step's name (right after it acted, before the journal
+# recorded it: guestprep/cutover/machine.py) or a stage inside finalize (``finalize.created``,
+# ``finalize.first_boot``, ``finalize.detached``: guestprep/finalize/flow.py's checkpoints).
+CRASH_ENV = "GUESTPREP_CUTOVER_CRASH_AFTER"
+
+
+def crash_point(vm: str, point: str) -> None:
+    want = os.environ.get(CRASH_ENV)
+    if want and want in (point, f"{vm}:{point}"):
+        os._exit(137)
 
 
 @dataclass
@@ -449,6 +463,22 @@ def _session_cookie(ctx: VmContext) -> str:
     return cookie
 
 
+def _finalizer(ctx: VmContext):
+    """guestprep's finalize flow for this VM, and its hand-off as the cutover gives it."""
+    from guestprep.finalize.flow import Finalizer, FlowOptions
+
+    h = ctx.handoff()
+    sata_first = ctx.vm.strategy == "sata-first"
+    # direct: create only; start and verify are this machine's steps (journaled, timed)
+    doc = replace(h, policy=replace(h.policy, start=sata_first))
+    accepted = bool(ctx.vm.gate.get("accepted_by_reviewer"))  # the gate's override covers finalize's own refusal
+    flow = Finalizer(ctx.pve, FlowOptions(agent_timeout=ctx.o.agent_timeout, agent_poll=ctx.o.poll,
+                                          accept_blocked=accepted, manifest_dirs=[str(ctx.local_manifests())],
+                                          strategy=None if ctx.vm.strategy == "auto" else ctx.vm.strategy),
+                     say=ctx.say, checkpoint=lambda point: crash_point(ctx.vm.name, f"finalize.{point}"))
+    return flow, doc
+
+
 def _finalized(ctx: VmContext) -> dict[str, Any] | None:
     t = ctx.target_vm()
     if t is None:
@@ -456,12 +486,15 @@ def _finalized(ctx: VmContext) -> dict[str, Any] | None:
     if not t["ours"]:
         raise StepFailed(f"vmid {ctx.vm.vmid} on Proxmox is not the copy of this VM ({t['name']!r}); refusing",
                          where=ctx.vm.name)
+    if ctx.vm.strategy == "sata-first":
+        # created, but the run that created it may have died inside its sata-first switch
+        flow, doc = _finalizer(ctx)
+        if flow.switch_stage(doc, t["vmid"])[1] not in ("none", "done"):
+            return None
     return {"vmid": t["vmid"], "node": t["node"], "already": True}
 
 
 def finalize(ctx: VmContext) -> dict[str, Any]:
-    from guestprep.finalize.flow import Finalizer, FlowOptions
-
     # a volume is attached only with its verified manifest, read again from the node now
     proofs = [_manifest_ok(ctx, d) for d in ctx.converted_disks()]
     missing = [d["label"] for d, p in zip(ctx.converted_disks(), proofs) if not p]
@@ -474,15 +507,13 @@ def finalize(ctx: VmContext) -> dict[str, Any]:
     for d in ctx.converted_disks():
         dest = local / (re.sub(r"[^A-Za-z0-9._-]+", "_", d["label"]) + ".guestprep-manifest.json")
         ctx.node.conn.get(ctx.manifest_path(d["label"]), str(dest))
-    h = ctx.handoff()
-    sata_first = ctx.vm.strategy == "sata-first"
-    # direct: create only; start and verify are this machine's steps (journaled, timed)
-    doc = replace(h, policy=replace(h.policy, start=sata_first))
-    accepted = bool(ctx.vm.gate.get("accepted_by_reviewer"))  # the gate's override covers finalize's own refusal
-    flow = Finalizer(ctx.pve, FlowOptions(agent_timeout=ctx.o.agent_timeout, agent_poll=ctx.o.poll,
-                                          accept_blocked=accepted, manifest_dirs=[str(local)],
-                                          strategy=None if ctx.vm.strategy == "auto" else ctx.vm.strategy),
-                     say=ctx.say)
+    flow, doc = _finalizer(ctx)
+    t = ctx.target_vm()
+    if t is not None:   # made by a run killed inside its sata-first switch (the check found it unfinished)
+        done = flow.finish_switch(doc, t["vmid"])
+        return {"vmid": t["vmid"], "node": t["node"], "created": False, "started": True, "resumed_switch": done,
+                "manifests": [p["manifest"] for p in proofs if p], "strategy": ctx.vm.strategy,
+                "strategy_reason": ctx.vm.gate.get("strategy_reason")}
     res = flow.run(doc)
     # the plan's strategy and why (finalize's own findings call any strategy handed to it "given explicitly")
     return {"vmid": res.vmid, "node": res.node, "created": res.created, "started": res.started,
@@ -649,7 +680,65 @@ def power_on_source(ctx: VmContext) -> dict[str, Any]:
     return out
 
 
+def reclaim_partials(ctx: VmContext, wait: float = 120.0) -> list[str]:
+    """Remove what a converter killed outright left on the node under its temporary name: for each
+    disk whose conversion started there, wait for the conversion's lock (a converter whose controller
+    died may still be stopping: its watchdog removes the partial itself), then run `guestprep-host
+    reclaim` under that lock (it removes only what the claim beside the manifest proves, and only
+    when the claim's process is gone: hostside/claim.py). Returns the partials removed."""
+    import json
+
+    removed = []
+    for d in ctx.converted_disks():
+        manifest = ctx.manifest_path(d["label"])
+        if ctx.node.run(["test", "-e", manifest + ".lock"]).rc != 0:
+            continue   # never started on the node
+        ctx.node.ensure_zipapp(zipapp_path())
+        argv = [ctx.wave.nodes[ctx.vm.node].python, "-I", "-S", ctx.node.zipapp, "reclaim", "--manifest", manifest,
+                "--json"]
+        r = ctx.node.run_tethered(argv, lock=manifest + ".lock", wait=wait, timeout=300.0)
+        if r.rc == 75:   # hostside/watchdog.py EXIT_LOCKED
+            raise StepFailed(f"a conversion of {d['label']} still runs on node {ctx.vm.node} after {wait:g} s: "
+                             f"{r.stderr.decode(errors='replace').strip()[-300:]}", where=ctx.vm.name)
+        if r.rc != 0:
+            raise StepFailed(f"guestprep-host reclaim for {d['label']} exited {r.rc}: "
+                             f"{r.stderr.decode(errors='replace').strip()[-300:]}", where=f"node {ctx.vm.node}")
+        try:
+            doc = json.loads(r.stdout)
+        except ValueError:
+            raise StepFailed(f"guestprep-host reclaim for {d['label']} printed no JSON",
+                             where=f"node {ctx.vm.node}") from None
+        if doc.get("removed"):
+            removed.append(str(doc.get("partial")))
+    return removed
+
+
+def _nothing_to_reclaim(ctx: VmContext) -> dict[str, Any] | None:
+    """Only a conversion that was attempted and never finished can have left a partial target."""
+    attempts = [a for a in ctx.journal.attempts(ctx.vm.name) if a["step"] == "convert"]
+    if not attempts:
+        return {"partials": "none (no conversion started)"}
+    if ctx.journal.done_outputs(ctx.vm.name, "convert") is not None:
+        return {"partials": "none (every disk converted and verified)"}
+    return None
+
+
+def reclaim_after_failed_convert(ctx: VmContext) -> dict[str, Any]:
+    """Last in a rollback, once the source runs again (its downtime must not wait for the node): a
+    conversion that died on the node leaves no multi-GB partial behind. A node that cannot be reached
+    does not undo the rollback: the step records what is left and how a human removes it."""
+    try:
+        return {"partials_removed": reclaim_partials(ctx)}
+    except (GuestprepError, OSError) as exc:
+        manifests = [ctx.manifest_path(d["label"]) for d in ctx.converted_disks()]
+        left = (f"not checked: {exc}; on node {ctx.vm.node} run `guestprep-host reclaim --manifest M` for "
+                + ", ".join(manifests))
+        ctx.say(f"warning: a partial target may be left: {left}")
+        return {"partials_removed": [], "partials_left": left}
+
+
 ROLLBACK: tuple[Step, ...] = (Step("rollback_stop_target", _target_stopped, stop_target),
                               Step("rollback_unmark_source", _unmarked, unmark_source),
-                              Step("rollback_power_on_source", _source_up, power_on_source))
+                              Step("rollback_power_on_source", _source_up, power_on_source),
+                              Step("rollback_reclaim_partials", _nothing_to_reclaim, reclaim_after_failed_convert))
 HOLD: tuple[Step, ...] = (Step("hold_stop_target", _target_stopped, stop_target),)

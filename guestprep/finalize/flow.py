@@ -62,8 +62,11 @@ class FlowOptions:
 
 
 class Finalizer:
-    def __init__(self, client: PveClient, options: FlowOptions, say: Callable[[str], None] = lambda s: None):
-        self.c, self.o, self.say = client, options, say
+    def __init__(self, client: PveClient, options: FlowOptions, say: Callable[[str], None] = lambda s: None,
+                 checkpoint: Callable[[str], None] = lambda point: None):
+        # checkpoint(point): called once each stage of the VM is in place ("created", "first_boot",
+        # "detached"); the cutover's fault injection kills the process there (guestprep/cutover/machine.py)
+        self.c, self.o, self.say, self.checkpoint = client, options, say, checkpoint
 
     # ------------------------------------------------------------------ checks before any write
     def _resolve_vmid(self, h: Handoff) -> int:
@@ -192,6 +195,7 @@ class Finalizer:
             upid = self.c.call("POST", QEMU, {"node": b.node}, b.params)
             res.created = True
             self.c.wait_task(b.node, upid, f"create VM {vmid}", self.o.task_timeout)
+            self.checkpoint("created")
             if self.o.dry_run or not h.policy.start:
                 return res
             self._start(res)
@@ -208,6 +212,7 @@ class Finalizer:
                          f"by the Proxmox start task and {self.o.boot_settle:.0f}s of running state, then a clean "
                          "ACPI shutdown")
                 self._wait_running(b)
+            self.checkpoint("first_boot")
             self._switch_from_sata(b)
             res.verified = self._verify(b) if agent else self._wait_running(b)
             return res
@@ -286,8 +291,16 @@ class Finalizer:
         dummy_vol = str(cfg[s.dummy_slot]).split(",")[0]
         upid = self.c.call("POST", f"{VM}/config", pp, {"delete": f"{s.system_from},{s.dummy_slot}"})
         self.c.wait_task(b.node, upid, "detach sata system disk")
+        self.checkpoint("detached")
         cfg = self.c.get(f"{VM}/config", pp)
         unused_dummy = [k for k, v in cfg.items() if k.startswith("unused") and str(v).split(",")[0] == dummy_vol]
+        self._attach_system(b, system_vol, unused_dummy)
+
+    def _attach_system(self, b: VmBuild, system_vol: str, unused_dummy: list[str]) -> None:
+        """sata-first's last change: the system disk on its final bus and boot order, the detached
+        dummy's volume freed (one config call), then the start."""
+        s, pp = b.switch, {"node": b.node, "vmid": b.vmid}
+        assert s is not None
         params = {s.system_to: f"{system_vol},{s.disk_options}", "boot": s.boot}
         if unused_dummy:
             params["delete"] = ",".join(unused_dummy)
@@ -295,6 +308,69 @@ class Finalizer:
         self.c.wait_task(b.node, upid, f"attach system disk as {s.system_to}")
         upid = self.c.call("POST", f"{VM}/status/start", pp)
         self.c.wait_task(b.node, upid, f"start VM {b.vmid} on {s.system_to}", self.o.task_timeout)
+
+    # ------------------------------------------------------------------ a copy whose creator was killed
+    def switch_stage(self, h: Handoff, vmid: int) -> tuple[VmBuild, str]:
+        """Where the sata-first switch of the existing copy ``vmid`` stands, read from its config:
+        ``none`` (no switch in this build), ``done``, ``first_boot`` (the system disk still on
+        sata0: its first boot is not known to have finished), ``detached`` (killed between the
+        detach and the attach: the system disk is an unusedN), ``unknown`` (not a state this flow makes)."""
+        first = build_config(h, vmid, strategy=self.o.strategy)
+        b = build_config(h, vmid, strategy=self.o.strategy, import_volids=self._import_volumes(h, first.node),
+                         auth_user=self.auth_user)
+        s = b.switch
+        if s is None:
+            return b, "none"
+        cfg = self.c.get(f"{VM}/config", {"node": b.node, "vmid": vmid})
+        system_vol = str(b.params[s.system_from]).split(",")[0]
+
+        def vol(key: str) -> str:
+            return str(cfg.get(key, "")).split(",")[0]
+
+        if vol(s.system_to) == system_vol and s.system_from not in cfg and cfg.get("boot") == s.boot:
+            return b, "done"
+        if vol(s.system_from) == system_vol:
+            return b, "first_boot"
+        if s.system_from not in cfg and s.system_to not in cfg and \
+                system_vol in [vol(k) for k in cfg if k.startswith("unused")]:
+            return b, "detached"
+        return b, "unknown"
+
+    def finish_switch(self, h: Handoff, vmid: int) -> str | None:
+        """Finish the sata-first switch of a copy this flow created when the process running it was
+        killed mid-way: what was done, None when nothing was left. Each stage is redone from what
+        the VM shows (a first boot whose end is unknown is booted again: one more boot from SATA
+        is harmless; skipping it could leave Windows without vioscsi bound)."""
+        b, stage = self.switch_stage(h, vmid)
+        if stage in ("none", "done"):
+            return None
+        s = b.switch
+        assert s is not None
+        pp = {"node": b.node, "vmid": vmid}
+        system_vol = str(b.params[s.system_from]).split(",")[0]
+        if stage == "first_boot":
+            if self.c.get(f"{VM}/status/current", pp).get("status") != "running":
+                self._start(FinalizeResult(vmid=vmid, node=b.node, build=b))
+            if b.strategy and b.strategy.agent_known:
+                self._verify(b)
+            else:
+                self._wait_running(b)
+            self.checkpoint("first_boot")
+            self._switch_from_sata(b)
+            return f"first boot from {s.system_from} done again, then the system disk moved to {s.system_to}"
+        if stage == "detached":
+            cfg = self.c.get(f"{VM}/config", pp)
+            handed = {str(v).split(",")[0] for k, v in b.params.items() if k != s.dummy_slot}
+            # the detached dummy: the one unused volume this flow made (never a hand-off volume)
+            dummies = [k for k, v in cfg.items() if k.startswith("unused")
+                       and str(v).split(",")[0] not in handed | {system_vol}]
+            self._attach_system(b, system_vol, dummies)
+            return f"the system disk moved from unused to {s.system_to} (killed between detach and attach)"
+        cfg = self.c.get(f"{VM}/config", pp)
+        raise ConfigError(f"VM {vmid}: its sata-first switch is in a state guestprep does not make "
+                          f"({s.system_from}={cfg.get(s.system_from)!r}, {s.system_to}={cfg.get(s.system_to)!r}, "
+                          f"boot={cfg.get('boot')!r}); inspect it, then finish the switch by hand",
+                          where=f"VM {vmid}")
 
     # ------------------------------------------------------------------ cleanup
     def _cleanup(self, b: VmBuild) -> str:

@@ -27,10 +27,10 @@ def sim(tmp_path_factory):
         binary = simlib.build()
     except simlib.SimulatorUnavailable as exc:
         pytest.fail(f"vCenter simulator unavailable: {exc}")
-    # 16 per pool: DC0_H0_VM0..15 and DC0_C0_RP0_VM0..15, one VM per test (the multi-VM waves use 8..11,
-    # the rehearsal kill tests and the per-datastore test 12..15)
+    # 21 per pool: DC0_H0_VM0..20 and DC0_C0_RP0_VM0..20, one VM per test (the multi-VM waves use 8..11,
+    # the rehearsal kill tests and the per-datastore test 12..15, the Windows kill tests H0 16..20)
     s = simlib.Simulator(binary, simlib.make_certs(tmp_path_factory.mktemp("cutover-vcsim")),
-                         "pw-" + pysecrets.token_hex(8), vms_per_pool=16)
+                         "pw-" + pysecrets.token_hex(8), vms_per_pool=21)
     yield s
     s.close()
 

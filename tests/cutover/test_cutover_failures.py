@@ -35,8 +35,10 @@ def test_agent_never_answers_rollback_powers_the_source_on_and_keeps_the_copy_st
     assert vm["target_state"]["exists"] and vm["target_state"]["status"] == "stopped"
     failed = [s for s in vm["steps"] if s["status"] == "failed"]
     assert [s["step"] for s in failed] == ["verify"]
-    assert [s["step"] for s in vm["steps"]][-3:] == ["rollback_stop_target", "rollback_unmark_source",
-                                                     "rollback_power_on_source"]
+    assert [s["step"] for s in vm["steps"]][-4:] == ["rollback_stop_target", "rollback_unmark_source",
+                                                     "rollback_power_on_source", "rollback_reclaim_partials"]
+    # the conversion had finished and was verified: nothing to reclaim, the node not asked
+    assert vm["steps"][-1]["outputs"]["partials"] == "none (every disk converted and verified)"
 
 
 def test_hold_leaves_both_sides_off(lab):

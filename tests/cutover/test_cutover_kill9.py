@@ -215,6 +215,59 @@ def test_the_node_dies_mid_conversion_and_resume_removes_the_claimed_partial_the
                            str(images / f"vm-{vmid}-disk-0.qcow2")]).returncode == 0
 
 
+def test_the_converter_dies_on_the_node_and_the_rollback_removes_its_claimed_partial(slab):
+    """Only the node's side dies mid-copy (the OOM killer takes the watchdog, guestprep-host and
+    qemu-img; the controller lives): `convert` fails after the source went down, so the rollback
+    powers the source on again, and its last step removes the partial the killed converter claimed
+    (before that step the rollback left a hidden multi-GB file on the node for ever: a later wave's
+    conversion of the disk has another manifest path, so nothing would ever discard it)."""
+    import json
+    import os
+    import signal
+    import time
+
+    from tests.cutover.conftest import EXE
+
+    vm_name, vmid = "DC0_C0_RP0_VM3", 9313
+    lab_ = slab(vm_name, vmid)
+    lab_.plan()
+    accept_gate(lab_)
+    lab_.sim.delay_file.write_text("4000")   # every datastore read takes 4 s: a long conversion
+    images = lab_.storage / "images" / str(vmid)
+    ours = (str(images), f"/{vm_name}/handoff.json")
+    proc = subprocess.Popen([str(EXE), "cutover", "run", str(lab_.wave), "--poll", "0.05", "--agent-timeout", "5"],
+                            env=lab_.env(), cwd=lab_.tmp, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        _wait_for_copy(proc, str(images))
+        partial = images / f"vm-{vmid}-disk-0.qcow2.partial"
+        claims = list((lab_.tmp / "node-work").rglob("*.manifest.json.claim"))
+        assert len(claims) == 1 and json.loads(claims[0].read_text())["partial"] == str(partial)
+        for pid, _ in _node_matches(*ours):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        lab_.sim.delay_file.unlink()
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, out.decode() + err.decode()
+    vm = lab_.status()["vms"][0]
+    assert vm["phase"] == "rolled_back", vm
+    assert [s["step"] for s in vm["steps"] if s["status"] == "failed"] == ["convert"]
+    done = [s for s in vm["steps"] if s["status"] == "done"]
+    assert [s["step"] for s in done][-2:] == ["rollback_power_on_source", "rollback_reclaim_partials"]
+    assert done[-1]["outputs"]["partials_removed"] == [str(partial)], done[-1]
+    assert not partial.exists() and not claims[0].exists()
+    assert not [p for p in images.rglob("*") if p.is_file()]   # nothing of this VM left on the node
+    assert lab_.source()["power"] == "poweredOn" and not lab_.source()["marked"]
+    assert lab_.target()["vms"] == []                          # never created: nothing to stop or keep
+    assert _node_processes(*ours) == []
+
+
 def test_the_node_watchdog_stops_its_command_on_eof_and_lets_one_run_per_target(tmp_path):
     """hostside/watchdog.py on its own: stdin's end stops the command (and its process group); a
     second run of the same target waits for the lock, gives up naming the holder, and does nothing

@@ -139,7 +139,8 @@ def test_windows_guest_unreachable_over_winrm_after_the_move_fails_verify_and_ro
     assert [s["step"] for s in vm["steps"] if s["status"] == "failed"] == ["verify"]
     assert "post-phase preflight" in vm["error"] and "WIN-REACHABLE" in vm["error"], vm["error"]
     done = [s["step"] for s in vm["steps"] if s["status"] == "done"]
-    assert done[-3:] == ["rollback_stop_target", "rollback_unmark_source", "rollback_power_on_source"], done
+    assert done[-4:] == ["rollback_stop_target", "rollback_unmark_source", "rollback_power_on_source",
+                         "rollback_reclaim_partials"], done
     assert "coexist_detach" in done and "finalize" in done
     # the two sides after the rollback: the copy stopped and kept (sata-first's end state), the source back
     t = lab_.target()
