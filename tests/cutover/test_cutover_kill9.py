@@ -176,6 +176,24 @@ def test_kill_during_the_conversion_stops_it_on_the_node_and_resume_converts_onc
     assert _node_processes(*ours) == []
 
 
+def _slow_run(slab, vm_name: str, vmid: int):
+    """A planned wave of one VM whose datastore reads take 4 s each (a long conversion), its `cutover
+    run` started in the background: (lab, the node's images directory, needles naming the VM's node
+    processes, the controller process)."""
+    from tests.cutover.conftest import EXE
+
+    lab_ = slab(vm_name, vmid)
+    lab_.plan()
+    accept_gate(lab_)
+    lab_.sim.delay_file.write_text("4000")
+    images = lab_.storage / "images" / str(vmid)
+    ours = (str(images), f"/{vm_name}/handoff.json")   # qemu-img writes there; guestprep-host and its watchdog read this
+    proc = subprocess.Popen([str(EXE), "cutover", "run", str(lab_.wave), "--poll", "0.05", "--agent-timeout", "5"],
+                            env=lab_.env(), cwd=lab_.tmp, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    return lab_, images, ours, proc
+
+
 def test_the_node_dies_mid_conversion_and_resume_removes_the_claimed_partial_then_converts_once(slab):
     """The node's processes are killed outright while qemu-img copies (the OOM killer, a node that
     crashed and came back), with the controller: no watchdog is left to clean up, so the partial
@@ -185,18 +203,8 @@ def test_the_node_dies_mid_conversion_and_resume_removes_the_claimed_partial_the
     that in the manifest and the journal, and converts exactly once."""
     import json
 
-    from tests.cutover.conftest import EXE
-
     vm_name, vmid = "DC0_C0_RP0_VM2", 9312
-    lab_ = slab(vm_name, vmid)
-    lab_.plan()
-    accept_gate(lab_)
-    lab_.sim.delay_file.write_text("4000")   # every datastore read takes 4 s: a long conversion
-    images = lab_.storage / "images" / str(vmid)
-    ours = (str(images), f"/{vm_name}/handoff.json")
-    proc = subprocess.Popen([str(EXE), "cutover", "run", str(lab_.wave), "--poll", "0.05", "--agent-timeout", "5"],
-                            env=lab_.env(), cwd=lab_.tmp, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    lab_, images, ours, proc = _slow_run(slab, vm_name, vmid)
     kill_node_mid_copy(proc, str(images), *ours)
     partial = images / f"vm-{vmid}-disk-0.qcow2.partial"
     claims = list((lab_.tmp / "node-work").rglob("*.manifest.json.claim"))
@@ -226,18 +234,8 @@ def test_the_converter_dies_on_the_node_and_the_rollback_removes_its_claimed_par
     import signal
     import time
 
-    from tests.cutover.conftest import EXE
-
     vm_name, vmid = "DC0_C0_RP0_VM3", 9313
-    lab_ = slab(vm_name, vmid)
-    lab_.plan()
-    accept_gate(lab_)
-    lab_.sim.delay_file.write_text("4000")   # every datastore read takes 4 s: a long conversion
-    images = lab_.storage / "images" / str(vmid)
-    ours = (str(images), f"/{vm_name}/handoff.json")
-    proc = subprocess.Popen([str(EXE), "cutover", "run", str(lab_.wave), "--poll", "0.05", "--agent-timeout", "5"],
-                            env=lab_.env(), cwd=lab_.tmp, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    lab_, images, ours, proc = _slow_run(slab, vm_name, vmid)
     try:
         _wait_for_copy(proc, str(images))
         partial = images / f"vm-{vmid}-disk-0.qcow2.partial"
