@@ -202,16 +202,7 @@ class Finalizer:
             if not b.switch:
                 res.verified = self._verify(b)
                 return res
-            # sata-first: wait for the agent only when the facts show it installed; otherwise
-            # the Proxmox side (start task, running state, a clean ACPI shutdown) is all we have.
-            agent = bool(b.strategy and b.strategy.agent_known)
-            if agent:
-                self._verify(b)
-            else:
-                self.say("sata-first: the guest agent is not known to be installed (facts): judging the first boot "
-                         f"by the Proxmox start task and {self.o.boot_settle:.0f}s of running state, then a clean "
-                         "ACPI shutdown")
-                self._wait_running(b)
+            agent = self._first_boot_judged(b)
             self.checkpoint("first_boot")
             self._switch_from_sata(b)
             res.verified = self._verify(b) if agent else self._wait_running(b)
@@ -221,6 +212,20 @@ class Finalizer:
                 res.cleanup = self._cleanup(b)
                 e.message = f"{e.message}\n  cleanup: {res.cleanup}"
             raise
+
+    def _first_boot_judged(self, b: VmBuild) -> bool:
+        """sata-first's first boot: wait for the agent only when the facts show it installed; otherwise
+        the Proxmox side (start task, running state, a clean ACPI shutdown) is all we have. Whether
+        the agent was used."""
+        agent = bool(b.strategy and b.strategy.agent_known)
+        if agent:
+            self._verify(b)
+        else:
+            self.say("sata-first: the guest agent is not known to be installed (facts): judging the first boot "
+                     f"by the Proxmox start task and {self.o.boot_settle:.0f}s of running state, then a clean "
+                     "ACPI shutdown")
+            self._wait_running(b)
+        return agent
 
     def _start(self, res: FinalizeResult) -> None:
         b = res.build
@@ -351,10 +356,7 @@ class Finalizer:
         if stage == "first_boot":
             if self.c.get(f"{VM}/status/current", pp).get("status") != "running":
                 self._start(FinalizeResult(vmid=vmid, node=b.node, build=b))
-            if b.strategy and b.strategy.agent_known:
-                self._verify(b)
-            else:
-                self._wait_running(b)
+            self._first_boot_judged(b)
             self.checkpoint("first_boot")
             self._switch_from_sata(b)
             return f"first boot from {s.system_from} done again, then the system disk moved to {s.system_to}"
